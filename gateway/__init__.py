@@ -1,0 +1,1 @@
+"""simgate's MCP gateway: config, upstream pool, call pipeline, downstream endpoints and the HTTP app."""

@@ -1,0 +1,136 @@
+"""The gateway's sub-commands: serve, servers, call, config check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import anyio
+import httpx
+
+from gateway.config.loader import load_config
+from gateway.errors import ConfigError
+
+DEFAULT_URL = "http://127.0.0.1:8808"
+
+
+def register(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="run the gateway on a config of MCP servers")
+    serve.add_argument("config", help="YAML or JSON config (a plain {\"mcpServers\": ...} client config works)")
+    serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1, or the config's)")
+    serve.add_argument("--port", type=int, default=None, help="port to listen on (default 8808, or the config's)")
+    serve.set_defaults(handler=_serve)
+
+    servers = commands.add_parser("servers", help="list the servers of a running gateway")
+    servers.add_argument("--url", default=DEFAULT_URL, help=f"the gateway (default {DEFAULT_URL})")
+    servers.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    servers.set_defaults(handler=_servers)
+
+    call = commands.add_parser("call", help="call one tool through a running gateway")
+    call.add_argument("server")
+    call.add_argument("tool")
+    call.add_argument("arguments", nargs="*", metavar="key=value",
+                      help="arguments; a value is parsed as JSON when it can be, else taken as a string")
+    call.add_argument("--url", default=DEFAULT_URL, help=f"the gateway (default {DEFAULT_URL})")
+    call.add_argument("--mode", default=None, help="execution mode to request for this call")
+    call.set_defaults(handler=_call)
+
+    config = commands.add_parser("config", help="work with config files")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    check = config_commands.add_parser("check", help="validate a config file")
+    check.add_argument("file")
+    check.set_defaults(handler=_config_check)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.serve import serve
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"simgate: {exc}", file=sys.stderr)
+        return 2
+    return serve(config, host=args.host, port=args.port)
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        print(f"simgate: {exc}", file=sys.stderr)
+        return 2
+    active = config.active_servers
+    print(f"{args.file}: ok, {len(config.servers)} server(s), {len(active)} enabled")
+    for name, server in config.servers.items():
+        where = server.url if server.transport == "http" else " ".join([server.command or "", *server.args])
+        state = "" if server.active else " (disabled)"
+        print(f"  {name}: {server.transport} {where}{state}")
+    return 0
+
+
+def _servers(args: argparse.Namespace) -> int:
+    try:
+        response = httpx.get(f"{args.url.rstrip('/')}/admin/servers", timeout=10)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        print(f"simgate: cannot reach the gateway at {args.url}: {exc}", file=sys.stderr)
+        return 1
+    servers = response.json()["servers"]
+    if args.json:
+        print(json.dumps(servers, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("server", "state", "transport", "tools", "restarts", "last error")
+    for server in servers:
+        table.add_row(server["name"], server["state"], server["transport"], str(server["tools"]),
+                      str(server["restarts"]), server["last_error"] or "")
+    Console().print(table)
+    return 0
+
+
+def parse_arguments(pairs: list[str]) -> dict[str, Any]:
+    arguments: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"argument {pair!r} is not key=value")
+        try:
+            arguments[key] = json.loads(value)
+        except json.JSONDecodeError:
+            arguments[key] = value
+    return arguments
+
+
+def _call(args: argparse.Namespace) -> int:
+    try:
+        arguments = parse_arguments(args.arguments)
+    except ValueError as exc:
+        print(f"simgate: {exc}", file=sys.stderr)
+        return 2
+    from mcp.shared.exceptions import MCPError
+
+    from gateway.client import call_tool
+
+    url = f"{args.url.rstrip('/')}/servers/{args.server}/mcp"
+    try:
+        try:
+            result = anyio.run(call_tool, url, args.tool, arguments, args.mode)
+        except BaseExceptionGroup as group:  # the SDK's task groups wrap the one error that matters
+            raise _first_leaf(group) from None
+    except MCPError as exc:
+        print(json.dumps({"error": {"code": exc.code, "message": exc.message, "data": exc.data}}, indent=2))
+        return 1
+    except Exception as exc:  # connection refused, unknown server (404)...
+        print(f"simgate: call failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 1 if result.get("isError") else 0
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    inner = group.exceptions[0]
+    return _first_leaf(inner) if isinstance(inner, BaseExceptionGroup) else inner

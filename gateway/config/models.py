@@ -1,0 +1,121 @@
+"""Config models: a superset of the common `{"mcpServers": {...}}` client config.
+
+A client config is accepted unchanged (`command/args/env/cwd` or `url/headers/type` per server);
+simgate adds per-server timeouts, `enabled`, tool allow/deny lists and a `gateway` section.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+Transport = Literal["stdio", "http"]
+
+# Spellings of `type` found in client configs (Claude Desktop, Cursor, VS Code, Cline...).
+_HTTP_TYPES = {"http", "streamable-http", "streamablehttp", "streamable_http"}
+_STDIO_TYPES = {"stdio"}
+
+
+class ToolFilter(BaseModel):
+    """Which upstream tools are exposed. Glob patterns; deny wins over allow."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow: list[str] | None = None
+    deny: list[str] = Field(default_factory=list)
+
+    def permits(self, tool: str) -> bool:
+        if any(fnmatch.fnmatchcase(tool, pattern) for pattern in self.deny):
+            return False
+        return self.allow is None or any(fnmatch.fnmatchcase(tool, pattern) for pattern in self.allow)
+
+
+class ServerConfig(BaseModel):
+    """One upstream MCP server."""
+
+    # Client configs carry keys simgate has no use for (`disabled`, `autoApprove`, `alwaysAllow`...);
+    # they are kept, not rejected, so such a config is accepted as it is.
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    transport: Transport | None = None
+    type: str | None = None
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    description: str | None = None
+    enabled: bool = True
+    disabled: bool = False
+    call_timeout: PositiveFloat = Field(60.0, description="seconds a tools/call may take upstream")
+    startup_timeout: PositiveFloat = Field(60.0, description="seconds to start and initialize the upstream")
+    health_interval: PositiveFloat = Field(30.0, description="seconds between liveness pings")
+    ping_timeout: PositiveFloat = Field(10.0, description="seconds a liveness ping may take")
+    max_restart_backoff: PositiveFloat = Field(30.0, description="cap of the restart backoff, seconds")
+    tools: ToolFilter = Field(default_factory=ToolFilter)
+
+    @model_validator(mode="after")
+    def _resolve_transport(self) -> ServerConfig:
+        if self.transport is None:
+            kind = (self.type or "").lower()
+            if kind in _HTTP_TYPES:
+                self.transport = "http"
+            elif kind in _STDIO_TYPES:
+                self.transport = "stdio"
+            elif kind == "sse":
+                raise ValueError("the legacy SSE transport is not supported; use streamable HTTP ('type': 'http')")
+            elif kind:
+                raise ValueError(f"unknown type {self.type!r}; expected 'stdio' or 'http'")
+            elif self.command and self.url:
+                raise ValueError("give either 'command' (stdio) or 'url' (http), not both")
+            elif self.command:
+                self.transport = "stdio"
+            elif self.url:
+                self.transport = "http"
+            else:
+                raise ValueError("needs 'command' (a stdio server) or 'url' (a streamable-HTTP server)")
+        if self.transport == "stdio" and not self.command:
+            raise ValueError("a stdio server needs 'command'")
+        if self.transport == "http":
+            if not self.url:
+                raise ValueError("an http server needs 'url'")
+            if not self.url.startswith(("http://", "https://")):
+                raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and not self.disabled
+
+
+class GatewaySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8808
+    state_dir: str = Field(".simgate", description="where per-server HOME/TMPDIR/work dirs and logs live")
+    max_body_bytes: PositiveInt = 4 * 1024 * 1024
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    name: str = "simgate"
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    servers: dict[str, ServerConfig] = Field(default_factory=dict, alias="mcpServers")
+
+    @model_validator(mode="after")
+    def _check_names(self) -> GatewayConfig:
+        for name in self.servers:
+            if not name or name != name.strip() or "/" in name:
+                raise ValueError(f"server name {name!r} must be non-empty, without '/' or surrounding spaces")
+        return self
+
+    @property
+    def active_servers(self) -> dict[str, ServerConfig]:
+        return {name: server for name, server in self.servers.items() if server.active}

@@ -1,0 +1,44 @@
+"""`Origin` for a downstream request: the way back to the client that made it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.shared.message import ServerMessageMetadata
+from pydantic import BaseModel, ConfigDict
+
+
+class _Passthrough(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _ServerToClient(types.Request[dict[str, Any] | None, str]):
+    params: dict[str, Any] | None = None
+
+
+_CAPABILITY = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
+
+
+class RequestOrigin:
+    def __init__(self, ctx: ServerRequestContext[Any, Any]) -> None:
+        self._ctx = ctx
+
+    def supports(self, method: str) -> bool:
+        caps = self._ctx.session.client_capabilities
+        name = _CAPABILITY.get(method)
+        return bool(caps is not None and name is not None and getattr(caps, name, None) is not None
+                    and self._ctx.session.can_send_request)
+
+    async def request(self, method: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        result = await self._ctx.session.send_request(
+            _ServerToClient(method=method, params=dict(params) if params is not None else None),  # type: ignore[arg-type]
+            _Passthrough,
+            metadata=ServerMessageMetadata(related_request_id=self._ctx.request_id),
+        )
+        return result.model_dump(by_alias=True, exclude_none=True)
+
+    async def progress(self, progress: float, total: float | None, message: str | None) -> None:
+        await self._ctx.session.report_progress(progress, total, message)

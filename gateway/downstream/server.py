@@ -1,0 +1,156 @@
+"""An MCP server (the SDK's low-level `Server`) that answers from an `Exposure` and the call pipeline."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
+from mcp.server.session import ServerSession
+
+from gateway.downstream.exposure import Exposure
+from gateway.downstream.origin import RequestOrigin
+from gateway.pipeline.call import Pipeline, ToolCall
+
+logger = logging.getLogger("simgate.downstream")
+
+Ctx = ServerRequestContext[Any, Any]
+
+MODE_HEADER = "x-simgate-mode"
+MODE_META_KEY = "simgate/mode"
+
+
+class ProxyServer(Server[Any]):
+    """Capabilities, identity and instructions are read from the upstreams when a client connects."""
+
+    def __init__(self, exposure: Exposure, pipeline: Pipeline) -> None:
+        super().__init__(exposure.gateway_name, get_tool_input_schema=exposure.input_schema)
+        self.exposure = exposure
+        self.pipeline = pipeline
+        self.sessions: dict[str, ServerSession] = {}
+        for method, params_type, handler in (
+            ("tools/list", types.PaginatedRequestParams, self._list_tools),
+            ("tools/call", types.CallToolRequestParams, self._call_tool),
+            ("prompts/list", types.PaginatedRequestParams, self._list_prompts),
+            ("prompts/get", types.GetPromptRequestParams, self._get_prompt),
+            ("resources/list", types.PaginatedRequestParams, self._list_resources),
+            ("resources/templates/list", types.PaginatedRequestParams, self._list_resource_templates),
+            ("resources/read", types.ReadResourceRequestParams, self._resource_request),
+            ("resources/subscribe", types.SubscribeRequestParams, self._resource_request),
+            ("resources/unsubscribe", types.UnsubscribeRequestParams, self._resource_request),
+            ("completion/complete", types.CompleteRequestParams, self._complete),
+            ("logging/setLevel", types.SetLevelRequestParams, self._set_logging_level),
+        ):
+            self.add_request_handler(method, params_type, handler)
+
+    # Identity and capabilities mirror the upstreams, which are only known once they have started.
+    def get_capabilities(self, notification_options: NotificationOptions | None = None,
+                         experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+                         extensions: dict[str, dict[str, Any]] | None = None, *,
+                         protocol_version: str | None = None) -> types.ServerCapabilities:
+        return self.exposure.capabilities()
+
+    def create_initialization_options(self, notification_options: NotificationOptions | None = None,
+                                      experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+                                      extensions: dict[str, dict[str, Any]] | None = None) -> InitializationOptions:
+        info = self.exposure.server_info()
+        return InitializationOptions(server_name=info.name, server_version=info.version, title=info.title,
+                                     description=info.description, capabilities=self.exposure.capabilities(),
+                                     instructions=self.exposure.instructions(), website_url=info.website_url,
+                                     icons=info.icons)
+
+    @property
+    def server_info(self) -> types.Implementation:
+        return self.exposure.server_info()
+
+    @property
+    def server_info_stamp(self) -> dict[str, Any]:
+        return self.exposure.server_info().model_dump(by_alias=True, mode="json", exclude_none=True)
+
+    @property
+    def instructions(self) -> str | None:  # type: ignore[override]
+        return self.exposure.instructions()
+
+    @instructions.setter
+    def instructions(self, value: str | None) -> None:
+        pass  # set by Server.__init__; the upstreams' instructions are used instead
+
+    # ---------------------------------------------------------------- handlers
+
+    def _remember(self, ctx: Ctx) -> None:
+        session_id = _header(ctx, "mcp-session-id")
+        if session_id and session_id not in self.sessions:
+            self.sessions[session_id] = ctx.session
+
+    async def _list_tools(self, ctx: Ctx, params: Any) -> dict[str, Any]:
+        self._remember(ctx)
+        return self.exposure.list_tools()
+
+    async def _call_tool(self, ctx: Ctx, params: types.CallToolRequestParams) -> dict[str, Any]:
+        self._remember(ctx)
+        raw = dict(ctx.params or {})
+        entry = self.exposure.resolve_tool(params.name)
+        meta = raw.get("_meta") if isinstance(raw.get("_meta"), dict) else None
+        call = ToolCall(
+            server=entry.server,
+            tool=entry.tool,
+            exposed_name=entry.exposed,
+            arguments=dict(raw.get("arguments") or {}),
+            meta=meta,
+            tool_definition=entry.definition,
+            session_id=_header(ctx, "mcp-session-id"),
+            mode=(meta or {}).get(MODE_META_KEY) or _header(ctx, MODE_HEADER),
+            origin=RequestOrigin(ctx),
+        )
+        return await self.pipeline(call)
+
+    async def _list_prompts(self, ctx: Ctx, params: Any) -> dict[str, Any]:
+        return await self.exposure.list_prompts(ctx.params)
+
+    async def _get_prompt(self, ctx: Ctx, params: Any) -> dict[str, Any]:
+        return await self.exposure.get_prompt(ctx.params or {}, RequestOrigin(ctx))
+
+    async def _list_resources(self, ctx: Ctx, params: Any) -> dict[str, Any]:
+        return await self.exposure.list_resources(ctx.params)
+
+    async def _list_resource_templates(self, ctx: Ctx, params: Any) -> dict[str, Any]:
+        return await self.exposure.list_resource_templates(ctx.params)
+
+    async def _resource_request(self, ctx: Ctx, params: Any) -> dict[str, Any]:
+        self._remember(ctx)
+        return await self.exposure.resource_request(ctx.method, ctx.params or {}, RequestOrigin(ctx))
+
+    async def _complete(self, ctx: Ctx, params: Any) -> dict[str, Any]:
+        return await self.exposure.complete(ctx.params or {}, RequestOrigin(ctx))
+
+    async def _set_logging_level(self, ctx: Ctx, params: Any) -> dict[str, Any]:
+        self._remember(ctx)
+        return await self.exposure.set_logging_level(ctx.params or {})
+
+    # ---------------------------------------------------------------- upstream notifications
+
+    async def broadcast(self, server: str, notification: types.ServerNotification) -> None:
+        """Pass an upstream's notification on to every client session of this endpoint."""
+        if server not in self.exposure.servers:
+            return
+        if isinstance(notification, types.LoggingMessageNotification) and self.exposure.aggregate:
+            params = notification.params.model_copy(
+                update={"logger": f"{server}/{notification.params.logger}" if notification.params.logger else server})
+            notification = types.LoggingMessageNotification(params=params)
+        elif isinstance(notification, types.ProgressNotification | types.ElicitCompleteNotification):
+            return  # request-scoped; progress travels with its request
+        for session_id, session in list(self.sessions.items()):
+            try:
+                await session.send_notification(notification)
+            except Exception:
+                self.sessions.pop(session_id, None)  # the client session is gone
+
+
+def _header(ctx: Ctx, name: str) -> str | None:
+    request = ctx.request
+    headers: Mapping[str, str] | None = getattr(request, "headers", None)
+    return headers.get(name) if headers is not None else None

@@ -1,0 +1,47 @@
+"""Typed errors of the gateway, each knowing the JSON-RPC error it becomes on the wire."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mcp_types as types
+from mcp.shared.exceptions import MCPError
+
+# simgate's own server-error codes live in JSON-RPC's implementation-defined range.
+UPSTREAM_UNAVAILABLE = -32001
+UPSTREAM_TIMEOUT = -32002
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message names file, server and field."""
+
+
+class GatewayError(MCPError):
+    """An error the gateway itself raises for a request; it is an `MCPError`, so it reaches the client."""
+
+    code_value: int = types.INTERNAL_ERROR
+
+    def __init__(self, message: str, data: Any = None) -> None:
+        super().__init__(self.code_value, message, data)
+
+
+class UnknownServer(GatewayError):
+    code_value = types.INVALID_PARAMS
+
+
+class UnknownTool(GatewayError):
+    code_value = types.INVALID_PARAMS
+
+
+class InvalidArguments(GatewayError):
+    code_value = types.INVALID_PARAMS
+
+
+class UpstreamUnavailable(GatewayError):
+    """The upstream is not running (starting, restarting, failed or disabled)."""
+
+    code_value = UPSTREAM_UNAVAILABLE
+
+
+class UpstreamTimeout(GatewayError):
+    code_value = UPSTREAM_TIMEOUT

@@ -1,0 +1,64 @@
+"""`ToolCall`, the stage interface, and the pipeline that chains stages in front of an executor.
+
+A stage is `async (call, call_next) -> result`, like Starlette's middleware: it may inspect or
+change the call, answer it itself, or pass it on. Results are raw `CallToolResult` dicts so that
+every field an upstream sent reaches the client unchanged; errors are raised as `MCPError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation
+
+from gateway.upstream.origin import Origin
+
+CallResult = dict[str, Any]
+CallNext = Callable[["ToolCall"], Awaitable[CallResult]]
+
+
+class ToolCall(BaseModel):
+    """One `tools/call` on its way through the gateway."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    server: str
+    tool: str
+    exposed_name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    meta: dict[str, Any] | None = None
+    tool_definition: dict[str, Any] = Field(default_factory=dict)
+    session_id: str | None = None
+    client: str | None = None
+    mode: str | None = None
+    origin: SkipValidation[Origin | None] = Field(default=None, exclude=True)
+
+    def upstream_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"name": self.tool, "arguments": self.arguments}
+        if self.meta:
+            params["_meta"] = self.meta
+        return params
+
+
+class Stage(Protocol):
+    async def __call__(self, call: ToolCall, call_next: CallNext) -> CallResult: ...
+
+
+class Pipeline:
+    """Stages outermost-first, ending in the executor that produces the answer."""
+
+    def __init__(self, stages: Sequence[Stage], executor: CallNext) -> None:
+        self._entry: CallNext = executor
+        for stage in reversed(stages):
+            self._entry = _bind(stage, self._entry)
+
+    async def __call__(self, call: ToolCall) -> CallResult:
+        return await self._entry(call)
+
+
+def _bind(stage: Stage, call_next: CallNext) -> CallNext:
+    async def run(call: ToolCall) -> CallResult:
+        return await stage(call, call_next)
+
+    return run

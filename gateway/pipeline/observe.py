@@ -1,0 +1,38 @@
+"""Stage: count, time and log every call (outermost, so it sees every outcome)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from mcp.shared.exceptions import MCPError
+
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline.call import CallNext, CallResult, ToolCall
+
+logger = logging.getLogger("simgate.calls")
+
+
+class ObserveCalls:
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    async def __call__(self, call: ToolCall, call_next: CallNext) -> CallResult:
+        started = time.perf_counter()
+        outcome = "error"
+        code: int | None = None
+        try:
+            result = await call_next(call)
+            outcome = "tool_error" if result.get("isError") else "ok"
+            return result
+        except MCPError as exc:
+            code = exc.code
+            outcome = f"rpc_error_{-exc.code}" if exc.code < 0 else f"rpc_error_{exc.code}"
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            self._metrics.calls.labels(call.server, call.tool, outcome).inc()
+            self._metrics.latency.labels(call.server).observe(elapsed)
+            logger.info("tools/call", extra={"event": "tool_call", "server": call.server, "tool": call.tool,
+                                             "outcome": outcome, "code": code, "session": call.session_id,
+                                             "latency_ms": round(elapsed * 1000, 3)})

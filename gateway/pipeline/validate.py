@@ -1,0 +1,54 @@
+"""Stage: arguments must satisfy the tool's `inputSchema` before anything reaches an upstream."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jsonschema import exceptions as schema_errors
+from jsonschema import validators
+
+from gateway.errors import InvalidArguments
+from gateway.pipeline.call import CallNext, CallResult, ToolCall
+
+
+class ValidateArguments:
+    def __init__(self) -> None:
+        # Compiled validators by schema text: compiling costs far more than validating.
+        self._validators: dict[str, Any] = {}
+
+    async def __call__(self, call: ToolCall, call_next: CallNext) -> CallResult:
+        schema = call.tool_definition.get("inputSchema")
+        if isinstance(schema, dict) and schema:
+            error = self._first_error(schema, call.arguments)
+            if error is not None:
+                path = _json_path(error.absolute_path)
+                raise InvalidArguments(
+                    f"invalid arguments for tool {call.exposed_name!r} at {path}: {error.message}",
+                    data={"tool": call.exposed_name, "path": path, "validator": str(error.validator)},
+                )
+        return await call_next(call)
+
+    def _first_error(self, schema: dict[str, Any], arguments: dict[str, Any]) -> schema_errors.ValidationError | None:
+        key = json.dumps(schema, sort_keys=True)
+        validator = self._validators.get(key)
+        if validator is None:
+            cls = validators.validator_for(schema, default=validators.Draft202012Validator)
+            try:
+                cls.check_schema(schema)
+            except schema_errors.SchemaError:
+                # The server's own schema is broken: let the server judge its arguments.
+                validator = False
+            else:
+                validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
+            self._validators[key] = validator
+        if validator is False:
+            return None
+        return schema_errors.best_match(validator.iter_errors(arguments))
+
+
+def _json_path(parts: Any) -> str:
+    path = "$"
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path

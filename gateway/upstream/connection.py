@@ -1,0 +1,300 @@
+"""One upstream MCP server: a single long-lived session shared by every client, supervised.
+
+The supervisor starts the server, initializes it, lists its tools, and then watches it: when the
+stream ends (the process exited) or a liveness ping fails (it stopped answering), calls in flight
+fail at once with a clear error, and the server is restarted with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+import mcp_types as types
+from mcp.client.session import ClientRequestContext, ClientSession
+from mcp.shared.exceptions import MCPError
+from pydantic import TypeAdapter
+
+from gateway.config.models import ServerConfig
+from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.upstream.origin import Origin
+from gateway.upstream.transport import open_transport
+from sandboxes.workdir import ServerDirs, prepare_server_dirs
+
+logger = logging.getLogger("simgate.upstream")
+
+_RAW_RESULT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
+_CLIENT_INFO = types.Implementation(name="simgate", version="0.1.0")
+# `_meta` keys of the 2026-07-28 envelope; a handshake-era upstream rejects calls that carry them.
+_MODERN_META_PREFIX = "io.modelcontextprotocol/"
+
+NotificationSink = Callable[[str, types.ServerNotification], Awaitable[None]]
+
+
+class UpstreamState(StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    RESTARTING = "restarting"
+    STOPPED = "stopped"
+
+
+class _RawRequest(types.Request[dict[str, Any] | None, str]):
+    """A request forwarded as it came, so unknown fields survive the trip."""
+
+    params: dict[str, Any] | None = None
+
+
+class _RawNotification(types.Notification[dict[str, Any] | None, str]):
+    params: dict[str, Any] | None = None
+
+
+class Upstream:
+    """A supervised session with one upstream server; `run()` owns its whole life."""
+
+    def __init__(
+        self,
+        name: str,
+        config: ServerConfig,
+        state_dir: Path,
+        on_notification: NotificationSink | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self._state_dir = state_dir
+        self._on_notification = on_notification
+        self.state = UpstreamState.STARTING
+        self.last_error: str | None = None
+        self.restarts = 0
+        self.initialize_result: types.InitializeResult | None = None
+        self.tools: list[dict[str, Any]] = []
+        self._session: ClientSession | None = None
+        self._ready = anyio.Event()
+        self._origins: dict[int, Origin] = {}
+        self._next_origin = 0
+        self._restart_now = anyio.Event()
+
+    # ----------------------------------------------------------------- supervision
+
+    async def run(self) -> None:
+        """Keep the upstream running until cancelled."""
+        dirs = prepare_server_dirs(self._state_dir, self.name)
+        with open(dirs.root / "stderr.log", "a", encoding="utf-8") as stderr:
+            try:
+                await self._supervise(dirs, stderr)
+            finally:
+                self.state = UpstreamState.STOPPED
+
+    async def _supervise(self, dirs: ServerDirs, stderr: IO[str]) -> None:
+        backoff = 0.5
+        while True:
+            started = time.monotonic()
+            try:
+                await self._serve_once(dirs, stderr)
+                self.last_error = self.last_error or "the server closed its connection"
+            except Exception as exc:  # anything an upstream does must not take the gateway down
+                self.last_error = _describe(exc)
+                logger.warning("upstream %s failed: %s", self.name, self.last_error)
+            finally:
+                self._session = None
+                if self._ready.is_set():
+                    self._ready = anyio.Event()
+                self.state = UpstreamState.RESTARTING
+            if time.monotonic() - started > 60:
+                backoff = 0.5  # it ran well for a while: restart promptly
+            logger.info("upstream %s: restarting in %.1fs (%s)", self.name, backoff, self.last_error)
+            await anyio.sleep(backoff)
+            backoff = min(backoff * 2, self.config.max_restart_backoff)
+            self.restarts += 1
+
+    async def _serve_once(self, dirs: ServerDirs, stderr: IO[str]) -> None:
+        async with (
+            open_transport(self.name, self.config, dirs, stderr) as (read, write, closed),
+            ClientSession(
+                read,
+                write,
+                client_info=_CLIENT_INFO,
+                sampling_callback=self._on_sampling,
+                elicitation_callback=self._on_elicitation,
+                list_roots_callback=self._on_list_roots,
+                message_handler=self._on_message,
+            ) as session,
+        ):
+            with anyio.fail_after(self.config.startup_timeout):
+                self.initialize_result = await session.initialize()
+                self._session = session
+                self.tools = await self._list_tools(session)
+            self.state = UpstreamState.READY
+            self.last_error = None
+            self._ready.set()
+            logger.info("upstream %s ready: %d tools", self.name, len(self.tools))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_liveness, session, closed)
+                await closed.wait()
+                tg.cancel_scope.cancel()
+
+    async def _watch_liveness(self, session: ClientSession, closed: anyio.Event) -> None:
+        while True:
+            with anyio.move_on_after(self.config.health_interval):
+                await self._restart_now.wait()
+            self._restart_now = anyio.Event()
+            try:
+                await session.send_request(_RawRequest(method="ping"), _RAW_RESULT,
+                                           request_read_timeout_seconds=self.config.ping_timeout)
+            except MCPError as exc:
+                if exc.code == types.METHOD_NOT_FOUND:
+                    continue  # a server without ping is still alive
+                self.last_error = f"did not answer a liveness ping: {exc.message}"
+                logger.warning("upstream %s %s", self.name, self.last_error)
+                closed.set()
+                return
+
+    async def _list_tools(self, session: ClientSession) -> list[dict[str, Any]]:
+        caps = self.initialize_result.capabilities if self.initialize_result else None
+        if caps is not None and caps.tools is None:
+            return []
+        tools: list[dict[str, Any]] = []
+        cursor: str | None = None
+        for _ in range(1000):  # a bound against a server that pages forever
+            params = {"cursor": cursor} if cursor else None
+            page = await session.send_request(_RawRequest(method="tools/list", params=params), _RAW_RESULT,
+                                              request_read_timeout_seconds=self.config.call_timeout)
+            tools.extend(tool for tool in page.get("tools", []) if self.config.tools.permits(tool.get("name", "")))
+            cursor = page.get("nextCursor")
+            if not cursor:
+                break
+        return tools
+
+    # ----------------------------------------------------------------- requests
+
+    async def wait_ready(self, timeout: float) -> ClientSession:
+        if self._session is None:
+            with anyio.move_on_after(timeout):
+                await self._ready.wait()
+        if self._session is None:
+            reason = f": {self.last_error}" if self.last_error else ""
+            raise UpstreamUnavailable(f"upstream server {self.name!r} is {self.state.value}{reason}",
+                                      data={"server": self.name, "state": self.state.value})
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None,
+        *,
+        timeout: float | None = None,
+        origin: Origin | None = None,
+    ) -> dict[str, Any]:
+        """Forward one request and return the upstream's raw result; errors keep their code."""
+        timeout = timeout or self.config.call_timeout
+        session = await self.wait_ready(min(timeout, self.config.startup_timeout))
+        origin_id = self._register(origin)
+        try:
+            return await session.send_request(
+                _RawRequest(method=method, params=_strip_modern_meta(params)),
+                _RAW_RESULT,
+                request_read_timeout_seconds=timeout,
+                progress_callback=origin.progress if origin is not None else None,
+            )
+        except MCPError as exc:
+            if exc.code == types.REQUEST_TIMEOUT:
+                self._restart_now.set()  # check liveness now rather than at the next interval
+                raise UpstreamTimeout(f"upstream server {self.name!r} did not answer {method} within {timeout:g}s",
+                                      data={"server": self.name, "timeout": timeout}) from None
+            if exc.code == types.CONNECTION_CLOSED:
+                raise UpstreamUnavailable(
+                    f"upstream server {self.name!r} closed its connection during {method}; it is being restarted",
+                    data={"server": self.name}) from None
+            raise
+        finally:
+            self._origins.pop(origin_id, None)
+
+    async def notify(self, method: str, params: Mapping[str, Any] | None) -> None:
+        if self._session is not None:
+            await self._session.send_notification(
+                _RawNotification(method=method, params=dict(params) if params is not None else None))  # type: ignore[arg-type]
+
+    def _register(self, origin: Origin | None) -> int:
+        self._next_origin += 1
+        if origin is not None:
+            self._origins[self._next_origin] = origin
+        return self._next_origin
+
+    # ------------------------------------------------- server-to-client, routed back
+
+    def _origin_for(self, method: str) -> Origin | None:
+        # stdio carries no link from a server request to the client request that caused it; the most
+        # recent request in flight on this upstream whose client can answer is the best match.
+        for origin in reversed(list(self._origins.values())):
+            if origin.supports(method):
+                return origin
+        return None
+
+    async def _route_back(self, method: str, params: types.BaseModel | None) -> dict[str, Any] | types.ErrorData:
+        origin = self._origin_for(method)
+        if origin is None:
+            return types.ErrorData(code=types.INVALID_REQUEST,
+                                   message=f"no client request in flight through simgate can answer {method}")
+        dumped = params.model_dump(by_alias=True, mode="json", exclude_none=True) if params is not None else None
+        try:
+            return await origin.request(method, dumped)
+        except MCPError as exc:
+            return exc.error
+
+    async def _on_sampling(self, ctx: ClientRequestContext, params: types.CreateMessageRequestParams) -> Any:
+        result = await self._route_back("sampling/createMessage", params)
+        if isinstance(result, types.ErrorData):
+            return result
+        if isinstance(result.get("content"), list):  # tool-use results carry a list of blocks
+            return types.CreateMessageResultWithTools.model_validate(result)
+        return types.CreateMessageResult.model_validate(result)
+
+    async def _on_elicitation(self, ctx: ClientRequestContext, params: types.ElicitRequestParams) -> Any:
+        result = await self._route_back("elicitation/create", params)
+        return result if isinstance(result, types.ErrorData) else types.ElicitResult.model_validate(result)
+
+    async def _on_list_roots(self, ctx: ClientRequestContext) -> Any:
+        result = await self._route_back("roots/list", None)
+        return result if isinstance(result, types.ErrorData) else types.ListRootsResult.model_validate(result)
+
+    async def _on_message(self, message: types.ServerNotification | Exception) -> None:
+        if isinstance(message, Exception):
+            logger.warning("upstream %s: transport error: %s", self.name, message)
+            return
+        if isinstance(message, types.ToolListChangedNotification) and self._session is not None:
+            try:
+                self.tools = await self._list_tools(self._session)
+            except MCPError as exc:
+                logger.warning("upstream %s: re-listing tools failed: %s", self.name, exc.message)
+        if self._on_notification is not None:
+            await self._on_notification(self.name, message)
+
+
+def _strip_modern_meta(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if params is None:
+        return None
+    out = dict(params)
+    meta = out.get("_meta")
+    if isinstance(meta, dict):
+        kept = {k: v for k, v in meta.items() if not k.startswith(_MODERN_META_PREFIX)}
+        if kept:
+            out["_meta"] = kept
+        else:
+            out.pop("_meta")
+    return out
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "did not start and initialize within its startup timeout"
+    if isinstance(exc, MCPError):
+        return f"error {exc.code}: {exc.message}"
+    if isinstance(exc, FileNotFoundError):
+        return f"command not found: {exc.filename}"
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(inner) for inner in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,67 @@
+"""All upstreams of a gateway, started together and stopped together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import mcp_types as types
+
+from gateway.config.models import GatewayConfig
+from gateway.errors import UnknownServer
+from gateway.upstream.connection import Upstream, UpstreamState
+
+logger = logging.getLogger("simgate.upstream")
+
+Listener = Callable[[str, types.ServerNotification], Awaitable[None]]
+
+
+class UpstreamPool:
+    def __init__(self, config: GatewayConfig, state_dir: Path) -> None:
+        self._listeners: list[Listener] = []
+        self.upstreams: dict[str, Upstream] = {
+            name: Upstream(name, server, state_dir, on_notification=self._fan_out)
+            for name, server in config.active_servers.items()
+        }
+
+    def get(self, name: str) -> Upstream:
+        try:
+            return self.upstreams[name]
+        except KeyError:
+            known = ", ".join(sorted(self.upstreams)) or "none"
+            raise UnknownServer(f"unknown server {name!r} (known: {known})", data={"server": name}) from None
+
+    def add_listener(self, listener: Listener) -> None:
+        """Be told of every upstream notification (list changes, logs, resource updates)."""
+        self._listeners.append(listener)
+
+    async def _fan_out(self, server: str, notification: types.ServerNotification) -> None:
+        for listener in self._listeners:
+            try:
+                await listener(server, notification)
+            except Exception:
+                logger.exception("a listener failed on a notification from %s", server)
+
+    @property
+    def ready(self) -> bool:
+        return all(upstream.state == UpstreamState.READY for upstream in self.upstreams.values())
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[UpstreamPool]:
+        """Run every upstream for the duration of the block; on exit none is left behind."""
+        async with anyio.create_task_group() as tg:
+            for upstream in self.upstreams.values():
+                tg.start_soon(upstream.run, name=f"upstream:{upstream.name}")
+            try:
+                yield self
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        with anyio.move_on_after(timeout):
+            while not self.ready:
+                await anyio.sleep(0.05)
+        return self.ready

@@ -1,0 +1,1 @@
+"""Trajectory runner and data pipeline. Talks to the gateway only as an MCP client over HTTP."""

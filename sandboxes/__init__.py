@@ -1,0 +1,1 @@
+"""Where upstream servers run: their private directories and launch wrappers (none, bubblewrap, Docker)."""

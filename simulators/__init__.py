@@ -1,0 +1,1 @@
+"""Tool simulators and call-level fidelity metrics. Works on plain data; never imports `gateway`."""
