@@ -101,7 +101,7 @@ class RealServer:
     python: str | None = None  # needs this Python (major.minor); None = the installer's
     optional: bool = False  # may be skipped if its Python is unavailable
     setup_files: dict[str, str] = field(default_factory=dict)  # $WORK-relative path -> text
-    setup_commands: tuple[tuple[str, ...], ...] = ()  # argv run in $WORK after the files
+    setup_commands: tuple[tuple[str, ...], ...] = ()  # argv run in $WORK after the files ($PYTHON: this one)
     tools: tuple[str, ...] = ()  # a subset of tools/list that must be present
     calls: tuple[ExampleCall, ...] = ()
     determinism: str = ""  # corpus classification of the server as a whole
@@ -109,6 +109,55 @@ class RealServer:
 
 
 C = ExampleCall
+
+# A two-column workbook (sheet "Sales": region/units, north 10, south 7) as raw OOXML parts,
+# zipped into $WORK/sales.xlsx by a setup command: the excel-go server cannot create files.
+_OOXML_MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+_OOXML_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+_OOXML_PKG_REL = "http://schemas.openxmlformats.org/package/2006/relationships"
+_MINIMAL_XLSX_PARTS: dict[str, str] = {
+    "xlsx/[Content_Types].xml": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        '<Override PartName="/xl/workbook.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+        '<Override PartName="/xl/worksheets/sheet1.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>'
+    ),
+    "xlsx/_rels/.rels": (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><Relationships xmlns="{_OOXML_PKG_REL}">'
+        f'<Relationship Id="rId1" Type="{_OOXML_REL}/officeDocument" Target="xl/workbook.xml"/></Relationships>'
+    ),
+    "xlsx/xl/workbook.xml": (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><workbook xmlns="{_OOXML_MAIN}" '
+        f'xmlns:r="{_OOXML_REL}"><sheets><sheet name="Sales" sheetId="1" r:id="rId1"/></sheets></workbook>'
+    ),
+    "xlsx/xl/_rels/workbook.xml.rels": (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><Relationships xmlns="{_OOXML_PKG_REL}">'
+        f'<Relationship Id="rId1" Type="{_OOXML_REL}/worksheet" Target="worksheets/sheet1.xml"/></Relationships>'
+    ),
+    "xlsx/xl/worksheets/sheet1.xml": (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><worksheet xmlns="{_OOXML_MAIN}">'
+        '<dimension ref="A1:B3"/><sheetData>'
+        '<row r="1"><c r="A1" t="inlineStr"><is><t>region</t></is></c>'
+        '<c r="B1" t="inlineStr"><is><t>units</t></is></c></row>'
+        '<row r="2"><c r="A2" t="inlineStr"><is><t>north</t></is></c><c r="B2"><v>10</v></c></row>'
+        '<row r="3"><c r="A3" t="inlineStr"><is><t>south</t></is></c><c r="B3"><v>7</v></c></row>'
+        "</sheetData></worksheet>"
+    ),
+}
+# argv: SRC_DIR DEST_FILE -> zip SRC_DIR's files (paths relative to it) into DEST_FILE.
+_ZIP_XLSX = (
+    "import os, sys, zipfile\n"
+    "src, dest = sys.argv[1:3]\n"
+    "with zipfile.ZipFile(dest, 'w', zipfile.ZIP_DEFLATED) as z:\n"
+    "    for d, _, fs in sorted(os.walk(src)):\n"
+    "        for f in sorted(fs):\n"
+    "            p = os.path.join(d, f)\n"
+    "            z.write(p, os.path.relpath(p, src))\n"
+)
 
 SERVERS: tuple[RealServer, ...] = (
     # ------------------------------------------------------------------ PyPI
@@ -262,7 +311,7 @@ SERVERS: tuple[RealServer, ...] = (
         tools=("convert_temperature", "convert_volume", "convert_weight"),
         calls=(
             C("convert_temperature", {"value": 180, "from_unit": "C", "to_unit": "F"}, deterministic=True,
-              contains=('"value": 356.0',)),
+              equals='{\n  "value": 356.0,\n  "from_unit": "C",\n  "to_unit": "F"\n}'),
             C("convert_weight", {"value": 1, "from_unit": "lb", "to_unit": "g"}, deterministic=True,
               contains=('"value": 453.592',)),
             C("convert_weight", {"value": 1, "from_unit": "stone", "to_unit": "g"}, deterministic=True,
@@ -282,7 +331,7 @@ SERVERS: tuple[RealServer, ...] = (
         calls=(
             C("sum", {"numbers": [1, 2, 3.5]}, deterministic=True, contains=('"result": "6.5"',)),
             C("power", {"numbers": [2, 10]}, deterministic=True, contains=('"result": "1024.0"',)),
-            C("divide", {"numbers": [1, 0]}, deterministic=True, expect="isError"),
+            C("divide", {"numbers": [1, 0]}, deterministic=True, expect="isError", contains=("Division by zero",)),
         ),
         determinism="pure",
         notes="16 tools; breaks under mcp 2.x (pin mcp<2).",
@@ -352,7 +401,9 @@ SERVERS: tuple[RealServer, ...] = (
         calls=(
             C("create_entities", {"entities": [{"name": "Alice", "entityType": "person", "observations": ["likes tea"]}]},
               deterministic=False, contains=('"name": "Alice"',)),
-            C("search_nodes", {"query": "tea"}, deterministic=True, contains=('"name": "Alice"', "likes tea")),
+            C("search_nodes", {"query": "tea"}, deterministic=True,
+              equals='{\n  "entities": [\n    {\n      "name": "Alice",\n      "entityType": "person",\n'
+                     '      "observations": [\n        "likes tea"\n      ]\n    }\n  ],\n  "relations": []\n}'),
         ),
         determinism="state-dependent",
         notes="JSONL-backed graph; without MEMORY_FILE_PATH it writes inside the package dir.",
@@ -368,7 +419,9 @@ SERVERS: tuple[RealServer, ...] = (
         calls=(
             C("sequentialthinking", {"thought": "First, restate the problem.", "nextThoughtNeeded": True,
                                      "thoughtNumber": 1, "totalThoughts": 3},
-              deterministic=False, contains=('"thoughtNumber": 1', '"thoughtHistoryLength": 1')),
+              deterministic=False,
+              equals='{\n  "thoughtNumber": 1,\n  "totalThoughts": 3,\n  "nextThoughtNeeded": true,\n'
+                     '  "branches": [],\n  "thoughtHistoryLength": 1\n}'),
             C("sequentialthinking", {"thought": "Conclude.", "nextThoughtNeeded": False,
                                      "thoughtNumber": 3, "totalThoughts": 3},
               deterministic=False, contains=('"thoughtHistoryLength": 2',)),
@@ -404,7 +457,8 @@ SERVERS: tuple[RealServer, ...] = (
         tools=("execute_sql", "search_objects"),
         calls=(
             C("execute_sql", {"sql": "SELECT count(*) AS n FROM employee"}, deterministic=True,
-              contains=('"n": 1000',)),
+              equals='{\n  "success": true,\n  "data": {\n    "rows": [\n      {\n        "n": 1000\n      }\n'
+                     '    ],\n    "count": 1,\n    "source_id": "default"\n  }\n}'),
             C("execute_sql", {"sql": "SELECT * FROM no_such_table"}, deterministic=True, expect="isError",
               contains=("no such table",)),
         ),
@@ -417,8 +471,18 @@ SERVERS: tuple[RealServer, ...] = (
         package="@negokaz/excel-mcp-server",
         version="0.12.0",
         entry=None,
+        setup_files=_MINIMAL_XLSX_PARTS,
+        setup_commands=(("$PYTHON", "-c", _ZIP_XLSX, "xlsx", "sales.xlsx"),),
         tools=("excel_describe_sheets", "excel_read_sheet", "excel_write_to_sheet"),
-        calls=(),  # filled in below once verified
+        calls=(
+            C("excel_describe_sheets", {"fileAbsolutePath": "$WORK/sales.xlsx"}, deterministic=True,
+              contains=('"name": "Sales"', '"usedRange": "A1:B3"')),
+            C("excel_read_sheet", {"fileAbsolutePath": "$WORK/sales.xlsx", "sheetName": "Sales"},
+              deterministic=True, contains=("<td>north</td>", "<td>7</td>")),
+            C("excel_write_to_sheet", {"fileAbsolutePath": "$WORK/sales.xlsx", "sheetName": "Sales", "newSheet": False,
+                                       "range": "C1:C2", "values": [["total"], ["=B2*2"]]},
+              deterministic=False, contains=("<td>total</td>",)),
+        ),
         determinism="state-dependent",
         notes="Go binary shipped inside the npm package. Missing file -> JSON-RPC error (not isError).",
     ),
@@ -514,7 +578,8 @@ def prepare_work_dir(name: str, work_dir: Path) -> Path:
         target.write_text(text)
     env = {**os.environ, "HOME": str(paths["home"]), "GIT_CONFIG_NOSYSTEM": "1"}
     for argv in s.setup_commands:
-        subprocess.run(list(expand(argv, work_dir)), cwd=work, env=env, check=True,
+        argv = [sys.executable if a == "$PYTHON" else a for a in expand(argv, work_dir)]
+        subprocess.run(argv, cwd=work, env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return work
 
@@ -661,12 +726,28 @@ def _node22_ok(root: Path) -> bool:
     return out.returncode == 0 and out.stdout.strip() == f"v{NODE22_VERSION}"
 
 
+def _npm_version(prefix: Path, package: str) -> str | None:
+    try:
+        return str(json.loads((_npm_package_dir(prefix, package) / "package.json").read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _npm_tools_missing(root: Path) -> list[str]:
+    """``pkg@version`` specs of the npm tools not installed (at that version) in ``<root>/npm-tools``."""
+    prefix = root / "npm-tools"
+    missing = []
+    for spec in _tool_specs()["npm-tools"]["packages"]:
+        package, version = spec.rsplit("@", 1)
+        if _npm_version(prefix, package) != version:
+            missing.append(spec)
+    return missing
+
+
 def tools_installed(install_root: Path) -> bool:
+    """Node 22, the conformance suite and the inspector are installed at the pinned versions."""
     root = Path(install_root)
-    if not _node22_ok(root):
-        return False
-    marker = _read_marker(root / "npm-tools")
-    if not marker or marker.get("spec") != _tool_specs()["npm-tools"]:
+    if not _node22_ok(root) or _npm_tools_missing(root):
         return False
     try:
         return all(Path(p).exists() for p in conformance_command(root) + inspector_command(root))
@@ -828,20 +909,21 @@ def install_tools(install_root: Path, force: bool = False) -> list[InstallResult
         with contextlib.suppress(FileExistsError):
             link.symlink_to(Path("..") / "node_modules" / NODE22_PACKAGE / "bin" / "node")
 
+    # Additive (no wipe): the tools dir may be shared with other harnesses that installed into it.
     t0 = time.monotonic()
     d = root / "npm-tools"
-    marker = _read_marker(d)
-    if not force and marker and marker.get("spec") == specs["npm-tools"] and tools_installed(root):
+    missing = _tool_specs()["npm-tools"]["packages"] if force else _npm_tools_missing(root)
+    if not missing and tools_installed(root):
         results.append(InstallResult("npm-tools", "cached", time.monotonic() - t0))
     else:
         try:
-            _fresh_dir(d)
-            _npm_install(d, specs["npm-tools"]["packages"])
+            _npm_install(d, missing or specs["npm-tools"]["packages"])
+            if _npm_tools_missing(root):
+                raise RuntimeError(f"still missing after install: {_npm_tools_missing(root)}")
             for p in conformance_command(root)[1:] + inspector_command(root)[1:]:
                 if not Path(p).exists():
                     raise RuntimeError(f"{p} missing after install")
-            _write_marker(d, specs["npm-tools"])
-            results.append(InstallResult("npm-tools", "installed", time.monotonic() - t0))
+            results.append(InstallResult("npm-tools", "installed", time.monotonic() - t0, " ".join(missing)))
         except Exception as exc:  # noqa: BLE001
             results.append(InstallResult("npm-tools", "failed", time.monotonic() - t0, str(exc)))
     return results

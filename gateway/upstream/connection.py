@@ -206,8 +206,9 @@ class Upstream:
                 raise UpstreamTimeout(f"upstream server {self.name!r} did not answer {method} within {timeout:g}s",
                                       data={"server": self.name, "timeout": timeout}) from None
             if exc.code == types.CONNECTION_CLOSED:
+                reason = self.last_error or "it closed its connection"
                 raise UpstreamUnavailable(
-                    f"upstream server {self.name!r} closed its connection during {method}; it is being restarted",
+                    f"upstream server {self.name!r} failed during {method} ({reason}); it is being restarted",
                     data={"server": self.name}) from None
             raise
         finally:

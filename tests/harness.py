@@ -1,0 +1,124 @@
+"""Start a real gateway process for a test and talk to it with the real `mcp` client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class GatewayProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    workdir: Path
+
+    def mcp_url(self, server: str | None = None) -> str:
+        return f"{self.url}/mcp" if server is None else f"{self.url}/servers/{server}/mcp"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 20) -> int:
+        """SIGTERM the gateway alone (not its process group) and wait for it."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+def fixture_server(name: str, *args: str) -> dict[str, Any]:
+    return {"command": sys.executable, "args": [str(FIXTURES / name), *args]}
+
+
+@contextmanager
+def running_gateway(config: dict[str, Any], workdir: Path, *, ready_timeout: float = 90,
+                    wait_ready: bool = True) -> Iterator[GatewayProcess]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "simgate.json"
+    config_path.write_text(json.dumps(config))
+    port = free_port()
+    log = workdir / "gateway.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", str(config_path), "--host", "127.0.0.1", "--port", str(port)],
+            cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    gateway = GatewayProcess(url=f"http://127.0.0.1:{port}", process=process, log=log, workdir=workdir)
+    try:
+        deadline = time.monotonic() + ready_timeout
+        path = "/readyz" if wait_ready else "/healthz"
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {process.returncode}:\n{gateway.log_text()[-3000:]}")
+            try:
+                if httpx.get(gateway.url + path, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gateway not ready after {ready_timeout}s:\n{gateway.log_text()[-3000:]}")
+            time.sleep(0.1)
+        yield gateway
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@asynccontextmanager
+async def mcp_session(url: str, headers: dict[str, str] | None = None, **kwargs: Any) -> AsyncIterator[ClientSession]:
+    async with httpx2.AsyncClient(headers=headers or {}, timeout=httpx2.Timeout(30, read=120)) as http:
+        async with streamable_http_client(url, http_client=http) as (read, write):
+            async with ClientSession(read, write, **kwargs) as session:
+                await session.initialize()
+                yield session
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(predicate: Any, timeout: float = 10, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
