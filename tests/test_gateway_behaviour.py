@@ -224,3 +224,18 @@ def test_sigterm_leaves_no_child_process(tmp_path: Path) -> None:
         assert running.terminate() in (0, -15)
         assert "gateway stopped; every upstream is closed" in running.log_text()
         assert wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=10)
+
+
+@pytest.mark.parametrize("era", ["legacy", "2026-07-28"])
+async def test_both_protocol_eras(gateway: GatewayProcess, era: str) -> None:
+    from mcp import Client
+
+    async with Client(gateway.mcp_url(), mode=era) as client:
+        assert (client.protocol_version == "2026-07-28") == (era != "legacy")
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        assert "other__add" in names
+        result = await client.call_tool("other__add", {"numbers": [2, 3]})
+        assert result.structured_content == {"total": 5, "terms": 2}
+        with pytest.raises(MCPError) as invalid:
+            await client.call_tool("other__add", {"numbers": ["x"]})
+        assert invalid.value.code == -32602 and "$.numbers[0]" in invalid.value.message

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import mcp_types as types
+from mcp.server.caching import CacheHint
 from mcp.server.context import ServerRequestContext
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
 from mcp.server.session import ServerSession
@@ -19,6 +21,9 @@ from gateway.pipeline.call import Pipeline, ToolCall
 logger = logging.getLogger("simgate.downstream")
 
 Ctx = ServerRequestContext[Any, Any]
+Handler = Callable[[Ctx, Any], Awaitable[dict[str, Any]]]
+
+_LIST_METHODS = ("tools/list", "prompts/list", "resources/list", "resources/templates/list")
 
 MODE_HEADER = "x-simgate-mode"
 MODE_META_KEY = "simgate/mode"
@@ -28,7 +33,9 @@ class ProxyServer(Server[Any]):
     """Capabilities, identity and instructions are read from the upstreams when a client connects."""
 
     def __init__(self, exposure: Exposure, pipeline: Pipeline) -> None:
-        super().__init__(exposure.gateway_name, get_tool_input_schema=exposure.input_schema)
+        # Lists are live views of the upstreams: 2026-era clients are told they go stale at once.
+        hints = {method: CacheHint(ttl_ms=0, scope="private") for method in _LIST_METHODS}
+        super().__init__(exposure.gateway_name, get_tool_input_schema=exposure.input_schema, cache_hints=hints)
         self.exposure = exposure
         self.pipeline = pipeline
         self.sessions: dict[str, ServerSession] = {}
@@ -45,7 +52,7 @@ class ProxyServer(Server[Any]):
             ("completion/complete", types.CompleteRequestParams, self._complete),
             ("logging/setLevel", types.SetLevelRequestParams, self._set_logging_level),
         ):
-            self.add_request_handler(method, params_type, handler)
+            self.add_request_handler(method, params_type, _for_both_eras(handler))
 
     # Identity and capabilities mirror the upstreams, which are only known once they have started.
     def get_capabilities(self, notification_options: NotificationOptions | None = None,
@@ -148,6 +155,18 @@ class ProxyServer(Server[Any]):
                 await session.send_notification(notification)
             except Exception:
                 self.sessions.pop(session_id, None)  # the client session is gone
+
+
+def _for_both_eras(handler: Handler) -> Handler:
+    """Results from a handshake-era upstream lack the 2026-07-28 `resultType`; add it for modern clients."""
+
+    async def run(ctx: Ctx, params: Any) -> dict[str, Any]:
+        result = await handler(ctx, params)
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS and "resultType" not in result:
+            result = {**result, "resultType": "complete"}
+        return result
+
+    return run
 
 
 def _header(ctx: Ctx, name: str) -> str | None:
