@@ -35,7 +35,8 @@ def parse_config(text: str, *, source: str = "<config>", json_only: bool = False
         raise ConfigError(f"{source}: the top level must be a mapping with 'mcpServers', got {type(raw).__name__}")
     # VS Code's mcp.json spells the section `servers`; accept it as it is.
     if "servers" in raw and "mcpServers" not in raw:
-        raw = {**raw, "mcpServers": raw.pop("servers")}
+        raw = dict(raw)
+        raw["mcpServers"] = raw.pop("servers")
     if "mcpServers" not in raw:
         raise ConfigError(f"{source}: no 'mcpServers' section")
     if not isinstance(raw["mcpServers"], dict):
