@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up everything the tests need on a bare machine, then run them:
+# the package and test dependencies in .venv, and the real third-party MCP servers, Node 22,
+# the MCP conformance suite and the MCP Inspector under $SIMGATE_SERVERS_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]' uv
+export PATH="$PWD/.venv/bin:$PATH"
+PYTHON="$PWD/.venv/bin/python" .ci/install-servers
+exec .venv/bin/python -m pytest "$@"
