@@ -239,3 +239,64 @@ async def test_both_protocol_eras(gateway: GatewayProcess, era: str) -> None:
         with pytest.raises(MCPError) as invalid:
             await client.call_tool("other__add", {"numbers": ["x"]})
         assert invalid.value.code == -32602 and "$.numbers[0]" in invalid.value.message
+
+
+async def test_tool_list_changes_reach_clients_and_the_new_tool_works(gateway: GatewayProcess) -> None:
+    changed = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async with mcp_session(gateway.mcp_url(), message_handler=on_message) as session:
+        await session.list_tools()
+        assert _text(await session.call_tool("bad__grow", {"name": "sprout"})) == "added sprout"
+        with anyio.fail_after(10):
+            await changed.wait()
+        names = {tool.name for tool in (await session.list_tools()).tools}
+        assert "bad__sprout" in names and "other__sprout" not in names
+        assert _text(await session.call_tool("bad__sprout", {"text": "hi"})) == "sprout: hi"
+
+
+async def test_upstream_log_messages_reach_the_calling_client(gateway: GatewayProcess) -> None:
+    logged: list[tuple[str, Any]] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        logged.append((params.level, params.data))
+
+    async with mcp_session(gateway.mcp_url("other"), logging_callback=on_log) as session:
+        assert _text(await session.call_tool("chatter", {})) == "chattered"
+        await anyio.sleep(0.2)
+    assert ("info", "first message") in logged and ("warning", "second message") in logged
+
+
+async def test_a_cancelled_call_leaves_the_upstream_usable(gateway: GatewayProcess) -> None:
+    async with mcp_session(gateway.mcp_url("other")) as session:
+        with anyio.move_on_after(0.5) as scope:
+            await session.call_tool("sleep", {"seconds": 20})
+        assert scope.cancelled_caught
+        with anyio.fail_after(5):
+            assert _text(await session.call_tool("echo", {"text": "next"})) == "next"
+
+
+async def test_streamable_http_upstream(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from harness import FIXTURES, free_port
+
+    port = free_port()
+    upstream = subprocess.Popen([sys.executable, str(FIXTURES / "conformance_server.py"), "--http", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        config = {"mcpServers": {"remote": {"type": "http", "url": f"http://127.0.0.1:{port}/mcp",
+                                            "headers": {"X-Test": "1"}, "startup_timeout": 30}}}
+        with running_gateway(config, tmp_path) as running:
+            async with mcp_session(running.mcp_url()) as session:
+                names = {tool.name for tool in (await session.list_tools()).tools}
+                assert "remote__test_simple_text" in names
+                result = await session.call_tool("remote__test_simple_text", {})
+                assert "test" in _text(result).lower() and not result.is_error
+    finally:
+        upstream.terminate()
+        upstream.wait(timeout=10)

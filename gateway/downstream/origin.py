@@ -40,5 +40,8 @@ class RequestOrigin:
         )
         return result.model_dump(by_alias=True, exclude_none=True)
 
+    async def notify(self, notification: types.ServerNotification) -> None:
+        await self._ctx.session.send_notification(notification, related_request_id=self._ctx.request_id)
+
     async def progress(self, progress: float, total: float | None, message: str | None) -> None:
         await self._ctx.session.report_progress(progress, total, message)

@@ -100,10 +100,7 @@ class Upstream:
                 self.last_error = _describe(exc)
                 logger.warning("upstream %s failed: %s", self.name, self.last_error)
             finally:
-                self._session = None
-                if self._ready.is_set():
-                    self._ready = anyio.Event()
-                self.state = UpstreamState.RESTARTING
+                self._mark_down()
             if time.monotonic() - started > 60:
                 backoff = 0.5  # it ran well for a while: restart promptly
             logger.info("upstream %s: restarting in %.1fs (%s)", self.name, backoff, self.last_error)
@@ -136,6 +133,14 @@ class Upstream:
                 tg.start_soon(self._watch_liveness, session, closed)
                 await closed.wait()
                 tg.cancel_scope.cancel()
+            # New calls wait for the restart instead of meeting this session while it is torn down.
+            self._mark_down()
+
+    def _mark_down(self) -> None:
+        self._session = None
+        if self._ready.is_set():
+            self._ready = anyio.Event()
+        self.state = UpstreamState.RESTARTING
 
     async def _watch_liveness(self, session: ClientSession, closed: anyio.Event) -> None:
         while True:
@@ -271,6 +276,12 @@ class Upstream:
                 self.tools = await self._list_tools(self._session)
             except MCPError as exc:
                 logger.warning("upstream %s: re-listing tools failed: %s", self.name, exc.message)
+        if isinstance(message, types.LoggingMessageNotification):
+            # A log line belongs to the call that is running, not to every client of the server.
+            origin = next(reversed(self._origins.values()), None)
+            if origin is not None:
+                await origin.notify(message)
+                return
         if self._on_notification is not None:
             await self._on_notification(self.name, message)
 

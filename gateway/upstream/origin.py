@@ -19,6 +19,10 @@ class Origin(Protocol):
         """Send a server-to-client request (sampling, elicitation, roots) to the client."""
         ...
 
+    async def notify(self, notification: Any) -> None:
+        """Send a notification (a log message) on this request's own stream."""
+        ...
+
     async def progress(self, progress: float, total: float | None, message: str | None) -> None:
         """Forward progress of the upstream request to the client, if it asked for progress."""
         ...
