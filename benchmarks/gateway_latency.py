@@ -5,7 +5,8 @@ Four ways of reaching the same tool (`echo` of tests/fixtures/misbehaving_server
 
   stdio    the SDK client talking to the fixture over stdio (no HTTP at all)
   sdk-http the SDK's own streamable-HTTP server serving the fixture's MCPServer (the floor of any
-           HTTP MCP server: every HTTP proxy pays at least this)
+           HTTP MCP server: every HTTP proxy pays at least this); SSE responses, like simgate
+  sdk-http-json  (opt-in) the same with json_response=True, the response mode of `peer`
   simgate  `simgate serve` in front of the stdio fixture, client on /servers/NAME/mcp
   peer     PyPI `mcp-proxy` (pinned, in its own venv) in front of the same stdio fixture
 
@@ -48,22 +49,27 @@ PEER_PACKAGE = "mcp-proxy==0.13.0"
 PEER_VENV = RESULTS / ".venv-peer"  # benchmarks/results/ is gitignored
 SERVER_NAME = "fx"
 FIXTURE_ARGS = [str(FIXTURE), "--banner", ""]
-HTTP_CONFIGS = ("sdk-http", "simgate", "peer")
+HTTP_CONFIGS = ("sdk-http", "sdk-http-json", "simgate", "peer")
 ALL_CONFIGS = ("stdio", *HTTP_CONFIGS)
+DEFAULT_CONFIGS = ("stdio", "sdk-http", "simgate", "peer")
 
 
 # --------------------------------------------------------------------------- helper mode: (b)
 
 
-def serve_sdk_http(port: int) -> None:
-    """(b): the fixture's own MCPServer on the SDK's streamable-HTTP app, under uvicorn."""
+def serve_sdk_http(port: int, json_response: bool = False) -> None:
+    """(b): the fixture's own MCPServer on the SDK's streamable-HTTP app, under uvicorn.
+
+    `json_response=True` answers each POST with one JSON body instead of an SSE stream: that is
+    the mode mcp-proxy 0.13.0 serves in (it drops progress notifications), hence `sdk-http-json`.
+    """
     import uvicorn
 
     spec = importlib.util.spec_from_file_location("misbehaving_server", FIXTURE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    app = module.server.streamable_http_app(host="127.0.0.1")
+    app = module.server.streamable_http_app(host="127.0.0.1", json_response=json_response)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -405,15 +411,17 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16, help="concurrent sessions in the throughput phase")
     parser.add_argument("--tp-seconds", type=float, default=5.0, help="seconds per throughput round (0: skip)")
     parser.add_argument("--tp-rounds", type=int, default=3, help="throughput rounds; the order alternates")
-    parser.add_argument("--configs", default=",".join(ALL_CONFIGS), help="subset of " + ",".join(ALL_CONFIGS))
+    parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
+                        help=f"comma-separated, from {','.join(ALL_CONFIGS)} (default {','.join(DEFAULT_CONFIGS)})")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs (their dir is printed)")
     parser.add_argument("--simgate", default=str(Path(sys.executable).with_name("simgate")),
                         help="the simgate executable")
     parser.add_argument("--serve-sdk-http", type=int, metavar="PORT", help=argparse.SUPPRESS)  # internal: run (b)
+    parser.add_argument("--serve-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_sdk_http:
-        serve_sdk_http(args.serve_sdk_http)
+        serve_sdk_http(args.serve_sdk_http, json_response=args.serve_json)
         return 0
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = set(args.configs) - set(ALL_CONFIGS)
@@ -433,12 +441,13 @@ def main() -> int:
     try:
         urls: dict[str, str] = {}
         started: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
-        if "sdk-http" in args.configs:
-            port = free_port()
-            proc = procs.start("sdk-http", [sys.executable, str(Path(__file__).resolve()), "--serve-sdk-http",
-                                            str(port)])
-            urls["sdk-http"] = f"http://127.0.0.1:{port}/mcp"
-            started["sdk-http"] = (proc, f"http://127.0.0.1:{port}/")  # any HTTP answer means it is up
+        for name in ("sdk-http", "sdk-http-json"):
+            if name in args.configs:
+                port = free_port()
+                proc = procs.start(name, [sys.executable, str(Path(__file__).resolve()), "--serve-sdk-http", str(port),
+                                          *(["--serve-json"] if name == "sdk-http-json" else [])])
+                urls[name] = f"http://127.0.0.1:{port}/mcp"
+                started[name] = (proc, f"http://127.0.0.1:{port}/")  # any HTTP answer means it is up
         if "simgate" in args.configs:
             port = free_port()
             config_path = workdir / "simgate.json"

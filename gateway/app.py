@@ -9,23 +9,38 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from gateway.cache.shadow import ShadowLog
+from gateway.cache.store import DiskStore
 from gateway.config.models import GatewayConfig
 from gateway.downstream.exposure import exposures_for
 from gateway.downstream.server import ProxyServer
+from gateway.errors import GatewayError
+from gateway.executors.hybrid import HybridExecutor
+from gateway.executors.live import LiveExecutor
+from gateway.executors.record import RecordingLive
+from gateway.executors.replay import ReplayExecutor
+from gateway.executors.shadow import ShadowExecutor
+from gateway.executors.simulated import SimulatedExecutor
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.call import Pipeline
-from gateway.pipeline.live import LiveExecutor
+from gateway.pipeline.keying import AssignCacheKey
+from gateway.pipeline.modes import ChooseMode, ModeResolver, RouteByMode
 from gateway.pipeline.observe import ObserveCalls
+from gateway.pipeline.provenance import AttachProvenance
 from gateway.pipeline.validate import ValidateArguments
+from gateway.sessions import Sessions
 from gateway.upstream.pool import UpstreamPool
+from simulators.config import build_simulator
 
 logger = logging.getLogger("simgate.gateway")
 
@@ -36,9 +51,32 @@ class Gateway:
     def __init__(self, config: GatewayConfig, *, host: str | None = None) -> None:
         self.config = config
         state_dir = Path(config.gateway.state_dir)
-        self.pool = UpstreamPool(config, state_dir)
+        self.store = DiskStore(Path(config.gateway.cache_path))
+        self.pool = UpstreamPool(config, state_dir, snapshots=self.store)
         self.metrics = GatewayMetrics()
-        self.pipeline = Pipeline([ObserveCalls(self.metrics), ValidateArguments()], LiveExecutor(self.pool))
+        self.sessions = Sessions()
+        self.modes = ModeResolver(config, self.sessions)
+        self.shadow_log = ShadowLog(Path(config.gateway.cache_path) / "shadow")
+        simulator_config = config.gateway.simulator
+        simulator = build_simulator(simulator_config) if simulator_config is not None else None
+        live = RecordingLive(LiveExecutor(self.pool), self.store, config, self.pool)
+        replay = ReplayExecutor(self.store)
+        simulated = SimulatedExecutor(simulator, self.store, self.sessions, self.pool,
+                                      examples=simulator_config.examples if simulator_config else 5)
+        self.shadow = ShadowExecutor(live, simulated, self.shadow_log)
+        executors = {
+            "live": live,
+            "replay": replay,
+            "simulated": simulated,
+            "hybrid": HybridExecutor(config.gateway.hybrid_order, {"cache": replay, "live": live,
+                                                                   "simulator": simulated}),
+            "shadow": self.shadow,
+        }
+        self.pipeline = Pipeline(
+            [ObserveCalls(self.metrics), AttachProvenance(self.sessions), ValidateArguments(),
+             ChooseMode(self.modes), AssignCacheKey(config, self.sessions)],
+            RouteByMode(executors),
+        )
         aggregate, singles = exposures_for(self.pool, config.gateway.name)
         security = _transport_security(host or config.gateway.host)
         self.servers: dict[str, ProxyServer] = {"/mcp": ProxyServer(aggregate, self.pipeline)}
@@ -55,6 +93,9 @@ class Gateway:
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            stack.callback(self.store.close)
+            stack.callback(self.shadow_log.close)
+            self.shadow.background = await stack.enter_async_context(anyio.create_task_group())
             await stack.enter_async_context(self.pool.running())
             for manager in self.managers.values():
                 await stack.enter_async_context(manager.run())
@@ -71,6 +112,7 @@ class Gateway:
                 Route("/readyz", self._readyz),
                 Route("/metrics", self._metrics),
                 Route("/admin/servers", self._servers),
+                Route("/admin/modes", self._modes, methods=["GET", "PUT"]),
             ],
             lifespan=self.lifespan,
         )
@@ -87,6 +129,31 @@ class Gateway:
 
     async def _servers(self, request: Request) -> Response:
         return JSONResponse({"servers": [server_status(name, upstream) for name, upstream in self.pool.upstreams.items()]})
+
+
+    async def _modes(self, request: Request) -> Response:
+        if request.method == "PUT":
+            try:
+                body = ModeChange.model_validate_json(await request.body())
+                if body.server is not None and body.server not in self.pool.upstreams:
+                    raise GatewayError(f"unknown server {body.server!r}")
+                self.modes.set(body.mode, server=body.server, tool=body.tool, session=body.session)
+            except ValidationError as exc:
+                return JSONResponse({"error": f"invalid mode change: {exc.errors(include_url=False)[0]['msg']}"},
+                                    status_code=400)
+            except GatewayError as exc:
+                return JSONResponse({"error": exc.message}, status_code=400)
+            logger.info("mode changed", extra=body.model_dump(exclude_none=True))
+        return JSONResponse(self.modes.show())
+
+
+class ModeChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: str
+    server: str | None = None
+    tool: str | None = None
+    session: str | None = None
 
 
 def server_status(name: str, upstream: Any) -> dict[str, Any]:

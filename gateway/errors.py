@@ -10,6 +10,10 @@ from mcp.shared.exceptions import MCPError
 # simgate's own server-error codes live in JSON-RPC's implementation-defined range.
 UPSTREAM_UNAVAILABLE = -32001
 UPSTREAM_TIMEOUT = -32002
+REPLAY_MISS = -32003
+NO_SIMULATOR = -32004
+SIMULATION_FAILED = -32005
+RATE_LIMITED = -32006
 
 
 class ConfigError(Exception):
@@ -45,3 +49,27 @@ class UpstreamUnavailable(GatewayError):
 
 class UpstreamTimeout(GatewayError):
     code_value = UPSTREAM_TIMEOUT
+
+
+class ReplayMiss(GatewayError):
+    """Strict replay found no recording; the message names the nearest recorded calls."""
+
+    code_value = REPLAY_MISS
+
+
+class NoSimulator(GatewayError):
+    code_value = NO_SIMULATOR
+
+
+class SimulationFailed(GatewayError):
+    code_value = SIMULATION_FAILED
+
+
+class RateLimited(GatewayError):
+    """Over a rate limit or quota; `data.retry_after` says when to try again (seconds)."""
+
+    code_value = RATE_LIMITED
+
+
+class InvalidMode(GatewayError):
+    code_value = types.INVALID_PARAMS

@@ -11,7 +11,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
+from simulators.config import SimulatorConfig
+
 Transport = Literal["stdio", "http"]
+Mode = Literal["live", "replay", "simulated", "hybrid", "shadow"]
+RecordMode = Literal["none", "once", "new_episodes", "all"]
+Source = Literal["cache", "live", "simulator"]
+MODES: tuple[str, ...] = ("live", "replay", "simulated", "hybrid", "shadow")
 
 # Spellings of `type` found in client configs (Claude Desktop, Cursor, VS Code, Cline...).
 _HTTP_TYPES = {"http", "streamable-http", "streamablehttp", "streamable_http"}
@@ -30,6 +36,18 @@ class ToolFilter(BaseModel):
         if any(fnmatch.fnmatchcase(tool, pattern) for pattern in self.deny):
             return False
         return self.allow is None or any(fnmatch.fnmatchcase(tool, pattern) for pattern in self.allow)
+
+
+class ToolSettings(BaseModel):
+    """Per-tool execution settings; anything unset falls back to the server's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Mode | None = None
+    record: RecordMode | None = None
+    cacheable: bool | None = Field(None, description="replay by key (default: readOnlyHint or idempotentHint)")
+    ignore_args: list[str] = Field(default_factory=list, description="arguments left out of the cache key")
+    ttl: PositiveFloat | None = Field(None, description="seconds a recording stays fresh")
 
 
 class ServerConfig(BaseModel):
@@ -57,6 +75,13 @@ class ServerConfig(BaseModel):
     ping_timeout: PositiveFloat = Field(10.0, description="seconds a liveness ping may take")
     max_restart_backoff: PositiveFloat = Field(30.0, description="cap of the restart backoff, seconds")
     tools: ToolFilter = Field(default_factory=ToolFilter)
+    mode: Mode | None = None
+    record: RecordMode | None = None
+    ttl: PositiveFloat | None = Field(None, description="seconds a recording of this server stays fresh")
+    tool_settings: dict[str, ToolSettings] = Field(default_factory=dict)
+
+    def settings_for(self, tool: str) -> ToolSettings:
+        return self.tool_settings.get(tool) or ToolSettings()
 
     @model_validator(mode="after")
     def _resolve_transport(self) -> ServerConfig:
@@ -101,6 +126,21 @@ class GatewaySettings(BaseModel):
     max_body_bytes: PositiveInt = 4 * 1024 * 1024
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     name: str = "simgate"
+    mode: Mode = Field("live", description="the default execution mode")
+    record: RecordMode = Field("none", description="which live answers are written to the cache")
+    hybrid_order: list[Source] = Field(default_factory=lambda: ["cache", "live", "simulator"])
+    cache_dir: str | None = Field(None, description="the recording store (default: STATE_DIR/cache)")
+    simulator: SimulatorConfig | None = Field(None, description="answers `simulated` calls; none by default")
+
+    @model_validator(mode="after")
+    def _check_order(self) -> GatewaySettings:
+        if not self.hybrid_order or len(set(self.hybrid_order)) != len(self.hybrid_order):
+            raise ValueError("hybrid_order must list distinct sources among cache, live, simulator")
+        return self
+
+    @property
+    def cache_path(self) -> str:
+        return self.cache_dir or f"{self.state_dir}/cache"
 
 
 class GatewayConfig(BaseModel):

@@ -9,10 +9,10 @@ from typing import Any
 import mcp_types as types
 from mcp.server.caching import CacheHint
 from mcp.server.context import ServerRequestContext
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
 from mcp.server.session import ServerSession
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway.downstream.exposure import Exposure
 from gateway.downstream.origin import RequestOrigin
@@ -27,6 +27,8 @@ _LIST_METHODS = ("tools/list", "prompts/list", "resources/list", "resources/temp
 
 MODE_HEADER = "x-simgate-mode"
 MODE_META_KEY = "simgate/mode"
+SESSION_HEADER = "x-simgate-session"
+SESSION_META_KEY = "simgate/session"
 
 
 class ProxyServer(Server[Any]):
@@ -109,7 +111,8 @@ class ProxyServer(Server[Any]):
             arguments=dict(raw.get("arguments") or {}),
             meta=meta,
             tool_definition=entry.definition,
-            session_id=_header(ctx, "mcp-session-id"),
+            session_id=(meta or {}).get(SESSION_META_KEY) or _header(ctx, SESSION_HEADER)
+            or _header(ctx, "mcp-session-id"),
             mode=(meta or {}).get(MODE_META_KEY) or _header(ctx, MODE_HEADER),
             origin=RequestOrigin(ctx),
         )

@@ -33,6 +33,13 @@ class ToolCall(BaseModel):
     client: str | None = None
     mode: str | None = None
     origin: SkipValidation[Origin | None] = Field(default=None, exclude=True)
+    # Filled in on the way through the pipeline:
+    resolved_mode: str | None = None
+    cache_key: str | None = None
+    tool_fingerprint: str | None = None
+    sequential: bool = False
+    position: int = 0
+    provenance: dict[str, Any] = Field(default_factory=dict)
 
     def upstream_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"name": self.tool, "arguments": self.arguments}

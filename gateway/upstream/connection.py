@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import anyio
 import mcp_types as types
@@ -34,6 +34,14 @@ _CLIENT_INFO = types.Implementation(name="simgate", version="0.1.0")
 _MODERN_META_PREFIX = "io.modelcontextprotocol/"
 
 NotificationSink = Callable[[str, types.ServerNotification], Awaitable[None]]
+
+
+class ToolSnapshots(Protocol):
+    """Where the last tool list of each server is kept, so its tools stay known while it is down."""
+
+    def save_tools(self, server: str, tools: list[dict[str, Any]]) -> None: ...
+
+    def load_tools(self, server: str) -> list[dict[str, Any]]: ...
 
 
 class UpstreamState(StrEnum):
@@ -62,6 +70,7 @@ class Upstream:
         config: ServerConfig,
         state_dir: Path,
         on_notification: NotificationSink | None = None,
+        snapshots: ToolSnapshots | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -70,8 +79,10 @@ class Upstream:
         self.state = UpstreamState.STARTING
         self.last_error: str | None = None
         self.restarts = 0
+        self.consecutive_failures = 0
         self.initialize_result: types.InitializeResult | None = None
-        self.tools: list[dict[str, Any]] = []
+        self._snapshots = snapshots
+        self.tools: list[dict[str, Any]] = snapshots.load_tools(name) if snapshots is not None else []
         self._session: ClientSession | None = None
         self._ready = anyio.Event()
         self._origins: dict[int, Origin] = {}
@@ -97,6 +108,7 @@ class Upstream:
                 await self._serve_once(dirs, stderr)
                 self.last_error = self.last_error or "the server closed its connection"
             except Exception as exc:  # anything an upstream does must not take the gateway down
+                self.consecutive_failures += 1
                 self.last_error = _describe(exc)
                 logger.warning("upstream %s failed: %s", self.name, self.last_error)
             finally:
@@ -125,7 +137,10 @@ class Upstream:
                 self.initialize_result = await session.initialize()
                 self._session = session
                 self.tools = await self._list_tools(session)
+            if self._snapshots is not None:
+                self._snapshots.save_tools(self.name, self.tools)
             self.state = UpstreamState.READY
+            self.consecutive_failures = 0
             self.last_error = None
             self._ready.set()
             logger.info("upstream %s ready: %d tools", self.name, len(self.tools))
@@ -177,7 +192,8 @@ class Upstream:
     # ----------------------------------------------------------------- requests
 
     async def wait_ready(self, timeout: float) -> ClientSession:
-        if self._session is None:
+        # A server that keeps failing to start is not waited for: callers (hybrid mode) move on at once.
+        if self._session is None and self.consecutive_failures < 2:
             with anyio.move_on_after(timeout):
                 await self._ready.wait()
         if self._session is None:
@@ -304,6 +320,8 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "did not start and initialize within its startup timeout"
     if isinstance(exc, MCPError):
+        if exc.code == types.CONNECTION_CLOSED:
+            return "the server exited or closed its connection before it was initialized (see its stderr.log)"
         return f"error {exc.code}: {exc.message}"
     if isinstance(exc, FileNotFoundError):
         return f"command not found: {exc.filename}"

@@ -12,7 +12,7 @@ import mcp_types as types
 
 from gateway.config.models import GatewayConfig
 from gateway.errors import UnknownServer
-from gateway.upstream.connection import Upstream, UpstreamState
+from gateway.upstream.connection import ToolSnapshots, Upstream, UpstreamState
 
 logger = logging.getLogger("simgate.upstream")
 
@@ -20,10 +20,10 @@ Listener = Callable[[str, types.ServerNotification], Awaitable[None]]
 
 
 class UpstreamPool:
-    def __init__(self, config: GatewayConfig, state_dir: Path) -> None:
+    def __init__(self, config: GatewayConfig, state_dir: Path, snapshots: ToolSnapshots | None = None) -> None:
         self._listeners: list[Listener] = []
         self.upstreams: dict[str, Upstream] = {
-            name: Upstream(name, server, state_dir, on_notification=self._fan_out)
+            name: Upstream(name, server, state_dir, on_notification=self._fan_out, snapshots=snapshots)
             for name, server in config.active_servers.items()
         }
 

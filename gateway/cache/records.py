@@ -1,0 +1,35 @@
+"""What a recording holds: the whole outcome of one live call, success or error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class RecordedError(BaseModel):
+    code: int
+    message: str
+    data: Any = None
+
+
+class Recording(BaseModel):
+    """One recorded `tools/call`. Exactly one of `result` and `error` is set."""
+
+    key: str
+    server: str
+    tool: str
+    tool_fingerprint: str
+    arguments: dict[str, Any]
+    result: dict[str, Any] | None = None
+    error: RecordedError | None = None
+    latency_ms: float
+    recorded_at: str
+    server_name: str | None = None
+    server_version: str | None = None
+    position: int = Field(0, description="for sequentially replayed tools: the call's place in its session")
+    expires_at: float | None = Field(None, description="unix time after which the recording is stale")
+
+    @property
+    def is_error(self) -> bool:
+        return self.error is not None or bool(self.result and self.result.get("isError"))

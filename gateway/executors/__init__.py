@@ -1,0 +1,1 @@
+"""Executors answer a call; all share the interface `async (ToolCall) -> CallToolResult dict`."""

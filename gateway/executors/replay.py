@@ -1,0 +1,62 @@
+"""Executor: answer from recordings only. Strict: a miss is an error naming the nearest recorded calls."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from mcp.shared.exceptions import MCPError
+
+from gateway.cache.records import Recording
+from gateway.cache.store import CacheStore
+from gateway.errors import ReplayMiss
+from gateway.pipeline.call import CallResult, ToolCall
+from simulators.similarity import nearest
+
+NEAREST = 3
+
+
+class ReplayExecutor:
+    def __init__(self, store: CacheStore) -> None:
+        self._store = store
+
+    def lookup(self, call: ToolCall) -> Recording | None:
+        assert call.cache_key is not None
+        recordings = self._store.get(call.cache_key)
+        if call.position >= len(recordings):
+            return None
+        recording = recordings[call.position]
+        if recording.expires_at is not None and recording.expires_at < time.time():
+            return None
+        return recording
+
+    async def __call__(self, call: ToolCall) -> CallResult:
+        started = time.perf_counter()
+        recording = self.lookup(call)
+        if recording is None:
+            raise self.miss(call)
+        call.provenance.update(source="cache", latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                               recorded_at=recording.recorded_at)
+        if recording.error is not None:
+            raise MCPError(recording.error.code, recording.error.message, recording.error.data)
+        assert recording.result is not None
+        return recording.result
+
+    def miss(self, call: ToolCall) -> ReplayMiss:
+        recorded: list[Recording] = []
+        for key in self._store.tool_keys(call.server, call.tool):
+            recorded.extend(self._store.get(key)[:1])
+        near = [recorded[i] for i in nearest(call.arguments, [r.arguments for r in recorded], NEAREST)]
+        described: list[dict[str, Any]] = [{"arguments": r.arguments, "cache_key": r.key,
+                                            "same_schema": r.tool_fingerprint == call.tool_fingerprint}
+                                           for r in near]
+        where = f" (call #{call.position + 1} of this session)" if call.sequential else ""
+        if described:
+            nearest_text = "; ".join(str(d["arguments"]) + ("" if d["same_schema"] else " [older schema]")
+                                     for d in described)
+            hint = f"nearest recorded: {nearest_text}"
+        else:
+            hint = "nothing of this tool is recorded"
+        return ReplayMiss(f"replay miss for tool {call.exposed_name!r}{where} with arguments {call.arguments}: {hint}",
+                          data={"tool": call.exposed_name, "server": call.server, "cache_key": call.cache_key,
+                                "position": call.position, "nearest": described})

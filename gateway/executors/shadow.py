@@ -1,0 +1,56 @@
+"""Executor: return the live answer; run the simulator beside it and keep both for fidelity."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from mcp.shared.exceptions import MCPError
+
+from gateway.cache.shadow import ShadowLog, ShadowPair
+from gateway.executors.simulated import SimulatedExecutor
+from gateway.pipeline.call import CallNext, CallResult, ToolCall
+
+logger = logging.getLogger("simgate.shadow")
+
+
+class ShadowExecutor:
+    def __init__(self, live: CallNext, simulated: SimulatedExecutor, log: ShadowLog,
+                 background: TaskGroup | None = None) -> None:
+        self._live = live
+        self._simulated = simulated
+        self._log = log
+        self.background = background  # set when the gateway starts
+
+    async def __call__(self, call: ToolCall) -> CallResult:
+        try:
+            live: dict[str, Any] = await self._live(call)
+        except MCPError as exc:
+            self._beside(call, {"error": {"code": exc.code, "message": exc.message, "data": exc.data}})
+            raise
+        self._beside(call, live)
+        return live
+
+    def _beside(self, call: ToolCall, live: dict[str, Any]) -> None:
+        shadow = call.model_copy(update={"provenance": {}, "origin": None})
+        if self.background is None:
+            return
+        self.background.start_soon(self._simulate, shadow, live)
+
+    async def _simulate(self, call: ToolCall, live: dict[str, Any]) -> None:
+        try:
+            simulated: dict[str, Any] = await self._simulated(call)
+        except MCPError as exc:
+            simulated = {"error": {"code": exc.code, "message": exc.message, "data": exc.data}}
+        except Exception:
+            logger.exception("shadow simulation of %s failed", call.exposed_name)
+            return
+        assert call.cache_key is not None
+        pair = ShadowPair(cache_key=call.cache_key, server=call.server, tool=call.tool, arguments=call.arguments,
+                          live=live, simulated=simulated, simulator=str(call.provenance.get("simulator", "none")),
+                          model=call.provenance.get("model"),
+                          created_at=datetime.now(UTC).isoformat(timespec="microseconds"))
+        await anyio.to_thread.run_sync(self._log.append, pair)

@@ -1,0 +1,55 @@
+"""Executor: answer from a simulator of `simulators/`, given the tool, recorded examples and the session so far.
+
+Credentials never reach a simulator: it sees the tool's description and recorded (redacted) answers only.
+"""
+
+from __future__ import annotations
+
+import time
+
+from gateway.cache.store import CacheStore
+from gateway.errors import NoSimulator, SimulationFailed
+from gateway.pipeline.call import CallResult, ToolCall
+from gateway.sessions import Sessions
+from gateway.upstream.pool import UpstreamPool
+from simulators.base import Example, SimulationError, SimulationRequest, Simulator, ToolSpec
+from simulators.similarity import nearest
+
+
+class SimulatedExecutor:
+    def __init__(self, simulator: Simulator | None, store: CacheStore, sessions: Sessions, pool: UpstreamPool,
+                 examples: int = 5) -> None:
+        self._simulator = simulator
+        self._store = store
+        self._sessions = sessions
+        self._pool = pool
+        self._examples = examples
+
+    def request_for(self, call: ToolCall) -> SimulationRequest:
+        recorded: list[Example] = []
+        for key in self._store.tool_keys(call.server, call.tool):
+            for recording in self._store.get(key):
+                error = recording.error.model_dump() if recording.error else None
+                recorded.append(Example(arguments=recording.arguments, result=recording.result, error=error))
+        chosen = [recorded[i] for i in nearest(call.arguments, [e.arguments for e in recorded], self._examples)]
+        state = self._sessions.get(call.session_id)
+        history = [Example.model_validate(entry) for entry in state.history] if state else []
+        server = self._pool.upstreams.get(call.server)
+        description = server.config.description if server is not None else None
+        return SimulationRequest(server=call.server, server_description=description,
+                                 tool=ToolSpec.from_mcp(call.tool_definition), arguments=call.arguments,
+                                 examples=chosen, history=history)
+
+    async def __call__(self, call: ToolCall) -> CallResult:
+        if self._simulator is None:
+            raise NoSimulator(f"tool {call.exposed_name!r} is in a simulated mode but no simulator is configured "
+                              "(set gateway.simulator in the config)", data={"tool": call.exposed_name})
+        started = time.perf_counter()
+        try:
+            simulated = await self._simulator.simulate(self.request_for(call))
+        except SimulationError as exc:
+            raise SimulationFailed(f"the {self._simulator.backend} simulator could not answer "
+                                   f"{call.exposed_name!r}: {exc}", data={"tool": call.exposed_name}) from None
+        call.provenance.update(source="simulator", simulator=simulated.backend, model=simulated.model,
+                               latency_ms=round((time.perf_counter() - started) * 1000, 3))
+        return simulated.result

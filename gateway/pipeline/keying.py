@@ -1,0 +1,42 @@
+"""Stage: the call's cache key, and whether it replays by key or in sequence."""
+
+from __future__ import annotations
+
+from gateway.cache.keys import cache_key, tool_fingerprint
+from gateway.config.models import GatewayConfig
+from gateway.pipeline.call import CallNext, CallResult, ToolCall
+from gateway.sessions import Sessions
+
+
+def is_cacheable(tool_definition: dict, override: bool | None) -> bool:
+    """Replayable by key: declared read-only or idempotent (or configured so)."""
+    if override is not None:
+        return override
+    annotations = tool_definition.get("annotations") or {}
+    return bool(annotations.get("readOnlyHint") or annotations.get("idempotentHint"))
+
+
+class AssignCacheKey:
+    def __init__(self, config: GatewayConfig, sessions: Sessions) -> None:
+        self._config = config
+        self._sessions = sessions
+        self._fingerprints: dict[int, tuple[dict, str]] = {}
+
+    def _fingerprint(self, tool_definition: dict) -> str:
+        cached = self._fingerprints.get(id(tool_definition))
+        if cached is None or cached[0] is not tool_definition:
+            cached = (tool_definition, tool_fingerprint(tool_definition))
+            self._fingerprints[id(tool_definition)] = cached
+        return cached[1]
+
+    async def __call__(self, call: ToolCall, call_next: CallNext) -> CallResult:
+        server = self._config.servers.get(call.server)
+        settings = server.settings_for(call.tool) if server is not None else None
+        call.tool_fingerprint = self._fingerprint(call.tool_definition)
+        call.cache_key = cache_key(call.server, call.tool, call.tool_fingerprint, call.arguments,
+                                   settings.ignore_args if settings else ())
+        call.sequential = not is_cacheable(call.tool_definition, settings.cacheable if settings else None)
+        if call.sequential:
+            # A replayed session sees the same sequence of answers it recorded (pop on use).
+            call.position = self._sessions.next_position(call.session_id, call.cache_key)
+        return await call_next(call)

@@ -1,0 +1,108 @@
+"""Choosing a call's mode, and routing the call to the executor of that mode.
+
+Precedence, most specific first: the request (`_meta["simgate/mode"]` or `X-Simgate-Mode`), the
+session, the tool, the server, the gateway default. Run-time settings (admin API, `simgate mode`)
+sit above the config at each level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import BaseModel, Field
+
+from gateway.config.models import MODES, GatewayConfig
+from gateway.errors import InvalidMode
+from gateway.pipeline.call import CallNext, CallResult, ToolCall
+from gateway.sessions import Sessions
+
+
+class ModeSettings(BaseModel):
+    """Run-time mode settings, as the admin API shows and takes them."""
+
+    default: str | None = None
+    servers: dict[str, str] = Field(default_factory=dict)
+    tools: dict[str, dict[str, str]] = Field(default_factory=dict, description="server -> tool -> mode")
+    sessions: dict[str, str] = Field(default_factory=dict)
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise InvalidMode(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}", data={"mode": mode})
+    return mode
+
+
+class ModeResolver:
+    def __init__(self, config: GatewayConfig, sessions: Sessions) -> None:
+        self._config = config
+        self._sessions = sessions
+        self.overrides = ModeSettings()
+
+    def resolve(self, call: ToolCall) -> str:
+        if call.mode:
+            return check_mode(call.mode)
+        state = self._sessions.get(call.session_id)
+        if state is not None and state.mode:
+            return state.mode
+        server = self._config.servers.get(call.server)
+        tool_override = self.overrides.tools.get(call.server, {}).get(call.tool)
+        if tool_override:
+            return tool_override
+        if server is not None and (tool_mode := server.settings_for(call.tool).mode):
+            return tool_mode
+        if call.server in self.overrides.servers:
+            return self.overrides.servers[call.server]
+        if server is not None and server.mode:
+            return server.mode
+        return self.overrides.default or self._config.gateway.mode
+
+    def set(self, mode: str, *, server: str | None = None, tool: str | None = None,
+            session: str | None = None) -> None:
+        check_mode(mode)
+        if session is not None:
+            state = self._sessions.get(session)
+            assert state is not None
+            state.mode = mode
+        elif tool is not None:
+            if server is None:
+                raise InvalidMode("a tool's mode needs its server", data={"tool": tool})
+            self.overrides.tools.setdefault(server, {})[tool] = mode
+        elif server is not None:
+            self.overrides.servers[server] = mode
+        else:
+            self.overrides.default = mode
+
+    def show(self) -> dict[str, object]:
+        config_servers = {name: s.mode for name, s in self._config.servers.items() if s.mode}
+        config_tools = {name: {tool: t.mode for tool, t in s.tool_settings.items() if t.mode}
+                        for name, s in self._config.servers.items()}
+        return {
+            "default": self.overrides.default or self._config.gateway.mode,
+            "servers": {**config_servers, **self.overrides.servers},
+            "tools": {name: {**config_tools.get(name, {}), **self.overrides.tools.get(name, {})}
+                      for name in set(config_tools) | set(self.overrides.tools)
+                      if config_tools.get(name) or self.overrides.tools.get(name)},
+            "sessions": self._sessions.modes(),
+        }
+
+
+class ChooseMode:
+    """Stage: decide the call's mode (before rate limits and faults, which may depend on it)."""
+
+    def __init__(self, resolver: ModeResolver) -> None:
+        self._resolver = resolver
+
+    async def __call__(self, call: ToolCall, call_next: CallNext) -> CallResult:
+        call.resolved_mode = self._resolver.resolve(call)
+        call.provenance["mode"] = call.resolved_mode
+        return await call_next(call)
+
+
+class RouteByMode:
+    """The last stage: hand the call to the executor of its mode."""
+
+    def __init__(self, executors: Mapping[str, CallNext]) -> None:
+        self._executors = dict(executors)
+
+    async def __call__(self, call: ToolCall) -> CallResult:
+        return await self._executors[call.resolved_mode or "live"](call)

@@ -1,0 +1,35 @@
+"""Stage: every result says where it came from (`_meta["simgate/provenance"]`), and joins the session's history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp.shared.exceptions import MCPError
+
+from gateway.pipeline.call import CallNext, CallResult, ToolCall
+from gateway.sessions import Sessions
+
+PROVENANCE_KEY = "simgate/provenance"
+
+
+class AttachProvenance:
+    def __init__(self, sessions: Sessions) -> None:
+        self._sessions = sessions
+
+    def _provenance(self, call: ToolCall) -> dict[str, Any]:
+        return {"source": call.provenance.get("source"), "server": call.server, "tool": call.tool,
+                "cache_key": call.cache_key, **{k: v for k, v in call.provenance.items() if k != "source"}}
+
+    async def __call__(self, call: ToolCall, call_next: CallNext) -> CallResult:
+        try:
+            result = await call_next(call)
+        except MCPError as exc:
+            if call.provenance.get("source") is not None and (exc.error.data is None or isinstance(exc.error.data, dict)):
+                exc.error.data = {**(exc.error.data or {}), PROVENANCE_KEY: self._provenance(call)}
+            self._sessions.remember(call.session_id, {
+                "arguments": call.arguments, "error": {"code": exc.code, "message": exc.message}, "tool": call.tool})
+            raise
+        meta = result.get("_meta") if isinstance(result.get("_meta"), dict) else {}
+        result = {**result, "_meta": {**meta, PROVENANCE_KEY: self._provenance(call)}}
+        self._sessions.remember(call.session_id, {"arguments": call.arguments, "result": result, "tool": call.tool})
+        return result

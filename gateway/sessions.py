@@ -1,0 +1,53 @@
+"""Per-session state the pipeline needs: the session's mode, its call positions, its recent calls."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_SESSIONS = 10_000
+HISTORY = 20
+
+
+@dataclass
+class SessionState:
+    mode: str | None = None
+    positions: dict[str, int] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Sessions:
+    """Bounded (least recently used sessions are forgotten first)."""
+
+    def __init__(self, limit: int = MAX_SESSIONS) -> None:
+        self._states: OrderedDict[str, SessionState] = OrderedDict()
+        self._limit = limit
+
+    def get(self, session_id: str | None) -> SessionState | None:
+        if session_id is None:
+            return None
+        state = self._states.get(session_id)
+        if state is None:
+            state = self._states[session_id] = SessionState()
+            while len(self._states) > self._limit:
+                self._states.popitem(last=False)
+        else:
+            self._states.move_to_end(session_id)
+        return state
+
+    def next_position(self, session_id: str | None, key: str) -> int:
+        state = self.get(session_id)
+        if state is None:
+            return 0
+        position = state.positions.get(key, 0)
+        state.positions[key] = position + 1
+        return position
+
+    def remember(self, session_id: str | None, entry: dict[str, Any]) -> None:
+        state = self.get(session_id)
+        if state is not None:
+            state.history = [*state.history[-(HISTORY - 1):], entry]
+
+    def modes(self) -> dict[str, str]:
+        return {session: state.mode for session, state in self._states.items() if state.mode}

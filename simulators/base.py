@@ -1,0 +1,54 @@
+"""The simulator interface, on plain data: a tool, its arguments and examples in; a `CallToolResult` out."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+
+class ToolSpec(BaseModel):
+    name: str
+    description: str | None = None
+    input_schema: dict[str, Any] = Field(default_factory=dict)
+    output_schema: dict[str, Any] | None = None
+    annotations: dict[str, Any] | None = None
+
+    @classmethod
+    def from_mcp(cls, tool: dict[str, Any]) -> ToolSpec:
+        return cls(name=tool.get("name", ""), description=tool.get("description"),
+                   input_schema=tool.get("inputSchema") or {}, output_schema=tool.get("outputSchema"),
+                   annotations=tool.get("annotations"))
+
+
+class Example(BaseModel):
+    """A call and what answered it: a `CallToolResult` dict, or a JSON-RPC error."""
+
+    arguments: dict[str, Any]
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+class SimulationRequest(BaseModel):
+    server: str
+    server_description: str | None = None
+    tool: ToolSpec
+    arguments: dict[str, Any]
+    examples: list[Example] = Field(default_factory=list, description="recorded calls of this tool, nearest first")
+    history: list[Example] = Field(default_factory=list, description="this session's earlier calls, in order")
+
+
+class SimulationResult(BaseModel):
+    result: dict[str, Any]
+    backend: str
+    model: str | None = None
+
+
+class SimulationError(Exception):
+    """The simulator could not produce an answer."""
+
+
+class Simulator(Protocol):
+    backend: str
+
+    async def simulate(self, request: SimulationRequest) -> SimulationResult: ...
