@@ -37,6 +37,19 @@ def register(commands: Any) -> None:
     call.add_argument("--mode", default=None, help="execution mode to request for this call")
     call.set_defaults(handler=_call)
 
+    mode = commands.add_parser("mode", help="show or change execution modes of a running gateway")
+    mode_commands = mode.add_subparsers(dest="mode_command", required=True, metavar="COMMAND")
+    show = mode_commands.add_parser("show", help="the default, per-server, per-tool and per-session modes")
+    show.add_argument("--url", default=DEFAULT_URL, help=f"the gateway (default {DEFAULT_URL})")
+    show.set_defaults(handler=_mode_show)
+    set_mode = mode_commands.add_parser("set", help="set the mode of the gateway, a server, a tool or a session")
+    set_mode.add_argument("mode", help="live, replay, simulated, hybrid or shadow")
+    set_mode.add_argument("--server", help="only this server")
+    set_mode.add_argument("--tool", help="only this tool (needs --server)")
+    set_mode.add_argument("--session", help="only this session (its X-Simgate-Session or Mcp-Session-Id)")
+    set_mode.add_argument("--url", default=DEFAULT_URL, help=f"the gateway (default {DEFAULT_URL})")
+    set_mode.set_defaults(handler=_mode_set)
+
     config = commands.add_parser("config", help="work with config files")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
     check = config_commands.add_parser("check", help="validate a config file")
@@ -90,6 +103,33 @@ def _servers(args: argparse.Namespace) -> int:
                       str(server["restarts"]), server["last_error"] or "")
     Console().print(table)
     return 0
+
+
+def _admin(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    try:
+        response = httpx.request(method, f"{url.rstrip('/')}/admin/modes", json=body, timeout=10)
+    except httpx.HTTPError as exc:
+        print(f"simgate: cannot reach the gateway at {url}: {exc}", file=sys.stderr)
+        return 1, None
+    if response.status_code != 200:
+        print(f"simgate: {response.json().get('error', response.text)}", file=sys.stderr)
+        return 2, None
+    return 0, response.json()
+
+
+def _mode_show(args: argparse.Namespace) -> int:
+    status, modes = _admin("GET", args.url)
+    if status == 0:
+        print(json.dumps(modes, indent=2))
+    return status
+
+
+def _mode_set(args: argparse.Namespace) -> int:
+    body = {"mode": args.mode, "server": args.server, "tool": args.tool, "session": args.session}
+    status, modes = _admin("PUT", args.url, {key: value for key, value in body.items() if value is not None})
+    if status == 0:
+        print(json.dumps(modes, indent=2))
+    return status
 
 
 def parse_arguments(pairs: list[str]) -> dict[str, Any]:

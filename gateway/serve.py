@@ -15,7 +15,7 @@ logger = logging.getLogger("simgate.gateway")
 
 
 def serve(config: GatewayConfig, *, host: str | None = None, port: int | None = None) -> int:
-    configure_logging(config.gateway.log_level)
+    listener = configure_logging(config.gateway.log_level)
     host = host or config.gateway.host
     port = config.gateway.port if port is None else port
     gateway = Gateway(config, host=host)
@@ -24,7 +24,10 @@ def serve(config: GatewayConfig, *, host: str | None = None, port: int | None = 
         timeout_graceful_shutdown=5,
     ))
     logger.info("serving", extra={"url": f"http://{_url_host(host)}:{port}/mcp"})
-    server.run()
+    try:
+        server.run()
+    finally:
+        listener.stop()  # flushes what is queued
     return 0 if server.started else 1
 
 

@@ -40,6 +40,8 @@ class ProxyServer(Server[Any]):
         super().__init__(exposure.gateway_name, get_tool_input_schema=exposure.input_schema, cache_hints=hints)
         self.exposure = exposure
         self.pipeline = pipeline
+        # The SDK's per-request OpenTelemetry span duplicates the gateway's own call observation.
+        self.middleware = []
         self.sessions: dict[str, ServerSession] = {}
         for method, params_type, handler in (
             ("tools/list", types.PaginatedRequestParams, self._list_tools),

@@ -42,7 +42,8 @@ class ShadowExecutor:
 
     async def _simulate(self, call: ToolCall, live: dict[str, Any]) -> None:
         try:
-            simulated: dict[str, Any] = await self._simulated(call)
+            # The live answer may already be recorded under this key: the simulator must not peek at it.
+            simulated: dict[str, Any] = await self._simulated.answer(call, hold_out=call.cache_key)
         except MCPError as exc:
             simulated = {"error": {"code": exc.code, "message": exc.message, "data": exc.data}}
         except Exception:

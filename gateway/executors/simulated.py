@@ -25,9 +25,11 @@ class SimulatedExecutor:
         self._pool = pool
         self._examples = examples
 
-    def request_for(self, call: ToolCall) -> SimulationRequest:
+    def request_for(self, call: ToolCall, *, hold_out: str | None = None) -> SimulationRequest:
         recorded: list[Example] = []
         for key in self._store.tool_keys(call.server, call.tool):
+            if key == hold_out:
+                continue
             for recording in self._store.get(key):
                 error = recording.error.model_dump() if recording.error else None
                 recorded.append(Example(arguments=recording.arguments, result=recording.result, error=error))
@@ -41,12 +43,16 @@ class SimulatedExecutor:
                                  examples=chosen, history=history)
 
     async def __call__(self, call: ToolCall) -> CallResult:
+        return await self.answer(call)
+
+    async def answer(self, call: ToolCall, *, hold_out: str | None = None) -> CallResult:
+        """Simulate; `hold_out` names a cache key whose recordings the simulator must not see."""
         if self._simulator is None:
             raise NoSimulator(f"tool {call.exposed_name!r} is in a simulated mode but no simulator is configured "
                               "(set gateway.simulator in the config)", data={"tool": call.exposed_name})
         started = time.perf_counter()
         try:
-            simulated = await self._simulator.simulate(self.request_for(call))
+            simulated = await self._simulator.simulate(self.request_for(call, hold_out=hold_out))
         except SimulationError as exc:
             raise SimulationFailed(f"the {self._simulator.backend} simulator could not answer "
                                    f"{call.exposed_name!r}: {exc}", data={"tool": call.exposed_name}) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from mcp.shared.exceptions import MCPError
 
@@ -16,6 +17,8 @@ logger = logging.getLogger("simgate.calls")
 class ObserveCalls:
     def __init__(self, metrics: GatewayMetrics) -> None:
         self._metrics = metrics
+        self._counters: dict[tuple[str, str, str], Any] = {}
+        self._histograms: dict[str, Any] = {}
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> CallResult:
         started = time.perf_counter()
@@ -31,8 +34,16 @@ class ObserveCalls:
             raise
         finally:
             elapsed = time.perf_counter() - started
-            self._metrics.calls.labels(call.server, call.tool, outcome).inc()
-            self._metrics.latency.labels(call.server).observe(elapsed)
+            # Labelled children are looked up once: `labels()` costs more than the increment itself.
+            counter = self._counters.get((call.server, call.tool, outcome))
+            if counter is None:
+                counter = self._counters[(call.server, call.tool, outcome)] = self._metrics.calls.labels(
+                    call.server, call.tool, outcome)
+            counter.inc()
+            histogram = self._histograms.get(call.server)
+            if histogram is None:
+                histogram = self._histograms[call.server] = self._metrics.latency.labels(call.server)
+            histogram.observe(elapsed)
             logger.info("tools/call", extra={"event": "tool_call", "server": call.server, "tool": call.tool,
                                              "outcome": outcome, "code": code, "session": call.session_id,
                                              "latency_ms": round(elapsed * 1000, 3)})

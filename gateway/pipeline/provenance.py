@@ -24,7 +24,7 @@ class AttachProvenance:
         try:
             result = await call_next(call)
         except MCPError as exc:
-            if call.provenance.get("source") is not None and (exc.error.data is None or isinstance(exc.error.data, dict)):
+            if call.provenance and (exc.error.data is None or isinstance(exc.error.data, dict)):
                 exc.error.data = {**(exc.error.data or {}), PROVENANCE_KEY: self._provenance(call)}
             self._sessions.remember(call.session_id, {
                 "arguments": call.arguments, "error": {"code": exc.code, "message": exc.message}, "tool": call.tool})

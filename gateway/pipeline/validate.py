@@ -14,7 +14,9 @@ from gateway.pipeline.call import CallNext, CallResult, ToolCall
 
 class ValidateArguments:
     def __init__(self) -> None:
-        # Compiled validators by schema text: compiling costs far more than validating.
+        # Compiled validators by schema: compiling costs far more than validating. Keyed by the schema
+        # object (a tool list keeps its dicts until it is replaced) and, failing that, by its text.
+        self._by_id: dict[int, tuple[dict[str, Any], Any]] = {}
         self._validators: dict[str, Any] = {}
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> CallResult:
@@ -30,6 +32,17 @@ class ValidateArguments:
         return await call_next(call)
 
     def _first_error(self, schema: dict[str, Any], arguments: dict[str, Any]) -> schema_errors.ValidationError | None:
+        cached = self._by_id.get(id(schema))
+        if cached is not None and cached[0] is schema:
+            validator = cached[1]
+        else:
+            validator = self._compile(schema)
+            self._by_id[id(schema)] = (schema, validator)
+        if validator is False or validator.is_valid(arguments):
+            return None
+        return schema_errors.best_match(validator.iter_errors(arguments))
+
+    def _compile(self, schema: dict[str, Any]) -> Any:
         key = json.dumps(schema, sort_keys=True)
         validator = self._validators.get(key)
         if validator is None:
@@ -42,9 +55,7 @@ class ValidateArguments:
             else:
                 validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
             self._validators[key] = validator
-        if validator is False:
-            return None
-        return schema_errors.best_match(validator.iter_errors(arguments))
+        return validator
 
 
 def _json_path(parts: Any) -> str:

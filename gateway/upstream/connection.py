@@ -84,7 +84,7 @@ class Upstream:
         self._snapshots = snapshots
         self.tools: list[dict[str, Any]] = snapshots.load_tools(name) if snapshots is not None else []
         self._session: ClientSession | None = None
-        self._ready = anyio.Event()
+        self._changed = anyio.Event()  # set (and renewed) whenever the upstream comes up or goes down
         self._origins: dict[int, Origin] = {}
         self._next_origin = 0
         self._restart_now = anyio.Event()
@@ -122,7 +122,7 @@ class Upstream:
 
     async def _serve_once(self, dirs: ServerDirs, stderr: IO[str]) -> None:
         async with (
-            open_transport(self.name, self.config, dirs, stderr) as (read, write, closed),
+            open_transport(self.name, self.config, dirs, stderr) as (read, write),
             ClientSession(
                 read,
                 write,
@@ -142,8 +142,9 @@ class Upstream:
             self.state = UpstreamState.READY
             self.consecutive_failures = 0
             self.last_error = None
-            self._ready.set()
+            self._signal_change()
             logger.info("upstream %s ready: %d tools", self.name, len(self.tools))
+            closed = read.closed
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_liveness, session, closed)
                 await closed.wait()
@@ -153,9 +154,12 @@ class Upstream:
 
     def _mark_down(self) -> None:
         self._session = None
-        if self._ready.is_set():
-            self._ready = anyio.Event()
         self.state = UpstreamState.RESTARTING
+        self._signal_change()
+
+    def _signal_change(self) -> None:
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
 
     async def _watch_liveness(self, session: ClientSession, closed: anyio.Event) -> None:
         while True:
@@ -192,10 +196,15 @@ class Upstream:
     # ----------------------------------------------------------------- requests
 
     async def wait_ready(self, timeout: float) -> ClientSession:
-        # A server that keeps failing to start is not waited for: callers (hybrid mode) move on at once.
-        if self._session is None and self.consecutive_failures < 2:
-            with anyio.move_on_after(timeout):
-                await self._ready.wait()
+        """The live session, waiting up to `timeout` for a (re)start; a server that keeps failing to
+        start is not waited for, so that callers (hybrid mode) move on at once."""
+        deadline = anyio.current_time() + timeout
+        while self._session is None and self.consecutive_failures < 2:
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                break
+            with anyio.move_on_after(remaining):
+                await self._changed.wait()
         if self._session is None:
             reason = f": {self.last_error}" if self.last_error else ""
             raise UpstreamUnavailable(f"upstream server {self.name!r} is {self.state.value}{reason}",

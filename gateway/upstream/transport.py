@@ -9,7 +9,6 @@ from typing import IO
 
 import anyio
 import httpx2
-from anyio.streams.memory import MemoryObjectReceiveStream
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._stream_protocols import ReadStream, WriteStream
@@ -23,36 +22,57 @@ logger = logging.getLogger("simgate.upstream")
 Streams = tuple[ReadStream[SessionMessage | Exception], WriteStream[SessionMessage]]
 
 
+class UpstreamReader:
+    """The upstream's message stream, minus the lines that are not JSON-RPC, plus an event for its end.
+
+    Non-JSON lines (banners, logs printed on stdout) arrive as exceptions: they are logged and
+    skipped in place, without another stream and task between the upstream and the session.
+    """
+
+    def __init__(self, name: str, inner: ReadStream[SessionMessage | Exception]) -> None:
+        self._name = name
+        self._inner = inner
+        self.closed = anyio.Event()
+
+    async def receive(self) -> SessionMessage:
+        while True:
+            try:
+                item = await self._inner.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self.closed.set()
+                raise anyio.EndOfStream from None
+            if not isinstance(item, Exception):
+                return item
+            first_line = str(item).splitlines()[0][:200] if str(item) else type(item).__name__
+            logger.warning("upstream %s: skipped a line that is not JSON-RPC: %s", self._name, first_line)
+
+    def __aiter__(self) -> UpstreamReader:
+        return self
+
+    async def __anext__(self) -> SessionMessage:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        self.closed.set()
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> UpstreamReader:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
 @asynccontextmanager
 async def open_transport(
     name: str, config: ServerConfig, dirs: ServerDirs, stderr: IO[str]
-) -> AsyncIterator[tuple[MemoryObjectReceiveStream[SessionMessage], WriteStream[SessionMessage], anyio.Event]]:
-    """Yield (read, write, closed): `closed` is set when the upstream's stream ends."""
+) -> AsyncIterator[tuple[UpstreamReader, WriteStream[SessionMessage]]]:
+    """Yield (read, write); `read.closed` is set when the upstream's stream ends."""
     async with _raw_transport(config, dirs, stderr) as (read, write):
-        clean_send, clean_read = anyio.create_memory_object_stream[SessionMessage](32)
-        closed = anyio.Event()
-
-        async def pump() -> None:
-            # Non-JSON lines (banners, logs printed on stdout) arrive as exceptions: skip them.
-            try:
-                async with clean_send:
-                    async for item in read:
-                        if isinstance(item, Exception):
-                            logger.warning("upstream %s: skipped a line that is not JSON-RPC: %s", name,
-                                           str(item).splitlines()[0][:200] if str(item) else type(item).__name__)
-                            continue
-                        await clean_send.send(item)
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
-                pass
-            finally:
-                closed.set()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pump)
-            try:
-                yield clean_read, write, closed
-            finally:
-                tg.cancel_scope.cancel()
+        yield UpstreamReader(name, read), write
 
 
 @asynccontextmanager
