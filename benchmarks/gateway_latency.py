@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,9 +50,10 @@ PEER_PACKAGE = "mcp-proxy==0.13.0"
 PEER_VENV = RESULTS / ".venv-peer"  # benchmarks/results/ is gitignored
 SERVER_NAME = "fx"
 FIXTURE_ARGS = [str(FIXTURE), "--banner", ""]
-HTTP_CONFIGS = ("sdk-http", "sdk-http-json", "simgate", "peer")
+HTTP_CONFIGS = ("sdk-http", "sdk-http-json", "simgate", "simgate-replay", "peer")
 ALL_CONFIGS = ("stdio", *HTTP_CONFIGS)
-DEFAULT_CONFIGS = ("stdio", "sdk-http", "simgate", "peer")
+DEFAULT_CONFIGS = ("stdio", "sdk-http", "simgate", "simgate-replay", "peer")
+REPLAY_TEXTS = 64  # simgate-replay answers from recordings of these many distinct calls
 
 
 # --------------------------------------------------------------------------- helper mode: (b)
@@ -225,13 +227,33 @@ async def open_session(config: str, urls: dict[str, str]) -> AsyncIterator[Any]:
             yield session
 
 
-async def call_once(session: Any, text: str) -> float:
+def replay_text(text: str) -> str:
+    return f"recorded {zlib.crc32(text.encode()) % REPLAY_TEXTS}"
+
+
+async def call_once(session: Any, text: str, config: str = "") -> float:
+    if config == "simgate-replay":
+        text = replay_text(text)  # a recorded call: the gateway answers from its store
     started = time.perf_counter()
     result = await session.call_tool("echo", {"text": text})
     elapsed = time.perf_counter() - started
     if getattr(result, "is_error", False) or getattr(result, "isError", False):
         raise RuntimeError(f"echo failed: {result}")
     return elapsed
+
+
+async def record_replay_set(url: str) -> None:
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with streamable_http_client(url) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        for index in range(REPLAY_TEXTS):
+            await session.call_tool("echo", {"text": f"recorded {index}"})
+    base = url.split("/servers/")[0]
+    import httpx
+
+    httpx.put(f"{base}/admin/modes", json={"mode": "replay"}, timeout=10).raise_for_status()
 
 
 def summarize(samples: list[float]) -> dict[str, float]:
@@ -257,12 +279,12 @@ async def latency_phase(configs: list[str], urls: dict[str, str], roots: dict[st
                                        if ppid == os.getpid() and pid not in known])
         for i in range(warmup):
             for c in configs:
-                await call_once(sessions[c], f"warmup {i}")
+                await call_once(sessions[c], f"warmup {i}", c)
         cpu_before = {c: tree_cpu(roots[c]) for c in configs}
         for i in range(calls):
             shift = i % len(configs)  # rotate the starting configuration every iteration
             for c in configs[shift:] + configs[:shift]:
-                samples[c].append(await call_once(sessions[c], f"call {i}"))
+                samples[c].append(await call_once(sessions[c], f"call {i}", c))
         cpu = {c: (tree_cpu(roots[c]) - cpu_before[c]) * 1000 / calls for c in configs}
     return samples, cpu
 
@@ -284,7 +306,7 @@ async def throughput_round(config: str, urls: dict[str, str], roots: list[int], 
     async with contextlib.AsyncExitStack() as stack:
         sessions = [await stack.enter_async_context(open_session(config, urls)) for _ in range(clients)]
         for s in sessions:  # warm every session (first call per session pays one-off costs)
-            await call_once(s, "warm")
+            await call_once(s, "warm", config)
         start = anyio.Event()
         deadline = 0.0
         counts = [0] * clients
@@ -295,7 +317,7 @@ async def throughput_round(config: str, urls: dict[str, str], roots: list[int], 
             n = 0
             while time.perf_counter() < deadline:
                 try:
-                    into.latencies.append(await call_once(session, f"c{index} {n}"))
+                    into.latencies.append(await call_once(session, f"c{index} {n}", config))
                     n += 1
                 except Exception:
                     into.errors += 1
@@ -365,6 +387,15 @@ def derive(results: dict[str, Any]) -> dict[str, Any]:
         out["simgate_beats_peer_throughput"] = tp["simgate"]["calls_per_s"] > tp["peer"]["calls_per_s"]
     if "simgate" in tp and "sdk-http" in tp and tp["sdk-http"]["calls_per_s"]:
         out["simgate_over_sdk_http_throughput_ratio"] = tp["simgate"]["calls_per_s"] / tp["sdk-http"]["calls_per_s"]
+    if "simgate-replay" in lat and "sdk-http" in lat:
+        # Issue 3's targets: a replayed call costs no more than the SDK's own HTTP floor; >= 500 calls/s.
+        out["replay_minus_sdk_http_median_ms"] = lat["simgate-replay"]["median_ms"] - lat["sdk-http"]["median_ms"]
+        out["target_replay_le_sdk_http"] = out["replay_minus_sdk_http_median_ms"] <= 0.0
+    if "simgate-replay" in lat and "simgate" in lat:
+        out["replay_over_live_median_ratio"] = lat["simgate-replay"]["median_ms"] / lat["simgate"]["median_ms"]
+    if "simgate-replay" in tp:
+        out["replay_calls_per_s"] = tp["simgate-replay"]["calls_per_s"]
+        out["target_replay_ge_500_calls_per_s"] = tp["simgate-replay"]["calls_per_s"] >= 500
     return out
 
 
@@ -402,6 +433,12 @@ def print_tables(report: dict[str, Any]) -> None:
         console.print(f"simgate / peer median: {d['simgate_over_peer_median_ratio']:.2f}")
     if "simgate_over_peer_throughput_ratio" in d:
         console.print(f"simgate / peer throughput: {d['simgate_over_peer_throughput_ratio']:.2f}")
+    if "replay_minus_sdk_http_median_ms" in d:
+        console.print(f"replay - sdk-http median: {d['replay_minus_sdk_http_median_ms']:+.2f} ms "
+                      f"(target <= 0: {'met' if d['target_replay_le_sdk_http'] else 'MISSED'})")
+    if "replay_calls_per_s" in d:
+        console.print(f"replay throughput: {d['replay_calls_per_s']:.0f} calls/s "
+                      f"(target >= 500: {'met' if d['target_replay_ge_500_calls_per_s'] else 'MISSED'})")
 
 
 def main() -> int:
@@ -458,6 +495,18 @@ def main() -> int:
                                            "--port", str(port)], cwd=workdir / "simgate")  # state dir lands there
             urls["simgate"] = f"http://127.0.0.1:{port}/servers/{SERVER_NAME}/mcp"
             started["simgate"] = (proc, f"http://127.0.0.1:{port}/readyz")
+        if "simgate-replay" in args.configs:
+            # Recorded first (live, record all), then switched to replay through the admin API.
+            port = free_port()
+            config_path = workdir / "simgate-replay.json"
+            config_path.write_text(json.dumps({
+                "gateway": {"record": "all"},
+                "mcpServers": {SERVER_NAME: {"command": sys.executable, "args": FIXTURE_ARGS}}}))
+            (workdir / "simgate-replay").mkdir()
+            proc = procs.start("simgate-replay", [args.simgate, "serve", str(config_path), "--host", "127.0.0.1",
+                                                  "--port", str(port)], cwd=workdir / "simgate-replay")
+            urls["simgate-replay"] = f"http://127.0.0.1:{port}/servers/{SERVER_NAME}/mcp"
+            started["simgate-replay"] = (proc, f"http://127.0.0.1:{port}/readyz")
         if "peer" in args.configs:
             exe = ensure_peer_venv()
             port = free_port()
@@ -466,9 +515,11 @@ def main() -> int:
             urls["peer"] = f"http://127.0.0.1:{port}/mcp"
             started["peer"] = (proc, f"http://127.0.0.1:{port}/status")
         for name, (proc, url) in started.items():
-            ok = (200,) if name == "simgate" else tuple(range(200, 500))
+            ok = (200,) if name.startswith("simgate") else tuple(range(200, 500))
             wait_http(url, 60, proc, ok)
 
+        if "simgate-replay" in urls:
+            anyio.run(record_replay_set, urls["simgate-replay"])
         roots = {name: [proc.pid] for name, (proc, _) in started.items()}
         results = anyio.run(run_benchmark, args, urls, roots)
         import mcp  # noqa: F401

@@ -1,9 +1,298 @@
-"""`simgate cache ...`: inspect and move recordings (filled in by the cache tools work)."""
+"""`simgate cache stats|ls|show|export|import|prune`: inspect and move recordings.
+
+Every sub-command finds the store with `--config FILE` (the config's `gateway.cache_dir`, else
+`STATE_DIR/cache`, relative to the current directory as for the gateway) or `--cache-dir DIR`;
+with neither, the gateway's default `.simgate/cache`. The store may be in use by a running gateway:
+diskcache is safe across processes. Bad input is one line on stderr and exit code 2.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+DEFAULT_CACHE_DIR = ".simgate/cache"
+_PREVIEW = 60
+
+
+class CommandError(Exception):
+    """Bad input to a cache command: printed as one line, exit code 2."""
 
 
 def register(commands: Any) -> None:
-    pass
+    where = argparse.ArgumentParser(add_help=False)
+    source = where.add_mutually_exclusive_group()
+    source.add_argument("--config", metavar="FILE", help="a gateway config; its store is used")
+    source.add_argument("--cache-dir", metavar="DIR", help=f"the store directory (default {DEFAULT_CACHE_DIR})")
+    filters = argparse.ArgumentParser(add_help=False)
+    filters.add_argument("--server", help="only this server's recordings")
+    filters.add_argument("--tool", help="only this tool's recordings")
+
+    cache = commands.add_parser("cache", help="inspect, export, import and prune recorded calls")
+    sub = cache.add_subparsers(dest="cache_command", required=True, metavar="COMMAND")
+
+    stats = sub.add_parser("stats", parents=[where, filters], help="recordings per server and tool, errors, size")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    stats.set_defaults(handler=_guarded(_stats))
+
+    ls = sub.add_parser("ls", parents=[where, filters], help="one line per cache key")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.set_defaults(handler=_guarded(_ls))
+
+    show = sub.add_parser("show", parents=[where], help="the recordings of one key, as JSON")
+    show.add_argument("key", help="a cache key, or a prefix of one that is unique")
+    show.set_defaults(handler=_guarded(_show))
+
+    export = sub.add_parser("export", parents=[where, filters], help="write recordings to a JSONL cassette")
+    export.add_argument("file", help="the cassette to write (replaced atomically)")
+    export.set_defaults(handler=_guarded(_export))
+
+    imp = sub.add_parser("import", parents=[where], help="load a JSONL cassette (checked whole first)")
+    imp.add_argument("file", help="the cassette to read")
+    imp.add_argument("--replace", action="store_true",
+                     help="overwrite recordings the store holds at the same key and position (default: keep them)")
+    imp.set_defaults(handler=_guarded(_import))
+
+    prune = sub.add_parser("prune", parents=[where, filters], help="delete expired recordings (or all, with --all)")
+    prune.add_argument("--all", action="store_true", help="delete every matching recording, expired or not")
+    prune.set_defaults(handler=_guarded(_prune))
+
+
+# ---------------------------------------------------------------------------------------------- plumbing
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from diskcache import Timeout
+
+        from gateway.cache.cassette import CassetteError
+        from gateway.errors import ConfigError
+
+        try:
+            return handler(args)
+        except (CommandError, CassetteError, ConfigError) as exc:
+            message = str(exc)
+        except Timeout:
+            message = "the store is locked by another process; try again"
+        except sqlite3.Error as exc:
+            message = f"the store cannot be read: {exc}"
+        except OSError as exc:
+            message = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
+        print(f"simgate cache {args.cache_command}: {message}", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def _store_dir(args: argparse.Namespace) -> Path:
+    if args.config:
+        from gateway.config.loader import load_config
+
+        return Path(load_config(args.config).gateway.cache_path)
+    return Path(args.cache_dir or DEFAULT_CACHE_DIR)
+
+
+def _open_store(args: argparse.Namespace, *, create: bool = False) -> Any:
+    from gateway.cache.store import DiskStore
+
+    directory = _store_dir(args)
+    if not create and not (directory / "cache.db").is_file():
+        how = "" if args.config or args.cache_dir else " (give --config FILE or --cache-dir DIR)"
+        raise CommandError(f"no recording store at {directory}{how}")
+    if directory.exists() and not directory.is_dir():
+        raise CommandError(f"{directory} is not a directory")
+    return DiskStore(directory)
+
+
+def _groups(store: Any, server: str | None, tool: str | None) -> list[list[Any]]:
+    """Each key's recordings, filtered, ordered by server, tool and first recording time."""
+    groups = []
+    for key in list(store.keys()):
+        group = store.get(key)
+        if not group:
+            continue
+        if (server is not None and group[0].server != server) or (tool is not None and group[0].tool != tool):
+            continue
+        groups.append(group)
+    groups.sort(key=lambda g: (g[0].server, g[0].tool, g[0].recorded_at, g[0].key))
+    return groups
+
+
+def _no_match(server: str | None, tool: str | None) -> str:
+    parts = [f"server {server!r}" if server else "", f"tool {tool!r}" if tool else ""]
+    return "nothing recorded for " + " and ".join(p for p in parts if p)
+
+
+def _size_on_disk(directory: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def _preview(arguments: dict[str, Any]) -> str:
+    text = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return text if len(text) <= _PREVIEW else text[:_PREVIEW - 1] + "…"
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def _stats(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    try:
+        groups = _groups(store, args.server, args.tool)
+        now = time.time()
+        tools: dict[tuple[str, str], dict[str, Any]] = {}
+        for group in groups:
+            row = tools.setdefault((group[0].server, group[0].tool),
+                                   {"server": group[0].server, "tool": group[0].tool, "keys": 0, "recordings": 0,
+                                    "errors": 0, "expired": 0, "sequential_keys": 0, "last_recorded_at": ""})
+            row["keys"] += 1
+            row["recordings"] += len(group)
+            row["errors"] += sum(1 for r in group if r.is_error)
+            row["expired"] += sum(1 for r in group if r.expires_at is not None and r.expires_at < now)
+            row["sequential_keys"] += len(group) > 1
+            row["last_recorded_at"] = max(row["last_recorded_at"], *(r.recorded_at for r in group))
+        rows = list(tools.values())
+        directory = _store_dir(args)
+        summary = {"store": str(directory), "servers": len({r["server"] for r in rows}), "tools": len(rows),
+                   "keys": sum(r["keys"] for r in rows), "recordings": sum(r["recordings"] for r in rows),
+                   "errors": sum(r["errors"] for r in rows), "expired": sum(r["expired"] for r in rows),
+                   "size_bytes": _size_on_disk(directory), "per_tool": rows}
+    finally:
+        store.close()
+    if args.json:
+        _print_json(summary)
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("server", "tool", "keys", "recordings", "errors", "expired", "last recorded",
+                  title=f"{directory}", title_justify="left")
+    for row in rows:
+        table.add_row(row["server"], row["tool"], str(row["keys"]), str(row["recordings"]), str(row["errors"]),
+                      str(row["expired"]), row["last_recorded_at"])
+    console = Console()
+    console.print(table)
+    console.print(f"{summary['recordings']} recording(s) under {summary['keys']} key(s), {summary['servers']} "
+                  f"server(s), {summary['tools']} tool(s); {summary['errors']} error(s) recorded, "
+                  f"{summary['expired']} expired; {_human(summary['size_bytes'])} on disk", highlight=False)
+    return 0
+
+
+def _ls(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    try:
+        groups = _groups(store, args.server, args.tool)
+    finally:
+        store.close()
+    if not groups and (args.server or args.tool):
+        raise CommandError(_no_match(args.server, args.tool))
+    if args.json:
+        _print_json([{"server": g[0].server, "tool": g[0].tool, "key": g[0].key, "recordings": len(g),
+                      "errors": sum(1 for r in g if r.is_error), "recorded_at": g[0].recorded_at,
+                      "arguments": g[0].arguments} for g in groups])
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("server", "tool", "key", "n", "recorded at", "arguments")
+    for group in groups:
+        first = group[0]
+        n = str(len(group)) + (" !" if any(r.is_error for r in group) else "")
+        table.add_row(first.server, first.tool, first.key[:12], n, first.recorded_at, _preview(first.arguments))
+    console = Console()
+    console.print(table)
+    console.print(f"{len(groups)} key(s), {sum(len(g) for g in groups)} recording(s) ('!': errors recorded)",
+                  highlight=False)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    prefix = args.key.strip().lower()
+    if not prefix or any(c not in "0123456789abcdef" for c in prefix):
+        raise CommandError(f"{args.key!r} is not a cache key (hex digits)")
+    store = _open_store(args)
+    try:
+        keys = store.keys()  # an iterator over the store, not a dict view
+        matches = [key for key in keys if key.startswith(prefix)]
+        if not matches:
+            raise CommandError(f"no recorded key starts with {prefix!r}")
+        if len(matches) > 1:
+            shown = ", ".join(sorted(m[:12] for m in matches)[:5])
+            raise CommandError(f"{prefix!r} is ambiguous: {len(matches)} keys start with it ({shown}...); "
+                               "give more digits")
+        recordings = store.get(matches[0])
+    finally:
+        store.close()
+    _print_json({"key": matches[0], "recordings": [r.model_dump(mode="json") for r in recordings]})
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from gateway.cache.cassette import collect, write_cassette
+
+    target = Path(args.file)
+    if target.is_dir():
+        raise CommandError(f"{target} is a directory; give a file name")
+    if not target.parent.is_dir():
+        raise CommandError(f"{target.parent} does not exist")
+    store = _open_store(args)
+    try:
+        recordings, tools = collect(store, args.server, args.tool)
+    finally:
+        store.close()
+    if not recordings and (args.server or args.tool):
+        raise CommandError(_no_match(args.server, args.tool))
+    count = write_cassette(target, recordings, tools, {"server": args.server, "tool": args.tool})
+    keys = len({r.key for r in recordings})
+    print(f"exported {count} recording(s) under {keys} key(s) to {target}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from gateway.cache.cassette import apply_cassette, read_cassette
+
+    cassette = read_cassette(args.file)  # checked whole before the store is created or opened
+    store = _open_store(args, create=True)
+    try:
+        report = apply_cassette(store, cassette, replace=args.replace)
+    finally:
+        store.close()
+    print(report.summary())
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    try:
+        removed = store.prune(expired_only=not args.all, server=args.server, tool=args.tool)
+    finally:
+        store.close()
+    what = "recording(s)" if args.all else "expired recording(s)"
+    print(f"removed {removed} {what}")
+    return 0

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,24 +55,43 @@ class DiskStore:
         return [Recording.model_validate_json(item) for item in raw]
 
     def put(self, recording: Recording, *, replace: bool) -> bool:
+        counts = self.put_many([recording], replace=replace)
+        return bool(counts["added"] or counts["replaced"])
+
+    def put_many(self, recordings: Iterable[Recording], *, replace: bool) -> dict[str, int]:
+        """Store recordings in ONE transaction (all or nothing).
+
+        A recording's place is (episode, position): each session that records a sequentially
+        replayed tool keeps its own sequence, so concurrent sessions never overwrite each other.
+        Returns counts: `added`, `replaced` (only with `replace`), `kept` (already there, left as it
+        was), `gaps` (past the end of its episode's sequence: an earlier call was never recorded).
+        """
+        by_key: dict[str, list[Recording]] = {}
+        for recording in recordings:
+            by_key.setdefault(recording.key, []).append(recording)
+        counts = {"added": 0, "replaced": 0, "kept": 0, "gaps": 0}
         with self._cache.transact():
-            raw: list[str] = list(self._cache.get(recording.key) or [])
-            position = recording.position
-            if position < len(raw):
-                if not replace:
-                    return False
-                raw[position] = recording.model_dump_json()
-            elif position == len(raw):
-                raw.append(recording.model_dump_json())
-            else:
-                return False  # a gap: an earlier call of the sequence was never recorded
-            self._cache.set(recording.key, raw)
-            index_key = _index_key(recording.server, recording.tool)
-            keys: list[str] = list(self._cache.get(index_key) or [])
-            if recording.key not in keys:
-                keys.append(recording.key)
-                self._cache.set(index_key, keys)
-            return True
+            for key, group in by_key.items():
+                stored = self.get(key)
+                changed = False
+                for recording in sorted(group, key=lambda r: (r.episode, r.position)):
+                    outcome = _place(stored, recording, replace)
+                    counts[outcome] += 1
+                    changed = changed or outcome in ("added", "replaced")
+                if changed:
+                    self._cache.set(key, [item.model_dump_json() for item in stored])
+                    index_key = _index_key(group[0].server, group[0].tool)
+                    keys: list[str] = list(self._cache.get(index_key) or [])
+                    if key not in keys:
+                        keys.append(key)
+                        self._cache.set(index_key, keys)
+        return counts
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes (put, put_many, save_tools, delete) into one SQLite transaction; nests."""
+        with self._cache.transact():
+            yield
 
     def tool_keys(self, server: str, tool: str) -> list[str]:
         return list(self._cache.get(_index_key(server, tool)) or [])
@@ -95,21 +115,33 @@ class DiskStore:
             yield from self.get(key)
 
     def prune(self, *, expired_only: bool = True, server: str | None = None, tool: str | None = None) -> int:
+        """Remove recordings (only expired ones unless `expired_only` is False); returns how many.
+
+        A sequence cannot replay past a hole, so an expired recording takes the rest of its episode with it.
+        """
         removed = 0
         now = time.time()
         for key in list(self.keys()):
-            recordings = self.get(key)
-            if not recordings:
-                continue
-            first = recordings[0]
-            if server is not None and first.server != server:
-                continue
-            if tool is not None and first.tool != tool:
-                continue
-            if expired_only and not (first.expires_at is not None and first.expires_at < now):
-                continue
-            removed += len(recordings)
-            self.delete(key)
+            with self._cache.transact():
+                recordings = self.get(key)
+                if not recordings:
+                    continue
+                first = recordings[0]
+                if (server is not None and first.server != server) or (tool is not None and first.tool != tool):
+                    continue
+                cut: dict[str, int] = {}  # episode -> first position removed
+                for recording in recordings:
+                    stale = not expired_only or (recording.expires_at is not None and recording.expires_at < now)
+                    if stale:
+                        cut[recording.episode] = min(cut.get(recording.episode, recording.position), recording.position)
+                kept = [r for r in recordings if r.position < cut.get(r.episode, r.position + 1)]
+                if len(kept) == len(recordings):
+                    continue
+                removed += len(recordings) - len(kept)
+                if kept:
+                    self._cache.set(key, [r.model_dump_json() for r in kept])
+                else:
+                    self.delete(key)
         return removed
 
     def save_tools(self, server: str, tools: list[dict[str, Any]]) -> None:
@@ -125,3 +157,34 @@ class DiskStore:
 
 def _index_key(server: str, tool: str) -> str:
     return f"{_INDEX}{server}\x00{tool}"
+
+
+def _place(stored: list[Recording], recording: Recording, replace: bool) -> str:
+    """Put `recording` into a key's list in place; say what happened."""
+    episode = [r for r in stored if r.episode == recording.episode]
+    for index, existing in enumerate(stored):
+        if existing.episode == recording.episode and existing.position == recording.position:
+            if not replace:
+                return "kept"
+            stored[index] = recording
+            return "replaced"
+    if recording.position != len(episode):
+        return "gaps"
+    stored.append(recording)
+    return "added"
+
+
+def episode_for(recordings: list[Recording], episode: str, position: int) -> Recording | None:
+    """The recording a replaying session gets: its own episode's, else the first recorded episode's."""
+    for recording in recordings:
+        if recording.episode == episode and recording.position == position:
+            return recording
+    if not recordings:
+        return None
+    first = recordings[0].episode
+    if any(r.episode == episode for r in recordings):
+        return None  # the session's own sequence is shorter: a miss, not another session's answer
+    for recording in recordings:
+        if recording.episode == first and recording.position == position:
+            return recording
+    return None

@@ -75,7 +75,7 @@ class RecordingLive:
             latency_ms=float(call.provenance.get("latency_ms", 0.0)),
             recorded_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
             server_name=info.name if info else None, server_version=info.version if info else None,
-            position=call.position, expires_at=time.time() + ttl if ttl else None,
+            episode=(call.session_id or "") if call.sequential else "", position=call.position, expires_at=time.time() + ttl if ttl else None,
         )
         # SQLite commits off the event loop; the call waits for it so a completed call is a stored call.
         written = await anyio.to_thread.run_sync(lambda: self._store.put(recording, replace=mode == "all"))

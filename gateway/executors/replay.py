@@ -8,7 +8,7 @@ from typing import Any
 from mcp.shared.exceptions import MCPError
 
 from gateway.cache.records import Recording
-from gateway.cache.store import CacheStore
+from gateway.cache.store import CacheStore, episode_for
 from gateway.errors import ReplayMiss
 from gateway.pipeline.call import CallResult, ToolCall
 from simulators.similarity import nearest
@@ -23,9 +23,12 @@ class ReplayExecutor:
     def lookup(self, call: ToolCall) -> Recording | None:
         assert call.cache_key is not None
         recordings = self._store.get(call.cache_key)
-        if call.position >= len(recordings):
+        if call.sequential:
+            recording = episode_for(recordings, call.session_id or "", call.position)
+        else:
+            recording = recordings[0] if recordings else None
+        if recording is None:
             return None
-        recording = recordings[call.position]
         if recording.expires_at is not None and recording.expires_at < time.time():
             return None
         return recording
