@@ -33,10 +33,12 @@ from gateway.executors.shadow import ShadowExecutor
 from gateway.executors.simulated import SimulatedExecutor
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.call import Pipeline
+from gateway.pipeline.faults import InjectFaults
 from gateway.pipeline.keying import AssignCacheKey
 from gateway.pipeline.modes import ChooseMode, ModeResolver, RouteByMode
 from gateway.pipeline.observe import ObserveCalls
 from gateway.pipeline.provenance import AttachProvenance
+from gateway.pipeline.ratelimit import RateLimits
 from gateway.pipeline.validate import ValidateArguments
 from gateway.sessions import Sessions
 from gateway.upstream.pool import UpstreamPool
@@ -74,7 +76,8 @@ class Gateway:
         }
         self.pipeline = Pipeline(
             [ObserveCalls(self.metrics), AttachProvenance(self.sessions), ValidateArguments(),
-             ChooseMode(self.modes), AssignCacheKey(config, self.sessions)],
+             ChooseMode(self.modes), RateLimits(config, metrics=self.metrics),
+             InjectFaults(config, metrics=self.metrics), AssignCacheKey(config, self.sessions)],
             RouteByMode(executors),
         )
         aggregate, singles = exposures_for(self.pool, config.gateway.name)

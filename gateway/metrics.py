@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -23,6 +23,16 @@ class GatewayMetrics:
                                  ["server"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.sessions_opened = Counter("simgate_downstream_sessions_opened", "client sessions seen",
                                        ["endpoint"], registry=self.registry)
+        self.rate_limited = Counter("simgate_rate_limit_rejections", "calls refused by a rate limit or upstream "
+                                    "quota, by server and reason (client_limit, quota_queue_full, quota_max_wait)",
+                                    ["server", "reason"], registry=self.registry)
+        self.quota_queue_depth = Gauge("simgate_quota_queue_depth", "calls waiting for the server's upstream quota",
+                                       ["server"], registry=self.registry)
+        self.quota_waited = Counter("simgate_quota_waited", "calls that waited for the upstream quota, by server",
+                                    ["server"], registry=self.registry)
+        self.faults_injected = Counter("simgate_faults_injected", "injected faults by server and kind "
+                                       "(error, timeout, malformed, latency)", ["server", "kind"],
+                                       registry=self.registry)
 
     def watch_pool(self, pool: UpstreamPool, live_sessions: dict[str, int]) -> None:
         self.registry.register(_PoolCollector(pool, live_sessions))

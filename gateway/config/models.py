@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
+from gateway.config.limits import FaultConfig, RateLimit, UpstreamQuota
 from simulators.config import SimulatorConfig
 
 Transport = Literal["stdio", "http"]
@@ -48,6 +49,8 @@ class ToolSettings(BaseModel):
     cacheable: bool | None = Field(None, description="replay by key (default: readOnlyHint or idempotentHint)")
     ignore_args: list[str] = Field(default_factory=list, description="arguments left out of the cache key")
     ttl: PositiveFloat | None = Field(None, description="seconds a recording stays fresh")
+    rate_limit: RateLimit | None = Field(None, description="per (client, tool) bucket; replaces the server's")
+    faults: FaultConfig | None = Field(None, description="fault injection for this tool; replaces the server's")
 
 
 class ServerConfig(BaseModel):
@@ -79,6 +82,9 @@ class ServerConfig(BaseModel):
     record: RecordMode | None = None
     ttl: PositiveFloat | None = Field(None, description="seconds a recording of this server stays fresh")
     tool_settings: dict[str, ToolSettings] = Field(default_factory=dict)
+    rate_limit: RateLimit | None = Field(None, description="per (client, tool) bucket for this server's tools")
+    quota: UpstreamQuota | None = Field(None, description="calls/s this upstream may receive from all clients")
+    faults: FaultConfig | None = Field(None, description="fault injection for this server's tools; off by default")
 
     def settings_for(self, tool: str) -> ToolSettings:
         return self.tool_settings.get(tool) or ToolSettings()
@@ -131,6 +137,7 @@ class GatewaySettings(BaseModel):
     hybrid_order: list[Source] = Field(default_factory=lambda: ["cache", "live", "simulator"])
     cache_dir: str | None = Field(None, description="the recording store (default: STATE_DIR/cache)")
     simulator: SimulatorConfig | None = Field(None, description="answers `simulated` calls; none by default")
+    rate_limit: RateLimit | None = Field(None, description="default bucket per (client, server, tool); none by default")
 
     @model_validator(mode="after")
     def _check_order(self) -> GatewaySettings:
