@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Set up everything the tests need on a bare machine, then run them:
-# the package and test dependencies in .venv, and the real third-party MCP servers, Node 22,
-# the MCP conformance suite and the MCP Inspector under $SIMGATE_SERVERS_DIR.
+# Set up everything the tests need on a bare machine, then run them: bubblewrap, the package and
+# test dependencies in .venv, and the real third-party MCP servers, Node 22, the MCP conformance
+# suite and the MCP Inspector under $SIMGATE_SERVERS_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# bubblewrap runs untrusted servers in the sandbox tests (Debian's package; this machine kind is root).
+if ! command -v bwrap >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq bubblewrap; }
+fi
 python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]' uv
 export PATH="$PWD/.venv/bin:$PATH"

@@ -150,11 +150,13 @@ async def test_a_hung_upstream_times_out_and_is_restarted(gateway: GatewayProces
             assert _text(await session.call_tool("echo", {"text": "alive"})) == "alive"
 
 
-async def test_non_json_stdout_is_skipped(gateway: GatewayProcess) -> None:
-    async with mcp_session(gateway.mcp_url("other")) as session:
-        assert _text(await session.call_tool("garbage", {})) == "printed garbage"
-        assert _text(await session.call_tool("echo", {"text": "still fine"})) == "still fine"
-    assert "not JSON-RPC" in gateway.log_text()
+async def test_non_json_stdout_is_skipped(tmp_path: Path) -> None:
+    with running_gateway({"mcpServers": {"raw": fixture_server("raw_stdio_server.py")}}, tmp_path) as gateway:
+        async with mcp_session(gateway.mcp_url("raw")) as session:
+            assert _text(await session.call_tool("flood", {"lines": 3})) == "FLOODED"
+            assert _text(await session.call_tool("echo", {"text": "still fine"})) == "still fine"
+        assert wait_until(lambda: "garbage line 2" in gateway.log_text(), timeout=5)
+        assert "raw-stdio server v1.0 starting" in gateway.log_text()
 
 
 async def test_progress_is_forwarded(gateway: GatewayProcess) -> None:

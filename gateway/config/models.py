@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
 from gateway.config.limits import FaultConfig, RateLimit, UpstreamQuota
+from sandboxes.policy import SandboxPolicy
 from simulators.config import SimulatorConfig
 
 Transport = Literal["stdio", "http"]
@@ -82,6 +83,7 @@ class ServerConfig(BaseModel):
     record: RecordMode | None = None
     ttl: PositiveFloat | None = Field(None, description="seconds a recording of this server stays fresh")
     tool_settings: dict[str, ToolSettings] = Field(default_factory=dict)
+    sandbox: SandboxPolicy | None = Field(None, description="where and how a stdio server runs (default: as is)")
     rate_limit: RateLimit | None = Field(None, description="per (client, tool) bucket for this server's tools")
     quota: UpstreamQuota | None = Field(None, description="calls/s this upstream may receive from all clients")
     faults: FaultConfig | None = Field(None, description="fault injection for this server's tools; off by default")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,8 +14,10 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.message import SessionMessage
+from pydantic import ValidationError
 
 from gateway.config.models import ServerConfig
+from sandboxes.launch import prepare_launch
 from sandboxes.workdir import ServerDirs
 
 logger = logging.getLogger("simgate.upstream")
@@ -33,6 +36,7 @@ class UpstreamReader:
         self._name = name
         self._inner = inner
         self.closed = anyio.Event()
+        self.skipped = 0
 
     async def receive(self) -> SessionMessage:
         while True:
@@ -43,8 +47,11 @@ class UpstreamReader:
                 raise anyio.EndOfStream from None
             if not isinstance(item, Exception):
                 return item
-            first_line = str(item).splitlines()[0][:200] if str(item) else type(item).__name__
-            logger.warning("upstream %s: skipped a line that is not JSON-RPC: %s", self._name, first_line)
+            self.skipped += 1
+            # A flood of garbage must not become a flood of logs: the first few, then every 1000th.
+            if self.skipped <= 5 or self.skipped % 1000 == 0:
+                logger.warning("upstream %s: skipped a line that is not JSON-RPC (%d so far): %s",
+                               self._name, self.skipped, _offending_line(item))
 
     def __aiter__(self) -> UpstreamReader:
         return self
@@ -71,20 +78,18 @@ async def open_transport(
     name: str, config: ServerConfig, dirs: ServerDirs, stderr: IO[str]
 ) -> AsyncIterator[tuple[UpstreamReader, WriteStream[SessionMessage]]]:
     """Yield (read, write); `read.closed` is set when the upstream's stream ends."""
-    async with _raw_transport(config, dirs, stderr) as (read, write):
+    async with _raw_transport(name, config, dirs, stderr) as (read, write):
         yield UpstreamReader(name, read), write
 
 
 @asynccontextmanager
-async def _raw_transport(config: ServerConfig, dirs: ServerDirs, stderr: IO[str]) -> AsyncIterator[Streams]:
+async def _raw_transport(name: str, config: ServerConfig, dirs: ServerDirs, stderr: IO[str]
+                         ) -> AsyncIterator[Streams]:
     if config.transport == "stdio":
         assert config.command is not None
-        params = StdioServerParameters(
-            command=config.command,
-            args=config.args,
-            env=dirs.environment() | config.env,
-            cwd=config.cwd or str(dirs.work),
-        )
+        launch = prepare_launch(config.command, config.args, config.env, config.cwd or str(dirs.work), dirs,
+                                config.sandbox, name)
+        params = StdioServerParameters(command=launch.command, args=launch.args, env=launch.env, cwd=launch.cwd)
         async with stdio_client(params, errlog=stderr) as streams:
             yield streams
     else:
@@ -93,3 +98,15 @@ async def _raw_transport(config: ServerConfig, dirs: ServerDirs, stderr: IO[str]
         async with httpx2.AsyncClient(headers=config.headers, timeout=timeout, follow_redirects=True) as client:
             async with streamable_http_client(config.url, http_client=client) as streams:
                 yield streams
+
+
+def _offending_line(error: Exception) -> str:
+    """The skipped line itself (shortened) when the parse error carries it, else the error."""
+    if isinstance(error, ValidationError):
+        details = error.errors(include_url=False)
+        if details and "input" in details[0]:
+            value = details[0]["input"]
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            return text[:200]
+    text = str(error)
+    return text.splitlines()[0][:200] if text else type(error).__name__

@@ -1,0 +1,32 @@
+"""A server's sandbox policy: where it runs, what it sees, what it may use."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+
+DEFAULT_ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "TERM", "TZ")
+
+
+class Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    memory_mb: PositiveInt | None = Field(None, description="address space (RLIMIT_AS) and, where the kernel "
+                                          "allows, the memory cgroup")
+    cpu_seconds: PositiveInt | None = Field(None, description="CPU time (RLIMIT_CPU)")
+    open_files: PositiveInt | None = Field(None, description="open file descriptors (RLIMIT_NOFILE)")
+    processes: PositiveInt | None = Field(None, description="processes and threads (the pids cgroup)")
+
+
+class SandboxPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["none", "bwrap"] = "none"
+    network: Literal["none", "host"] = Field("none", description="none: loopback of its own only")
+    read_only: list[str] = Field(default_factory=list, description="extra paths mounted read-only")
+    read_write: list[str] = Field(default_factory=list, description="extra paths mounted read-write")
+    env_allow: list[str] = Field(default_factory=lambda: list(DEFAULT_ENV_ALLOW),
+                                 description="variables passed on from the gateway's environment")
+    limits: Limits = Field(default_factory=Limits)
+    wall_clock: PositiveFloat | None = Field(None, description="seconds the server may live before a restart")
