@@ -14,12 +14,12 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from gateway.cache.shadow import ShadowLog
 from gateway.cache.store import DiskStore
 from gateway.config.models import GatewayConfig
 from gateway.downstream.exposure import exposures_for
@@ -31,6 +31,7 @@ from gateway.executors.record import RecordingLive
 from gateway.executors.replay import ReplayExecutor
 from gateway.executors.shadow import ShadowExecutor
 from gateway.executors.simulated import SimulatedExecutor
+from gateway.logs import redact_logs
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.call import Pipeline
 from gateway.pipeline.faults import InjectFaults
@@ -39,9 +40,18 @@ from gateway.pipeline.modes import ChooseMode, ModeResolver, RouteByMode
 from gateway.pipeline.observe import ObserveCalls
 from gateway.pipeline.provenance import AttachProvenance
 from gateway.pipeline.ratelimit import RateLimits
+from gateway.pipeline.redact import (
+    RedactingSessions,
+    RedactingShadowLog,
+    RedactingSnapshots,
+    RedactingStore,
+    Redactor,
+    RedactResponses,
+    RedactSecrets,
+)
 from gateway.pipeline.validate import ValidateArguments
-from gateway.sessions import Sessions
 from gateway.upstream.pool import UpstreamPool
+from gateway.vault.runtime import GatewaySecrets
 from simulators.config import build_simulator
 
 logger = logging.getLogger("simgate.gateway")
@@ -53,17 +63,27 @@ class Gateway:
     def __init__(self, config: GatewayConfig, *, host: str | None = None) -> None:
         self.config = config
         state_dir = Path(config.gateway.state_dir)
+        # Vault secrets: resolved into the upstreams' env/headers now (a missing one stops the start),
+        # and redacted from everything the gateway returns or writes.
+        self.redactor = Redactor()
+        self.secrets = GatewaySecrets(config, self.redactor)
+        resolved = self.secrets.resolve()
         self.store = DiskStore(Path(config.gateway.cache_path))
-        self.pool = UpstreamPool(config, state_dir, snapshots=self.store)
+        upstream_config = config.model_copy(update={"servers": {**config.servers, **resolved}}) if resolved else config
+        self.pool = UpstreamPool(upstream_config, state_dir, snapshots=RedactingSnapshots(self.store, self.redactor))
+        for name, server in resolved.items():
+            if server.transport == "stdio":
+                self.pool.upstreams[name].errlog_redactor = self.redactor
         self.metrics = GatewayMetrics()
-        self.sessions = Sessions()
+        self.sessions = RedactingSessions(self.redactor)
         self.modes = ModeResolver(config, self.sessions)
-        self.shadow_log = ShadowLog(Path(config.gateway.cache_path) / "shadow")
+        self.shadow_log = RedactingShadowLog(Path(config.gateway.cache_path) / "shadow", self.redactor)
         simulator_config = config.gateway.simulator
         simulator = build_simulator(simulator_config) if simulator_config is not None else None
-        live = RecordingLive(LiveExecutor(self.pool), self.store, config, self.pool)
+        self.simulator = simulator
+        live = RecordingLive(LiveExecutor(self.pool), self.store, config, self.pool, redactor=self.redactor)
         replay = ReplayExecutor(self.store)
-        simulated = SimulatedExecutor(simulator, self.store, self.sessions, self.pool,
+        simulated = SimulatedExecutor(simulator, RedactingStore(self.store, self.redactor), self.sessions, self.pool,
                                       examples=simulator_config.examples if simulator_config else 5)
         self.shadow = ShadowExecutor(live, simulated, self.shadow_log)
         executors = {
@@ -75,8 +95,8 @@ class Gateway:
             "shadow": self.shadow,
         }
         self.pipeline = Pipeline(
-            [ObserveCalls(self.metrics), AttachProvenance(self.sessions), ValidateArguments(),
-             ChooseMode(self.modes), RateLimits(config, metrics=self.metrics),
+            [ObserveCalls(self.metrics), RedactSecrets(self.redactor), AttachProvenance(self.sessions),
+             ValidateArguments(), ChooseMode(self.modes), RateLimits(config, metrics=self.metrics),
              InjectFaults(config, metrics=self.metrics), AssignCacheKey(config, self.sessions)],
             RouteByMode(executors),
         )
@@ -97,8 +117,15 @@ class Gateway:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             stack.callback(self.store.close)
+            if (close_simulator := getattr(self.simulator, "aclose", None)) is not None:
+                stack.push_async_callback(close_simulator)
             stack.callback(self.shadow_log.close)
+            stack.callback(redact_logs(self.redactor))
             self.shadow.background = await stack.enter_async_context(anyio.create_task_group())
+            if self.secrets.servers:
+                watcher = await stack.enter_async_context(anyio.create_task_group())
+                stack.callback(watcher.cancel_scope.cancel)
+                watcher.start_soon(self.secrets.watch, self.pool.upstreams, name="vault watcher")
             await stack.enter_async_context(self.pool.running())
             for manager in self.managers.values():
                 await stack.enter_async_context(manager.run())
@@ -118,6 +145,7 @@ class Gateway:
                 Route("/admin/modes", self._modes, methods=["GET", "PUT"]),
             ],
             lifespan=self.lifespan,
+            middleware=[Middleware(RedactResponses, redactor=self.redactor)],
         )
 
     async def _healthz(self, request: Request) -> Response:

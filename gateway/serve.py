@@ -4,30 +4,33 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import sys
 
 import uvicorn
 
 from gateway.app import Gateway
 from gateway.config.models import GatewayConfig
+from gateway.errors import ConfigError
 from gateway.logs import configure_logging
 
 logger = logging.getLogger("simgate.gateway")
 
 
 def serve(config: GatewayConfig, *, host: str | None = None, port: int | None = None) -> int:
-    listener = configure_logging(config.gateway.log_level)
+    configure_logging(config.gateway.log_level)
     host = host or config.gateway.host
     port = config.gateway.port if port is None else port
-    gateway = Gateway(config, host=host)
+    try:
+        gateway = Gateway(config, host=host)
+    except ConfigError as exc:  # e.g. a vault secret a server refers to is missing: the gateway does not start
+        print(f"simgate: {exc}", file=sys.stderr)
+        return 2
     server = uvicorn.Server(uvicorn.Config(
         gateway.app(), host=host, port=port, log_config=None, access_log=False, lifespan="on",
         timeout_graceful_shutdown=5,
     ))
     logger.info("serving", extra={"url": f"http://{_url_host(host)}:{port}/mcp"})
-    try:
-        server.run()
-    finally:
-        listener.stop()  # flushes what is queued
+    server.run()
     return 0 if server.started else 1
 
 

@@ -1,8 +1,8 @@
 """Turn a server's command into the command that runs it under its sandbox policy.
 
 `none` runs it as it is (with its private HOME/TMPDIR/cwd). `bwrap` runs it under bubblewrap: all
-namespaces unshared (so no network but a loopback of its own), every capability dropped, a clean
-environment, read-only system and tool directories, a private `/tmp`, and read-write only its own
+namespaces unshared (so no network but a loopback of its own), every capability dropped, only the
+allowed environment, read-only system and tool directories, a private `/tmp`, and read-write only its own
 directories; rlimits through `prlimit`, and processes and memory through cgroups where the kernel
 lets us write them.
 """
@@ -17,13 +17,14 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from sandboxes.cgroups import cgroup_prefix
-from sandboxes.policy import SandboxPolicy
+from sandboxes.policy import DEFAULT_ENV_ALLOW, SandboxPolicy
 from sandboxes.workdir import ServerDirs
 
 logger = logging.getLogger("simgate.sandbox")
 
 _SYSTEM_READ_ONLY = ("/usr", "/etc", "/opt")
 _USR_LINKS = ("bin", "sbin", "lib", "lib64", "lib32")
+_SDK_DEFAULT_ENV = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER")
 
 
 class LaunchSpec(BaseModel):
@@ -41,7 +42,9 @@ def prepare_launch(command: str, args: list[str], env: dict[str, str], cwd: str,
                    policy: SandboxPolicy | None, name: str) -> LaunchSpec:
     base_env = dirs.environment() | env
     if policy is None or policy.backend == "none":
-        return LaunchSpec(command=command, args=args, env=base_env, cwd=cwd)
+        allowed = policy.env_allow if policy is not None else DEFAULT_ENV_ALLOW
+        inherited = {key: os.environ[key] for key in allowed if key in os.environ}
+        return LaunchSpec(command=command, args=args, env=inherited | base_env, cwd=cwd)
     return _bwrap(command, args, base_env, cwd, dirs, policy, name)
 
 
@@ -52,7 +55,7 @@ def _bwrap(command: str, args: list[str], env: dict[str, str], cwd: str, dirs: S
         raise SandboxUnavailable("bubblewrap is not installed (apt-get install bubblewrap)")
     executable = shutil.which(command, path=env.get("PATH") or os.environ.get("PATH")) or command
     inner_env = {key: os.environ[key] for key in policy.env_allow if key in os.environ} | env
-    argv = ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv"]
+    argv = ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     if policy.network == "host":
         argv.append("--share-net")
     for path in _SYSTEM_READ_ONLY:
@@ -76,13 +79,16 @@ def _bwrap(command: str, args: list[str], env: dict[str, str], cwd: str, dirs: S
         path.mkdir(parents=True, exist_ok=True)
         argv += ["--bind", str(path), str(path)]
     argv += ["--remount-ro", "/"]  # nothing but its own directories and /tmp can be written
-    for key, value in inner_env.items():
-        argv += ["--setenv", key, value]
+    # The environment reaches the sandbox through bwrap's own environment, never its command line,
+    # where any local user could read injected secrets in /proc/PID/cmdline. Variables the MCP SDK
+    # adds to every child's environment are dropped unless allowed.
+    for key in _SDK_DEFAULT_ENV:
+        if key not in inner_env:
+            argv += ["--unsetenv", key]
     argv += ["--chdir", cwd or str(dirs.work), "--", executable, *args]
     prefix = _limits_prefix(policy) + cgroup_prefix(name, policy.limits)
     full = [*prefix, bwrap, *argv]
-    # The sandbox's own env is set with --setenv; bwrap itself needs nothing from ours.
-    return LaunchSpec(command=full[0], args=full[1:], env={"PATH": "/usr/bin:/bin"}, cwd=str(dirs.work))
+    return LaunchSpec(command=full[0], args=full[1:], env=inner_env, cwd=str(dirs.work))
 
 
 def _limits_prefix(policy: SandboxPolicy) -> list[str]:

@@ -6,7 +6,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
-DEFAULT_ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "TERM", "TZ")
+# Passed on from the gateway's environment: locale, and what a server needs to reach a registry or
+# an API through this machine's proxy and certificate authorities (uvx/npx fetch packages at start).
+DEFAULT_ENV_ALLOW = (
+    "PATH", "LANG", "LC_ALL", "TERM", "TZ",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "PIP_CERT",
+    "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL",
+    "npm_config_registry", "NPM_CONFIG_REGISTRY",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+)
 
 
 class Limits(BaseModel):

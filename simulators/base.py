@@ -27,6 +27,7 @@ class Example(BaseModel):
     arguments: dict[str, Any]
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    tool: str | None = Field(None, description="the tool called, when it may differ from the simulated one (history)")
 
 
 class SimulationRequest(BaseModel):
@@ -41,7 +42,8 @@ class SimulationRequest(BaseModel):
 class SimulationResult(BaseModel):
     result: dict[str, Any]
     backend: str
-    model: str | None = None
+    model: str | None = Field(None, description="what answered: the model, with the prompt version for LLM backends")
+    prompt_version: str | None = None
 
 
 class SimulationError(Exception):

@@ -66,7 +66,9 @@ SESSION_CALLS: list[tuple[str, str, dict[str, Any]]] = [
 async def _run_session(url: str, session_name: str) -> list[types.CallToolResult]:
     results = []
     async with mcp_session(url, headers={"X-Simgate-Session": session_name}) as session:
-        for server, tool, arguments in SESSION_CALLS:
+        for index, (server, tool, arguments) in enumerate(SESSION_CALLS):
+            if index == len(SESSION_CALLS) - 1:
+                await anyio.sleep(1.1)  # the clock's second read is a different second
             results.append(await session.call_tool(f"{server}__{tool}", arguments))
     return results
 
@@ -83,7 +85,9 @@ async def test_record_then_replay_with_every_upstream_gone(tmp_path: Path) -> No
     assert all(_provenance(r)["source"] == "live" and _provenance(r)["recorded"] for r in recorded)
     # The two reads of the same query differ (state), and so do the two clock reads.
     assert _without_provenance(recorded[3]) != _without_provenance(recorded[5])
+    assert _without_provenance(recorded[1]) != _without_provenance(recorded[8])
 
+    # The replaying gateway knows nothing of the clock's settings: replay follows the recording.
     gone = {name: GONE for name in servers}
     with running_gateway({"gateway": {"mode": "replay", "cache_dir": str(cache)}, "mcpServers": gone},
                          tmp_path / "replay", wait_ready=False) as replaying:

@@ -51,7 +51,10 @@ def _normalized(value: Any, work: Path) -> Any:
 
 
 def _dump(result: CallToolResult) -> dict[str, Any]:
-    return result.model_dump(mode="json", by_alias=True, exclude_none=True)
+    """The result as the server gave it: the gateway's own provenance (checked elsewhere) left out."""
+    dumped = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+    meta = {key: value for key, value in (dumped.pop("_meta", None) or {}).items() if key != "simgate/provenance"}
+    return {**dumped, **({"_meta": meta} if meta else {})}
 
 
 async def _session_transcript(session: ClientSession, name: str, work: Path) -> dict[str, Any]:

@@ -90,12 +90,12 @@ async def test_cannot_read_outside_its_directories(gateway: GatewayProcess, tmp_
 
 
 async def test_cannot_write_outside_its_directories(gateway: GatewayProcess, tmp_path: Path) -> None:
-    for target in (Path("/usr/planted.txt"), REPO_ROOT / "planted.txt", Path("/root/planted.txt")):
+    for target in (Path("/usr/planted.txt"), Path("/root/planted.txt"), Path("/etc/planted.txt")):
         answer = await _call(gateway, "write_file", {"path": str(target), "text": "pwned"})
         assert answer.startswith("DENIED"), answer
         assert not target.exists()
     # /tmp inside is a private tmpfs: a write there lands nowhere on the host.
-    for target in (tmp_path / "planted.txt", gateway.workdir / "planted.txt"):
+    for target in (tmp_path / "planted.txt", gateway.workdir / "planted.txt", REPO_ROOT / "planted.txt"):
         await _call(gateway, "write_file", {"path": str(target), "text": "pwned"})
         assert not target.exists()
     # Its own work directory is writable.

@@ -107,10 +107,19 @@ def collect(store: DiskStore, server: str | None = None,
 
 def write_cassette(path: str | Path, recordings: Iterable[Recording],
                    tools: dict[str, list[dict[str, Any]]] | None = None,
-                   filters: dict[str, str | None] | None = None) -> int:
-    """Write atomically: a temp file beside `path`, fsynced, then `os.replace` (never a half-written file)."""
+                   filters: dict[str, str | None] | None = None, redactor: Any = None) -> int:
+    """Write atomically: a temp file beside `path`, fsynced, then `os.replace` (never a half-written file).
+
+    Recordings are written without secrets (they were recorded redacted; this redacts again, with
+    `redactor` or else the secrets of the default vault when it can be opened).
+    """
+    from gateway.pipeline.redact import redact_recording
+    from gateway.vault.runtime import default_redactor
+
     path = Path(path)
-    items = list(recordings)
+    redactor = redactor if redactor is not None else default_redactor()
+    items = [redact_recording(redactor, recording) for recording in recordings]
+    tools = redactor.redact(tools) if redactor else tools
     header = {HEADER_FIELD: CASSETTE_VERSION,
               "exported_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
               "count": len(items), "filter": filters or {}, "tools": tools or {}}

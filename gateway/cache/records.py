@@ -27,6 +27,7 @@ class Recording(BaseModel):
     recorded_at: str
     server_name: str | None = None
     server_version: str | None = None
+    sequential: bool = Field(False, description="replayed in order per session (not by key alone)")
     episode: str = Field("", description="the session that recorded it (sequentially replayed tools)")
     position: int = Field(0, description="for sequentially replayed tools: the call's place in its episode")
     expires_at: float | None = Field(None, description="unix time after which the recording is stale")

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
 from gateway.config.limits import FaultConfig, RateLimit, UpstreamQuota
+from gateway.vault import refs as vault_refs
 from sandboxes.policy import SandboxPolicy
 from simulators.config import SimulatorConfig
 
@@ -113,6 +114,8 @@ class ServerConfig(BaseModel):
                 raise ValueError("needs 'command' (a stdio server) or 'url' (a streamable-HTTP server)")
         if self.transport == "stdio" and not self.command:
             raise ValueError("a stdio server needs 'command'")
+        for field in vault_refs.FIELDS:  # `vault:NAME` values; resolved when the gateway starts
+            vault_refs.check(getattr(self, field), field)
         if self.transport == "http":
             if not self.url:
                 raise ValueError("an http server needs 'url'")
@@ -140,6 +143,9 @@ class GatewaySettings(BaseModel):
     cache_dir: str | None = Field(None, description="the recording store (default: STATE_DIR/cache)")
     simulator: SimulatorConfig | None = Field(None, description="answers `simulated` calls; none by default")
     rate_limit: RateLimit | None = Field(None, description="default bucket per (client, server, tool); none by default")
+    vault_path: str | None = Field(None, description="the encrypted secrets file (default: STATE_DIR/vault.json)")
+    vault_key_file: str | None = Field(None, description="the vault's key file (default: vault.key beside the vault)")
+    vault_check_interval: PositiveFloat = Field(2.0, description="seconds between checks for changed vault secrets")
 
     @model_validator(mode="after")
     def _check_order(self) -> GatewaySettings:
@@ -150,6 +156,10 @@ class GatewaySettings(BaseModel):
     @property
     def cache_path(self) -> str:
         return self.cache_dir or f"{self.state_dir}/cache"
+
+    @property
+    def vault_file(self) -> str:
+        return self.vault_path or f"{self.state_dir}/vault.json"
 
 
 class GatewayConfig(BaseModel):
@@ -164,6 +174,16 @@ class GatewayConfig(BaseModel):
             if not name or name != name.strip() or "/" in name:
                 raise ValueError(f"server name {name!r} must be non-empty, without '/' or surrounding spaces")
         return self
+
+    def record_mode(self, server: str, tool: str) -> RecordMode:
+        """Which live answers of this tool are recorded: the tool's setting, else the server's, else the gateway's."""
+        config = self.servers.get(server)
+        if config is not None:
+            if (tool_record := config.settings_for(tool).record) is not None:
+                return tool_record
+            if config.record is not None:
+                return config.record
+        return self.gateway.record
 
     @property
     def active_servers(self) -> dict[str, ServerConfig]:

@@ -23,28 +23,22 @@ from gateway.cache.store import CacheStore
 from gateway.config.models import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.pipeline.call import CallNext, CallResult, ToolCall
+from gateway.pipeline.redact import Redactor, redact_recording
 from gateway.upstream.pool import UpstreamPool
 
 
 class RecordingLive:
-    def __init__(self, live: CallNext, store: CacheStore, config: GatewayConfig, pool: UpstreamPool) -> None:
+    def __init__(self, live: CallNext, store: CacheStore, config: GatewayConfig, pool: UpstreamPool,
+                 redactor: Redactor | None = None) -> None:
         self._live = live
+        self._redactor = redactor  # recordings are written without secrets
         self._store = store
         self._config = config
         self._pool = pool
         self._recorded_before: dict[str, bool] = {}
 
-    def record_mode(self, call: ToolCall) -> str:
-        server = self._config.servers.get(call.server)
-        if server is not None:
-            if (tool_record := server.settings_for(call.tool).record) is not None:
-                return tool_record
-            if server.record is not None:
-                return server.record
-        return self._config.gateway.record
-
     async def __call__(self, call: ToolCall) -> CallResult:
-        mode = self.record_mode(call)
+        mode = self._config.record_mode(call.server, call.tool)
         if mode == "none" or call.cache_key is None:
             return await self._live(call)
         if mode == "once" and call.server not in self._recorded_before:
@@ -75,8 +69,10 @@ class RecordingLive:
             latency_ms=float(call.provenance.get("latency_ms", 0.0)),
             recorded_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
             server_name=info.name if info else None, server_version=info.version if info else None,
-            episode=(call.session_id or "") if call.sequential else "", position=call.position, expires_at=time.time() + ttl if ttl else None,
+            sequential=call.sequential, episode=(call.session_id or "") if call.sequential else "",
+            position=call.position if call.sequential else 0, expires_at=time.time() + ttl if ttl else None,
         )
+        recording = redact_recording(self._redactor, recording)
         # SQLite commits off the event loop; the call waits for it so a completed call is a stored call.
         written = await anyio.to_thread.run_sync(lambda: self._store.put(recording, replace=mode == "all"))
         call.provenance["recorded"] = written

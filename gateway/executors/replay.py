@@ -23,7 +23,9 @@ class ReplayExecutor:
     def lookup(self, call: ToolCall) -> Recording | None:
         assert call.cache_key is not None
         recordings = self._store.get(call.cache_key)
-        if call.sequential:
+        # Replay as it was recorded: a tool recorded in sequence replays in sequence, whatever the
+        # replaying gateway's own settings say.
+        if recordings and recordings[0].sequential:
             recording = episode_for(recordings, call.session_id or "", call.position)
         else:
             recording = recordings[0] if recordings else None

@@ -56,6 +56,8 @@ class SimulatedExecutor:
         except SimulationError as exc:
             raise SimulationFailed(f"the {self._simulator.backend} simulator could not answer "
                                    f"{call.exposed_name!r}: {exc}", data={"tool": call.exposed_name}) from None
+        if simulated.prompt_version is not None:
+            call.provenance["prompt_version"] = simulated.prompt_version
         call.provenance.update(source="simulator", simulator=simulated.backend, model=simulated.model,
                                latency_ms=round((time.perf_counter() - started) * 1000, 3))
         return simulated.result

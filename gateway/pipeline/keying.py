@@ -30,13 +30,15 @@ class AssignCacheKey:
         return cached[1]
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> CallResult:
+        if call.resolved_mode == "live" and self._config.record_mode(call.server, call.tool) == "none":
+            return await call_next(call)  # a plain proxied call needs no key: keep the hot path short
         server = self._config.servers.get(call.server)
         settings = server.settings_for(call.tool) if server is not None else None
         call.tool_fingerprint = self._fingerprint(call.tool_definition)
         call.cache_key = cache_key(call.server, call.tool, call.tool_fingerprint, call.arguments,
                                    settings.ignore_args if settings else ())
         call.sequential = not is_cacheable(call.tool_definition, settings.cacheable if settings else None)
-        if call.sequential:
-            # A replayed session sees the same sequence of answers it recorded (pop on use).
-            call.position = self._sessions.next_position(call.session_id, call.cache_key)
+        # A replayed session sees the same sequence of answers it recorded (pop on use). Counted for
+        # every key, since replay follows how a tool was recorded, not how it is configured now.
+        call.position = self._sessions.next_position(call.session_id, call.cache_key)
         return await call_next(call)

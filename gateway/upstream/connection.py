@@ -88,17 +88,30 @@ class Upstream:
         self._origins: dict[int, Origin] = {}
         self._next_origin = 0
         self._restart_now = anyio.Event()
+        self._closed: anyio.Event | None = None  # set to end the current session (see `restart`)
+        self._stale = False  # the config changed while the server was (re)starting
+        self.errlog_redactor: Any = None  # set when the server gets vault secrets: its stderr is redacted
 
     # ----------------------------------------------------------------- supervision
 
     async def run(self) -> None:
         """Keep the upstream running until cancelled."""
         dirs = prepare_server_dirs(self._state_dir, self.name)
-        with open(dirs.root / "stderr.log", "a", encoding="utf-8") as stderr:
+        from gateway.pipeline.redact import redacting_pipe  # here: the pipeline imports this package
+
+        with (open(dirs.root / "stderr.log", "a", encoding="utf-8") as log_file,
+              redacting_pipe(log_file, self.errlog_redactor, self.name) as stderr):
             try:
                 await self._supervise(dirs, stderr)
             finally:
                 self.state = UpstreamState.STOPPED
+
+    def restart(self, reason: str) -> None:
+        """End the current session so the supervisor starts the server again with `self.config` as it is now."""
+        self._stale = True
+        self.last_error = reason
+        if self._closed is not None:
+            self._closed.set()
 
     async def _supervise(self, dirs: ServerDirs, stderr: IO[str]) -> None:
         backoff = 0.5
@@ -121,6 +134,7 @@ class Upstream:
             self.restarts += 1
 
     async def _serve_once(self, dirs: ServerDirs, stderr: IO[str]) -> None:
+        self._stale = False
         async with (
             open_transport(self.name, self.config, dirs, stderr) as (read, write),
             ClientSession(
@@ -144,11 +158,14 @@ class Upstream:
             self.last_error = None
             self._signal_change()
             logger.info("upstream %s ready: %d tools", self.name, len(self.tools))
-            closed = read.closed
+            closed = self._closed = read.closed
+            if self._stale:
+                closed.set()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_liveness, session, closed)
                 await closed.wait()
                 tg.cancel_scope.cancel()
+            self._closed = None
             # New calls wait for the restart instead of meeting this session while it is torn down.
             self._mark_down()
 
