@@ -122,3 +122,18 @@ def wait_until(predicate: Any, timeout: float = 10, interval: float = 0.05) -> b
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+PROVENANCE = "simgate/provenance"
+
+
+def without_provenance(result: Any) -> dict[str, Any]:
+    """A `CallToolResult` as its server gave it: the gateway's own provenance left out."""
+    dumped = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+    meta = {key: value for key, value in (dumped.pop("_meta", None) or {}).items() if key != PROVENANCE}
+    return {**dumped, **({"_meta": meta} if meta else {})}
+
+
+def provenance(result: Any) -> dict[str, Any]:
+    assert result.meta is not None and PROVENANCE in result.meta, result
+    return result.meta[PROVENANCE]

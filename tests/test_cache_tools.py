@@ -21,7 +21,14 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
-from harness import REPO_ROOT, fixture_server, mcp_session, running_gateway
+from harness import (
+    REPO_ROOT,
+    fixture_server,
+    mcp_session,
+    provenance,
+    running_gateway,
+    without_provenance,
+)
 from mcp.shared.exceptions import MCPError
 
 from gateway.cache.cassette import CassetteError, export_cassette, import_cassette, read_cassette
@@ -29,7 +36,7 @@ from gateway.cache.records import Recording
 from gateway.cache.store import DiskStore
 
 GONE = {"command": "/bin/false"}  # an upstream that cannot start: replay must not need it
-PROVENANCE = "simgate/provenance"
+
 SESSION = "cassette-session"
 
 # Read-only (replayed by key) and sequential tools (replayed in order per session), a structured
@@ -46,15 +53,6 @@ CALLS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def _comparable(result: types.CallToolResult) -> dict[str, Any]:
-    dumped = result.model_dump(mode="json", by_alias=True, exclude_none=True)
-    meta = {k: v for k, v in (dumped.pop("_meta", None) or {}).items() if k != PROVENANCE}
-    return {**dumped, **({"_meta": meta} if meta else {})}
-
-
-def _provenance(result: types.CallToolResult) -> dict[str, Any]:
-    assert result.meta is not None and PROVENANCE in result.meta, result
-    return result.meta[PROVENANCE]
 
 
 async def _run_calls(url: str) -> list[types.CallToolResult]:
@@ -102,7 +100,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
     with running_gateway(config, work / "gateway") as gateway:
         results = anyio.run(_run_calls, gateway.mcp_url("fx"))
         assert gateway.terminate() in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a clean shutdown
-    assert all(_provenance(r)["source"] == "live" and _provenance(r)["recorded"] for r in results)
+    assert all(provenance(r)["source"] == "live" and provenance(r)["recorded"] for r in results)
     counted = [r.structured_content for (tool, _), r in zip(CALLS, results, strict=True) if tool == "counter"]
     assert counted == [{"result": 1}, {"result": 2}, {"result": 3}]  # a stateful sequence
     assert results[5].is_error
@@ -152,10 +150,10 @@ async def test_export_import_replays_identically_elsewhere(recorded: Recorded, c
     config = {"gateway": {"mode": "replay", "cache_dir": str(target)}, "mcpServers": {"fx": GONE}}
     with running_gateway(config, tmp_path / "replay", wait_ready=False) as gateway:
         replayed = await _run_calls(gateway.mcp_url("fx"))
-        assert [_comparable(r) for r in replayed] == [_comparable(r) for r in recorded.results]
-        assert all(_provenance(r)["source"] == "cache" for r in replayed)
-        assert [_provenance(r)["cache_key"] for r in replayed] == \
-            [_provenance(r)["cache_key"] for r in recorded.results]
+        assert [without_provenance(r) for r in replayed] == [without_provenance(r) for r in recorded.results]
+        assert all(provenance(r)["source"] == "cache" for r in replayed)
+        assert [provenance(r)["cache_key"] for r in replayed] == \
+            [provenance(r)["cache_key"] for r in recorded.results]
         # Strict replay: the session's fourth counter call was never recorded.
         async with mcp_session(gateway.mcp_url("fx"), headers={"X-Simgate-Session": "other"}) as session:
             for expected in (1, 2, 3):

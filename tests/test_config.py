@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from harness import REPO_ROOT
 
 from gateway.config import load_config, parse_config
 from gateway.errors import ConfigError
-from harness import REPO_ROOT
 
 CLAUDE_DESKTOP = {
     "mcpServers": {

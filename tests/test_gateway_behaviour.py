@@ -12,10 +12,9 @@ import anyio
 import httpx
 import mcp_types as types
 import pytest
+from harness import GatewayProcess, fixture_server, mcp_session, pid_alive, running_gateway, wait_until
 from mcp.client.session import ClientRequestContext
 from mcp.shared.exceptions import MCPError
-
-from harness import GatewayProcess, fixture_server, mcp_session, pid_alive, running_gateway, wait_until
 
 pytestmark = pytest.mark.anyio
 

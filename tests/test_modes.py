@@ -15,18 +15,26 @@ import anyio
 import httpx
 import mcp_types as types
 import pytest
+import real_servers as rs
+from harness import (
+    PROVENANCE,
+    REPO_ROOT,
+    fixture_server,
+    mcp_session,
+    provenance,
+    running_gateway,
+    without_provenance,
+)
 from mcp.shared.exceptions import MCPError
 
-import real_servers as rs
 from gateway.cache.shadow import ShadowLog
 from gateway.cache.store import DiskStore
-from harness import REPO_ROOT, fixture_server, mcp_session, running_gateway
 
 pytestmark = pytest.mark.anyio
 
 ROOT = rs.default_install_root()
 GONE = {"command": "/bin/false"}  # an upstream that cannot start: replay must not need it
-PROVENANCE = "simgate/provenance"
+
 
 
 def _real(name: str, work_dir: Path) -> dict[str, Any]:
@@ -37,15 +45,6 @@ def _real(name: str, work_dir: Path) -> dict[str, Any]:
     return {"command": command, "args": args, "env": env, "cwd": str(work)}
 
 
-def _without_provenance(result: types.CallToolResult) -> dict[str, Any]:
-    dumped = result.model_dump(mode="json", by_alias=True, exclude_none=True)
-    meta = {k: v for k, v in (dumped.pop("_meta", None) or {}).items() if k != PROVENANCE}
-    return {**dumped, **({"_meta": meta} if meta else {})}
-
-
-def _provenance(result: types.CallToolResult) -> dict[str, Any]:
-    assert result.meta is not None and PROVENANCE in result.meta, result
-    return result.meta[PROVENANCE]
 
 
 # A session's calls: pure (calculator), clock (time), stateful (sqlite, memory), in an order that
@@ -82,10 +81,10 @@ async def test_record_then_replay_with_every_upstream_gone(tmp_path: Path) -> No
     with running_gateway({"gateway": {"record": "all", "cache_dir": str(cache)}, "mcpServers": servers},
                          tmp_path / "record") as recording:
         recorded = await _run_session(recording.mcp_url(), "trajectory-1")
-    assert all(_provenance(r)["source"] == "live" and _provenance(r)["recorded"] for r in recorded)
+    assert all(provenance(r)["source"] == "live" and provenance(r)["recorded"] for r in recorded)
     # The two reads of the same query differ (state), and so do the two clock reads.
-    assert _without_provenance(recorded[3]) != _without_provenance(recorded[5])
-    assert _without_provenance(recorded[1]) != _without_provenance(recorded[8])
+    assert without_provenance(recorded[3]) != without_provenance(recorded[5])
+    assert without_provenance(recorded[1]) != without_provenance(recorded[8])
 
     # The replaying gateway knows nothing of the clock's settings: replay follows the recording.
     gone = {name: GONE for name in servers}
@@ -94,9 +93,9 @@ async def test_record_then_replay_with_every_upstream_gone(tmp_path: Path) -> No
         replayed = await _run_session(replaying.mcp_url(), "trajectory-1")
         states = {s["name"]: s["state"] for s in httpx.get(replaying.url + "/admin/servers").json()["servers"]}
         metrics = httpx.get(replaying.url + "/metrics").text
-    assert [_without_provenance(r) for r in replayed] == [_without_provenance(r) for r in recorded]
-    assert all(_provenance(r)["source"] == "cache" for r in replayed)
-    assert [_provenance(r)["cache_key"] for r in replayed] == [_provenance(r)["cache_key"] for r in recorded]
+    assert [without_provenance(r) for r in replayed] == [without_provenance(r) for r in recorded]
+    assert all(provenance(r)["source"] == "cache" for r in replayed)
+    assert [provenance(r)["cache_key"] for r in replayed] == [provenance(r)["cache_key"] for r in recorded]
     assert all(state != "ready" for state in states.values())  # no upstream ever answered
     assert 'simgate_upstream_up{server="sqlite"} 0.0' in metrics
 
@@ -115,7 +114,7 @@ async def test_schema_change_invalidates_and_a_miss_names_the_nearest_calls(tmp_
                          tmp_path / "same") as gateway:
         async with mcp_session(gateway.mcp_url("fx")) as session:
             result = await session.call_tool("echo", {"text": "hello"})
-            assert _provenance(result)["source"] == "cache"
+            assert provenance(result)["source"] == "cache"
             with pytest.raises(MCPError) as miss:
                 await session.call_tool("echo", {"text": "hellp"})
     assert miss.value.code == -32003
@@ -139,9 +138,9 @@ async def test_hybrid_falls_through_cache_live_simulator(tmp_path: Path) -> None
         async with mcp_session(gateway.mcp_url("fx")) as session:
             first = await session.call_tool("echo", {"text": "one"})
             again = await session.call_tool("echo", {"text": "one"})
-    assert _provenance(first)["source"] == "live"
-    assert _provenance(first)["fell_through"][0].startswith("cache: replay miss")
-    assert _provenance(again)["source"] == "cache"
+    assert provenance(first)["source"] == "live"
+    assert provenance(first)["fell_through"][0].startswith("cache: replay miss")
+    assert provenance(again)["source"] == "cache"
 
     with running_gateway({"gateway": settings, "mcpServers": {"fx": GONE}}, tmp_path / "down",
                          wait_ready=False) as gateway:
@@ -149,10 +148,10 @@ async def test_hybrid_falls_through_cache_live_simulator(tmp_path: Path) -> None
             cached = await session.call_tool("echo", {"text": "one"})
             with anyio.fail_after(20):
                 imagined = await session.call_tool("echo", {"text": "two"})
-    assert _provenance(cached)["source"] == "cache"
-    provenance = _provenance(imagined)
-    assert provenance["source"] == "simulator" and provenance["simulator"] == "examples"
-    assert [step.split(":")[0] for step in provenance["fell_through"]] == ["cache", "live"]
+    assert provenance(cached)["source"] == "cache"
+    imagined_from = provenance(imagined)
+    assert imagined_from["source"] == "simulator" and imagined_from["simulator"] == "examples"
+    assert [step.split(":")[0] for step in imagined_from["fell_through"]] == ["cache", "live"]
     assert imagined.content[0].text == "one"  # type: ignore[union-attr]  # the nearest recorded answer
 
 
@@ -163,7 +162,7 @@ async def test_order_of_hybrid_is_configurable_and_simulated_needs_a_simulator(t
                          tmp_path / "gw") as gateway:
         async with mcp_session(gateway.mcp_url("fx")) as session:
             result = await session.call_tool("echo", {"text": "x"})
-            assert _provenance(result)["source"] == "live" and "fell_through" not in _provenance(result)
+            assert provenance(result)["source"] == "live" and "fell_through" not in provenance(result)
         async with mcp_session(gateway.mcp_url("fx"), headers={"X-Simgate-Mode": "simulated"}) as session:
             with pytest.raises(MCPError) as none:
                 await session.call_tool("echo", {"text": "x"})
@@ -179,7 +178,7 @@ async def test_shadow_returns_live_and_keeps_both_answers(tmp_path: Path) -> Non
             await session.call_tool("echo", {"text": "recorded"})
         async with mcp_session(gateway.mcp_url("fx"), headers={"X-Simgate-Mode": "shadow"}) as session:
             result = await session.call_tool("echo", {"text": "shadowed"})
-            assert _provenance(result)["source"] == "live" and _provenance(result)["mode"] == "shadow"
+            assert provenance(result)["source"] == "live" and provenance(result)["mode"] == "shadow"
             assert result.content[0].text == "shadowed"  # type: ignore[union-attr]
             await anyio.sleep(0.5)
     log = ShadowLog(cache / "shadow")
@@ -199,7 +198,7 @@ async def test_mode_precedence_admin_api_and_cli(tmp_path: Path) -> None:
         async def mode_of(tool: str, arguments: dict[str, Any], headers: dict[str, str] | None = None) -> str:
             async with mcp_session(gateway.mcp_url(), headers=headers) as session:
                 try:
-                    return _provenance(await session.call_tool(tool, arguments))["mode"]
+                    return provenance(await session.call_tool(tool, arguments))["mode"]
                 except MCPError as exc:
                     return exc.data[PROVENANCE]["mode"] if exc.code == -32003 else f"error {exc.code}"
 

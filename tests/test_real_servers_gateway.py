@@ -16,12 +16,11 @@ from typing import Any
 
 import anyio
 import pytest
+import real_servers as rs
+from harness import GatewayProcess, mcp_session, running_gateway, without_provenance
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, ErrorData
-
-import real_servers as rs
-from harness import GatewayProcess, mcp_session, running_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -51,10 +50,7 @@ def _normalized(value: Any, work: Path) -> Any:
 
 
 def _dump(result: CallToolResult) -> dict[str, Any]:
-    """The result as the server gave it: the gateway's own provenance (checked elsewhere) left out."""
-    dumped = result.model_dump(mode="json", by_alias=True, exclude_none=True)
-    meta = {key: value for key, value in (dumped.pop("_meta", None) or {}).items() if key != "simgate/provenance"}
-    return {**dumped, **({"_meta": meta} if meta else {})}
+    return without_provenance(result)  # the gateway's provenance is checked elsewhere
 
 
 async def _session_transcript(session: ClientSession, name: str, work: Path) -> dict[str, Any]:

@@ -16,10 +16,9 @@ import anyio
 import httpx
 import mcp_types as types
 import pytest
-from mcp.shared.exceptions import MCPError
-
 import real_servers as rs
 from harness import REPO_ROOT, GatewayProcess, fixture_server, mcp_session, running_gateway, wait_until
+from mcp.shared.exceptions import MCPError
 
 pytestmark = [
     pytest.mark.anyio,

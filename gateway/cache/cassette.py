@@ -19,9 +19,7 @@ every recording and tool list is written in one store transaction.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +30,7 @@ from pydantic import ValidationError
 
 from gateway.cache.records import Recording
 from gateway.cache.store import DiskStore
+from gateway.files import atomic_write
 
 CASSETTE_VERSION = 1
 HEADER_FIELD = "simgate_cassette"
@@ -123,28 +122,10 @@ def write_cassette(path: str | Path, recordings: Iterable[Recording],
     header = {HEADER_FIELD: CASSETTE_VERSION,
               "exported_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
               "count": len(items), "filter": filters or {}, "tools": tools or {}}
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            out.write(json.dumps(header, ensure_ascii=False, separators=(",", ":")) + "\n")
-            for recording in items:
-                out.write(recording.model_dump_json() + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        try:
-            mode = os.stat(path).st_mode & 0o777
-        except FileNotFoundError:
-            mode = 0o644
-        os.chmod(tmp_name, mode)
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(directory)
+    lines = (line.encode("utf-8") for line in [
+        json.dumps(header, ensure_ascii=False, separators=(",", ":")) + "\n",
+        *(recording.model_dump_json() + "\n" for recording in items)])
+    atomic_write(path, lines)
     return len(items)
 
 
@@ -152,19 +133,6 @@ def export_cassette(store: DiskStore, path: str | Path, server: str | None = Non
     """Export the recordings of `server`/`tool` (all by default) to a JSONL cassette; returns how many."""
     recordings, tools = collect(store, server, tool)
     return write_cassette(path, recordings, tools, {"server": server, "tool": tool})
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------- import

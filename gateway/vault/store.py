@@ -27,13 +27,13 @@ import json
 import os
 import secrets as random
 import stat
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from gateway.files import atomic_write, fsync_directory
 from gateway.vault.refs import NAME
 
 ENV_KEY = "SIMGATE_VAULT_KEY"
@@ -87,38 +87,6 @@ def decode_key(text: str, where: str) -> bytes:
 
 
 # ------------------------------------------------------------------------------------------ files
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write `data` to `path` whole or not at all: temp file beside it, fsync, `os.replace`, fsync the directory."""
-    directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def read_key_file(path: Path) -> bytes:
@@ -287,7 +255,7 @@ class Vault:
             _keyring_delete(self._keyring_user + "#new")
         elif current.kind == "file":
             os.replace(self._pending_key_file, self.key_file)
-            _fsync_directory(self.key_file.parent)
+            fsync_directory(self.key_file.parent)
 
     # ------------------------------------------------------------------ reading
 
@@ -346,7 +314,7 @@ class Vault:
             os.close(fd)
 
     def _write(self, document: _Document) -> None:
-        atomic_write(self.path, _serialize(document))
+        atomic_write(self.path, _serialize(document), mode=0o600)
 
     def set(self, name: str, value: str) -> Path | None:
         """Store `value` under `name`; returns the key file created for it, if there was no key yet."""
