@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -33,6 +32,7 @@ from gateway.executors.shadow import ShadowExecutor
 from gateway.executors.simulated import SimulatedExecutor
 from gateway.logs import redact_logs
 from gateway.metrics import GatewayMetrics
+from gateway.net import is_loopback
 from gateway.pipeline.call import Pipeline
 from gateway.pipeline.faults import InjectFaults
 from gateway.pipeline.keying import AssignCacheKey
@@ -234,11 +234,7 @@ class _LiveSessions(dict[str, int]):
 
 def _transport_security(host: str) -> TransportSecuritySettings:
     """DNS-rebinding protection whenever the gateway listens on loopback only."""
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if loopback:
+    if is_loopback(host):
         return TransportSecuritySettings(
             enable_dns_rebinding_protection=True,
             allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"],

@@ -12,6 +12,7 @@ import httpx
 
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError
+from gateway.net import is_loopback
 
 DEFAULT_URL = "http://127.0.0.1:8808"
 
@@ -21,6 +22,8 @@ def register(commands: Any) -> None:
     serve.add_argument("config", help="YAML or JSON config (a plain {\"mcpServers\": ...} client config works)")
     serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1, or the config's)")
     serve.add_argument("--port", type=int, default=None, help="port to listen on (default 8808, or the config's)")
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow listening on a non-loopback address without client API keys")
     serve.set_defaults(handler=_serve)
 
     servers = commands.add_parser("servers", help="list the servers of a running gateway")
@@ -64,6 +67,12 @@ def _serve(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"simgate: {exc}", file=sys.stderr)
+        return 2
+    host = args.host or config.gateway.host
+    if not is_loopback(host) and not args.insecure:
+        # Anyone who can reach the port could call every tool with the gateway's credentials.
+        print(f"simgate: refusing to listen on {host}, which is not a loopback address, without client API keys; "
+              "pass --insecure to do it anyway", file=sys.stderr)
         return 2
     return serve(config, host=args.host, port=args.port)
 

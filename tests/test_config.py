@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from harness import REPO_ROOT
 
@@ -109,3 +111,29 @@ def test_serve_refuses_a_bad_config_without_starting(tmp_path: Path) -> None:
     bad.write_text('{"mcpServers": {"good": {"command": "true"}, "bad": {"url": 1}}}')
     result = _cli("serve", str(bad), "--port", "0")
     assert result.returncode == 2 and "server 'bad'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_non_loopback_bind_is_refused_without_insecure(tmp_path: Path) -> None:
+    config = tmp_path / "c.json"
+    config.write_text('{"mcpServers": {}}')
+    refused = _cli("serve", str(config), "--host", "0.0.0.0", "--port", "0")
+    assert refused.returncode == 2
+    assert "refusing to listen on 0.0.0.0" in refused.stderr and "--insecure" in refused.stderr
+    # With --insecure it starts (and is stopped here as soon as it answers).
+    from harness import free_port, wait_until
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", str(config), "--host", "0.0.0.0",
+                                "--port", str(port), "--insecure"], cwd=tmp_path, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    try:
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        assert wait_until(healthy, timeout=30)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
