@@ -69,19 +69,9 @@ def running_gateway(config: dict[str, Any], workdir: Path, *, ready_timeout: flo
             cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     gateway = GatewayProcess(url=f"http://127.0.0.1:{port}", process=process, log=log, workdir=workdir)
     try:
-        deadline = time.monotonic() + ready_timeout
         path = "/readyz" if wait_ready else "/healthz"
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"gateway exited with {process.returncode}:\n{gateway.log_text()[-3000:]}")
-            try:
-                if httpx.get(gateway.url + path, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"gateway not ready after {ready_timeout}s:\n{gateway.log_text()[-3000:]}")
-            time.sleep(0.1)
+        wait_for(process, lambda: http_ok(gateway.url + path), ready_timeout, "gateway",
+                 lambda: gateway.log_text()[-3000:])
         yield gateway
     finally:
         if process.poll() is None:
@@ -100,6 +90,25 @@ async def mcp_session(url: str, headers: dict[str, str] | None = None, **kwargs:
             async with ClientSession(read, write, **kwargs) as session:
                 await session.initialize()
                 yield session
+
+
+def http_ok(url: str) -> bool:
+    """True once `url` answers 200."""
+    try:
+        return httpx.get(url, timeout=2, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_for(process: subprocess.Popen[bytes], ready: Any, timeout: float, what: str, log_tail: Any) -> None:
+    """Wait until `ready()`; fail with the process's log if it exits first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode} before it was ready:\n{log_tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not ready after {timeout:g}s:\n{log_tail()}")
+        time.sleep(0.1)
 
 
 def pid_alive(pid: int) -> bool:

@@ -28,8 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
+from harness import free_port, http_ok, wait_for
 
 TEMPLATE = Path(__file__).resolve().parent / "fixtures" / "gemma3_tools.jinja"
 N_CTX = 8192
@@ -88,14 +88,6 @@ def default_threads() -> int:
     return max(1, cpus // 2)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start(log: Path, *, n_ctx: int = N_CTX, ready_timeout: float = READY_TIMEOUT) -> LLMServer:
     """Start the server in a child process and wait until GET /health answers 200."""
     model = model_path()
@@ -108,19 +100,9 @@ def start(log: Path, *, n_ctx: int = N_CTX, ready_timeout: float = READY_TIMEOUT
              "--n-ctx", str(n_ctx)],
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     server = LLMServer(base_url=f"http://127.0.0.1:{port}/v1", process=process, log=log, started_s=0.0)
-    deadline = started + ready_timeout
     try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the LLM server exited with {process.returncode}:\n{server.log_tail()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the LLM server was not healthy after {ready_timeout}s:\n{server.log_tail()}")
-            time.sleep(0.1)
+        wait_for(process, lambda: http_ok(f"http://127.0.0.1:{port}/health"), ready_timeout, "the LLM server",
+                 server.log_tail)
     except BaseException:
         server.stop()
         raise

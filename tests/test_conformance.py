@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,9 +34,9 @@ from conformance import (
     run_conformance,
     servers_dir,
 )
+from harness import FIXTURES, REPO_ROOT, free_port, http_ok, wait_for
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "conformance_server.py"
+FIXTURE = FIXTURES / "conformance_server.py"
 
 # Every check of the active suite passes when the fixture is served directly.
 EXPECTED_PASSED = ACTIVE_SUITE_CHECKS_0_1_16  # 40 on 0.1.16
@@ -48,12 +46,6 @@ GATEWAY_START_TIMEOUT = 60.0
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _log_tail(path: Path, limit: int = 4000) -> str:
@@ -118,17 +110,7 @@ def started(
             start_new_session=True,
         )
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(
-                        f"{what} exited with code {proc.returncode} before it was ready:\n{_log_tail(log)}"
-                    )
-                if ready():
-                    break
-                if time.monotonic() > deadline:
-                    pytest.fail(f"{what} not ready after {timeout:.0f}s:\n{_log_tail(log)}")
-                time.sleep(0.1)
+            wait_for(proc, ready, timeout, what, lambda: _log_tail(log))
             yield proc
         finally:
             _stop(proc)
@@ -141,13 +123,6 @@ def _http_answers(url: str) -> bool:
     except httpx.HTTPError:
         return False
     return True
-
-
-def _returns_200(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1.0, trust_env=False).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _diff(expected: Mapping[str, str], actual: Mapping[str, str]) -> str:
@@ -219,7 +194,7 @@ def test_gateway_scores_same_as_direct(
         [sys.executable, "-m", "gateway", "serve", str(config), "--host", "127.0.0.1", "--port", str(port)],
         tmp_path,
         tmp_path / "gateway.log",
-        lambda: _returns_200(f"{base}/readyz"),
+        lambda: http_ok(f"{base}/readyz"),
         GATEWAY_START_TIMEOUT,
         "gateway",
     ):
