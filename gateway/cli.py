@@ -8,6 +8,18 @@ import sys
 from importlib.metadata import entry_points
 
 
+def command_group(commands: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
+    """The sub-commands of `simgate NAME`, shared by every package that contributes to the group
+    (`fidelity calls` comes from gateway, `fidelity trajectories` from runner)."""
+    existing = commands.choices.get(name)
+    if existing is not None:
+        return existing._simgate_group  # type: ignore[attr-defined]
+    parser = commands.add_parser(name, help=help)
+    group = parser.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
+    parser._simgate_group = group  # type: ignore[attr-defined]
+    return group
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simgate", description="simgate: a simulation-capable MCP gateway")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
