@@ -19,11 +19,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from gateway.auth.keys import KeyFileError, KeyStore
+from gateway.auth.middleware import RequireApiKey
 from gateway.cache.store import DiskStore
 from gateway.config.models import GatewayConfig
 from gateway.downstream.exposure import exposures_for
 from gateway.downstream.server import ProxyServer
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
 from gateway.executors.hybrid import HybridExecutor
 from gateway.executors.live import LiveExecutor
 from gateway.executors.record import RecordingLive
@@ -33,6 +35,7 @@ from gateway.executors.simulated import SimulatedExecutor
 from gateway.logs import redact_logs
 from gateway.metrics import GatewayMetrics
 from gateway.net import is_loopback
+from gateway.pipeline.authorize import Authorize
 from gateway.pipeline.call import Pipeline
 from gateway.pipeline.faults import InjectFaults
 from gateway.pipeline.keying import AssignCacheKey
@@ -68,6 +71,11 @@ class Gateway:
         self.redactor = Redactor()
         self.secrets = GatewaySecrets(config, self.redactor)
         resolved = self.secrets.resolve()
+        self.keys = KeyStore(config.gateway.keys_file)
+        try:
+            self.keys.keys()  # a broken key file stops the start instead of locking every client out later
+        except KeyFileError as exc:
+            raise ConfigError(str(exc)) from None
         self.store = DiskStore(Path(config.gateway.cache_path))
         upstream_config = config.model_copy(update={"servers": {**config.servers, **resolved}}) if resolved else config
         self.pool = UpstreamPool(upstream_config, state_dir, snapshots=RedactingSnapshots(self.store, self.redactor))
@@ -96,7 +104,7 @@ class Gateway:
         }
         self.pipeline = Pipeline(
             [ObserveCalls(self.metrics), RedactSecrets(self.redactor), AttachProvenance(self.sessions),
-             ValidateArguments(), ChooseMode(self.modes), RateLimits(config, metrics=self.metrics),
+             Authorize(), ValidateArguments(), ChooseMode(self.modes), RateLimits(config, metrics=self.metrics),
              InjectFaults(config, metrics=self.metrics), AssignCacheKey(config, self.sessions)],
             RouteByMode(executors),
         )
@@ -145,7 +153,7 @@ class Gateway:
                 Route("/admin/modes", self._modes, methods=["GET", "PUT"]),
             ],
             lifespan=self.lifespan,
-            middleware=[Middleware(RedactResponses, redactor=self.redactor)],
+            middleware=[Middleware(RedactResponses, redactor=self.redactor), Middleware(RequireApiKey, keys=self.keys)],
         )
 
     async def _healthz(self, request: Request) -> Response:

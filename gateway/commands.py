@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import httpx
 
+from gateway.auth.keys import KeyFileError, KeyStore, auth_headers
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError
 from gateway.net import is_loopback
@@ -69,12 +70,20 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"simgate: {exc}", file=sys.stderr)
         return 2
     host = args.host or config.gateway.host
-    if not is_loopback(host) and not args.insecure:
+    if not is_loopback(host) and not args.insecure and not _has_keys(config.gateway.keys_file):
         # Anyone who can reach the port could call every tool with the gateway's credentials.
-        print(f"simgate: refusing to listen on {host}, which is not a loopback address, without client API keys; "
+        print(f"simgate: refusing to listen on {host}, which is not a loopback address, without client API keys "
+              f"(none in {config.gateway.keys_file}; create one with `simgate keys create`); "
               "pass --insecure to do it anyway", file=sys.stderr)
         return 2
     return serve(config, host=args.host, port=args.port)
+
+
+def _has_keys(path: str) -> bool:
+    try:
+        return KeyStore(path).enabled
+    except KeyFileError:
+        return True  # the gateway itself reports the broken file and does not start
 
 
 def _config_check(args: argparse.Namespace) -> int:
@@ -94,11 +103,13 @@ def _config_check(args: argparse.Namespace) -> int:
 
 def _servers(args: argparse.Namespace) -> int:
     try:
-        response = httpx.get(f"{args.url.rstrip('/')}/admin/servers", timeout=10)
-        response.raise_for_status()
+        response = httpx.get(f"{args.url.rstrip('/')}/admin/servers", headers=auth_headers(), timeout=10)
     except httpx.HTTPError as exc:
         print(f"simgate: cannot reach the gateway at {args.url}: {exc}", file=sys.stderr)
         return 1
+    if response.status_code != 200:
+        print(f"simgate: {_error_text(response)}", file=sys.stderr)
+        return 2
     servers = response.json()["servers"]
     if args.json:
         print(json.dumps(servers, indent=2))
@@ -116,14 +127,22 @@ def _servers(args: argparse.Namespace) -> int:
 
 def _admin(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
     try:
-        response = httpx.request(method, f"{url.rstrip('/')}/admin/modes", json=body, timeout=10)
+        response = httpx.request(method, f"{url.rstrip('/')}/admin/modes", json=body, headers=auth_headers(),
+                                 timeout=10)
     except httpx.HTTPError as exc:
         print(f"simgate: cannot reach the gateway at {url}: {exc}", file=sys.stderr)
         return 1, None
     if response.status_code != 200:
-        print(f"simgate: {response.json().get('error', response.text)}", file=sys.stderr)
+        print(f"simgate: {_error_text(response)}", file=sys.stderr)
         return 2, None
     return 0, response.json()
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error") or response.text)
+    except ValueError:
+        return f"HTTP {response.status_code}: {response.text[:200]}"
 
 
 def _mode_show(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ REPLAY_MISS = -32003
 NO_SIMULATOR = -32004
 SIMULATION_FAILED = -32005
 RATE_LIMITED = -32006
+FORBIDDEN = -32007
 
 
 class ConfigError(Exception):
@@ -73,3 +74,10 @@ class RateLimited(GatewayError):
 
 class InvalidMode(GatewayError):
     code_value = types.INVALID_PARAMS
+
+
+
+class Forbidden(GatewayError):
+    """The client's API key does not allow this server, tool, prompt or resource."""
+
+    code_value = FORBIDDEN

@@ -146,6 +146,8 @@ class GatewaySettings(BaseModel):
     vault_path: str | None = Field(None, description="the encrypted secrets file (default: STATE_DIR/vault.json)")
     vault_key_file: str | None = Field(None, description="the vault's key file (default: vault.key beside the vault)")
     vault_check_interval: PositiveFloat = Field(2.0, description="seconds between checks for changed vault secrets")
+    keys_path: str | None = Field(None, description="client API keys (default: STATE_DIR/keys.json); "
+                                  "with any key in it, every client must present one")
 
     @model_validator(mode="after")
     def _check_order(self) -> GatewaySettings:
@@ -160,6 +162,10 @@ class GatewaySettings(BaseModel):
     @property
     def vault_file(self) -> str:
         return self.vault_path or f"{self.state_dir}/vault.json"
+
+    @property
+    def keys_file(self) -> str:
+        return self.keys_path or f"{self.state_dir}/keys.json"
 
 
 class GatewayConfig(BaseModel):

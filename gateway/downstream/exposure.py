@@ -6,18 +6,27 @@ exposes one server with its own names, forwarding its list requests (cursors and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
 from mcp.shared.uri_template import UriTemplate
 
-from gateway.errors import UnknownServer, UnknownTool
+from gateway.errors import Forbidden, UnknownServer, UnknownTool
 from gateway.naming import exposed_names
 from gateway.upstream.connection import Upstream
 from gateway.upstream.origin import Origin
 from gateway.upstream.pool import UpstreamPool
+
+# What a client may use (from its API key); None: everything.
+ServerFilter = Callable[[str], bool] | None
+ToolFilter = Callable[[str, str], bool] | None
+
+
+def _permit(allowed: ServerFilter, server: str) -> None:
+    if allowed is not None and not allowed(server):
+        raise Forbidden(f"this client's API key may not use server {server!r}", data={"server": server})
 
 
 class ToolEntry:
@@ -64,9 +73,11 @@ class Exposure:
             self._tool_index, self._tool_index_source = index, source
         return self._tool_index
 
-    def list_tools(self) -> dict[str, Any]:
+    def list_tools(self, allowed: ToolFilter = None) -> dict[str, Any]:
         tools = []
         for entry in self.tool_index().values():
+            if allowed is not None and not allowed(entry.server, entry.tool):
+                continue
             tools.append(entry.definition if entry.exposed == entry.tool else {**entry.definition, "name": entry.exposed})
         return {"tools": tools}
 
@@ -116,7 +127,7 @@ class Exposure:
 
     # ---------------------------------------------------------------- prompts
 
-    async def list_prompts(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    async def list_prompts(self, params: Mapping[str, Any] | None, allowed: ServerFilter = None) -> dict[str, Any]:
         if (single := self._single()) is not None:
             return await single.request("prompts/list", params)
         prompts = []
@@ -124,7 +135,8 @@ class Exposure:
         for upstream, prompt in await self._merged("prompts", "prompts/list", "prompts"):
             for exposed, original in self.name_for(upstream.name, [prompt.get("name", "")]).items():
                 names[exposed] = (upstream.name, original)
-                prompts.append({**prompt, "name": exposed})
+                if allowed is None or allowed(upstream.name):
+                    prompts.append({**prompt, "name": exposed})
         self._prompt_names = names
         return {"prompts": prompts}
 
@@ -138,28 +150,33 @@ class Exposure:
         server, original = self._prompt_names[name]
         return self.pool.get(server), original
 
-    async def get_prompt(self, params: Mapping[str, Any], origin: Origin) -> dict[str, Any]:
+    async def get_prompt(self, params: Mapping[str, Any], origin: Origin, allowed: ServerFilter = None
+                         ) -> dict[str, Any]:
         upstream, original = await self._resolve_prompt(params["name"])
+        _permit(allowed, upstream.name)
         return await upstream.request("prompts/get", {**params, "name": original}, origin=origin)
 
     # ---------------------------------------------------------------- resources
 
-    async def list_resources(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    async def list_resources(self, params: Mapping[str, Any] | None, allowed: ServerFilter = None) -> dict[str, Any]:
         if (single := self._single()) is not None:
             return await single.request("resources/list", params)
         resources = []
         for upstream, resource in await self._merged("resources", "resources/list", "resources"):
             self._resource_owner[resource.get("uri", "")] = upstream.name
-            resources.append(resource)
+            if allowed is None or allowed(upstream.name):
+                resources.append(resource)
         return {"resources": resources}
 
-    async def list_resource_templates(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    async def list_resource_templates(self, params: Mapping[str, Any] | None, allowed: ServerFilter = None
+                                      ) -> dict[str, Any]:
         if (single := self._single()) is not None:
             return await single.request("resources/templates/list", params)
         templates = []
         parsed: list[tuple[UriTemplate, str]] = []
         for upstream, template in await self._merged("resources", "resources/templates/list", "resourceTemplates"):
-            templates.append(template)
+            if allowed is None or allowed(upstream.name):
+                templates.append(template)
             try:
                 parsed.append((UriTemplate.parse(template.get("uriTemplate", "")), upstream.name))
             except ValueError:
@@ -185,13 +202,15 @@ class Exposure:
         raise MCPError(types.INVALID_PARAMS, f"unknown resource {uri!r}: no server lists it or a matching template",
                        {"uri": uri})
 
-    async def resource_request(self, method: str, params: Mapping[str, Any], origin: Origin) -> dict[str, Any]:
+    async def resource_request(self, method: str, params: Mapping[str, Any], origin: Origin,
+                               allowed: ServerFilter = None) -> dict[str, Any]:
         upstream = await self._owner_of(str(params.get("uri", "")))
+        _permit(allowed, upstream.name)
         return await upstream.request(method, params, origin=origin)
 
     # ---------------------------------------------------------------- completion, logging
 
-    async def complete(self, params: Mapping[str, Any], origin: Origin) -> dict[str, Any]:
+    async def complete(self, params: Mapping[str, Any], origin: Origin, allowed: ServerFilter = None) -> dict[str, Any]:
         ref = dict(params.get("ref") or {})
         if ref.get("type") == "ref/prompt":
             upstream, original = await self._resolve_prompt(str(ref.get("name", "")))
@@ -199,6 +218,7 @@ class Exposure:
         else:
             upstream = await self._owner_of(str(ref.get("uri", "")))
             forwarded = dict(params)
+        _permit(allowed, upstream.name)
         return await upstream.request("completion/complete", forwarded, origin=origin)
 
     async def set_logging_level(self, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,8 @@ from mcp.server.models import InitializationOptions
 from mcp.server.session import ServerSession
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from gateway.auth.keys import ApiKey
+from gateway.auth.middleware import presented_key
 from gateway.downstream.exposure import Exposure
 from gateway.downstream.origin import RequestOrigin
 from gateway.pipeline.call import Pipeline, ToolCall
@@ -99,7 +101,8 @@ class ProxyServer(Server[Any]):
 
     async def _list_tools(self, ctx: Ctx, params: Any) -> dict[str, Any]:
         self._remember(ctx)
-        return self.exposure.list_tools()
+        key = _api_key(ctx)
+        return self.exposure.list_tools(key.allows_tool if key is not None else None)
 
     async def _call_tool(self, ctx: Ctx, params: types.CallToolRequestParams) -> dict[str, Any]:
         self._remember(ctx)
@@ -117,27 +120,29 @@ class ProxyServer(Server[Any]):
             or _header(ctx, "mcp-session-id"),
             mode=(meta or {}).get(MODE_META_KEY) or _header(ctx, MODE_HEADER),
             origin=RequestOrigin(ctx),
+            api_key=_api_key(ctx),
         )
         return await self.pipeline(call)
 
     async def _list_prompts(self, ctx: Ctx, params: Any) -> dict[str, Any]:
-        return await self.exposure.list_prompts(ctx.params)
+        return await self.exposure.list_prompts(ctx.params, _server_filter(ctx))
 
     async def _get_prompt(self, ctx: Ctx, params: Any) -> dict[str, Any]:
-        return await self.exposure.get_prompt(ctx.params or {}, RequestOrigin(ctx))
+        return await self.exposure.get_prompt(ctx.params or {}, RequestOrigin(ctx), _server_filter(ctx))
 
     async def _list_resources(self, ctx: Ctx, params: Any) -> dict[str, Any]:
-        return await self.exposure.list_resources(ctx.params)
+        return await self.exposure.list_resources(ctx.params, _server_filter(ctx))
 
     async def _list_resource_templates(self, ctx: Ctx, params: Any) -> dict[str, Any]:
-        return await self.exposure.list_resource_templates(ctx.params)
+        return await self.exposure.list_resource_templates(ctx.params, _server_filter(ctx))
 
     async def _resource_request(self, ctx: Ctx, params: Any) -> dict[str, Any]:
         self._remember(ctx)
-        return await self.exposure.resource_request(ctx.method, ctx.params or {}, RequestOrigin(ctx))
+        return await self.exposure.resource_request(ctx.method, ctx.params or {}, RequestOrigin(ctx),
+                                                    _server_filter(ctx))
 
     async def _complete(self, ctx: Ctx, params: Any) -> dict[str, Any]:
-        return await self.exposure.complete(ctx.params or {}, RequestOrigin(ctx))
+        return await self.exposure.complete(ctx.params or {}, RequestOrigin(ctx), _server_filter(ctx))
 
     async def _set_logging_level(self, ctx: Ctx, params: Any) -> dict[str, Any]:
         self._remember(ctx)
@@ -178,3 +183,13 @@ def _header(ctx: Ctx, name: str) -> str | None:
     request = ctx.request
     headers: Mapping[str, str] | None = getattr(request, "headers", None)
     return headers.get(name) if headers is not None else None
+
+
+def _api_key(ctx: Ctx) -> ApiKey | None:
+    scope = getattr(ctx.request, "scope", None)
+    return presented_key(scope) if scope is not None else None
+
+
+def _server_filter(ctx: Ctx) -> Callable[[str], bool] | None:
+    key = _api_key(ctx)
+    return key.allows_server if key is not None else None

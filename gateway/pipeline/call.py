@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
+from gateway.auth.keys import ApiKey
 from gateway.upstream.origin import Origin
 
 CallResult = dict[str, Any]
@@ -33,6 +34,7 @@ class ToolCall(BaseModel):
     client: str | None = None
     mode: str | None = None
     origin: SkipValidation[Origin | None] = Field(default=None, exclude=True)
+    api_key: SkipValidation[ApiKey | None] = Field(default=None, exclude=True)
     # Filled in on the way through the pipeline:
     resolved_mode: str | None = None
     cache_key: str | None = None

@@ -1,7 +1,7 @@
 """Stage: rate limits per (client, server, tool), and each upstream server's quota with a bounded queue.
 
-- **Client limits** (`rate_limit` of the tool, else of the server, else of the gateway): a token
-  bucket per (client, server, tool). A call that finds its bucket empty fails at once with
+- **Client limits** (the API key's `rate_limit`, else the tool's, else the server's, else the
+  gateway's): a token bucket per (client, server, tool). A call that finds its bucket empty fails at once with
   `RateLimited` (-32006), `data.retry_after` = seconds until the bucket holds a token again.
 - **Upstream quota** (`quota` of the server): one bucket per server shared by every client, for
   calls that will reach the upstream (modes live, shadow, hybrid; not replay or simulated). A call
@@ -136,7 +136,8 @@ class RateLimits:
     # ------------------------------------------------------------------ stage
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> CallResult:
-        limit = self.limit_for(call.server, call.tool)
+        key_limit = call.api_key.rate_limit if call.api_key is not None else None
+        limit = key_limit or self.limit_for(call.server, call.tool)
         if limit is not None:
             self._check_client(call, limit)
         if call.resolved_mode in UPSTREAM_MODES:

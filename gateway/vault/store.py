@@ -21,19 +21,18 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import secrets as random
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.files import atomic_write, fsync_directory
+from gateway.files import atomic_write, exclusive_lock, fsync_directory
 from gateway.vault.refs import NAME
 
 ENV_KEY = "SIMGATE_VAULT_KEY"
@@ -303,15 +302,8 @@ class Vault:
 
     # ------------------------------------------------------------------ writing
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return exclusive_lock(self._lock_path)
 
     def _write(self, document: _Document) -> None:
         atomic_write(self.path, _serialize(document), mode=0o600)
