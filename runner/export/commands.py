@@ -1,0 +1,53 @@
+"""`simgate export trajectories IN.jsonl --format toucan|sharegpt --out OUT.jsonl`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from gateway.cli import command_group
+from gateway.files import atomic_write
+from runner.export.formats import FORMATS, ExportError
+
+
+def register(commands: Any) -> None:
+    group = command_group(commands, "export", "export recorded data for training")
+    export = group.add_parser("trajectories", help="trajectories of `simgate run` in TOUCAN's columns or ShareGPT")
+    export.add_argument("trajectories", help="a JSONL file written by `simgate run`")
+    export.add_argument("--format", choices=sorted(FORMATS), default="toucan")
+    export.add_argument("--out", required=True, help="the JSONL file to write (replaced whole, never half-written)")
+    export.add_argument("--only-passed", action="store_true", help="only trajectories whose checks passed")
+    export.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    convert = FORMATS[args.format]
+    source = Path(args.trajectories)
+    try:
+        lines = source.read_text().splitlines()
+    except OSError as exc:
+        print(f"simgate: cannot read {source}: {exc.strerror}", file=sys.stderr)
+        return 2
+    rows: list[bytes] = []
+    skipped = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            trajectory = json.loads(line)
+            if not isinstance(trajectory, dict):
+                raise ExportError("not a JSON object")
+            if args.only_passed and not (trajectory.get("checks") or {}).get("passed"):
+                skipped += 1
+                continue
+            rows.append(json.dumps(convert(trajectory), ensure_ascii=False).encode() + b"\n")
+        except (json.JSONDecodeError, ExportError) as exc:
+            print(f"simgate: {source}:{number}: {exc}", file=sys.stderr)
+            return 2
+    atomic_write(Path(args.out), rows)
+    print(f"wrote {len(rows)} {args.format} rows to {args.out}" + (f" ({skipped} without passed checks left out)"
+                                                                    if skipped else ""))
+    return 0

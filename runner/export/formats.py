@@ -1,0 +1,123 @@
+"""Convert one trajectory (a line of `simgate run`'s output, as a dict) into a training format.
+
+Plain functions on plain data, so a converter is trivially testable and reusable from notebooks:
+
+- `to_toucan`: the columns of the TOUCAN dataset (Agent-Ark/Toucan-1.5M): `uuid`, `subset_name`,
+  `question`, `target_tools`, `available_tools`, `messages`, `question_quality_assessment`,
+  `response_quality_assessment`, `metadata`. As in the published dataset, the structured columns
+  are JSON strings, so the rows load into the same `datasets` schema.
+- `to_sharegpt`: LLaMA-Factory's ShareGPT layout with function calling (`conversations` of
+  `system`/`human`/`gpt`/`function_call`/`observation` turns, `tools` as a JSON string).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+# A fixed namespace: the same trajectory always gets the same uuid, so re-exports deduplicate.
+_NAMESPACE = uuid.UUID("5b0f6c3e-6a1e-4c55-9a53-2f1f3a9c7d10")
+
+
+class ExportError(ValueError):
+    """A trajectory that cannot be exported; the message names what is missing."""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=False)
+
+
+def _require(trajectory: dict[str, Any], *fields: str) -> None:
+    missing = [field for field in fields if field not in trajectory]
+    if missing:
+        raise ExportError(f"trajectory {trajectory.get('id', '?')!r} lacks {', '.join(missing)}")
+
+
+def trajectory_uuid(trajectory: dict[str, Any]) -> str:
+    identity = f"{trajectory.get('id')}|{trajectory.get('mode')}|{trajectory.get('repeat', 0)}"
+    return str(uuid.uuid5(_NAMESPACE, identity))
+
+
+def to_toucan(trajectory: dict[str, Any], subset_name: str | None = None) -> dict[str, Any]:
+    _require(trajectory, "id", "question", "messages", "tools")
+    metadata = {key: trajectory.get(key) for key in
+                ("id", "mode", "repeat", "session", "outcome", "error", "final_answer", "tool_events", "usage",
+                 "agent", "created_at")}
+    return {
+        "uuid": trajectory_uuid(trajectory),
+        "subset_name": subset_name or f"simgate-{trajectory.get('mode', 'unknown')}",
+        "question": trajectory["question"],
+        "target_tools": ", ".join(trajectory.get("target_tools") or []),
+        "available_tools": _dumps(trajectory["tools"]),
+        "messages": _dumps(trajectory["messages"]),
+        "question_quality_assessment": None,  # simgate does not judge questions (yet)
+        "response_quality_assessment": _dumps(trajectory.get("checks") or {}),
+        "metadata": _dumps(metadata),
+    }
+
+
+def _text(content: Any) -> str:
+    """OpenAI message content (a string or a list of parts) as plain text."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+
+def _function_call(tool_calls: list[dict[str, Any]]) -> str:
+    calls = []
+    for call in tool_calls:
+        function = call.get("function") or {}
+        arguments = function.get("arguments")
+        try:
+            parsed = json.loads(arguments) if isinstance(arguments, str) else (arguments or {})
+        except json.JSONDecodeError:
+            parsed = arguments  # kept as the model wrote it: malformed calls are training signal too
+        calls.append({"name": function.get("name", ""), "arguments": parsed})
+    return _dumps(calls[0] if len(calls) == 1 else calls)
+
+
+def to_sharegpt(trajectory: dict[str, Any]) -> dict[str, Any]:
+    _require(trajectory, "id", "messages", "tools")
+    conversations: list[dict[str, str]] = []
+    observations: list[str] = []  # answers to one assistant turn's (possibly parallel) calls
+
+    def flush() -> None:
+        if observations:
+            value = observations[0] if len(observations) == 1 else _dumps(observations)
+            conversations.append({"from": "observation", "value": value})
+            observations.clear()
+
+    system = ""
+    for message in trajectory["messages"]:
+        role = message.get("role")
+        if role == "tool":
+            observations.append(_text(message.get("content")))
+            continue
+        flush()
+        if role == "system":
+            system = _text(message.get("content"))
+        elif role == "user":
+            conversations.append({"from": "human", "value": _text(message.get("content"))})
+        elif role == "assistant":
+            text = _text(message.get("content"))
+            if message.get("tool_calls"):
+                if text:  # what the model said before its call stays a turn of its own
+                    conversations.append({"from": "gpt", "value": text})
+                conversations.append({"from": "function_call", "value": _function_call(message["tool_calls"])})
+            else:
+                conversations.append({"from": "gpt", "value": text})
+        else:
+            raise ExportError(f"trajectory {trajectory['id']!r}: unknown message role {role!r}")
+    flush()
+    functions = [tool.get("function", tool) for tool in trajectory["tools"]]
+    record: dict[str, Any] = {"id": trajectory_uuid(trajectory), "conversations": conversations,
+                              "tools": _dumps(functions)}
+    if system:
+        record["system"] = system
+    return record
+
+
+FORMATS = {"toucan": to_toucan, "sharegpt": to_sharegpt}
