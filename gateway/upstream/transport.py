@@ -17,6 +17,7 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from gateway.config.models import ServerConfig
+from gateway.upstream.install import server_command
 from sandboxes.launch import prepare_launch
 from sandboxes.workdir import ServerDirs
 
@@ -86,9 +87,8 @@ async def open_transport(
 async def _raw_transport(name: str, config: ServerConfig, dirs: ServerDirs, stderr: IO[str]
                          ) -> AsyncIterator[Streams]:
     if config.transport == "stdio":
-        assert config.command is not None
-        launch = prepare_launch(config.command, config.args, config.env, config.cwd or str(dirs.work), dirs,
-                                config.sandbox, name)
+        command, args = await server_command(name, config, dirs)  # installs once if it names a package
+        launch = prepare_launch(command, args, config.env, config.cwd or str(dirs.work), dirs, config.sandbox, name)
         params = StdioServerParameters(command=launch.command, args=launch.args, env=launch.env, cwd=launch.cwd)
         async with stdio_client(params, errlog=stderr) as streams:
             yield streams
