@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from gateway.config.models import ServerConfig
 from gateway.upstream.install import server_command
+from sandboxes.egress.runtime import egress_for
 from sandboxes.launch import prepare_launch
 from sandboxes.workdir import ServerDirs
 
@@ -88,10 +89,12 @@ async def _raw_transport(name: str, config: ServerConfig, dirs: ServerDirs, stde
                          ) -> AsyncIterator[Streams]:
     if config.transport == "stdio":
         command, args = await server_command(name, config, dirs)  # installs once if it names a package
-        launch = prepare_launch(command, args, config.env, config.cwd or str(dirs.work), dirs, config.sandbox, name)
-        params = StdioServerParameters(command=launch.command, args=launch.args, env=launch.env, cwd=launch.cwd)
-        async with stdio_client(params, errlog=stderr) as streams:
-            yield streams
+        async with egress_for(name, config.sandbox) as egress:  # the allowlist proxy, if the policy has one
+            launch = prepare_launch(command, args, config.env, config.cwd or str(dirs.work), dirs, config.sandbox,
+                                    name, egress=egress)
+            params = StdioServerParameters(command=launch.command, args=launch.args, env=launch.env, cwd=launch.cwd)
+            async with stdio_client(params, errlog=stderr) as streams:
+                yield streams
     else:
         assert config.url is not None
         timeout = httpx2.Timeout(30.0, read=config.call_timeout + 30.0)
