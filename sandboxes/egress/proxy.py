@@ -13,10 +13,10 @@ import contextlib
 import logging
 import shutil
 import tempfile
-from http import HTTPStatus
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import urlsplit
 
