@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import mcp_types as types
 import pytest
-from harness import REPO_ROOT, GatewayProcess, mcp_session, running_gateway
+from harness import REPO_ROOT, GatewayProcess, mcp_session, running_gateway, wait_until
 
 from gateway.config import parse_config
 from gateway.errors import ConfigError
@@ -267,3 +268,35 @@ def test_a_failed_install_is_named_and_leaves_no_directory(server: dict[str, Any
     server_dir = tmp_path / "state" / "servers" / "bad"
     assert not (server_dir / "tools").exists()
     assert sorted(path.name for path in server_dir.iterdir()) == [".tools.lock", "home", "tmp", "work"]
+
+
+def test_a_changed_spec_reinstalls_and_drops_the_old_install(tmp_path: Path) -> None:
+    config = tmp_path / "c.json"
+    state = tmp_path / "state"
+    keys = []
+    for constraint, mcp in (("mcp<2", "1."), ("mcp<1.20", "1.1")):
+        config.write_text(json.dumps({"gateway": {"state_dir": str(state)}, "mcpServers": {"math": {
+            "package": "pypi:mcp-server-math==0.1.0", "constraints": [constraint]}}}))
+        done = _cli(str(config))
+        assert done.returncode == 0, done.stderr
+        assert "installed in" in done.stdout and f"\n  mcp=={mcp}" in done.stdout, done.stdout
+        directory, manifest = _manifest(state, "math")  # exactly one install left
+        assert manifest.spec.with_ == (constraint,)
+        keys.append(directory.name)
+    assert keys[0] != keys[1]
+
+
+@needs_bwrap
+def test_serve_reports_a_failed_install(tmp_path: Path) -> None:
+    config = {"gateway": {"state_dir": str(tmp_path / "state")},
+              "mcpServers": {"bad": {"package": "pypi:simgate-no-such-package-zz==1.0", "sandbox": {"backend": "bwrap"}}}}
+    with running_gateway(config, tmp_path / "gw", wait_ready=False) as running:
+        def status() -> dict[str, Any]:
+            return httpx.get(running.url + "/admin/servers", timeout=5).json()["servers"][0]
+
+        assert wait_until(lambda: status()["last_error"] is not None, timeout=60)
+        error = status()["last_error"]
+        assert error.startswith("InstallError: server 'bad': cannot install pypi:simgate-no-such-package-zz==1.0")
+        assert "simgate-no-such-package-zz was not found" in error
+        assert httpx.get(running.url + "/readyz", timeout=5).status_code == 503
+    assert not (tmp_path / "state" / "servers" / "bad" / "tools").exists()

@@ -32,14 +32,20 @@ from pydantic import BaseModel
 
 from sandboxes.install.manifest import InstallManifest, ResolvedPackage, read_manifest, write_manifest
 from sandboxes.install.spec import PackageSpec
+from sandboxes.policy import DEFAULT_ENV_ALLOW
 
 logger = logging.getLogger("simgate.install")
 
 _TAIL_LINES = 15
 _CREDENTIALS_IN_URL = re.compile(r"(://)[^/@\s]+@")
-# Variables that would make the installer work offline or into another environment.
-_INSTALL_ENV_DROP = ("UV_OFFLINE", "npm_config_offline", "NPM_CONFIG_OFFLINE", "PIP_NO_INDEX", "VIRTUAL_ENV",
-                     "UV_PROJECT_ENVIRONMENT", "CONDA_PREFIX")
+# The installer runs third-party code (npm lifecycle scripts, sdist builds): it gets what a package manager
+# needs — locale, proxies, certificates, registries, caches, its own settings — and nothing else of the
+# gateway's environment (no vault key, no tokens of other tools).
+_INSTALL_ENV_KEEP = (*DEFAULT_ENV_ALLOW, "HOME", "USER", "LOGNAME", "TMPDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME",
+                     "ALL_PROXY", "all_proxy")
+_INSTALL_ENV_PREFIXES = ("UV_", "PIP_", "npm_config_", "NPM_CONFIG_")
+# ...except what would make it work offline or into another environment.
+_INSTALL_ENV_DROP = ("UV_OFFLINE", "npm_config_offline", "NPM_CONFIG_OFFLINE", "PIP_NO_INDEX", "UV_PROJECT_ENVIRONMENT")
 _INSTALL_ENV = {
     "UV_PYTHON_DOWNLOADS": "never",  # uv's managed Pythons come from outside the package registries
     "UV_NO_PROGRESS": "1",
@@ -169,18 +175,19 @@ async def _install_pypi(directory: Path, server: str, spec: PackageSpec) -> Inst
 
 
 def _python_entry(directory: Path, server: str, spec: PackageSpec, scripts: list[str]) -> str:
+    """The named command (uvx's `--from X CMD`: any executable of the environment), else the distribution's
+    console script named like it, else its only one."""
     if spec.entry is not None:
         if (directory / "bin" / spec.entry).is_file():
             return spec.entry
         raise InstallError(server, spec, f"no command {spec.entry!r} in the installed environment; "
                            f"{spec.name} provides {', '.join(scripts) or 'no console script'}")
-    if spec.name in scripts or len(scripts) != 1:
-        if spec.name in scripts:
-            return spec.name
-        raise InstallError(server, spec, f"{spec.name} provides "
-                           f"{'no console script' if not scripts else 'several: ' + ', '.join(scripts)}; "
-                           "name one with 'entry'")
-    return scripts[0]
+    if spec.name in scripts:
+        return spec.name
+    if len(scripts) == 1:
+        return scripts[0]
+    provides = f"several console scripts ({', '.join(scripts)})" if scripts else "no console script"
+    raise InstallError(server, spec, f"{spec.name} provides {provides}; name one with 'entry'")
 
 
 async def _install_npm(directory: Path, server: str, spec: PackageSpec) -> InstallManifest:
@@ -247,8 +254,8 @@ async def _run(server: str, spec: PackageSpec, argv: list[str], env: dict[str, s
 
 
 def _installer_env() -> dict[str, str]:
-    # The gateway's own environment (registry, proxy and certificate settings), never a server's env or secrets.
-    env = {key: value for key, value in os.environ.items() if key not in _INSTALL_ENV_DROP}
+    env = {key: value for key, value in os.environ.items()
+           if (key in _INSTALL_ENV_KEEP or key.startswith(_INSTALL_ENV_PREFIXES)) and key not in _INSTALL_ENV_DROP}
     return env | _INSTALL_ENV
 
 
