@@ -26,7 +26,8 @@ from sandboxes.install.manifest import MANIFEST
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
 MATH_UVX = ["--from", "mcp-server-math==0.1.0", "--with", "mcp<2", "mcp-server-math"]  # breaks under mcp 2.x
-MEMORY = "npm:@modelcontextprotocol/server-memory@2026.8.31"
+MEMORY = "@modelcontextprotocol/server-memory@2026.8.31"
+TIME_UVX = ["--from", "mcp-server-time==2026.10.19", "mcp-server-time", "--local-timezone", "UTC"]
 
 
 # ------------------------------------------------------------------ specs and config
@@ -123,10 +124,13 @@ def _config(state_dir: Path) -> dict[str, Any]:
     return {
         "gateway": {"state_dir": str(state_dir)},
         "mcpServers": {
-            # As found in client configs: rewritten to the installed entry point.
-            "math": {"command": "uvx", "args": MATH_UVX, "sandbox": {"backend": "bwrap"}},
+            # A package spec with the constraint this server needs (it breaks under mcp 2.x).
+            "math": {"package": "pypi:mcp-server-math==0.1.0", "constraints": ["mcp<2"], "entry": "mcp-server-math",
+                     "sandbox": {"backend": "bwrap"}},
+            # Commands as client configs have them: rewritten to the installed entry points.
+            "time": {"command": "uvx", "args": TIME_UVX, "sandbox": {"backend": "bwrap"}},
             # Without MEMORY_FILE_PATH it writes beside its own code: the read-only tool dir refuses.
-            "memory": {"package": MEMORY, "sandbox": {"backend": "bwrap"}},
+            "memory": {"command": "npx", "args": ["-y", MEMORY], "sandbox": {"backend": "bwrap"}},
         },
     }
 
@@ -179,6 +183,10 @@ async def test_installed_servers_answer_offline_in_bwrap(gateway: tuple[GatewayP
         assert {"sum", "product", "power", "divide"} <= tools
         result = await session.call_tool("sum", {"numbers": [1, 2, 3.5]})
         assert not result.is_error and '"result": "6.5"' in _text(result)
+    async with mcp_session(running.mcp_url("time")) as session:
+        result = await session.call_tool("convert_time", {"source_timezone": "UTC", "time": "12:00",
+                                                          "target_timezone": "Asia/Tokyo"})
+        assert not result.is_error and "T21:00:00+09:00" in _text(result)
     async with mcp_session(running.mcp_url("memory")) as session:
         tools = {tool.name for tool in (await session.list_tools()).tools}
         assert {"create_entities", "read_graph", "search_nodes"} <= tools
@@ -194,6 +202,8 @@ def test_manifest_records_resolved_versions(starts: Starts) -> None:
     directory, math = _manifest(starts.state_dir, "math")
     assert directory.name == math.key == math.spec.key()
     assert math.spec.describe() == "pypi:mcp-server-math==0.1.0 --with 'mcp<2' (entry mcp-server-math)"
+    _, time_server = _manifest(starts.state_dir, "time")
+    assert time_server.version_of("mcp-server-time") == "2026.10.19" and time_server.entry == "bin/mcp-server-time"
     assert math.version_of("mcp-server-math") == "0.1.0"
     assert (math.version_of("mcp") or "").startswith("1.")  # the constraint held
     assert math.version_of("pydantic") and math.installer.startswith("uv ") and math.python
@@ -205,8 +215,8 @@ def test_manifest_records_resolved_versions(starts: Starts) -> None:
     assert len(memory.packages) > 10  # the whole tree, not just the top package
 
 
-def test_runs_the_installed_entry_point_not_uvx(gateway: tuple[GatewayProcess, float], starts: Starts) -> None:
-    directory, _ = _manifest(starts.state_dir, "math")
+def test_runs_the_installed_entry_points_not_uvx_or_npx(gateway: tuple[GatewayProcess, float],
+                                                       starts: Starts) -> None:
     commands = []
     for proc in Path("/proc").iterdir():
         try:
@@ -215,7 +225,9 @@ def test_runs_the_installed_entry_point_not_uvx(gateway: tuple[GatewayProcess, f
             continue
         if any(str(starts.state_dir).encode() in part for part in argv):
             commands.append([part.decode(errors="replace") for part in argv if part])
-    assert any(str(directory / "bin" / "mcp-server-math") in command for command in commands), commands
+    for server in ("math", "time", "memory"):
+        directory, manifest = _manifest(starts.state_dir, server)
+        assert any(str(directory / manifest.entry) in command for command in commands), (server, commands)
     assert not any(os.path.basename(part) in ("uvx", "npx", "uv", "npm") for command in commands for part in command)
 
 
@@ -223,8 +235,9 @@ def test_second_start_reuses_the_install(starts: Starts, gateway: tuple[GatewayP
     running, second = gateway
     assert "installing pypi:mcp-server-math==0.1.0" in starts.first_log
     assert "installing npm:@modelcontextprotocol/server-memory@2026.8.31" in starts.first_log
+    assert "installing pypi:mcp-server-time==2026.10.19" in starts.first_log
     assert "installing" not in running.log_text()
-    for server in ("math", "memory"):
+    for server in ("math", "time", "memory"):
         assert _manifest(starts.state_dir, server)[1].seconds > 0  # written once, by the first start
     print(f"first start (installs) {starts.first:.1f}s, second start (reuse) {second:.1f}s")
 
@@ -240,6 +253,9 @@ def test_cli_prints_resolved_versions(starts: Starts, tmp_path: Path) -> None:
     done = _cli(str(config), "--server", "math")
     assert done.returncode == 0, done.stderr
     assert "math: pypi:mcp-server-math==0.1.0 --with 'mcp<2' (entry mcp-server-math): already installed" in done.stdout
+    everything = _cli(str(config))
+    assert everything.returncode == 0 and "time: pypi:mcp-server-time==2026.10.19" in everything.stdout
+    assert "memory: npm:@modelcontextprotocol/server-memory@2026.8.31: already installed (npm " in everything.stdout
     assert "  mcp-server-math==0.1.0\n" in done.stdout and "\n  mcp==1." in done.stdout
     assert "memory" not in done.stdout
     unknown = _cli(str(config), "--server", "nope")

@@ -162,8 +162,9 @@ async def _install_pypi(directory: Path, server: str, spec: PackageSpec) -> Inst
     python = spec.python or sys.executable
     await _run(server, spec, [uv, "venv", "--quiet", "--relocatable", "--python", python, str(directory)], env)
     interpreter = str(directory / "bin" / "python")
-    await _run(server, spec, [uv, "pip", "install", "--quiet", "--python", interpreter, spec.requirement,
-                              *spec.with_], env)
+    # Bytecode now: at run time the directory is read-only, and every start would compile every import again.
+    await _run(server, spec, [uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", interpreter,
+                              spec.requirement, *spec.with_], env)
     listed = await _run(server, spec, [uv, "pip", "list", "--python", interpreter, "--format", "json"], env)
     packages = [ResolvedPackage(name=item["name"], version=item["version"]) for item in json.loads(listed)]
     probe = json.loads(await _run(server, spec, [interpreter, "-I", "-c", _PROBE, spec.name], env))
