@@ -24,8 +24,11 @@ class EgressMount(BaseModel):
     def sandbox_socket(self) -> str:
         return f"{SANDBOX_DIR}/{self.host_socket.name}"
 
-    def wrap(self, executable: str, args: list[str]) -> tuple[str, list[str]]:
-        """The forwarder starts first, then execs the server; the interpreter is the gateway's base
-        Python (resolved out of any venv), run isolated (`-I`): the forwarder needs the stdlib only."""
-        python = os.path.realpath(sys.executable)
-        return python, ["-I", str(FORWARDER), self.sandbox_socket, "--", executable, *args]
+    def wrap(self, executable: str, args: list[str], *, python: str | None = None,
+             forwarder: str | None = None) -> tuple[str, list[str]]:
+        """The forwarder starts first, then execs the server. By default the interpreter is the gateway's
+        base Python (resolved out of any venv) and the forwarder this package's file, as a bind-mounting
+        backend sees them; an image-based backend passes the paths inside its image. `-I`: the forwarder
+        needs the standard library only."""
+        python = python or os.path.realpath(sys.executable)
+        return python, ["-I", forwarder or str(FORWARDER), self.sandbox_socket, "--", executable, *args]
