@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PositiveFloat,
-    PositiveInt,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
-from sandboxes.egress.allowlist import NetworkAllow
+from sandboxes.egress.allowlist import NetworkAllow, network_setting
 
 # Passed on from the gateway's environment: locale, and what a server needs to reach a registry or
 # an API through this machine's proxy and certificate authorities (uvx/npx fetch packages at start).
@@ -42,7 +33,7 @@ class SandboxPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backend: Literal["none", "bwrap"] = "none"
-    network: Literal["none", "host"] | NetworkAllow = Field(
+    network: Annotated[Literal["none", "host"] | NetworkAllow, BeforeValidator(network_setting)] = Field(
         "none", description="none: loopback of its own only; host: the host's network; {allow: [host:port, ...]}: "
         "only those, through a proxy the gateway runs")
     read_only: list[str] = Field(default_factory=list, description="extra paths mounted read-only")
@@ -51,21 +42,6 @@ class SandboxPolicy(BaseModel):
                                  description="variables passed on from the gateway's environment")
     limits: Limits = Field(default_factory=Limits)
     wall_clock: PositiveFloat | None = Field(None, description="seconds the server may live before a restart")
-
-    @field_validator("network", mode="before")
-    @classmethod
-    def _one_network_message(cls, value: object) -> object:
-        # One precise message instead of pydantic's per-member union errors.
-        if isinstance(value, dict):
-            try:
-                return NetworkAllow.model_validate(value)
-            except ValidationError as exc:
-                error = exc.errors(include_url=False)[0]
-                where = ".".join(str(part) for part in error["loc"])
-                raise ValueError(f"{where}: {str(error['msg']).removeprefix('Value error, ')}") from None
-        if value not in ("none", "host") and not isinstance(value, NetworkAllow):
-            raise ValueError(f"network must be 'none', 'host' or {{allow: ['host:port', ...]}}, got {value!r}")
-        return value
 
     @model_validator(mode="after")
     def _allow_needs_isolation(self) -> SandboxPolicy:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 _HOSTNAME = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
@@ -73,3 +73,17 @@ class NetworkAllow(BaseModel):
         except ValueError:
             return False
         return any(target.matches(host, port) for target in self.targets())
+
+
+def network_setting(value: object) -> object:
+    """The policy's `network` before validation: one precise message instead of pydantic's per-member union errors."""
+    if isinstance(value, dict):
+        try:
+            return NetworkAllow.model_validate(value)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in error["loc"])
+            raise ValueError(f"{where}: {str(error['msg']).removeprefix('Value error, ')}") from None
+    if value not in ("none", "host") and not isinstance(value, NetworkAllow):
+        raise ValueError(f"network must be 'none', 'host' or {{allow: ['host:port', ...]}}, got {value!r}")
+    return value
