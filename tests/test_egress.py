@@ -193,3 +193,18 @@ async def test_network_none_cannot_connect_at_all(gateway: GatewayProcess,
     answer = await _call(gateway, "offline", "fetch", {"url": f"http://127.0.0.1:{allowed.port}/direct"})
     assert answer.startswith("FAILED: "), answer  # its loopback is its own: nothing listens there
     assert len(allowed.hits) == before
+
+
+@pytest.mark.anyio
+async def test_proxy_caps_open_connections(hosts: tuple[HostServer, HostServer]) -> None:
+    allowed, _ = hosts
+    async with serving_proxy("capped", NetworkAllow(allow=[f"127.0.0.1:{allowed.port}"])) as (proxy, path):
+        proxy._max_connections = 1  # the cap, made small enough to reach
+        async with await anyio.connect_unix(path):  # holds the only slot (sends nothing)
+            await anyio.sleep(0.2)
+            over = await _ask(path, f"GET http://127.0.0.1:{allowed.port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert over.startswith(b"HTTP/1.1 503 ") and over.endswith(b"simgate: too many connections\n")
+        await anyio.sleep(0.2)
+        again = await _ask(path, f"GET http://127.0.0.1:{allowed.port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert b" 200 " in again.split(b"\r\n", 1)[0]
+    assert proxy.decisions["refused"] == 1 and proxy.decisions["allowed"] == 1

@@ -30,6 +30,7 @@ logger = logging.getLogger("simgate.egress")
 
 _HEAD_TIMEOUT = 30.0
 _CONNECT_TIMEOUT = 10.0
+_MAX_CONNECTIONS = 64  # per server: a hostile server must not exhaust the gateway's sockets
 _HOP_BY_HOP = {b"connection", b"proxy-connection", b"proxy-authorization", b"keep-alive", b"te", b"trailer",
                b"upgrade"}
 
@@ -41,19 +42,35 @@ class _Refused(Exception):
 
 
 class EgressProxy:
-    """Serves one sandboxed server's egress; `decisions` counts allowed/denied/failed requests."""
+    """Serves one sandboxed server's egress; `decisions` counts allowed/denied/failed/refused requests."""
 
-    def __init__(self, server: str, allow: NetworkAllow) -> None:
+    def __init__(self, server: str, allow: NetworkAllow, max_connections: int = _MAX_CONNECTIONS) -> None:
         self.server = server
         self.allow = allow
         self.decisions: Counter[str] = Counter()
+        self._max_connections = max_connections
+        self._open = 0
+
+    @property
+    def open_connections(self) -> int:
+        return self._open
 
     async def handle(self, client: SocketStream) -> None:
         async with client:
+            if self._open >= self._max_connections:
+                self.decisions["refused"] += 1
+                if self.decisions["refused"] % 100 == 1:  # a flood of connections must not become a flood of logs
+                    logger.warning("egress refused: server %s has %d connections open (%d refused so far)",
+                                   self.server, self._open, self.decisions["refused"])
+                await _refuse_busy(client)
+                return
+            self._open += 1
             try:
                 await self._handle(client)
             except Exception as exc:  # noqa: BLE001 - one broken client request must not end the proxy
                 logger.debug("egress %s: connection ended: %r", self.server, exc)
+            finally:
+                self._open -= 1
 
     async def _handle(self, client: SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
@@ -148,6 +165,14 @@ async def _refuse(conn: h11.Connection, client: ByteStream, refused: _Refused) -
         await client.send(conn.send(h11.EndOfMessage()) or b"")
 
 
+async def _refuse_busy(client: SocketStream) -> None:
+    """503, after reading the request head (closing on unread data would reset the connection, answer and all)."""
+    conn = h11.Connection(h11.SERVER)
+    with anyio.move_on_after(5):
+        if isinstance(await _next_event(conn, client), h11.Request):
+            await _refuse(conn, client, _Refused(503, "too many connections"))
+
+
 async def _forward_request(conn: h11.Connection, client: ByteStream, upstream: ByteStream,
                            request: h11.Request) -> None:
     """Re-send a plain-HTTP proxy request in origin form, one request per connection (`Connection: close`)."""
@@ -201,6 +226,11 @@ async def serving_proxy(server: str, allow: NetworkAllow) -> AsyncIterator[tuple
             try:
                 yield proxy, path
             finally:
+                # A moment for connections that are ending to end: cancelling a read on a Unix socket just as
+                # it becomes readable trips an anyio race (agronholm/anyio#1267's kin) on the asyncio backend.
+                with anyio.CancelScope(shield=True), anyio.move_on_after(0.5):
+                    while proxy.open_connections:
+                        await anyio.sleep(0.01)
                 tg.cancel_scope.cancel()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
