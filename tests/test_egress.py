@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import mcp_types as types
 import pytest
 from harness import GatewayProcess, fixture_server, mcp_session, running_gateway
@@ -183,6 +184,11 @@ async def test_other_targets_are_refused(gateway: GatewayProcess, hosts: tuple[H
     assert f"egress denied: server allowed GET http://127.0.0.1:{other.port}" in log
     assert f"egress denied: server allowed CONNECT 127.0.0.1:{other.port}" in log
     assert "/nope" not in log  # paths and queries are not logged
+    async with httpx.AsyncClient(timeout=5) as client:
+        metrics = (await client.get(gateway.url + "/metrics")).text
+    denied = [line for line in metrics.splitlines()
+              if line.startswith('simgate_egress_decisions_total{decision="denied",server="allowed"}')]
+    assert denied and float(denied[0].split()[-1]) >= 2, metrics
 
 
 @pytest.mark.anyio

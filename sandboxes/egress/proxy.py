@@ -44,10 +44,11 @@ class _Refused(Exception):
 class EgressProxy:
     """Serves one sandboxed server's egress; `decisions` counts allowed/denied/failed/refused requests."""
 
-    def __init__(self, server: str, allow: NetworkAllow, max_connections: int = _MAX_CONNECTIONS) -> None:
+    def __init__(self, server: str, allow: NetworkAllow, *, decisions: Counter[str] | None = None,
+                 max_connections: int = _MAX_CONNECTIONS) -> None:
         self.server = server
         self.allow = allow
-        self.decisions: Counter[str] = Counter()
+        self.decisions: Counter[str] = Counter() if decisions is None else decisions
         self._max_connections = max_connections
         self._open = 0
 
@@ -210,15 +211,17 @@ async def _relay(client: SocketStream, upstream: SocketStream) -> None:
 
 
 @asynccontextmanager
-async def serving_proxy(server: str, allow: NetworkAllow) -> AsyncIterator[tuple[EgressProxy, Path]]:
+async def serving_proxy(server: str, allow: NetworkAllow, *, decisions: Counter[str] | None = None
+                        ) -> AsyncIterator[tuple[EgressProxy, Path]]:
     """Run the proxy on a Unix socket in a fresh private directory; yield (proxy, socket path).
+    `decisions` (optional) is where it counts, so that counts can outlive one proxy.
 
     The directory is short-named under the system temp dir (a socket path has ~100 bytes at most)
     and removed, with the socket, when the context ends.
     """
     directory = Path(tempfile.mkdtemp(prefix="simgate-egress-"))
     path = directory / "proxy.sock"
-    proxy = EgressProxy(server, allow)
+    proxy = EgressProxy(server, allow, decisions=decisions)
     try:
         listener = await anyio.create_unix_listener(path)
         async with listener, anyio.create_task_group() as tg:
