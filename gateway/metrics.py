@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.upstream.connection import UpstreamState
@@ -53,11 +53,15 @@ class _PoolCollector(Collector):
         restarts = GaugeMetricFamily("simgate_upstream_restarts", "restarts of the upstream since the gateway "
                                      "started", labels=["server"])
         tools = GaugeMetricFamily("simgate_upstream_tools", "tools the upstream exposes", labels=["server"])
+        egress = CounterMetricFamily("simgate_egress_decisions", "requests of sandboxed servers through the network-"
+                                     "allowlist proxy, by server and decision", labels=["server", "decision"])
         for name, upstream in self._pool.upstreams.items():
             up.add_metric([name], 1.0 if upstream.state == UpstreamState.READY else 0.0)
             restarts.add_metric([name], float(upstream.restarts))
             tools.add_metric([name], float(len(upstream.tools)))
+            for decision, count in sorted(upstream.egress_decisions.items()):
+                egress.add_metric([name, decision], float(count))
         sessions = GaugeMetricFamily("simgate_downstream_sessions", "live client sessions", labels=["endpoint"])
         for endpoint, count in self._live_sessions.items():
             sessions.add_metric([endpoint], float(count))
-        return [up, restarts, tools, sessions]
+        return [up, restarts, tools, sessions, egress]

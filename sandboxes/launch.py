@@ -17,6 +17,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from sandboxes.cgroups import cgroup_prefix
+from sandboxes.egress.mount import SANDBOX_DIR as EGRESS_DIR
+from sandboxes.egress.mount import EgressMount
 from sandboxes.policy import DEFAULT_ENV_ALLOW, SandboxPolicy
 from sandboxes.workdir import ServerDirs
 
@@ -39,17 +41,20 @@ class SandboxUnavailable(Exception):
 
 
 def prepare_launch(command: str, args: list[str], env: dict[str, str], cwd: str, dirs: ServerDirs,
-                   policy: SandboxPolicy | None, name: str) -> LaunchSpec:
+                   policy: SandboxPolicy | None, name: str, egress: EgressMount | None = None) -> LaunchSpec:
+    """`egress`: the allowlist proxy's socket, for a policy with `network: {allow: [...]}`."""
     base_env = dirs.environment() | env
     if policy is None or policy.backend == "none":
+        if egress is not None:
+            raise SandboxUnavailable("a network allowlist needs a sandbox that cuts the network off (bwrap)")
         allowed = policy.env_allow if policy is not None else DEFAULT_ENV_ALLOW
         inherited = {key: os.environ[key] for key in allowed if key in os.environ}
         return LaunchSpec(command=command, args=args, env=inherited | base_env, cwd=cwd)
-    return _bwrap(command, args, base_env, cwd, dirs, policy, name)
+    return _bwrap(command, args, base_env, cwd, dirs, policy, name, egress)
 
 
 def _bwrap(command: str, args: list[str], env: dict[str, str], cwd: str, dirs: ServerDirs,
-           policy: SandboxPolicy, name: str) -> LaunchSpec:
+           policy: SandboxPolicy, name: str, egress: EgressMount | None = None) -> LaunchSpec:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise SandboxUnavailable("bubblewrap is not installed (apt-get install bubblewrap)")
@@ -58,6 +63,10 @@ def _bwrap(command: str, args: list[str], env: dict[str, str], cwd: str, dirs: S
     argv = ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     if policy.network == "host":
         argv.append("--share-net")
+    if egress is not None:
+        # Still no network (--unshare-all): only the proxy's socket, and a forwarder in front of the server.
+        argv += ["--ro-bind", str(egress.host_dir), EGRESS_DIR]
+        executable, args = egress.wrap(executable, args)
     for path in _SYSTEM_READ_ONLY:
         if Path(path).exists():
             argv += ["--ro-bind", path, path]

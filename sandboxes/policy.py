@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+from sandboxes.egress.allowlist import NetworkAllow, network_setting
 
 # Passed on from the gateway's environment: locale, and what a server needs to reach a registry or
 # an API through this machine's proxy and certificate authorities (uvx/npx fetch packages at start).
@@ -31,10 +33,19 @@ class SandboxPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backend: Literal["none", "bwrap"] = "none"
-    network: Literal["none", "host"] = Field("none", description="none: loopback of its own only")
+    network: Annotated[Literal["none", "host"] | NetworkAllow, BeforeValidator(network_setting)] = Field(
+        "none", description="none: loopback of its own only; host: the host's network; {allow: [host:port, ...]}: "
+        "only those, through a proxy the gateway runs")
     read_only: list[str] = Field(default_factory=list, description="extra paths mounted read-only")
     read_write: list[str] = Field(default_factory=list, description="extra paths mounted read-write")
     env_allow: list[str] = Field(default_factory=lambda: list(DEFAULT_ENV_ALLOW),
                                  description="variables passed on from the gateway's environment")
     limits: Limits = Field(default_factory=Limits)
     wall_clock: PositiveFloat | None = Field(None, description="seconds the server may live before a restart")
+
+    @model_validator(mode="after")
+    def _allow_needs_isolation(self) -> SandboxPolicy:
+        if isinstance(self.network, NetworkAllow) and self.backend == "none":
+            raise ValueError("network.allow needs a sandbox backend that cuts the network off (backend: bwrap); "
+                             "with backend none the server could bypass the proxy")
+        return self

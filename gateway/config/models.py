@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, m
 
 from gateway.config.limits import FaultConfig, RateLimit, UpstreamQuota
 from gateway.vault import refs as vault_refs
+from sandboxes.install import SpecError, install_request
 from sandboxes.policy import SandboxPolicy
 from simulators.config import SimulatorConfig
 
@@ -70,6 +71,13 @@ class ServerConfig(BaseModel):
     cwd: str | None = None
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    package: str | None = Field(None, description="install this instead of running a command: 'pypi:NAME==VER' "
+                                "or 'npm:NAME@VER'")
+    constraints: list[str] = Field(default_factory=list, description="extra requirements installed with a pypi "
+                                   "package, e.g. 'mcp<2'")
+    entry: str | None = Field(None, description="the package's console script (pypi) or bin (npm) to run")
+    install: Literal["auto", "never"] = Field("auto", description="auto: `package` and uvx/npx commands are "
+                                              "installed once and run offline; never: run the command as it is")
 
     description: str | None = None
     enabled: bool = True
@@ -106,14 +114,25 @@ class ServerConfig(BaseModel):
                 raise ValueError(f"unknown type {self.type!r}; expected 'stdio' or 'http'")
             elif self.command and self.url:
                 raise ValueError("give either 'command' (stdio) or 'url' (http), not both")
-            elif self.command:
+            elif self.command or self.package:
                 self.transport = "stdio"
             elif self.url:
                 self.transport = "http"
             else:
                 raise ValueError("needs 'command' (a stdio server) or 'url' (a streamable-HTTP server)")
-        if self.transport == "stdio" and not self.command:
-            raise ValueError("a stdio server needs 'command'")
+        if self.transport == "stdio" and not (self.command or self.package):
+            raise ValueError("a stdio server needs 'command' or 'package'")
+        if self.package is not None and (self.command or self.url or self.transport != "stdio"):
+            raise ValueError("give either 'package' (installed, then run) or 'command'/'url', not both")
+        if self.install == "auto":
+            try:
+                install_request(command=self.command, args=self.args, package=self.package,
+                                constraints=self.constraints, entry=self.entry)
+            except SpecError as exc:
+                hint = "" if self.package else " (or set install: never to run the command as it is)"
+                raise ValueError(f"{exc}{hint}") from None
+        elif self.package is not None:
+            raise ValueError("'package' needs install: auto")
         for field in vault_refs.FIELDS:  # `vault:NAME` values; resolved when the gateway starts
             vault_refs.check(getattr(self, field), field)
         if self.transport == "http":

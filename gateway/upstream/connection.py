@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -91,6 +92,7 @@ class Upstream:
         self._closed: anyio.Event | None = None  # set to end the current session (see `restart`)
         self._stale = False  # the config changed while the server was (re)starting
         self.errlog_redactor: Any = None  # set when the server gets vault secrets: its stderr is redacted
+        self.egress_decisions: Counter[str] = Counter()  # its network-allowlist proxy's, across restarts
 
     # ----------------------------------------------------------------- supervision
 
@@ -136,7 +138,7 @@ class Upstream:
     async def _serve_once(self, dirs: ServerDirs, stderr: IO[str]) -> None:
         self._stale = False
         async with (
-            open_transport(self.name, self.config, dirs, stderr) as (read, write),
+            open_transport(self.name, self.config, dirs, stderr, self.egress_decisions) as (read, write),
             ClientSession(
                 read,
                 write,

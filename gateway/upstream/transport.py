@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import IO
@@ -17,6 +18,8 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from gateway.config.models import ServerConfig
+from gateway.upstream.install import server_command
+from sandboxes.egress.runtime import egress_for
 from sandboxes.launch import prepare_launch
 from sandboxes.workdir import ServerDirs
 
@@ -75,23 +78,25 @@ class UpstreamReader:
 
 @asynccontextmanager
 async def open_transport(
-    name: str, config: ServerConfig, dirs: ServerDirs, stderr: IO[str]
+    name: str, config: ServerConfig, dirs: ServerDirs, stderr: IO[str], egress_decisions: Counter[str] | None = None
 ) -> AsyncIterator[tuple[UpstreamReader, WriteStream[SessionMessage]]]:
-    """Yield (read, write); `read.closed` is set when the upstream's stream ends."""
-    async with _raw_transport(name, config, dirs, stderr) as (read, write):
+    """Yield (read, write); `read.closed` is set when the upstream's stream ends. `egress_decisions` counts
+    what the egress proxy of a server with a network allowlist allows and denies."""
+    async with _raw_transport(name, config, dirs, stderr, egress_decisions) as (read, write):
         yield UpstreamReader(name, read), write
 
 
 @asynccontextmanager
-async def _raw_transport(name: str, config: ServerConfig, dirs: ServerDirs, stderr: IO[str]
-                         ) -> AsyncIterator[Streams]:
+async def _raw_transport(name: str, config: ServerConfig, dirs: ServerDirs, stderr: IO[str],
+                         egress_decisions: Counter[str] | None = None) -> AsyncIterator[Streams]:
     if config.transport == "stdio":
-        assert config.command is not None
-        launch = prepare_launch(config.command, config.args, config.env, config.cwd or str(dirs.work), dirs,
-                                config.sandbox, name)
-        params = StdioServerParameters(command=launch.command, args=launch.args, env=launch.env, cwd=launch.cwd)
-        async with stdio_client(params, errlog=stderr) as streams:
-            yield streams
+        command, args = await server_command(name, config, dirs)  # installs once if it names a package
+        async with egress_for(name, config.sandbox, egress_decisions) as egress:  # the allowlist proxy, if the policy has one
+            launch = prepare_launch(command, args, config.env, config.cwd or str(dirs.work), dirs, config.sandbox,
+                                    name, egress=egress)
+            params = StdioServerParameters(command=launch.command, args=launch.args, env=launch.env, cwd=launch.cwd)
+            async with stdio_client(params, errlog=stderr) as streams:
+                yield streams
     else:
         assert config.url is not None
         timeout = httpx2.Timeout(30.0, read=config.call_timeout + 30.0)

@@ -1,0 +1,31 @@
+"""Which command starts a stdio upstream: its installed entry point when the config names a package
+(or a uvx/npx command), installing it first if this spec was never installed; else its own command."""
+
+from __future__ import annotations
+
+import logging
+
+from gateway.config.models import ServerConfig
+from sandboxes.install import ensure_installed, install_request, tools_dir
+from sandboxes.workdir import ServerDirs
+
+logger = logging.getLogger("simgate.upstream")
+
+
+async def server_command(name: str, config: ServerConfig, dirs: ServerDirs) -> tuple[str, list[str]]:
+    """(command, args) to launch; raises `InstallError` (naming server, spec and the installer's output)."""
+    request = None
+    if config.install == "auto":
+        request = install_request(command=config.command, args=config.args, package=config.package,
+                                  constraints=config.constraints, entry=config.entry)
+    if request is None:
+        assert config.command is not None  # the config model requires one or the other
+        return config.command, list(config.args)
+    installed = await ensure_installed(tools_dir(dirs.root), name, request.spec)
+    if not installed.reused:
+        versions = ", ".join(f"{p.name}=={p.version}" for p in installed.manifest.packages
+                             if p.name.lower() in (request.spec.name.lower(), "mcp", "@modelcontextprotocol/sdk"))
+        logger.info("upstream %s: installed %s in %.1fs (%s)", name, request.spec.describe(),
+                    installed.manifest.seconds, versions)
+    argv = installed.argv()
+    return argv[0], argv[1:] + request.args

@@ -1,0 +1,73 @@
+"""The record an install leaves in its directory: the spec, what was resolved, and how to run it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sandboxes.install.spec import PackageSpec
+
+MANIFEST = "simgate-install.json"
+
+
+class ResolvedPackage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    version: str
+
+
+class InstallManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal[1] = 1
+    server: str
+    key: str
+    spec: PackageSpec
+    installer: str = Field(description="the installer and its version, e.g. 'uv 0.9.1'")
+    installed_at: datetime
+    seconds: float = Field(description="how long the install took")
+    python: str | None = Field(None, description="the environment's Python version (pypi)")
+    runner: Literal["python", "node", "exec"] = Field(description="how the entry is started")
+    entry: str = Field(description="the entry point, relative to the install directory")
+    packages: list[ResolvedPackage] = Field(description="every installed distribution/package, resolved")
+
+    def version_of(self, name: str) -> str | None:
+        wanted = name.lower().replace("_", "-")
+        for package in self.packages:
+            if package.name.lower().replace("_", "-") == wanted:
+                return package.version
+        return None
+
+
+def write_manifest(directory: Path, manifest: InstallManifest) -> None:
+    """Whole or not at all: a temp file beside it, fsynced, then renamed over it.
+
+    (The same scheme as gateway/files.py, which sandboxes may not import.)
+    """
+    data = manifest.model_dump_json(indent=1, by_alias=True).encode() + b"\n"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_name, directory / MANIFEST)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def read_manifest(directory: Path) -> InstallManifest | None:
+    """The manifest of a finished install, or None when there is none (or it is unreadable)."""
+    try:
+        return InstallManifest.model_validate_json((directory / MANIFEST).read_bytes())
+    except (OSError, ValidationError, ValueError):
+        return None
