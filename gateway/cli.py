@@ -12,12 +12,13 @@ def command_group(commands: argparse._SubParsersAction, name: str, help: str) ->
     """The sub-commands of `simgate NAME`, shared by every package that contributes to the group
     (`fidelity calls` comes from gateway, `fidelity trajectories` from runner)."""
     existing = commands.choices.get(name)
-    if existing is not None:
-        return existing._simgate_group  # type: ignore[attr-defined]
+    if existing is not None:  # made by another package, with command_group or plain argparse
+        for action in existing._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action
+        raise ValueError(f"`simgate {name}` exists and takes no sub-commands")
     parser = commands.add_parser(name, help=help)
-    group = parser.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
-    parser._simgate_group = group  # type: ignore[attr-defined]
-    return group
+    return parser.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
 
 
 def build_parser() -> argparse.ArgumentParser:

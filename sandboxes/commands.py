@@ -15,11 +15,6 @@ def register(commands: Any) -> None:
     sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True, metavar="COMMAND")
     check = sandbox_commands.add_parser("check", help="say which sandbox backends work on this machine")
     check.set_defaults(handler=_check)
-    install = sandbox_commands.add_parser("install", help="install the servers a config names as packages or "
-                                          "uvx/npx commands, ahead of time, and print the resolved versions")
-    install.add_argument("config", help="YAML or JSON gateway config")
-    install.add_argument("--server", action="append", metavar="S", help="only this server (repeatable)")
-    install.set_defaults(handler=_install)
 
 
 def bwrap_status() -> tuple[bool, str]:
@@ -28,18 +23,12 @@ def bwrap_status() -> tuple[bool, str]:
         return False, "not installed (apt-get install bubblewrap)"
     try:
         done = subprocess.run([bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"],
-                              capture_output=True, text=True, timeout=20)
+                              capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"cannot run: {exc}"
     if done.returncode != 0:
         return False, f"cannot create namespaces: {done.stderr.strip() or done.returncode}"
     return True, "works"
-
-
-def _install(args: argparse.Namespace) -> int:
-    from sandboxes.install.cli import install_command  # imports the gateway's config models only when used
-
-    return install_command(args.config, args.server)
 
 
 def _check(args: argparse.Namespace) -> int:

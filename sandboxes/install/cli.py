@@ -1,5 +1,5 @@
-"""`simgate sandbox install CONFIG [--server S]`: install ahead of time what `simgate serve` would install
-at start, and print the resolved versions."""
+"""Install ahead of time what `simgate serve` would install at start, and print the resolved versions
+(the body of `simgate sandbox install`, which the gateway registers: it reads the config)."""
 
 from __future__ import annotations
 
@@ -7,41 +7,12 @@ import sys
 import time
 from pathlib import Path
 
-import anyio
-
 from sandboxes.install.installer import InstallError, ensure_installed, tools_dir
-from sandboxes.install.spec import InstallRequest, install_request
+from sandboxes.install.spec import InstallRequest
 from sandboxes.workdir import prepare_server_dirs
 
 
-def install_command(config_path: str, only: list[str] | None) -> int:
-    # The config models belong to the gateway, which composes this command line; sandboxes code below
-    # this function never sees them.
-    from gateway.config.loader import load_config
-    from gateway.errors import ConfigError
-
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        print(f"simgate: {exc}", file=sys.stderr)
-        return 2
-    unknown = sorted(set(only or []) - set(config.servers))
-    if unknown:
-        print(f"simgate: no server {', '.join(map(repr, unknown))} in {config_path}", file=sys.stderr)
-        return 2
-    requests: dict[str, InstallRequest | None] = {}
-    for name, server in config.servers.items():
-        if only and name not in only:
-            continue
-        if server.transport != "stdio" or server.install != "auto":
-            requests[name] = None
-            continue
-        requests[name] = install_request(command=server.command, args=server.args, package=server.package,
-                                         constraints=server.constraints, entry=server.entry)
-    return anyio.run(_install_all, Path(config.gateway.state_dir), requests)
-
-
-async def _install_all(state_dir: Path, requests: dict[str, InstallRequest | None]) -> int:
+async def install_all(state_dir: Path, requests: dict[str, InstallRequest | None]) -> int:
     failed = 0
     for name, request in requests.items():
         if request is None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sandboxes.files import atomic_write
 from sandboxes.install.spec import PackageSpec
 
 MANIFEST = "simgate-install.json"
@@ -47,22 +45,7 @@ class InstallManifest(BaseModel):
 
 
 def write_manifest(directory: Path, manifest: InstallManifest) -> None:
-    """Whole or not at all: a temp file beside it, fsynced, then renamed over it.
-
-    (The same scheme as gateway/files.py, which sandboxes may not import.)
-    """
-    data = manifest.model_dump_json(indent=1, by_alias=True).encode() + b"\n"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, directory / MANIFEST)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    atomic_write(directory / MANIFEST, manifest.model_dump_json(indent=1, by_alias=True).encode() + b"\n")
 
 
 def read_manifest(directory: Path) -> InstallManifest | None:
