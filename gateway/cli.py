@@ -4,6 +4,7 @@ entry-point group, so the command line grows without this module importing any o
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib.metadata import entry_points
 
@@ -36,4 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    sys.exit(args.handler(args) or 0)
+    try:
+        code = args.handler(args) or 0
+    except BrokenPipeError:
+        # The reader went away (`simgate call ... | head`); as the Python docs advise, point stdout at
+        # /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141  # what a shell reports for a command killed by SIGPIPE
+    sys.exit(code)
