@@ -25,12 +25,13 @@ class Limits(BaseModel):
     cpu_seconds: PositiveInt | None = Field(None, description="CPU time (RLIMIT_CPU)")
     open_files: PositiveInt | None = Field(None, description="open file descriptors (RLIMIT_NOFILE)")
     processes: PositiveInt | None = Field(None, description="processes and threads (the pids cgroup)")
+    cpus: PositiveFloat | None = Field(None, description="CPU share in cores (docker: nano_cpus; default 1)")
 
 
 class SandboxPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["none", "bwrap"] = "none"
+    backend: Literal["none", "bwrap", "docker"] = "none"
     network: Literal["none", "host"] = Field("none", description="none: loopback of its own only")
     read_only: list[str] = Field(default_factory=list, description="extra paths mounted read-only")
     read_write: list[str] = Field(default_factory=list, description="extra paths mounted read-write")
@@ -38,3 +39,6 @@ class SandboxPolicy(BaseModel):
                                  description="variables passed on from the gateway's environment")
     limits: Limits = Field(default_factory=Limits)
     wall_clock: PositiveFloat | None = Field(None, description="seconds the server may live before a restart")
+    docker_host: str | None = Field(None, description="docker: the engine (default: DOCKER_HOST, else the local socket)")
+    image: str | None = Field(None, description="docker: an image to run the server in instead of the one built "
+                              "for its Python or Node runtime")

@@ -17,6 +17,8 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from gateway.config.models import ServerConfig
+from sandboxes.docker.container import gateway_instance
+from sandboxes.docker.stdio import docker_stdio_client
 from sandboxes.launch import prepare_launch
 from sandboxes.workdir import ServerDirs
 
@@ -85,7 +87,13 @@ async def open_transport(
 @asynccontextmanager
 async def _raw_transport(name: str, config: ServerConfig, dirs: ServerDirs, stderr: IO[str]
                          ) -> AsyncIterator[Streams]:
-    if config.transport == "stdio":
+    if config.transport == "stdio" and config.sandbox is not None and config.sandbox.backend == "docker":
+        assert config.command is not None
+        instance = gateway_instance(dirs.root.parent.parent)  # dirs.root is STATE_DIR/servers/NAME
+        async with docker_stdio_client(name, config.command, config.args, config.env, config.cwd or str(dirs.work),
+                                       dirs, config.sandbox, instance, stderr) as streams:
+            yield streams
+    elif config.transport == "stdio":
         assert config.command is not None
         launch = prepare_launch(config.command, config.args, config.env, config.cwd or str(dirs.work), dirs,
                                 config.sandbox, name)

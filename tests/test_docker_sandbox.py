@@ -1,0 +1,183 @@
+"""Untrusted servers under Docker (a real, private engine): the hostile server's break-out attempts
+of test_sandbox.py are contained here too, the gateway stays up, crashes and limits surface like a
+process exit, real servers from PyPI and npm run offline with the answers they give directly, and no
+container outlives the gateway."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import real_servers as rs
+from docker_engine import DockerEngine, docker_engine  # noqa: F401  (the session fixture)
+from harness import REPO_ROOT, GatewayProcess, fixture_server, mcp_session, running_gateway, wait_until
+from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.shared.exceptions import MCPError
+from test_real_servers_gateway import _decline, _decline_roots, _normalized, _session_transcript
+from test_sandbox import (  # noqa: F401  (the same hostile-server tests, run here under docker)
+    _text,
+    test_a_hang_times_out_and_the_gateway_stays_up,
+    test_cannot_read_outside_its_directories,
+    test_cannot_reach_a_loopback_port_outside,
+    test_cannot_write_outside_its_directories,
+    test_fork_bomb_is_capped,
+    test_stdout_flood_is_skipped,
+    test_two_gigabytes_are_refused,
+)
+
+from sandboxes.docker.container import GATEWAY_LABEL, SERVER_LABEL, gateway_instance
+
+pytestmark = pytest.mark.anyio
+
+ROOT = rs.default_install_root()
+LIMITS = {"memory_mb": 512, "processes": 48, "open_files": 256}
+
+
+def _sandbox(engine: DockerEngine, **extra: Any) -> dict[str, Any]:
+    return {"backend": "docker", "docker_host": engine.host, "limits": LIMITS, **extra}
+
+
+def _containers(engine: DockerEngine, **labels: str) -> list[Any]:
+    filters = [f"{key}={value}" for key, value in labels.items()] or [GATEWAY_LABEL]
+    with engine.client() as client:
+        return client.containers.list(all=True, filters={"label": filters})
+
+
+@pytest.fixture(scope="module")
+def gateway(docker_engine: DockerEngine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:  # noqa: F811
+    work = tmp_path_factory.mktemp("docker-sandbox")
+    servers: dict[str, Any] = {
+        "hostile": {**fixture_server("hostile_server.py"), "sandbox": _sandbox(docker_engine), "call_timeout": 3,
+                    "ping_timeout": 2},
+        "friend": fixture_server("misbehaving_server.py"),
+        "raw": {**fixture_server("raw_stdio_server.py"), "sandbox": _sandbox(docker_engine)},
+        # Cut short by the wall clock, and by its memory cgroup (no address-space limit set).
+        "brief": {**fixture_server("hostile_server.py"), "sandbox": _sandbox(docker_engine, wall_clock=4),
+                  "max_restart_backoff": 1},
+        "greedy": {**fixture_server("hostile_server.py"), "call_timeout": 20, "max_restart_backoff": 1,
+                   "sandbox": {"backend": "docker", "docker_host": docker_engine.host,
+                               "limits": {"cpus": 0.5, "processes": 64}}},
+    }
+    with running_gateway({"mcpServers": servers}, work, ready_timeout=180) as running:
+        yield running
+
+
+async def test_the_server_runs_hardened_and_labelled(gateway: GatewayProcess, docker_engine: DockerEngine) -> None:  # noqa: F811
+    instance = gateway_instance(gateway.workdir / ".simgate")
+    (container,) = _containers(docker_engine, **{GATEWAY_LABEL: instance, SERVER_LABEL: "hostile"})
+    config, host = container.attrs["Config"], container.attrs["HostConfig"]
+    assert config["User"] == "65534:65534" and config["StdinOnce"] is True
+    assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["PidsLimit"] == 48 and host["Memory"] == 512 * 1024 * 1024 and host["NanoCpus"] == 10**9
+    assert host["LogConfig"]["Type"] == "none"
+    # What it runs as, seen from inside.
+    assert (await _call(gateway, "hostile", "read_file", {"path": "/proc/self/status"})).count("65534") >= 2
+
+
+async def _call(gateway: GatewayProcess, server: str, tool: str, arguments: dict[str, Any]) -> str:
+    async with mcp_session(gateway.mcp_url(server)) as session:
+        with anyio.fail_after(60):
+            return _text(await session.call_tool(tool, arguments))
+
+
+async def test_the_wall_clock_restarts_the_server(gateway: GatewayProcess) -> None:
+    assert (await _call(gateway, "brief", "allocate", {"megabytes": 1})).startswith("ALLOCATED")
+    log = gateway.workdir / ".simgate" / "servers" / "brief" / "stderr.log"
+    assert wait_until(lambda: "wall-clock limit of 4s reached" in log.read_text(), timeout=30)
+    # Restarted with backoff: it answers again.
+    assert wait_until(lambda: "upstream brief ready" in gateway.log_text().split("wall-clock")[-1]
+                      or gateway.log_text().count("upstream brief ready") >= 2, timeout=30)
+    assert (await _call(gateway, "brief", "allocate", {"megabytes": 1})).startswith("ALLOCATED")
+
+
+async def test_out_of_memory_is_a_clear_error_and_a_restart(gateway: GatewayProcess) -> None:
+    # No address-space limit here: 3 GB meets the 2 GB memory cgroup, and the kernel kills the server.
+    async with mcp_session(gateway.mcp_url("greedy")) as session:
+        with anyio.fail_after(60), pytest.raises(MCPError) as killed:
+            await session.call_tool("allocate", {"megabytes": 3072})
+    assert "greedy" in killed.value.error.message
+    log = gateway.workdir / ".simgate" / "servers" / "greedy" / "stderr.log"
+    assert wait_until(lambda: "out of memory" in log.read_text(), timeout=20), log.read_text()[-2000:]
+    assert wait_until(lambda: gateway.log_text().count("upstream greedy ready") >= 2, timeout=30)
+    assert (await _call(gateway, "greedy", "allocate", {"megabytes": 16})).startswith("ALLOCATED 16")
+    assert (await _call(gateway, "friend", "echo", {"text": "still here"})) == "still here"
+
+
+@pytest.mark.parametrize("name", ["calculator", "sqlite", "time", "memory", "everything"])
+async def test_real_servers_run_offline_under_docker_as_they_do_directly(
+        name: str, docker_engine: DockerEngine, tmp_path: Path) -> None:  # noqa: F811
+    if not rs.installed(name, ROOT):
+        pytest.skip(f"{name} not installed under {ROOT}: run .ci/install-servers")
+    # The server's own directories are the gateway's (STATE_DIR/servers/NAME/{home,tmp,work}).
+    own = tmp_path / "gw" / ".simgate" / "servers" / name
+    work = rs.prepare_work_dir(name, own)
+    command, args, env = rs.server_command(name, ROOT, own)
+    config = {"mcpServers": {name: {"command": command, "args": args, "env": env, "cwd": str(work),
+                                    "sandbox": {"backend": "docker", "docker_host": docker_engine.host}}}}
+    direct = await _direct(name, tmp_path / "direct")
+    with running_gateway(config, tmp_path / "gw", ready_timeout=120) as gateway:
+        async with mcp_session(gateway.mcp_url(name), sampling_callback=_decline, elicitation_callback=_decline,
+                               list_roots_callback=_decline_roots) as session:
+            via = await _session_transcript(session, name, work)
+    assert via == direct
+
+
+async def _direct(name: str, work_dir: Path) -> dict[str, Any]:
+    work = rs.prepare_work_dir(name, work_dir)
+    command, args, env = rs.server_command(name, ROOT, work_dir)
+    params = StdioServerParameters(command=command, args=args, env=env, cwd=work)
+    with open(work_dir / "stderr.log", "w") as errlog, anyio.fail_after(120):
+        async with stdio_client(params, errlog=errlog) as (read, write):
+            async with ClientSession(read, write, sampling_callback=_decline, elicitation_callback=_decline,
+                                     list_roots_callback=_decline_roots) as session:
+                await session.initialize()
+                return await _session_transcript(session, name, work)
+
+
+async def test_no_container_outlives_the_gateway_and_leftovers_are_swept(
+        docker_engine: DockerEngine, tmp_path: Path) -> None:  # noqa: F811
+    workdir = tmp_path / "gw"
+    instance = gateway_instance(workdir / ".simgate")
+    config = {"mcpServers": {name: {**fixture_server("hostile_server.py"), "sandbox": {
+        "backend": "docker", "docker_host": docker_engine.host}} for name in ("one", "two")}}
+    # A leftover of an earlier run of this gateway (killed before it could clean up), and another
+    # gateway's container, which must be left alone.
+    with running_gateway(config, workdir) as gateway:
+        assert (await _call(gateway, "one", "allocate", {"megabytes": 1})).startswith("ALLOCATED")
+        assert len(_containers(docker_engine, **{GATEWAY_LABEL: instance})) == 2
+        gateway.process.send_signal(signal.SIGKILL)
+        gateway.process.wait()
+    leftovers = _containers(docker_engine, **{GATEWAY_LABEL: instance})
+    assert len(leftovers) == 2  # SIGKILL leaves them: that is what the sweep is for
+    with docker_engine.client() as client:
+        other = client.containers.create(leftovers[0].image.id, ["/bin/sh", "-c", "exit 0"],
+                                         labels={GATEWAY_LABEL: "another-gateway"})
+    try:
+        with running_gateway(config, workdir) as gateway:
+            current = _containers(docker_engine, **{GATEWAY_LABEL: instance})
+            assert {c.id for c in current}.isdisjoint({c.id for c in leftovers}) and len(current) == 2
+            assert "removed 2 container(s) left by an earlier run" in gateway.log_text()
+            assert gateway.terminate() == 0  # SIGTERM: a clean shutdown
+        assert _containers(docker_engine, **{GATEWAY_LABEL: instance}) == []
+        assert [c.id for c in _containers(docker_engine, **{GATEWAY_LABEL: "another-gateway"})] == [other.id]
+    finally:
+        other.remove(force=True)
+
+
+def test_sandbox_check_reports_docker(docker_engine: DockerEngine) -> None:  # noqa: F811
+    env = {**os.environ, "DOCKER_HOST": docker_engine.host}
+    done = subprocess.run([sys.executable, "-m", "gateway", "sandbox", "check"], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=120, env=env)
+    assert "docker: works" in done.stdout, done.stdout + done.stderr
+    unreachable = {**env, "DOCKER_HOST": f"unix://{docker_engine.root}/nothing.sock"}
+    done = subprocess.run([sys.executable, "-m", "gateway", "sandbox", "check"], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=120, env=unreachable)
+    assert "docker: the engine at unix://" in done.stdout and "nothing.sock" in done.stdout, done.stdout
