@@ -57,13 +57,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-@pytest.fixture(scope="session")
-def docker_engine() -> Iterator[DockerEngine]:
+@contextlib.contextmanager
+def private_engine() -> Iterator[DockerEngine]:
+    """Start dockerd with everything private and the host network untouched; stop it by its pid."""
     dockerd = shutil.which("dockerd")
     if dockerd is None:
-        if os.environ.get("CI"):
-            pytest.fail("dockerd is missing in CI: scripts/test.sh installs docker.io")
-        pytest.skip("dockerd is not installed on this machine (apt-get install docker.io); CI runs these tests")
+        raise FileNotFoundError("dockerd")
     # Short path: the socket's path must fit in sun_path (108 bytes).
     root = Path(tempfile.mkdtemp(prefix="sgd-"))
     socket_path, pidfile = root / "docker.sock", root / "docker.pid"
@@ -78,10 +77,23 @@ def docker_engine() -> Iterator[DockerEngine]:
         while not _answers(host):
             if process.poll() is not None or time.monotonic() > deadline:
                 tail = (root / "dockerd.log").read_text(errors="replace")[-3000:]
-                pytest.fail(f"dockerd did not come up (exit {process.poll()}):\n{tail}")
+                raise RuntimeError(f"dockerd did not come up (exit {process.poll()}):\n{tail}")
             time.sleep(0.2)
         yield DockerEngine(host=host, pid=process.pid, root=root)
     finally:
         _stop(process)
         # Only our own temp dir goes; a still-mounted layer (after a SIGKILL) is left rather than forced.
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[DockerEngine]:
+    if shutil.which("dockerd") is None:
+        if os.environ.get("CI"):
+            pytest.fail("dockerd is missing in CI: scripts/test.sh installs docker.io")
+        pytest.skip("dockerd is not installed on this machine (apt-get install docker.io); CI runs these tests")
+    try:
+        with private_engine() as engine:
+            yield engine
+    except RuntimeError as exc:
+        pytest.fail(str(exc))

@@ -27,7 +27,7 @@ from typing import IO
 import docker
 from docker.errors import APIError, BuildError, ImageNotFound
 
-from sandboxes.docker.runtime import FileSet, Runtime, base_files, node_files, python_files
+from sandboxes.docker.runtime import BASE_TOOLS, FileSet, Runtime, base_files, node_files, python_files
 from sandboxes.launch import SandboxUnavailable
 
 logger = logging.getLogger("simgate.sandbox")
@@ -46,29 +46,54 @@ _SKELETON_FILES = {
 
 def ensure_image(client: docker.DockerClient, runtime: Runtime) -> str:
     """The tag of the image for `runtime`, built now if no image with that content exists yet."""
+    # Listing a runtime's files costs ~0.5 s (a tree walk, `ldd`): a cheap key is tried first. It
+    # changes when the interpreter or its standard library is reinstalled, and with /etc/ld.so.cache,
+    # which `ldconfig` rewrites whenever a package adds or upgrades a shared library.
+    quick = _tag(runtime.kind, ["quick", _dockerfile(runtime.kind), runtime.model_dump(),
+                                _stats(runtime.interpreter, Path(runtime.interpreter).parent.parent / "lib",
+                                       "/etc/ld.so.cache", *BASE_TOOLS)])
+    if _exists(client, quick):
+        return quick
     with _build_lock():
-        base = ensure_base(client)
-        files = python_files(runtime.interpreter) if runtime.kind == "python" else node_files(runtime.interpreter)
-        dockerfile = _dockerfile(runtime.kind)
-        tag = _tag(runtime.kind, [dockerfile, base, runtime.interpreter, files.fingerprint()])
-        if _exists(client, tag):
-            return tag
-        logger.info("building the %s sandbox image %s for %s", runtime.kind, tag, runtime.interpreter)
-        with tempfile.TemporaryFile() as context:
-            _write_context(context, dockerfile, files)
-            context.seek(0)
-            try:
-                client.images.build(fileobj=context, custom_context=True, tag=tag, network_mode="none", rm=True,
-                                    forcerm=True, pull=False, buildargs={"BASE": base,
-                                                                         "INTERPRETER": runtime.interpreter},
-                                    labels={LABEL: runtime.kind}, timeout=_BUILD_TIMEOUT, use_config_proxy=False)
-            except BuildError as exc:
-                log = "".join(str(chunk.get("stream") or chunk.get("error") or "") for chunk in exc.build_log)
-                raise SandboxUnavailable(f"docker: building the {runtime.kind} image failed: {exc.msg}\n"
-                                         f"{log[-2000:]}") from None
-            except APIError as exc:
-                raise SandboxUnavailable(f"docker: building the {runtime.kind} image failed: {exc}") from None
+        tag = _ensure_image(client, runtime)
+        client.images.get(tag).tag(*quick.split(":"))
+    return quick
+
+
+def _stats(*paths: str | Path) -> list[tuple[str, int, int]]:
+    out = []
+    for path in paths:
+        try:
+            info = os.stat(path)
+            out.append((str(path), info.st_size, info.st_mtime_ns))
+        except OSError:
+            out.append((str(path), -1, -1))
+    return out
+
+
+def _ensure_image(client: docker.DockerClient, runtime: Runtime) -> str:
+    base = ensure_base(client)
+    files = python_files(runtime.interpreter) if runtime.kind == "python" else node_files(runtime.interpreter)
+    dockerfile = _dockerfile(runtime.kind)
+    tag = _tag(runtime.kind, [dockerfile, base, runtime.interpreter, files.fingerprint()])
+    if _exists(client, tag):
         return tag
+    logger.info("building the %s sandbox image %s for %s", runtime.kind, tag, runtime.interpreter)
+    with tempfile.TemporaryFile() as context:
+        _write_context(context, dockerfile, files)
+        context.seek(0)
+        try:
+            client.images.build(fileobj=context, custom_context=True, tag=tag, network_mode="none", rm=True,
+                                forcerm=True, pull=False, buildargs={"BASE": base,
+                                                                     "INTERPRETER": runtime.interpreter},
+                                labels={LABEL: runtime.kind}, timeout=_BUILD_TIMEOUT, use_config_proxy=False)
+        except BuildError as exc:
+            log = "".join(str(chunk.get("stream") or chunk.get("error") or "") for chunk in exc.build_log)
+            raise SandboxUnavailable(f"docker: building the {runtime.kind} image failed: {exc.msg}\n"
+                                     f"{log[-2000:]}") from None
+        except APIError as exc:
+            raise SandboxUnavailable(f"docker: building the {runtime.kind} image failed: {exc}") from None
+    return tag
 
 
 def ensure_base(client: docker.DockerClient) -> str:

@@ -73,9 +73,8 @@ async def _running(client: docker.DockerClient, spec: ContainerSpec, policy: San
         stream: anyio.abc.SocketStream = await anyio.abc.SocketStream.from_socket(raw)
         await anyio.to_thread.run_sync(api.start, container)
         logger.info("sandbox %s: container %s started (%s)", spec.labels.get("simgate.server"), spec.name, spec.image)
-        async with stream:
-            async with _bridge(api, container, spec, stream, policy, errlog) as streams:
-                yield streams
+        async with stream, _bridge(api, container, spec, stream, policy, errlog) as streams:
+            yield streams
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(_remove, api, container)
@@ -232,7 +231,9 @@ async def _report_exit(api: docker.APIClient, container: str, spec: ContainerSpe
     if state.get("OOMKilled"):
         why += f" (killed: out of memory, limit {spec.memory_bytes // (1024 * 1024)} MB)"
     _log(errlog, f"container {spec.name} {why}")
-    logger.warning("sandbox %s: container %s", spec.labels.get("simgate.server"), why)
+    failed = state.get("OOMKilled") or state.get("ExitCode") not in (0, None)
+    logger.log(logging.WARNING if failed else logging.DEBUG, "sandbox %s: container %s",
+               spec.labels.get("simgate.server"), why)
 
 
 def _write(errlog: IO[str], text: str) -> None:
