@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 if ! command -v bwrap >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq bubblewrap; }
 fi
+# docker.io: the Docker sandbox tests start their own private dockerd (tests/docker_engine.py: private
+# socket and data root, no bridge, no iptables, no IP forwarding) and stop it by its pid.
+if ! command -v dockerd >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -qq docker.io >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq docker.io; }
+fi
 python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]' uv
 export PATH="$PWD/.venv/bin:$PATH"
