@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -24,6 +25,11 @@ def connect(configured: str | None, timeout: int = _API_TIMEOUT) -> docker.Docke
     """A client for the engine that answers a ping; `SandboxUnavailable` says precisely why not."""
     host = docker_host(configured)
     where = host or "the default socket (unix:///var/run/docker.sock)"
+    socket_path = (host or "unix:///var/run/docker.sock").removeprefix("unix://")
+    if (host is None or host.startswith("unix://")) and not os.path.exists(socket_path):
+        hint = "is dockerd running?" if shutil.which("dockerd") else "docker is not installed: apt-get install docker.io"
+        raise SandboxUnavailable(f"docker: no engine: the socket {socket_path} does not exist ({hint}); "
+                                 "DOCKER_HOST or sandbox.docker_host names another engine")
     try:
         client = docker.DockerClient(base_url=host, version="auto", timeout=timeout) if host else \
             docker.DockerClient.from_env(version="auto", timeout=timeout)

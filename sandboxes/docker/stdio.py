@@ -55,7 +55,8 @@ async def docker_stdio_client(name: str, command: str, args: list[str], env: dic
         async with _running(client, spec, policy, errlog) as streams:
             yield streams
     finally:
-        await anyio.to_thread.run_sync(client.close)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(client.close)
 
 
 @asynccontextmanager
@@ -71,7 +72,10 @@ async def _running(client: docker.DockerClient, spec: ContainerSpec, policy: San
     try:
         raw = await anyio.to_thread.run_sync(_attach, api, container)
         stream: anyio.abc.SocketStream = await anyio.abc.SocketStream.from_socket(raw)
-        await anyio.to_thread.run_sync(api.start, container)
+        try:
+            await anyio.to_thread.run_sync(api.start, container)
+        except DockerException as exc:
+            raise SandboxUnavailable(f"docker: cannot start the container: {exc}") from None
         logger.info("sandbox %s: container %s started (%s)", spec.labels.get("simgate.server"), spec.name, spec.image)
         async with stream, _bridge(api, container, spec, stream, policy, errlog) as streams:
             yield streams
