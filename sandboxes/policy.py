@@ -39,6 +39,7 @@ class SandboxPolicy(BaseModel):
                                  description="variables passed on from the gateway's environment")
     limits: Limits = Field(default_factory=Limits)
     wall_clock: PositiveFloat | None = Field(None, description="seconds the server may live before a restart")
-    docker_host: str | None = Field(None, description="docker: the engine (default: DOCKER_HOST, else the local socket)")
+    docker_host: str | None = Field(None, description="docker: the engine (default: DOCKER_HOST, else the "
+                                    "local socket)")
     image: str | None = Field(None, description="docker: an image to run the server in instead of the one built "
                               "for its Python or Node runtime")

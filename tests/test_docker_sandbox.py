@@ -25,8 +25,8 @@ from test_sandbox import (  # noqa: F401  (the same hostile-server tests, run he
     _friend_still_answers,
     _text,
     test_a_hang_times_out_and_the_gateway_stays_up,
-    test_cannot_read_outside_its_directories,
     test_cannot_reach_a_loopback_port_outside,
+    test_cannot_read_outside_its_directories,
     test_cannot_write_outside_its_directories,
     test_fork_bomb_is_capped,
     test_stdout_flood_is_skipped,
@@ -39,6 +39,8 @@ pytestmark = pytest.mark.anyio
 
 ROOT = rs.default_install_root()
 LIMITS = {"memory_mb": 512, "processes": 48, "open_files": 256}
+# Python (uv-installed venvs) and Node (npm prefixes) servers of the corpus.
+REAL_SERVERS = ["calculator", "sqlite", "time", "memory", "everything"]
 
 
 def _sandbox(engine: DockerEngine, **extra: Any) -> dict[str, Any]:
@@ -128,22 +130,34 @@ async def test_out_of_memory_is_a_clear_error_and_a_restart(gateway: GatewayProc
     assert (await _call(gateway, "friend", "echo", {"text": "still here"})) == "still here"
 
 
-@pytest.mark.parametrize("name", ["calculator", "sqlite", "time", "memory", "everything"])
+@pytest.fixture(scope="module")
+def real_gateway(docker_engine: DockerEngine, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
+                 ) -> Iterator[GatewayProcess]:
+    workdir = tmp_path_factory.mktemp("docker-real") / "gw"
+    servers: dict[str, Any] = {}
+    for name in REAL_SERVERS:
+        if not rs.installed(name, ROOT):
+            continue
+        # The server's own directories are the gateway's (STATE_DIR/servers/NAME/{home,tmp,work}).
+        own = workdir / ".simgate" / "servers" / name
+        work = rs.prepare_work_dir(name, own)
+        command, args, env = rs.server_command(name, ROOT, own)
+        servers[name] = {"command": command, "args": args, "env": env, "cwd": str(work),
+                         "sandbox": {"backend": "docker", "docker_host": docker_engine.host}}
+    with running_gateway({"mcpServers": servers}, workdir, ready_timeout=180) as running:
+        yield running
+
+
+@pytest.mark.parametrize("name", REAL_SERVERS)
 async def test_real_servers_run_offline_under_docker_as_they_do_directly(
-        name: str, docker_engine: DockerEngine, tmp_path: Path) -> None:  # noqa: F811
+        name: str, real_gateway: GatewayProcess, tmp_path: Path) -> None:
     if not rs.installed(name, ROOT):
         pytest.skip(f"{name} not installed under {ROOT}: run .ci/install-servers")
-    # The server's own directories are the gateway's (STATE_DIR/servers/NAME/{home,tmp,work}).
-    own = tmp_path / "gw" / ".simgate" / "servers" / name
-    work = rs.prepare_work_dir(name, own)
-    command, args, env = rs.server_command(name, ROOT, own)
-    config = {"mcpServers": {name: {"command": command, "args": args, "env": env, "cwd": str(work),
-                                    "sandbox": {"backend": "docker", "docker_host": docker_engine.host}}}}
     direct = await _direct(name, tmp_path / "direct")
-    with running_gateway(config, tmp_path / "gw", ready_timeout=120) as gateway:
-        async with mcp_session(gateway.mcp_url(name), sampling_callback=_decline, elicitation_callback=_decline,
-                               list_roots_callback=_decline_roots) as session:
-            via = await _session_transcript(session, name, work)
+    work = real_gateway.workdir / ".simgate" / "servers" / name / "work"
+    async with mcp_session(real_gateway.mcp_url(name), sampling_callback=_decline, elicitation_callback=_decline,
+                           list_roots_callback=_decline_roots) as session:
+        via = await _session_transcript(session, name, work)
     assert via == direct
 
 

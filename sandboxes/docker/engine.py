@@ -27,7 +27,7 @@ def connect(configured: str | None, timeout: int = _API_TIMEOUT) -> docker.Docke
     where = host or "the default socket (unix:///var/run/docker.sock)"
     socket_path = (host or "unix:///var/run/docker.sock").removeprefix("unix://")
     if (host is None or host.startswith("unix://")) and not os.path.exists(socket_path):
-        hint = "is dockerd running?" if shutil.which("dockerd") else "docker is not installed: apt-get install docker.io"
+        hint = "is dockerd running?" if shutil.which("dockerd") else "not installed: apt-get install docker.io"
         raise SandboxUnavailable(f"docker: no engine: the socket {socket_path} does not exist ({hint}); "
                                  "DOCKER_HOST or sandbox.docker_host names another engine")
     try:
