@@ -130,6 +130,17 @@ async def test_out_of_memory_is_a_clear_error_and_a_restart(gateway: GatewayProc
     assert (await _call(gateway, "friend", "echo", {"text": "still here"})) == "still here"
 
 
+async def test_restarts_leave_no_container_behind(gateway: GatewayProcess, docker_engine: DockerEngine) -> None:  # noqa: F811
+    # After the crashes, OOM kills, hangs and wall-clock stops above: at most one container per server.
+    instance = gateway_instance(gateway.workdir / ".simgate")
+    per_server: dict[str, int] = {}
+    for container in _containers(docker_engine, **{GATEWAY_LABEL: instance}):
+        server = container.labels[SERVER_LABEL]
+        per_server[server] = per_server.get(server, 0) + 1
+    assert per_server and max(per_server.values()) == 1, per_server
+    assert "friend" not in per_server  # not sandboxed
+
+
 @pytest.fixture(scope="module")
 def real_gateway(docker_engine: DockerEngine, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
                  ) -> Iterator[GatewayProcess]:
@@ -208,6 +219,12 @@ def test_sandbox_check_reports_docker(docker_engine: DockerEngine) -> None:  # n
     done = subprocess.run([sys.executable, "-m", "gateway", "sandbox", "check"], capture_output=True, text=True,
                           cwd=REPO_ROOT, timeout=120, env=env)
     assert "docker: works" in done.stdout, done.stdout + done.stderr
+    built = subprocess.run([sys.executable, "-m", "gateway", "sandbox", "build-images"], capture_output=True,
+                           text=True, cwd=REPO_ROOT, timeout=600, env=env)
+    assert built.returncode == 0, built.stderr
+    assert [line.split(":")[0] for line in built.stdout.splitlines()] == ["base", "python", "node"], built.stdout
+    assert "images built" in subprocess.run([sys.executable, "-m", "gateway", "sandbox", "check"], capture_output=True,
+                                            text=True, cwd=REPO_ROOT, timeout=120, env=env).stdout
     unreachable = {**env, "DOCKER_HOST": f"unix://{docker_engine.root}/nothing.sock"}
     done = subprocess.run([sys.executable, "-m", "gateway", "sandbox", "check"], capture_output=True, text=True,
                           cwd=REPO_ROOT, timeout=120, env=unreachable)
