@@ -106,6 +106,8 @@ def container_user(dirs: ServerDirs, writable: list[Path]) -> str:
 
 
 def _chown_tree(root: Path, uid: int) -> None:
+    # Links are not followed, and a server cannot hard-link a host file in (links fail across mounts),
+    # so only the server's own files change owner.
     os.chown(root, uid, uid, follow_symlinks=False)
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
@@ -115,6 +117,8 @@ def _chown_tree(root: Path, uid: int) -> None:
 def prepare_container(client: docker.DockerClient, name: str, command: str, args: list[str], env: dict[str, str],
                       cwd: str, dirs: ServerDirs, policy: SandboxPolicy, instance: str) -> ContainerSpec:
     """The container for one server (building its image if needed). Blocking: run it in a worker thread."""
+    if policy.network not in ("none", "host"):
+        raise SandboxUnavailable(f"docker: network {policy.network!r} is not supported by the docker backend")
     search_path = env.get("PATH") or os.environ.get("PATH")
     runtime = detect_runtime(command, search_path)
     if policy.image is not None:
@@ -134,14 +138,15 @@ def prepare_container(client: docker.DockerClient, name: str, command: str, args
         path.mkdir(parents=True, exist_ok=True)
     # The runtime is in the image; mounting its host directory over it would defeat the image.
     provided = {install_root(Path(runtime.interpreter))} if runtime is not None and policy.image is None else set()
-    read_only = tool_mounts(executable, args) | {Path(p).resolve() for p in policy.read_only}
+    # Host system directories found through the command are not mounted (the image has its own);
+    # paths the policy lists explicitly are, wherever they are.
+    derived = {p for p in tool_mounts(executable, args) if p not in provided and not _system(p)}
+    read_only = derived | {Path(p).resolve() for p in policy.read_only}
     mounts = [BindMount(path=str(p), read_only=True) for p in _outermost(read_only)
-              if p not in provided and not _system(p) and not any(p == w or w in p.parents for w in writable)]
+              if not any(p == w or w in p.parents for w in writable)]
     mounts += [BindMount(path=str(p), read_only=False) for p in writable]
     limits = policy.limits
     memory_mb = limits.memory_mb or DEFAULT_MEMORY_MB
-    if policy.network not in ("none", "host"):
-        raise SandboxUnavailable(f"docker: network {policy.network!r} is not supported by the docker backend")
     return ContainerSpec(
         name=f"simgate-{directory_name(name)[:40]}-{secrets.token_hex(4)}",
         image=image,

@@ -29,7 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from docker.errors import APIError, DockerException, NotFound
 from mcp.shared.message import SessionMessage
 
-from sandboxes.docker.container import ContainerSpec, prepare_container
+from sandboxes.docker.container import SERVER_LABEL, ContainerSpec, prepare_container
 from sandboxes.docker.engine import connect
 from sandboxes.launch import SandboxUnavailable
 from sandboxes.policy import SandboxPolicy
@@ -65,20 +65,28 @@ async def _running(client: docker.DockerClient, spec: ContainerSpec, policy: San
                                             MemoryObjectSendStream[SessionMessage]]]:
     api = client.api
     try:
-        created = await anyio.to_thread.run_sync(partial(api.create_container, **spec.create_kwargs(api)))
+        # Shielded: a cancellation must not lose the id of a container that was created.
+        with anyio.CancelScope(shield=True):
+            created = await anyio.to_thread.run_sync(partial(api.create_container, **spec.create_kwargs(api)))
     except DockerException as exc:
         raise SandboxUnavailable(f"docker: cannot create the container: {exc}") from None
     container: str = created["Id"]
     try:
         raw = await anyio.to_thread.run_sync(_attach, api, container)
-        stream: anyio.abc.SocketStream = await anyio.abc.SocketStream.from_socket(raw)
         try:
-            await anyio.to_thread.run_sync(api.start, container)
-        except DockerException as exc:
-            raise SandboxUnavailable(f"docker: cannot start the container: {exc}") from None
-        logger.info("sandbox %s: container %s started (%s)", spec.labels.get("simgate.server"), spec.name, spec.image)
-        async with stream, _bridge(api, container, spec, stream, policy, errlog) as streams:
-            yield streams
+            stream: anyio.abc.SocketStream = await anyio.abc.SocketStream.from_socket(raw)
+        except BaseException:
+            raw.close()
+            raise
+        async with stream:
+            try:
+                await anyio.to_thread.run_sync(api.start, container)
+            except DockerException as exc:
+                raise SandboxUnavailable(f"docker: cannot start the container: {exc}") from None
+            logger.info("sandbox %s: container %s started (%s)", spec.labels.get(SERVER_LABEL), spec.name,
+                        spec.image)
+            async with _bridge(api, container, spec, stream, policy, errlog) as streams:
+                yield streams
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(_remove, api, container)
@@ -237,7 +245,7 @@ async def _report_exit(api: docker.APIClient, container: str, spec: ContainerSpe
     _log(errlog, f"container {spec.name} {why}")
     failed = state.get("OOMKilled") or state.get("ExitCode") not in (0, None)
     logger.log(logging.WARNING if failed else logging.DEBUG, "sandbox %s: container %s",
-               spec.labels.get("simgate.server"), why)
+               spec.labels.get(SERVER_LABEL), why)
 
 
 def _write(errlog: IO[str], text: str) -> None:
