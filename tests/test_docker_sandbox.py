@@ -5,6 +5,7 @@ container outlives the gateway."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -40,6 +41,7 @@ pytestmark = pytest.mark.anyio
 ROOT = rs.default_install_root()
 LIMITS = {"memory_mb": 512, "processes": 48, "open_files": 256}
 # Python (uv-installed venvs) and Node (npm prefixes) servers of the corpus.
+PLANTED = "planted-token-7f3a9c"
 REAL_SERVERS = ["calculator", "sqlite", "time", "memory", "everything"]
 
 
@@ -58,7 +60,7 @@ def gateway(docker_engine: DockerEngine, tmp_path_factory: pytest.TempPathFactor
     work = tmp_path_factory.mktemp("docker-sandbox")
     servers: dict[str, Any] = {
         "hostile": {**fixture_server("hostile_server.py"), "sandbox": _sandbox(docker_engine), "call_timeout": 3,
-                    "ping_timeout": 2},
+                    "ping_timeout": 2, "env": {"PLANTED_TOKEN": PLANTED}},
         "friend": fixture_server("misbehaving_server.py"),
         "raw": {**fixture_server("raw_stdio_server.py"), "sandbox": _sandbox(docker_engine)},
         # Cut short by the wall clock, and by its memory cgroup (no address-space limit set).
@@ -85,6 +87,11 @@ async def test_the_server_runs_hardened_and_labelled(gateway: GatewayProcess, do
     assert host["LogConfig"]["Type"] == "none"
     # What it runs as, seen from inside.
     assert (await _call(gateway, "hostile", "read_file", {"path": "/proc/self/status"})).count("65534") >= 2
+    # Its environment came through the API, not its command line, and only what the policy allows.
+    assert PLANTED not in json.dumps(config["Cmd"]) and f"PLANTED_TOKEN={PLANTED}" in config["Env"]
+    environ = (await _call(gateway, "hostile", "read_file", {"path": "/proc/self/environ"})).split("\0")
+    assert f"PLANTED_TOKEN={PLANTED}" in environ
+    assert not [item for item in environ if item.startswith("PYTEST_CURRENT_TEST=")]  # the gateway's own
 
 
 async def _call(gateway: GatewayProcess, server: str, tool: str, arguments: dict[str, Any]) -> str:
