@@ -50,6 +50,8 @@ def prepare_launch(command: str, args: list[str], env: dict[str, str], cwd: str,
         allowed = policy.env_allow if policy is not None else DEFAULT_ENV_ALLOW
         inherited = {key: os.environ[key] for key in allowed if key in os.environ}
         return LaunchSpec(command=command, args=args, env=inherited | base_env, cwd=cwd)
+    if policy.backend == "docker":
+        raise SandboxUnavailable("a docker-sandboxed server is started by sandboxes.docker, not as a command")
     return _bwrap(command, args, base_env, cwd, dirs, policy, name, egress)
 
 

@@ -27,12 +27,13 @@ class Limits(BaseModel):
     cpu_seconds: PositiveInt | None = Field(None, description="CPU time (RLIMIT_CPU)")
     open_files: PositiveInt | None = Field(None, description="open file descriptors (RLIMIT_NOFILE)")
     processes: PositiveInt | None = Field(None, description="processes and threads (the pids cgroup)")
+    cpus: PositiveFloat | None = Field(None, description="CPU share in cores (docker: nano_cpus; default 1)")
 
 
 class SandboxPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["none", "bwrap"] = "none"
+    backend: Literal["none", "bwrap", "docker"] = "none"
     network: Annotated[Literal["none", "host"] | NetworkAllow, BeforeValidator(network_setting)] = Field(
         "none", description="none: loopback of its own only; host: the host's network; {allow: [host:port, ...]}: "
         "only those, through a proxy the gateway runs")
@@ -42,10 +43,15 @@ class SandboxPolicy(BaseModel):
                                  description="variables passed on from the gateway's environment")
     limits: Limits = Field(default_factory=Limits)
     wall_clock: PositiveFloat | None = Field(None, description="seconds the server may live before a restart")
+    docker_host: str | None = Field(None, description="docker: the engine (default: DOCKER_HOST, else the "
+                                    "local socket)")
+    image: str | None = Field(None, description="docker: an image to run the server in instead of the one built "
+                              "for its Python or Node runtime")
 
     @model_validator(mode="after")
     def _allow_needs_isolation(self) -> SandboxPolicy:
-        if isinstance(self.network, NetworkAllow) and self.backend == "none":
+        if isinstance(self.network, NetworkAllow) and self.backend != "bwrap":
             raise ValueError("network.allow needs a sandbox backend that cuts the network off (backend: bwrap); "
-                             "with backend none the server could bypass the proxy")
+                             "with backend none the server could bypass the proxy, and the docker backend does "
+                             "not route through it yet")
         return self

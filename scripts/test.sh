@@ -8,6 +8,21 @@ cd "$(dirname "$0")/.."
 if ! command -v bwrap >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq bubblewrap; }
 fi
+# docker.io: the Docker sandbox tests start their own private dockerd (tests/docker_engine.py: private
+# socket and data root, no bridge, no iptables, no IP forwarding) and stop it by its pid.
+# The package must not start the system's own dockerd (that one adds a bridge and NAT rules): where
+# no policy-rc.d forbids service starts already, one does for the length of the install.
+if ! command -v dockerd >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    own_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=1
+    fi
+    status=0
+    apt-get install -y -qq docker.io >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq docker.io; } \
+        || status=$?
+    if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+    [ "$status" = 0 ] || exit "$status"
+fi
 python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]' uv
 export PATH="$PWD/.venv/bin:$PATH"

@@ -13,6 +13,8 @@ import mcp_types as types
 from gateway.config.models import GatewayConfig
 from gateway.errors import UnknownServer
 from gateway.upstream.connection import ToolSnapshots, Upstream, UpstreamState
+from sandboxes.docker.container import gateway_instance
+from sandboxes.docker.sweep import sweep
 
 logger = logging.getLogger("simgate.upstream")
 
@@ -22,6 +24,10 @@ Listener = Callable[[str, types.ServerNotification], Awaitable[None]]
 class UpstreamPool:
     def __init__(self, config: GatewayConfig, state_dir: Path, snapshots: ToolSnapshots | None = None) -> None:
         self._listeners: list[Listener] = []
+        self._state_dir = state_dir
+        # Engines of docker-sandboxed servers: containers an earlier run of this gateway left there are swept.
+        self._docker_hosts = {server.sandbox.docker_host for server in config.active_servers.values()
+                              if server.sandbox is not None and server.sandbox.backend == "docker"}
         self.upstreams: dict[str, Upstream] = {
             name: Upstream(name, server, state_dir, on_notification=self._fan_out, snapshots=snapshots)
             for name, server in config.active_servers.items()
@@ -52,6 +58,8 @@ class UpstreamPool:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[UpstreamPool]:
         """Run every upstream for the duration of the block; on exit none is left behind."""
+        for host in self._docker_hosts:
+            await anyio.to_thread.run_sync(sweep, host, gateway_instance(self._state_dir))
         async with anyio.create_task_group() as tg:
             for upstream in self.upstreams.values():
                 tg.start_soon(upstream.run, name=f"upstream:{upstream.name}")

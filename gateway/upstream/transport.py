@@ -20,6 +20,8 @@ from pydantic import ValidationError
 from gateway.config.models import ServerConfig
 from gateway.upstream.install import server_command
 from sandboxes.egress.runtime import egress_for
+from sandboxes.docker.container import gateway_instance
+from sandboxes.docker.stdio import docker_stdio_client
 from sandboxes.launch import prepare_launch
 from sandboxes.workdir import ServerDirs
 
@@ -91,7 +93,13 @@ async def _raw_transport(name: str, config: ServerConfig, dirs: ServerDirs, stde
                          egress_decisions: Counter[str] | None = None) -> AsyncIterator[Streams]:
     if config.transport == "stdio":
         command, args = await server_command(name, config, dirs)  # installs once if it names a package
-        async with egress_for(name, config.sandbox, egress_decisions) as egress:  # the allowlist proxy, if the policy has one
+        if config.sandbox is not None and config.sandbox.backend == "docker":
+            instance = gateway_instance(dirs.root.parent.parent)  # dirs.root is STATE_DIR/servers/NAME
+            async with docker_stdio_client(name, command, args, config.env, config.cwd or str(dirs.work),
+                                           dirs, config.sandbox, instance, stderr) as streams:
+                yield streams
+            return
+        async with egress_for(name, config.sandbox, egress_decisions) as egress:  # the allowlist proxy, if any
             launch = prepare_launch(command, args, config.env, config.cwd or str(dirs.work), dirs, config.sandbox,
                                     name, egress=egress)
             params = StdioServerParameters(command=launch.command, args=launch.args, env=launch.env, cwd=launch.cwd)

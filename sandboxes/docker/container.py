@@ -1,0 +1,180 @@
+"""A server's sandbox policy as a hardened container: what it sees, what it may use, how it is labelled."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.types import LogConfig, Mount, Ulimit
+from pydantic import BaseModel
+
+from sandboxes.docker.images import ensure_image
+from sandboxes.docker.runtime import detect_runtime
+from sandboxes.launch import SandboxUnavailable, install_root, tool_mounts
+from sandboxes.policy import SandboxPolicy
+from sandboxes.workdir import ServerDirs, directory_name
+
+GATEWAY_LABEL = "simgate.gateway"
+SERVER_LABEL = "simgate.server"
+NOBODY = 65534
+# Caps that apply when the policy sets none: a container is never left unbounded.
+DEFAULT_MEMORY_MB = 2048
+DEFAULT_PROCESSES = 256
+DEFAULT_CPUS = 1.0
+_SYSTEM = (Path("/usr"), Path("/etc"), Path("/opt"), Path("/bin"), Path("/lib"), Path("/lib64"), Path("/sbin"))
+
+
+class BindMount(BaseModel):
+    path: str
+    read_only: bool
+
+
+class ContainerSpec(BaseModel):
+    """Everything needed to create the container; `env` goes through the API, never a command line."""
+
+    name: str
+    image: str
+    command: list[str]
+    env: dict[str, str]
+    working_dir: str
+    user: str
+    labels: dict[str, str]
+    mounts: list[BindMount]
+    network_mode: str
+    memory_bytes: int
+    address_space_bytes: int | None
+    processes: int
+    nano_cpus: int
+    cpu_seconds: int | None
+    open_files: int | None
+    tmp_size_mb: int = 256
+
+    def create_kwargs(self, api: docker.APIClient) -> dict[str, Any]:
+        ulimits = []
+        if self.cpu_seconds is not None:
+            ulimits.append(Ulimit(name="cpu", soft=self.cpu_seconds, hard=self.cpu_seconds))
+        if self.open_files is not None:
+            ulimits.append(Ulimit(name="nofile", soft=self.open_files, hard=self.open_files))
+        host_config = api.create_host_config(
+            network_mode=self.network_mode,
+            read_only=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            pids_limit=self.processes,
+            mem_limit=self.memory_bytes,
+            memswap_limit=self.memory_bytes,  # no swap beyond the memory cap
+            nano_cpus=self.nano_cpus,
+            ulimits=ulimits or None,
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={self.tmp_size_mb}m"},
+            mounts=[Mount(target=m.path, source=m.path, type="bind", read_only=m.read_only) for m in self.mounts],
+            # The engine keeps no copy of what the server prints (it may carry secrets): we read it live.
+            log_config=LogConfig(type="none"),
+        )
+        # stdin_open without detach sets OpenStdin, AttachStd* and StdinOnce: closing our end of the
+        # attach socket closes the server's stdin, as for a child process.
+        command = self.command
+        if self.address_space_bytes is not None:
+            # Not a docker ulimit: runc applies those to itself first, and its own start-up then fails
+            # ("unable to init seccomp ... cannot allocate memory"). The image's shell sets it instead.
+            kilobytes = self.address_space_bytes // 1024
+            command = ["/bin/sh", "-c", f'ulimit -v {kilobytes} && exec "$@"', "simgate-sandbox", *command]
+        return {"image": self.image, "command": command, "environment": self.env, "user": self.user,
+                "working_dir": self.working_dir, "labels": self.labels, "name": self.name, "stdin_open": True,
+                "detach": False, "tty": False, "host_config": host_config, "network_disabled": False}
+
+
+def gateway_instance(state_dir: Path) -> str:
+    """Identifies one gateway's containers: the hash of its state directory (one gateway per state dir)."""
+    return hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def container_user(dirs: ServerDirs, writable: list[Path]) -> str:
+    """nobody when the gateway is root (its own directories are handed to nobody first); otherwise the
+    gateway's own uid, which is not root either and already owns them."""
+    if os.getuid() != 0:
+        return f"{os.getuid()}:{os.getgid()}"
+    managed = (dirs.home, dirs.tmp, dirs.work)
+    for path in writable:
+        if any(path == own or own in path.parents for own in managed):
+            _chown_tree(path, NOBODY)
+    return f"{NOBODY}:{NOBODY}"
+
+
+def _chown_tree(root: Path, uid: int) -> None:
+    # Links are not followed, and a server cannot hard-link a host file in (links fail across mounts),
+    # so only the server's own files change owner.
+    os.chown(root, uid, uid, follow_symlinks=False)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.chown(os.path.join(dirpath, name), uid, uid, follow_symlinks=False)
+
+
+def prepare_container(client: docker.DockerClient, name: str, command: str, args: list[str], env: dict[str, str],
+                      cwd: str, dirs: ServerDirs, policy: SandboxPolicy, instance: str) -> ContainerSpec:
+    """The container for one server (building its image if needed). Blocking: run it in a worker thread."""
+    if policy.network not in ("none", "host"):
+        raise SandboxUnavailable(f"docker: network {policy.network!r} is not supported by the docker backend")
+    search_path = env.get("PATH") or os.environ.get("PATH")
+    runtime = detect_runtime(command, search_path)
+    if policy.image is not None:
+        image = policy.image
+    elif runtime is None:
+        raise SandboxUnavailable(f"docker: cannot tell which runtime {command!r} needs (neither Python nor Node); "
+                                 "set sandbox.image to an image that can run it")
+    else:
+        image = ensure_image(client, runtime)
+    executable = command if command.startswith("/") else shutil.which(command, path=search_path) or command
+    inner_env = {key: os.environ[key] for key in policy.env_allow if key in os.environ} | dirs.environment() | env
+    work = Path(cwd or dirs.work).resolve()
+    writable = [dirs.home, dirs.tmp, dirs.work, *(Path(p).resolve() for p in policy.read_write)]
+    if work not in writable:
+        writable.append(work)
+    for path in writable:
+        path.mkdir(parents=True, exist_ok=True)
+    # The runtime is in the image; mounting its host directory over it would defeat the image.
+    provided = {install_root(Path(runtime.interpreter))} if runtime is not None and policy.image is None else set()
+    # Host system directories found through the command are not mounted (the image has its own);
+    # paths the policy lists explicitly are, wherever they are.
+    derived = {p for p in tool_mounts(executable, args) if p not in provided and not _system(p)}
+    read_only = derived | {Path(p).resolve() for p in policy.read_only}
+    mounts = [BindMount(path=str(p), read_only=True) for p in _outermost(read_only)
+              if not any(p == w or w in p.parents for w in writable)]
+    mounts += [BindMount(path=str(p), read_only=False) for p in writable]
+    limits = policy.limits
+    memory_mb = limits.memory_mb or DEFAULT_MEMORY_MB
+    return ContainerSpec(
+        name=f"simgate-{directory_name(name)[:40]}-{secrets.token_hex(4)}",
+        image=image,
+        command=[executable, *args],
+        env=inner_env,
+        working_dir=str(work),
+        user=container_user(dirs, writable),
+        labels={GATEWAY_LABEL: instance, SERVER_LABEL: name},
+        mounts=mounts,
+        network_mode=policy.network,
+        memory_bytes=memory_mb * 1024 * 1024,
+        # As under bwrap: an explicit memory cap is also the address space, so a big allocation fails
+        # with an error the server can report instead of the kernel's OOM killer ending it.
+        address_space_bytes=limits.memory_mb * 1024 * 1024 if limits.memory_mb is not None else None,
+        processes=limits.processes or DEFAULT_PROCESSES,
+        nano_cpus=int((limits.cpus or DEFAULT_CPUS) * 1e9),
+        cpu_seconds=limits.cpu_seconds,
+        open_files=limits.open_files,
+    )
+
+
+def _system(path: Path) -> bool:
+    return path == Path("/") or any(path == root or root in path.parents for root in _SYSTEM)
+
+
+def _outermost(paths: set[Path]) -> list[Path]:
+    kept: list[Path] = []
+    for path in sorted(paths, key=lambda p: len(p.parts)):
+        if not any(path == k or k in path.parents for k in kept):
+            kept.append(path)
+    return kept
