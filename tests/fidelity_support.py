@@ -76,7 +76,7 @@ def fresh_config(tmp: Path, store: Path, names: tuple[str, ...] = RECORDED_SERVE
 def simgate(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, check=False)
 
 
 def chromium_or_skip() -> str:
@@ -95,11 +95,13 @@ def render_in_chromium(html: Path, out_dir: Path) -> tuple[str, Path]:
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--disable-dev-shm-usage", f"--user-data-dir={profile}"]
     try:
-        dom = subprocess.run([*base, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120)
+        dom = subprocess.run([*base, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120,
+                             check=False)
         assert dom.returncode == 0, dom.stderr[-2000:]
         shot = out_dir / "report.png"
         result = subprocess.run([*base, f"--screenshot={shot}", "--window-size=1200,1600", "--hide-scrollbars",
-                                 html.as_uri()], capture_output=True, text=True, timeout=120)
+                                 html.as_uri()], capture_output=True, text=True, timeout=120,
+                             check=False)
         assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
     finally:
         shutil.rmtree(profile, ignore_errors=True)

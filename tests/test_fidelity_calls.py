@@ -108,7 +108,7 @@ def test_examples_backend_few_shot_and_zero_shot(recorded: tuple[Path, Path, int
 
 
 def test_export_simulator_sft_matches_the_inference_prompt(recorded: tuple[Path, Path, int]) -> None:
-    tmp, store, made = recorded
+    tmp, store, _made = recorded
     out = tmp / "sft.jsonl"
     run = simgate("export", "simulator-sft", "--store", str(store), "--out", str(out), cwd=tmp)
     assert run.returncode == 0, run.stderr[-3000:]

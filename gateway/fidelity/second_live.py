@@ -14,6 +14,7 @@ from mcp.shared.exceptions import MCPError
 
 from gateway.cache.records import Recording
 from gateway.config.models import GatewayConfig
+from gateway.errors import ConfigError
 from gateway.fidelity.source import FidelityInputError
 
 logger = logging.getLogger("simgate.fidelity")
@@ -28,11 +29,12 @@ async def second_live_answers(config: GatewayConfig, recordings: list[Recording]
     from gateway.pipeline.redact import Redactor
     from gateway.upstream.pool import UpstreamPool
     from gateway.vault.runtime import GatewaySecrets
+    from gateway.vault.store import VaultError
 
     redactor = Redactor()
     try:
         resolved = GatewaySecrets(config, redactor).resolve()
-    except Exception as exc:  # a missing vault secret: say which, do not start anything
+    except (ConfigError, VaultError) as exc:  # a missing vault secret: say which, do not start anything
         raise FidelityInputError(f"cannot start the upstreams for the second live call: {exc}") from None
     upstream_config = config.model_copy(update={"servers": {**config.servers, **resolved}}) if resolved else config
     wanted = {r.server for r in recordings}

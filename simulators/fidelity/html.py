@@ -79,8 +79,8 @@ def chart_svg(chart: BarChart) -> str:
     values = [v for series in chart.series.values() for v in series if v is not None and math.isfinite(v)]
     top = chart.max_value if chart.max_value is not None else (max(values) if values else 1.0)
     top = top if top > 0 else 1.0
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(chart.title)}">']
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+              f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(chart.title)}">')]
     for i, name in enumerate(names):  # legend
         x = label_w + i * 150
         parts.append(f'<rect x="{x}" y="4" width="12" height="12" fill="{PALETTE[i % len(PALETTE)]}"/>'

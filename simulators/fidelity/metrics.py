@@ -26,17 +26,17 @@ FAILURES: frozenset[str] = frozenset({"not_found_or_invalid", "error", "rate_lim
 NUMBER_TOLERANCE = 0.10  # relative: 105 is "the same" as 100, 111 is not
 
 RATE_LIMITED_CODE = -32006  # simgate's own (gateway/errors.py); simulators never import gateway
-_RATE_LIMIT = re.compile(r"rate.?limit|too many requests|\b429\b|quota (exceeded|exhausted)|throttl", re.I)
+_RATE_LIMIT = re.compile(r"rate.?limit|too many requests|\b429\b|quota (exceeded|exhausted)|throttl", re.IGNORECASE)
 _NOT_FOUND_OR_INVALID = re.compile(
     r"not found|no such|does not exist|doesn't exist|unknown|invalid|missing|required|must be|not allowed|"
-    r"validation|malformed|cannot parse|could not parse|unexpected (argument|parameter)|\b404\b|\b400\b", re.I)
+    r"validation|malformed|cannot parse|could not parse|unexpected (argument|parameter)|\b404\b|\b400\b", re.IGNORECASE)
 # Soft errors: error text with isError false (SQL errors, missing files...). Anchored at the start of
 # the text or a line so that a result that merely mentions "error" stays a success.
 _SOFT_ERROR = re.compile(
     r"^\s*(error\b|exception\b|traceback \(most recent call last\)|failed\b|failure\b|fatal\b|"
-    r"(?:[\w.-]+\s){0,2}[\w.]*(?:error|exception)\s*:)", re.I | re.M)
+    r"(?:[\w.-]+\s){0,2}[\w.]*(?:error|exception)\s*:)", re.IGNORECASE | re.MULTILINE)
 _NO_RESULTS = re.compile(r"^\s*(no (results?|matches|entries|items|records|data)( found)?|nothing found|none)\.?\s*$",
-                         re.I)
+                         re.IGNORECASE)
 
 
 # ---------------------------------------------------------------------------------------------- validity
@@ -229,10 +229,11 @@ def leaf_values(value: Any, prefix: str = "$") -> dict[str, Any]:
 
 
 def values_agree(a: Any, b: Any, tolerance: float = NUMBER_TOLERANCE) -> bool:
-    """Numbers within `tolerance` (relative), everything else equal (strings exactly)."""
+    """Numbers within `tolerance` of the reference `a` (|b − a| ≤ 10% of |a|), everything else equal
+    (strings exactly; a boolean is not a number)."""
     numeric = (int, float)
     if isinstance(a, numeric) and isinstance(b, numeric) and not isinstance(a, bool) and not isinstance(b, bool):
-        return math.isclose(a, b, rel_tol=tolerance, abs_tol=1e-12)
+        return abs(b - a) <= tolerance * abs(a) + 1e-12
     return type(a) is type(b) and a == b
 
 

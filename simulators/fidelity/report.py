@@ -46,11 +46,15 @@ _LABELS = {"schema_validity": "schema validity", "outcome_agreement": "outcome a
            "bleu4": "BLEU-4 (÷100)", "embedding_cosine": "embedding cosine"}
 
 
-def _values(metric_set: MetricSet | None) -> list[float | None]:
+def _values(metric_set: MetricSet | None, *, bleu_scale: float = 100.0) -> list[float | None]:
+    """The metrics in METRICS order, BLEU-4 brought to 0–1 like the others (not for ratios, already unitless)."""
     if metric_set is None:
         return [None] * len(METRICS)
-    return [(getattr(metric_set, name) / 100 if name == "bleu4" and getattr(metric_set, name) is not None
-             else getattr(metric_set, name)) for name in METRICS]
+    values = [getattr(metric_set, name) for name in METRICS]
+    at = METRICS.index("bleu4")
+    if values[at] is not None:
+        values[at] = values[at] / bleu_scale
+    return values
 
 
 def _aggregate_rows(groups: dict[str, Aggregate]) -> list[list[object]]:
@@ -76,7 +80,7 @@ def render_call_report(report: CallFidelityReport) -> str:
         if o.live_vs_live is not None:
             overview_rows.append([setting, "live vs live", o.live_vs_live.n, *_values(o.live_vs_live)])
         if o.ratio is not None:
-            overview_rows.append([setting, "ratio", o.ratio.n, *_values(o.ratio)])
+            overview_rows.append([setting, "ratio", o.ratio.n, *_values(o.ratio, bleu_scale=1.0)])
     series: dict[str, list[float | None]] = {
         setting.replace("_", "-"): _values(data.overall.simulated) for setting, data in report.settings.items()}
     first = next(iter(report.settings.values()), None)
@@ -88,10 +92,10 @@ def render_call_report(report: CallFidelityReport) -> str:
                f"; {len(report.calls) // max(len(report.settings), 1)} recorded live call(s) from {report.store}; "
                f"few-shot shows the k={report.examples} most similar other recordings of the tool, zero-shot "
                "holds out all of the tool's recordings.",
-               "Value fidelity counts paths that two live calls agree on when a second live call was made "
-               "(else every path of the live answer). Embedding cosine: " + report.embedding + ".",
-               "BLEU-4 is sacrebleu's sentence BLEU on the canonical JSON (or the text) of the answers, 0–100; "
-               "the chart shows it divided by 100."],
+               ("Value fidelity counts paths that two live calls agree on when a second live call was made "
+                "(else every path of the live answer). Embedding cosine: " + report.embedding + "."),
+               ("BLEU-4 is sacrebleu's sentence BLEU on the canonical JSON (or the text) of the answers, 0–100; "
+                "the chart shows it divided by 100.")],
         charts=[BarChart(title="Fidelity by metric (1 = identical to live)", categories=[_LABELS[n] for n in METRICS],
                          series=series, max_value=1.0)],
         tables=[Table(title="Overall figures", columns=["setting", "compared", "calls", *[_LABELS[n] for n in METRICS]],
