@@ -17,6 +17,7 @@ from fidelity_support import (
     render_in_chromium,
     simgate,
 )
+from llm_server import LLMServer, llm_server  # noqa: F401  (the session-scoped fixture)
 
 from gateway.cache.store import DiskStore
 from gateway.fidelity.source import load_world
@@ -163,3 +164,23 @@ def test_bad_input_is_one_clear_line(recorded: tuple[Path, Path, int], tmp_path:
     export = _bad("export", "simulator-sft", "--store", str(store), "--out", str(tmp_path / "no" / "x.jsonl"),
                   cwd=tmp_path)
     assert "does not exist" in export
+
+
+def test_openai_backend_on_the_tiny_llm(tmp_path: Path, llm_server: LLMServer) -> None:  # noqa: F811
+    """A small run with a real LLM behind an OpenAI-compatible API (base Gemma 3 270M: its content is
+    meaningless, so structure is asserted, not fidelity)."""
+    store, made = anyio.run(record_real_servers, tmp_path, ("calculator",))
+    out = tmp_path / "llm-report"
+    run = simgate("fidelity", "calls", "--store", str(store), "--backend", "openai", "--base-url", llm_server.base_url,
+                  "--model", "gemma", "--max-tokens", "256", "--max-string-length", "32", "--max-array-items", "2",
+                  "--timeout", "240", "--examples", "3", "--out", str(out), cwd=tmp_path, timeout=1500)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = _report(out)
+    assert report.backend == "openai" and report.model == "gemma@prompt-v1"
+    assert len(report.calls) == 2 * made
+    answered = [c for c in report.calls if c.simulator_error is None]
+    assert len(answered) >= made  # the repair loop gets most answers through
+    # The simulator validates against the outputSchema before it answers: every answer is valid.
+    assert all(c.simulated.schema_valid for c in answered), [c.simulated.schema_problem for c in answered]
+    few = report.settings["few_shot"].overall.simulated
+    assert few.outcome_agreement is not None and few.path_jaccard is not None
