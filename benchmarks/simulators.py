@@ -35,10 +35,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from harness import fixture_server, mcp_session, running_gateway  # noqa: E402
+from harness import fixture_server, mcp_session, running_gateway
 
-from simulators.base import Example, SimulationRequest, ToolSpec  # noqa: E402
-from simulators.config import SimulatorConfig, build_simulator  # noqa: E402
+from simulators.base import Example, SimulationRequest, ToolSpec
+from simulators.config import SimulatorConfig, build_simulator
 
 SERVER = "fx"
 TOOL = "add"
