@@ -141,3 +141,17 @@ def test_score_and_aggregate_with_a_noise_floor() -> None:
     assert agg.live_vs_live is not None and agg.live_vs_live.outcome_agreement == 1.0
     assert agg.ratio is not None and agg.ratio.outcome_agreement == pytest.approx(0.5)
     assert agg.confusion == {"success": {"success": 1, "error": 1}}
+
+
+def test_embedding_cosine_and_its_optional_model() -> None:
+    from simulators.fidelity.embedding import cosine, load_embedder
+
+    assert cosine([1.0, 0.0], [0.0, 1.0]) == 0.0
+    assert cosine([0.6, 0.8], [0.6, 0.8]) == pytest.approx(1.0)
+    assert cosine([1.0, 0.0], [-1.0, 0.0]) == pytest.approx(-1.0)
+    embed, note = load_embedder()
+    if embed is None:  # no local model here: the reports say why the metric was skipped
+        assert note.startswith("skipped: ")
+    else:
+        u, v = embed(["the cat sat", "the cat sat"])
+        assert cosine(u, v) == pytest.approx(1.0, abs=1e-5)
