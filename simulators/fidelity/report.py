@@ -94,6 +94,8 @@ def render_call_report(report: CallFidelityReport) -> str:
                "holds out all of the tool's recordings.",
                ("Value fidelity counts paths that two live calls agree on when a second live call was made "
                 "(else every path of the live answer). Embedding cosine: " + report.embedding + "."),
+               ("A simulator failure (no answer) counts as schema-invalid with outcome 'error': through the "
+                "gateway, a client sees a JSON-RPC error for it."),
                ("BLEU-4 is sacrebleu's sentence BLEU on the canonical JSON (or the text) of the answers, 0–100; "
                 "the chart shows it divided by 100.")],
         charts=[BarChart(title="Fidelity by metric (1 = identical to live)", categories=[_LABELS[n] for n in METRICS],
