@@ -64,11 +64,16 @@ def fresh_config(tmp: Path, store: Path, names: tuple[str, ...] = RECORDED_SERVE
     """A config whose servers start from fresh working directories (a faithful second live call)."""
     import json
 
-    servers = {name: real_server(name, tmp / "again" / name) for name in names}
-    gateway: dict[str, Any] = {"cache_dir": str(store), "state_dir": str(tmp / "state-again")}
+    again = tmp / "again"
+    n = 0
+    while again.exists():  # never a directory an earlier run left its state in
+        n += 1
+        again = tmp / f"again-{n}"
+    servers = {name: real_server(name, again / name) for name in names}
+    gateway: dict[str, Any] = {"cache_dir": str(store), "state_dir": str(again.with_name(again.name + "-state"))}
     if simulator:
         gateway["simulator"] = simulator
-    path = tmp / "fidelity.json"
+    path = again.with_suffix(".json")
     path.write_text(json.dumps({"gateway": gateway, "mcpServers": servers}))
     return path
 
