@@ -7,7 +7,9 @@ The tool is `add` of tests/fixtures/misbehaving_server.py (it declares an output
 gateway records a few live calls of it (the examples the simulators are given); then:
 
   in-process  `simulator.simulate(request)` in a loop, one request at a time;
-  gateway     `simgate serve` in mode `simulated` with that backend, one MCP session, one call at a time.
+  gateway     `simgate serve` in mode `simulated` with that backend, one MCP session, one call at a time
+              (for the LLM: a new session per call, so its prompt is the in-process one; and, as
+              `gateway_one_session`, one session whose growing history the prompt carries).
 
 Every call has arguments never seen before, so neither the LLM memo nor a recording answers it.
 
@@ -98,12 +100,27 @@ async def in_process(simulator_config: SimulatorConfig, definition: dict[str, An
 
 
 async def through_gateway(simulator_config: SimulatorConfig, store: Path, work: Path, calls: int,
-                          salt: int) -> dict[str, float]:
+                          salt: int, *, fresh_sessions: bool = False) -> dict[str, float]:
     config = {"gateway": {"mode": "simulated", "cache_dir": str(store), "state_dir": str(work / "state"),
                           "simulator": simulator_config.model_dump(exclude_none=True)},
               "mcpServers": {SERVER: fixture_server("misbehaving_server.py", "--banner", "")}}
     latencies = []
     with running_gateway(config, work / f"gw-{simulator_config.backend}") as gateway:
+        if fresh_sessions:
+            # In one session the LLM's prompt grows with every earlier call (the session history);
+            # a session per call keeps the prompt the in-process loop sends (setup is not timed).
+            wall = 0.0
+            for i in range(-1, calls):
+                async with mcp_session(gateway.mcp_url(SERVER)) as session:
+                    t0 = time.perf_counter()
+                    result = await session.call_tool(TOOL, arguments(i, salt))
+                    elapsed = time.perf_counter() - t0
+                if i >= 0:  # the first call warms the gateway up
+                    latencies.append(elapsed * 1000)
+                    wall += elapsed
+                if result.is_error:
+                    raise RuntimeError(f"simulated call failed: {result.content}")
+            return summarize(latencies, wall)
         async with mcp_session(gateway.mcp_url(SERVER)) as session:
             await session.call_tool(TOOL, arguments(-1, salt))  # warm: the tool list, the first connection
             started = time.perf_counter()
@@ -146,7 +163,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "base_url": base_url, **LLM_SETTINGS}})
                 results["openai-tiny-llm"] = {
                     "in_process": await in_process(config, definition, examples, args.llm_calls, salt=3),
-                    "gateway": await through_gateway(config, store, work, args.llm_calls, salt=4)}
+                    "gateway": await through_gateway(config, store, work, args.llm_calls, salt=4,
+                                                     fresh_sessions=True),
+                    "gateway_one_session": await through_gateway(config, store, work, args.llm_calls, salt=5)}
                 print(f"openai-tiny-llm: {results['openai-tiny-llm']}", flush=True)
     ratios: dict[str, float] = {}
     for name, data in results.items():
