@@ -23,6 +23,10 @@ if ! command -v dockerd >/dev/null && command -v apt-get >/dev/null && [ "$(id -
     if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
     [ "$status" = 0 ] || exit "$status"
 fi
+# Headless Chromium renders the fidelity reports' HTML in the fidelity tests (Debian's package).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
+fi
 python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]' uv
 export PATH="$PWD/.venv/bin:$PATH"

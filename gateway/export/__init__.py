@@ -1,0 +1,1 @@
+"""`simgate export ...`: recorded data in the formats other tools train on."""

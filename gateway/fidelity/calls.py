@@ -1,0 +1,90 @@
+"""Run a call-level fidelity evaluation: recorded live calls → simulated (few-shot and zero-shot) →
+optional second live call → scores → `CallFidelityReport`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.config.models import GatewayConfig
+from gateway.fidelity.source import FidelityInputError, RecordedWorld, live_answer, load_world
+from simulators.base import SimulationError, SimulationRequest, Simulator
+from simulators.config import SimulatorConfig, build_simulator
+from simulators.fidelity.embedding import load_embedder
+from simulators.fidelity.report import SETTINGS, CallFidelityReport, SettingReport
+from simulators.fidelity.scoring import CallScore, aggregate, group, score_call
+
+
+@dataclass
+class CallsOptions:
+    store: Path
+    simulator: SimulatorConfig
+    server: str | None = None
+    second_live: bool = False
+    config: GatewayConfig | None = None
+    settings: tuple[str, ...] = SETTINGS
+
+
+def _request(world: RecordedWorld, index: int, setting: str, k: int,
+             descriptions: dict[str, str | None]) -> SimulationRequest:
+    recording = world.recordings[index]
+    return SimulationRequest(server=recording.server, server_description=descriptions.get(recording.server),
+                             tool=world.spec(recording), arguments=recording.arguments,
+                             examples=world.examples(recording, k) if setting == "few_shot" else [],
+                             history=world.history(recording))
+
+
+async def _simulate(simulator: Simulator, request: SimulationRequest) -> tuple[dict[str, Any] | None, str | None,
+                                                                                 float, str | None]:
+    started = time.perf_counter()
+    try:
+        simulated = await simulator.simulate(request)
+    except SimulationError as exc:
+        return None, str(exc), (time.perf_counter() - started) * 1000, None
+    return simulated.result, None, (time.perf_counter() - started) * 1000, simulated.model
+
+
+async def evaluate_calls(options: CallsOptions) -> CallFidelityReport:
+    world = load_world(options.store, options.server)
+    descriptions: dict[str, str | None] = {}
+    if options.config is not None:
+        descriptions = {name: server.description for name, server in options.config.servers.items()}
+    second: dict[int, dict[str, Any]] = {}
+    if options.second_live:
+        if options.config is None:
+            raise FidelityInputError("--second-live needs --config FILE: the upstreams to call a second time")
+        from gateway.fidelity.second_live import second_live_answers
+
+        second = await second_live_answers(options.config, world.recordings)
+    embed, embedding_note = load_embedder()
+    simulator = build_simulator(options.simulator)
+    model: str | None = None
+    scores: list[CallScore] = []
+    try:
+        for setting in options.settings:
+            for index, recording in enumerate(world.recordings):
+                request = _request(world, index, setting, options.simulator.examples, descriptions)
+                result, problem, latency, used_model = await _simulate(simulator, request)
+                model = model or used_model
+                scores.append(score_call(
+                    server=recording.server, tool=recording.tool, key=recording.key, setting=setting,
+                    arguments=recording.arguments, live=live_answer(recording), simulated=result,
+                    output_schema=request.tool.output_schema, second_live=second.get(index),
+                    simulator_error=problem, latency_ms=round(latency, 3), embed=embed))
+    finally:
+        close = getattr(simulator, "aclose", None)
+        if close is not None:
+            await close()
+    settings = {}
+    for setting in options.settings:
+        chosen = [s for s in scores if s.setting == setting]
+        settings[setting] = SettingReport(overall=aggregate(chosen), per_server=group(chosen, lambda s: s.server),
+                                          per_tool=group(chosen, lambda s: f"{s.server}/{s.tool}"))
+    return CallFidelityReport(
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"), store=world.store,
+        backend=options.simulator.backend, model=model, examples=options.simulator.examples,
+        second_live=bool(second), embedding=embedding_note, servers=sorted({r.server for r in world.recordings}),
+        settings=settings, calls=scores)

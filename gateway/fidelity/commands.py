@@ -1,0 +1,128 @@
+"""`simgate fidelity calls`: score a simulator against recorded live calls; writes report.json and report.html.
+
+The store is `--store DIR`, else the `--config` file's `gateway.cache_dir` (or STATE_DIR/cache). The
+simulator is `--backend` (with `--base-url`/`--model` for `openai`), else the config's
+`gateway.simulator`, else `examples`. Bad input is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.cli import command_group
+
+DEFAULT_STORE = ".simgate/cache"
+
+
+def register(commands: Any) -> None:
+    group = command_group(commands, "fidelity", "measure how faithfully simulated tool calls match live ones")
+    calls = group.add_parser("calls", help="simulate recorded live calls and score them (report.json, report.html)")
+    calls.add_argument("--config", metavar="FILE", help="a gateway config: its store, simulator, servers")
+    calls.add_argument("--store", metavar="DIR", help=f"the recording store (default: the config's, else {DEFAULT_STORE})")
+    calls.add_argument("--server", help="only this server's recorded calls")
+    calls.add_argument("--backend", choices=["examples", "schema", "openai"],
+                       help="the simulator (default: the config's gateway.simulator, else examples)")
+    calls.add_argument("--base-url", help="openai backend: the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    calls.add_argument("--model", help="openai backend: the model name the endpoint serves")
+    calls.add_argument("--api-key-env", help="openai backend: environment variable holding the API key")
+    calls.add_argument("--max-tokens", type=int, help="openai backend: cap on one answer")
+    calls.add_argument("--max-string-length", type=int, help="openai backend: bound unbounded strings of the answer")
+    calls.add_argument("--max-array-items", type=int, help="openai backend: bound unbounded arrays of the answer")
+    calls.add_argument("--timeout", type=float, help="openai backend: seconds per request")
+    calls.add_argument("--examples", type=int, help="k: recorded calls shown in the few-shot setting (default 5)")
+    calls.add_argument("--setting", choices=["both", "few_shot", "zero_shot"], default="both",
+                       help="few-shot (k nearest other recordings), zero-shot (none of the tool's), or both")
+    calls.add_argument("--second-live", action="store_true",
+                       help="call every recorded call live a second time through the config's upstreams (noise floor)")
+    calls.add_argument("--out", metavar="DIR", default="fidelity-calls", help="where report.json and report.html go")
+    calls.set_defaults(handler=_guarded(_calls))
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        import sqlite3
+
+        from diskcache import Timeout
+        from pydantic import ValidationError
+
+        from gateway.errors import ConfigError
+        from gateway.fidelity.source import FidelityInputError
+
+        try:
+            return handler(args)
+        except (FidelityInputError, ConfigError) as exc:
+            message = str(exc)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            message = f"bad simulator settings: {'.'.join(map(str, error['loc']))}: {error['msg']}"
+        except Timeout:
+            message = "the store is locked by another process; try again"
+        except sqlite3.Error as exc:
+            message = f"the store cannot be read: {exc}"
+        except OSError as exc:
+            message = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
+        print(f"simgate fidelity calls: {message}", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def simulator_settings(args: argparse.Namespace, config: Any) -> Any:
+    """The config's simulator with the command line's choices on top."""
+    from simulators.config import SimulatorConfig
+
+    base = config.gateway.simulator if config is not None and config.gateway.simulator is not None else None
+    data: dict[str, Any] = base.model_dump() if base is not None else {"backend": "examples"}
+    if args.backend:
+        data["backend"] = args.backend
+    if args.examples is not None:
+        data["examples"] = args.examples
+    overrides = {"base_url": args.base_url, "model": args.model, "api_key_env": args.api_key_env,
+                 "max_tokens": args.max_tokens, "max_string_length": args.max_string_length,
+                 "max_array_items": args.max_array_items, "timeout_s": args.timeout}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if data["backend"] == "openai":
+        data["openai"] = {**(data.get("openai") or {}), **overrides}
+        if not data["openai"].get("base_url") or not data["openai"].get("model"):
+            from gateway.fidelity.source import FidelityInputError
+
+            raise FidelityInputError("--backend openai needs --base-url URL and --model NAME "
+                                     "(or a gateway.simulator.openai section in --config)")
+    return SimulatorConfig.model_validate(data)
+
+
+def _calls(args: argparse.Namespace) -> int:
+    from gateway.fidelity.calls import CallsOptions, evaluate_calls
+    from simulators.fidelity.report import SETTINGS, write_call_report
+
+    config = None
+    if args.config:
+        from gateway.config.loader import load_config
+
+        config = load_config(args.config)
+    store = Path(args.store or (config.gateway.cache_path if config is not None else DEFAULT_STORE))
+    settings = SETTINGS if args.setting == "both" else (args.setting,)
+    options = CallsOptions(store=store, simulator=simulator_settings(args, config), server=args.server,
+                           second_live=args.second_live, config=config, settings=settings)
+    report = asyncio.run(evaluate_calls(options))
+    json_path, html_path = write_call_report(report, Path(args.out))
+    for setting, data in report.settings.items():
+        s = data.overall.simulated
+        print(f"{setting}: {data.overall.calls} call(s), {data.overall.simulator_failures} simulator failure(s); "
+              f"schema validity {_pct(s.schema_validity)}, outcome agreement {_pct(s.outcome_agreement)}, "
+              f"κ {_num(s.kappa)}, path Jaccard {_num(s.path_jaccard)}, BLEU-4 {_num(s.bleu4)}")
+    print(f"wrote {json_path} and {html_path}")
+    return 0
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

@@ -1,0 +1,92 @@
+"""What `fidelity calls` and `export simulator-sft` read from a store: recorded live calls with their tools."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.cache.records import Recording
+from gateway.cache.store import DiskStore
+from simulators.base import Example, ToolSpec
+
+
+class FidelityInputError(Exception):
+    """Bad input (no store, an empty one, an unknown server...): one line on stderr, exit code 2."""
+
+
+@dataclass
+class RecordedWorld:
+    """Every recording to score, oldest first, and what the simulator is told about each tool."""
+
+    store: str
+    recordings: list[Recording]
+    tools: dict[tuple[str, str], ToolSpec]
+    by_tool: dict[tuple[str, str], list[Recording]] = field(default_factory=dict)
+
+    def spec(self, recording: Recording) -> ToolSpec:
+        return self.tools.get((recording.server, recording.tool)) or ToolSpec(name=recording.tool)
+
+    def examples(self, recording: Recording, k: int) -> list[Example]:
+        """The k recorded calls of the same tool most similar to this one, its own key held out
+        (as shadow mode does: the simulator must not peek at the answer it is judged against)."""
+        from simulators.similarity import nearest
+
+        others = [r for r in self.by_tool.get((recording.server, recording.tool), []) if r.key != recording.key]
+        chosen = nearest(recording.arguments, [r.arguments for r in others], k)
+        return [example_of(others[i]) for i in chosen]
+
+    def history(self, recording: Recording) -> list[Example]:
+        """Earlier calls of the same recorded session (only sequentially replayed tools carry one)."""
+        if not recording.episode:
+            return []
+        earlier = [r for r in self.recordings if r.episode == recording.episode and r.recorded_at < recording.recorded_at]
+        return [example_of(r, with_tool=True) for r in earlier]
+
+
+def example_of(recording: Recording, *, with_tool: bool = False) -> Example:
+    return Example(arguments=recording.arguments, result=recording.result,
+                   error=recording.error.model_dump() if recording.error else None,
+                   tool=recording.tool if with_tool else None)
+
+
+def live_answer(recording: Recording) -> dict[str, Any]:
+    """The recorded answer as the metrics take it: a `CallToolResult` dict or `{"error": {...}}`."""
+    if recording.error is not None:
+        return {"error": recording.error.model_dump()}
+    assert recording.result is not None
+    return recording.result
+
+
+def open_store(directory: Path) -> DiskStore:
+    if not (directory / "cache.db").is_file():
+        raise FidelityInputError(f"no recording store at {directory} (give --store DIR or --config FILE)")
+    return DiskStore(directory)
+
+
+def load_world(directory: Path, server: str | None = None) -> RecordedWorld:
+    """Read every recording (of `server`, when given) and the tool lists the store kept."""
+    from gateway.cache.cassette import collect
+
+    store = open_store(directory)
+    try:
+        everything, _ = collect(store)
+        if not everything:
+            raise FidelityInputError(f"the store at {directory} holds no recorded call; record some first "
+                                     "(gateway.record: all, or X-Simgate-Mode with record on)")
+        known = sorted({r.server for r in everything})
+        if server is not None and server not in known:
+            raise FidelityInputError(f"nothing recorded for server {server!r} in {directory} "
+                                     f"(recorded servers: {', '.join(known)})")
+        recordings = [r for r in everything if server is None or r.server == server]
+        tools: dict[tuple[str, str], ToolSpec] = {}
+        for name in sorted({r.server for r in recordings}):
+            for definition in store.load_tools(name):
+                tools[(name, definition.get("name", ""))] = ToolSpec.from_mcp(definition)
+    finally:
+        store.close()
+    recordings.sort(key=lambda r: (r.recorded_at, r.server, r.tool, r.key, r.episode, r.position))
+    by_tool: dict[tuple[str, str], list[Recording]] = {}
+    for recording in recordings:
+        by_tool.setdefault((recording.server, recording.tool), []).append(recording)
+    return RecordedWorld(store=str(directory), recordings=recordings, tools=tools, by_tool=by_tool)

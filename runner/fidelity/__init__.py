@@ -1,0 +1,1 @@
+"""Trajectory-level fidelity: metrics on whole trajectories across modes, and their report."""
