@@ -1,0 +1,145 @@
+"""Prompted tool calling: the tools are described in the system prompt and every model turn is
+constrained (`response_format` json_schema) to one tool call or a final answer, then parsed and
+checked again (a constraint is never trusted alone). For models and servers without native
+tool-call parsing. The trajectory is still written in the OpenAI chat format."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai
+
+from runner.agents.base import Draft, assistant_tool_calls, call_id, complete, llm_client, run_calls
+from runner.errors import AgentError
+from runner.mcp_tools import GatewaySession
+from runner.settings import RunSettings
+from runner.tasks import Task
+from simulators.results import bounded
+
+INSTRUCTIONS = (
+    "You are a helpful assistant with access to tools. Use the tools when they help to answer the user's "
+    "question, then give a final answer.\n\n"
+    "Answer with exactly one JSON object and nothing else:\n"
+    '- to call a tool: {"tool_call": {"name": "<tool name>", "arguments": {<arguments>}}}\n'
+    '- when you are done: {"final_answer": "<your answer to the user>"}\n'
+    "After a tool call you get its result and answer again.")
+# Keys a JSON schema may carry that constrained decoders reject or that say nothing to them.
+_DROP = ("$schema", "$id", "title", "examples", "default")
+
+
+def system_prompt(tools: list[dict[str, Any]]) -> str:
+    lines = [INSTRUCTIONS, "", "Tools:"]
+    for tool in tools:
+        function = tool["function"]
+        lines.append(f"- {function['name']}: {function['description'].strip() or '(no description)'}")
+        lines.append(f"  arguments (JSON schema): {json.dumps(function['parameters'], sort_keys=True)}")
+    if not tools:
+        lines.append("(none: answer directly)")
+    return "\n".join(lines)
+
+
+def _clean(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _clean(v) for k, v in schema.items() if k not in _DROP}
+    if isinstance(schema, list):
+        return [_clean(item) for item in schema]
+    return schema
+
+
+def answer_schema(tools: list[dict[str, Any]], *, per_tool_arguments: bool, max_string: int | None,
+                  max_items: int | None) -> dict[str, Any]:
+    """One tool call (per tool: its name and its own argument schema, or a name enum and any object)
+    or a final answer."""
+    names = [tool["function"]["name"] for tool in tools]
+    final = {"type": "object", "properties": {"final_answer": {"type": "string"}},
+             "required": ["final_answer"], "additionalProperties": False}
+    if not names:
+        return bounded(final, max_string=max_string, max_items=max_items)
+    if per_tool_arguments:
+        call = {"anyOf": [{"type": "object", "properties": {
+            "name": {"type": "string", "enum": [tool["function"]["name"]]},
+            "arguments": _clean(tool["function"]["parameters"])},
+            "required": ["name", "arguments"], "additionalProperties": False} for tool in tools]}
+    else:
+        call = {"type": "object", "properties": {"name": {"type": "string", "enum": names},
+                                                 "arguments": {"type": "object"}},
+                "required": ["name", "arguments"], "additionalProperties": False}
+    tool_call = {"type": "object", "properties": {"tool_call": call}, "required": ["tool_call"],
+                 "additionalProperties": False}
+    return bounded({"anyOf": [tool_call, final]}, max_string=max_string, max_items=max_items)
+
+
+def parse_answer(raw: str | None, names: set[str]) -> tuple[str, Any]:
+    """("tool_call", (name, arguments)) or ("final_answer", text); AgentError when it is neither."""
+    try:
+        value = json.loads(raw or "")
+    except json.JSONDecodeError as exc:
+        raise AgentError(f"the model's answer is not JSON ({exc.msg} at column {exc.colno}): {raw!r:.200}") from None
+    if not isinstance(value, dict) or len(value) != 1:
+        raise AgentError(f"the model's answer must be one of tool_call or final_answer: {raw!r:.200}")
+    if isinstance(value.get("final_answer"), str):
+        return "final_answer", value["final_answer"]
+    call = value.get("tool_call")
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str) or not isinstance(
+            call.get("arguments", {}), dict):
+        raise AgentError(f"the model's tool_call needs a name and an arguments object: {raw!r:.200}")
+    if call["name"] not in names:
+        raise AgentError(f"the model called an unknown tool {call['name']!r}")
+    return "tool_call", (call["name"], call.get("arguments", {}))
+
+
+class PromptedAgent:
+    kind = "prompted"
+
+    def __init__(self, settings: RunSettings) -> None:
+        self.settings = settings
+
+    async def run(self, task: Task, gateway: GatewaySession, draft: Draft) -> None:
+        settings = self.settings
+        draft.tools = gateway.openai_tools()
+        names = {tool["function"]["name"] for tool in draft.tools}
+        system = system_prompt(draft.tools)
+        draft.messages.extend([{"role": "system", "content": system}, {"role": "user", "content": task.question}])
+        # What the model sees: its own answers as JSON text and tool results as user turns.
+        seen: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": task.question}]
+        per_tool = True
+        async with llm_client(settings) as client:
+            for step in range(settings.max_turns):
+                schema = answer_schema(draft.tools, per_tool_arguments=per_tool, max_string=settings.max_string_length,
+                                       max_items=settings.max_array_items)
+                try:
+                    choice = await self._ask(client, draft, seen, schema)
+                except AgentError as exc:
+                    if not per_tool or "400" not in str(exc):
+                        raise
+                    # An endpoint whose grammar compiler cannot take a tool's schema: fall back to a
+                    # name enum and any object (the gateway still validates the arguments).
+                    per_tool = False
+                    schema = answer_schema(draft.tools, per_tool_arguments=False,
+                                           max_string=settings.max_string_length, max_items=settings.max_array_items)
+                    choice = await self._ask(client, draft, seen, schema)
+                raw = choice.message.content
+                try:
+                    kind, value = parse_answer(raw, names)
+                except AgentError:
+                    draft.messages.append({"role": "assistant", "content": raw or ""})
+                    raise
+                if kind == "final_answer":
+                    draft.final_answer = value.strip()
+                    draft.messages.append({"role": "assistant", "content": value})
+                    draft.outcome = "final_answer"
+                    return
+                name, arguments = value
+                cid = call_id(step, 0)
+                draft.messages.append(assistant_tool_calls([(cid, name, arguments)]))
+                seen.append({"role": "assistant", "content": json.dumps({"tool_call": {
+                    "name": name, "arguments": arguments}}, ensure_ascii=False)})
+                (text,) = await run_calls(gateway, draft, step, [(cid, name, arguments)])
+                seen.append({"role": "user", "content": f"Result of {name}:\n{text}"})
+        draft.outcome = "max_turns"
+
+    async def _ask(self, client: openai.AsyncOpenAI, draft: Draft, seen: list[dict[str, Any]],
+                   schema: dict[str, Any]) -> Any:
+        response_format = {"type": "json_schema", "json_schema": {"name": "agent_turn", "schema": schema}}
+        return await complete(client, self.settings, draft, messages=seen, response_format=response_format)
