@@ -11,7 +11,7 @@ from typing import Any
 from runner.trajectory import ToolEvent
 
 # Phrases an agent uses when it reports a failure instead of an answer.
-_ERROR_TEXT = re.compile(r"\b(error|exception|traceback|failed|failure|unable to|could not|couldn't)\b", re.I)
+_ERROR_TEXT = re.compile(r"\b(error|exception|traceback|failed|failure|unable to|could not|couldn't)\b", re.IGNORECASE)
 REPEATED_CALLS = 3  # the same call this many times in a row is a loop
 MIN_WORDS = 20  # shorter texts are too short to call repetitive
 DISTINCT_NGRAMS = 0.5  # below this share of distinct 4-grams a text is degenerate

@@ -71,7 +71,7 @@ def result_text(result: types.CallToolResult) -> str:
 class ToolCallOutcome:
     """A finished call: the text for the `role: tool` message and the event for the trajectory."""
 
-    __slots__ = ("text", "event")
+    __slots__ = ("event", "text")
 
     def __init__(self, text: str, event: ToolEvent) -> None:
         self.text = text
@@ -145,9 +145,6 @@ async def list_all_tools(session: ClientSession) -> list[types.Tool]:
 
 
 def _describe(exc: BaseException) -> str:
-    """The innermost meaningful cause of a connection failure (anyio wraps them in groups)."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
@@ -155,8 +152,9 @@ def _describe(exc: BaseException) -> str:
 async def gateway_session(url: str, *, mode: str, session: str, servers: list[str] | None = None,
                           timeout: float = 300.0) -> AsyncIterator[GatewaySession]:
     """Open the trajectory's session and list its tools (sorted by name, so the prompt is stable)."""
-    async with AsyncExitStack() as stack:
-        try:
+    opened = False
+    try:
+        async with AsyncExitStack() as stack:
             http = await stack.enter_async_context(httpx2.AsyncClient(
                 headers=session_headers(mode, session), timeout=httpx2.Timeout(30, read=timeout)))
             read, write = await stack.enter_async_context(streamable_http_client(url, http_client=http))
@@ -164,8 +162,18 @@ async def gateway_session(url: str, *, mode: str, session: str, servers: list[st
             await client.initialize()
             allowed = tool_filter(servers)
             tools = sorted((t for t in await list_all_tools(client) if allowed(t.name)), key=lambda t: t.name)
-        except MCPError as exc:
-            raise GatewayUnreachable(f"the gateway at {url} refused the session: {exc.message}") from None
-        except Exception as exc:  # noqa: BLE001
-            raise GatewayUnreachable(f"cannot reach the gateway at {url}: {_describe(exc)}") from None
-        yield GatewaySession(client, tools)
+            opened = True
+            yield GatewaySession(client, tools)
+    except Exception as exc:
+        if opened:
+            raise  # the trajectory's own failure, not the gateway's absence
+        leaf = _leaf(exc)
+        if isinstance(leaf, MCPError):
+            raise GatewayUnreachable(f"the gateway at {url} refused the session: {leaf.message}") from None
+        raise GatewayUnreachable(f"cannot reach the gateway at {url}: {_describe(leaf)}") from None
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc

@@ -23,6 +23,10 @@ class RunSettings(BaseModel):
     agent: AgentKind = "prompted"
     max_turns: int = Field(8, ge=1, le=200, description="model calls per trajectory")
     max_tokens: int | None = Field(None, ge=1, description="cap on one model answer")
+    first_tool_choice: Literal["auto", "required"] = Field(
+        "auto", description="`required`: the first model turn must call a tool (native, agents-sdk; later turns auto)")
+    agents_sdk_tool_calls: Literal["native", "prompted"] = Field(
+        "native", description="how the Agents SDK's model calls tools: natively, or prompted (JSON-constrained)")
     parallel_tool_calls: bool = Field(False, description="let the model ask for several tools in one turn")
     temperature: float = Field(0.0, ge=0, le=2)
     seed: int | None = 0

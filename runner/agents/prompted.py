@@ -70,6 +70,41 @@ def answer_schema(tools: list[dict[str, Any]], *, per_tool_arguments: bool, max_
     return bounded({"anyOf": [tool_call, final]}, max_string=max_string, max_items=max_items)
 
 
+def prompted_view(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat messages as a model without native tool calling sees them: its tool calls as the JSON it
+    answered, and tool results as user turns."""
+    names: dict[str, str] = {}
+    view: list[dict[str, Any]] = []
+    for message in messages:
+        role = message.get("role")
+        if role == "assistant" and message.get("tool_calls"):
+            for tool_call in message["tool_calls"]:
+                function = tool_call["function"]
+                names[tool_call["id"]] = function["name"]
+                try:
+                    arguments = json.loads(function.get("arguments") or "{}")
+                except json.JSONDecodeError:
+                    arguments = function.get("arguments")
+                view.append({"role": "assistant", "content": json.dumps(
+                    {"tool_call": {"name": function["name"], "arguments": arguments}}, ensure_ascii=False)})
+        elif role == "assistant":
+            view.append({"role": "assistant", "content": json.dumps({"final_answer": message.get("content") or ""},
+                                                                    ensure_ascii=False)})
+        elif role == "tool":
+            name = names.get(message.get("tool_call_id", ""), "the tool")
+            view.append({"role": "user", "content": f"Result of {name}:\n{message.get('content') or ''}"})
+        elif role in ("system", "developer", "user"):
+            content = message.get("content")
+            if isinstance(content, list):  # content parts
+                content = "\n".join(part.get("text", "") for part in content if isinstance(part, dict))
+            view.append({"role": "system" if role == "developer" else role, "content": content or ""})
+    return view
+
+
+def response_format(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": "agent_turn", "schema": schema}}
+
+
 def parse_answer(raw: str | None, names: set[str]) -> tuple[str, Any]:
     """("tool_call", (name, arguments)) or ("final_answer", text); AgentError when it is neither."""
     try:
@@ -101,15 +136,13 @@ class PromptedAgent:
         names = {tool["function"]["name"] for tool in draft.tools}
         system = system_prompt(draft.tools)
         draft.messages.extend([{"role": "system", "content": system}, {"role": "user", "content": task.question}])
-        # What the model sees: its own answers as JSON text and tool results as user turns.
-        seen: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": task.question}]
         per_tool = True
         async with llm_client(settings) as client:
             for step in range(settings.max_turns):
                 schema = answer_schema(draft.tools, per_tool_arguments=per_tool, max_string=settings.max_string_length,
                                        max_items=settings.max_array_items)
                 try:
-                    choice = await self._ask(client, draft, seen, schema)
+                    choice = await self._ask(client, draft, schema)
                 except AgentError as exc:
                     if not per_tool or "400" not in str(exc):
                         raise
@@ -118,7 +151,7 @@ class PromptedAgent:
                     per_tool = False
                     schema = answer_schema(draft.tools, per_tool_arguments=False,
                                            max_string=settings.max_string_length, max_items=settings.max_array_items)
-                    choice = await self._ask(client, draft, seen, schema)
+                    choice = await self._ask(client, draft, schema)
                 raw = choice.message.content
                 try:
                     kind, value = parse_answer(raw, names)
@@ -133,13 +166,9 @@ class PromptedAgent:
                 name, arguments = value
                 cid = call_id(step, 0)
                 draft.messages.append(assistant_tool_calls([(cid, name, arguments)]))
-                seen.append({"role": "assistant", "content": json.dumps({"tool_call": {
-                    "name": name, "arguments": arguments}}, ensure_ascii=False)})
-                (text,) = await run_calls(gateway, draft, step, [(cid, name, arguments)])
-                seen.append({"role": "user", "content": f"Result of {name}:\n{text}"})
+                await run_calls(gateway, draft, step, [(cid, name, arguments)])
         draft.outcome = "max_turns"
 
-    async def _ask(self, client: openai.AsyncOpenAI, draft: Draft, seen: list[dict[str, Any]],
-                   schema: dict[str, Any]) -> Any:
-        response_format = {"type": "json_schema", "json_schema": {"name": "agent_turn", "schema": schema}}
-        return await complete(client, self.settings, draft, messages=seen, response_format=response_format)
+    async def _ask(self, client: openai.AsyncOpenAI, draft: Draft, schema: dict[str, Any]) -> Any:
+        return await complete(client, self.settings, draft, messages=prompted_view(draft.messages),
+                              response_format=response_format(schema))
