@@ -45,14 +45,15 @@ def agent_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace, mode: str, **overrides: Any) -> RunSettings:
-    values: dict[str, Any] = dict(
-        gateway=args.gateway, mode=mode, llm_base_url=args.llm_base_url, model=args.model,
-        api_key_env=args.api_key_env, agent=args.agent, max_turns=args.max_turns, max_tokens=args.max_tokens,
-        parallel_tool_calls=args.parallel_tool_calls, first_tool_choice=args.first_tool_choice,
-        agents_sdk_tool_calls=args.agents_sdk_tool_calls, temperature=args.temperature, seed=args.seed,
-        task_timeout=args.task_timeout, concurrency=args.concurrency, session_prefix=args.session_prefix,
-        max_string_length=args.max_string_length, max_array_items=args.max_array_items,
-        progress=not args.no_progress)
+    values: dict[str, Any] = {
+        "gateway": args.gateway, "mode": mode, "llm_base_url": args.llm_base_url, "model": args.model,
+        "api_key_env": args.api_key_env, "agent": args.agent, "max_turns": args.max_turns,
+        "max_tokens": args.max_tokens, "parallel_tool_calls": args.parallel_tool_calls,
+        "first_tool_choice": args.first_tool_choice, "agents_sdk_tool_calls": args.agents_sdk_tool_calls,
+        "temperature": args.temperature, "seed": args.seed, "task_timeout": args.task_timeout,
+        "concurrency": args.concurrency, "session_prefix": args.session_prefix,
+        "max_string_length": args.max_string_length, "max_array_items": args.max_array_items,
+        "progress": not args.no_progress}
     return RunSettings(**{**values, **overrides})
 
 

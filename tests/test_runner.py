@@ -205,7 +205,7 @@ def test_killed_runner_resumes_without_duplicates_or_half_lines(
         handle.write(b'{"id": "kill-2", "question": "What is 2 * 7?", "mo')
 
     second = _simgate(*_cli_args(live_gateway, llm_server, tasks, out), "--session-prefix", "kill/")
-    stdout, stderr = second.communicate(timeout=240)
+    _, stderr = second.communicate(timeout=240)
     assert second.returncode == 0, stderr.decode()
     assert f"{done_before} already there".encode() in stderr
     after = out.read_bytes()
