@@ -77,6 +77,13 @@ def guarded(name: str, handler: Callable[[argparse.Namespace], int]) -> Callable
             return handler(args)
         except RunnerError as exc:
             message = str(exc)
+        except BaseExceptionGroup as group:  # anyio wraps what a task group raised
+            leaf: BaseException = group
+            while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+                leaf = leaf.exceptions[0]
+            if not isinstance(leaf, RunnerError):
+                raise
+            message = str(leaf)
         except ValidationError as exc:
             error = exc.errors()[0]
             field = ".".join(str(part) for part in error["loc"]).replace("_", "-")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import openai
 
+from runner.agents import build_agent
 from runner.agents.base import api_key
 from runner.errors import LLMUnreachable
 from runner.mcp_tools import gateway_session
@@ -32,5 +33,6 @@ async def check_llm(settings: RunSettings) -> None:
 
 
 async def preflight(settings: RunSettings) -> int:
+    build_agent(settings)  # an agent whose framework is not installed fails here, once
     await check_llm(settings)
     return await check_gateway(settings)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from runner.agents import Draft, build_agent
 from runner.checks import run_checks
@@ -28,8 +28,6 @@ from runner.trajectory import OUTCOMES, AgentInfo, Trajectory, utc_now
 
 class Job(BaseModel):
     """One trajectory to make: a task under settings (mode and repeat included)."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     task: Task
     settings: RunSettings
@@ -83,6 +81,10 @@ async def run_one(task: Task, settings: RunSettings) -> Trajectory:
         try:
             async with gateway_session(settings.gateway, mode=settings.mode, session=session,
                                        servers=task.servers, timeout=settings.task_timeout) as gateway:
+                if task.servers and not gateway.tools:
+                    # A gateway set-up problem, not the agent's: not written, so a fixed gateway retries it.
+                    raise GatewayUnreachable(f"the gateway offers no tool of the task's server(s) "
+                                             f"{', '.join(task.servers)}")
                 await agent.run(task, gateway, draft)
         except Exception as exc:  # noqa: BLE001  (sorted below; a trajectory never takes the run down)
             leaf = _leaf(exc)

@@ -78,12 +78,13 @@ def _upstreams_never_ready(gateway: GatewayProcess) -> bool:
     return bool(states) and all(state != "ready" for state in states)
 
 
-def _check_shape(trajectory: dict[str, Any], task: dict[str, Any], mode: str) -> None:
+def _check_shape(trajectory: dict[str, Any], task: dict[str, Any], mode: str, *, kind: str = "prompted",
+                 prefix: str = "") -> None:
     assert set(trajectory) == TRAJECTORY_KEYS
     assert trajectory["id"] == task["id"] and trajectory["mode"] == mode and trajectory["repeat"] == 0
-    assert trajectory["session"] == f"{task['id']}#0" and trajectory["target_tools"] == task["target_tools"]
+    assert trajectory["session"] == f"{prefix}{task['id']}#0" and trajectory["target_tools"] == task["target_tools"]
     assert trajectory["outcome"] in ("final_answer", "max_turns", "timeout", "error")
-    assert trajectory["agent"] == {"kind": "prompted", "model": "gemma", "temperature": 0.0, "seed": 0, "max_turns": 2}
+    assert trajectory["agent"] == {"kind": kind, "model": "gemma", "temperature": 0.0, "seed": 0, "max_turns": 2}
     messages = trajectory["messages"]
     assert [m["role"] for m in messages[:2]] == ["system", "user"] and messages[1]["content"] == task["question"]
     # only the task's server's tools are offered, as OpenAI function tools
@@ -149,6 +150,17 @@ def test_live_then_replay_with_upstreams_gone_then_simulated_with_none(
         _check_shape(trajectory, task, "simulated")
     sim_events = _events(simulated)
     assert sim_events and all(e["source"] == "simulator" for e in sim_events)
+
+
+def test_native_agent_calls_the_gateway_tools_as_functions(
+        live_gateway: GatewayProcess, llm_server: LLMServer) -> None:  # noqa: F811
+    task = {"id": "native-1", "question": "Echo hi", "servers": ["everything"], "target_tools": ["everything__echo"]}
+    settings = _settings(live_gateway, llm_server, "live", agent="native", max_tokens=128, session_prefix="native/")
+    (trajectory,) = anyio.run(run_tasks, [Task(**task)], settings, None)  # no output file: returned only
+    dumped = trajectory.model_dump(mode="json")
+    _check_shape(dumped, task, "live", kind="native", prefix="native/")
+    assert dumped["tool_events"] and all(e["source"] == "live" for e in dumped["tool_events"])
+    assert dumped["checks"]["target_tool_share"] == 1.0
 
 
 def test_agents_sdk_adapter_runs_a_task_through_the_gateway(
