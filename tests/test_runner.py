@@ -163,6 +163,17 @@ def test_native_agent_calls_the_gateway_tools_as_functions(
     assert dumped["checks"]["target_tool_share"] == 1.0
 
 
+def test_a_slow_trajectory_is_written_as_a_timeout(
+        live_gateway: GatewayProcess, llm_server: LLMServer, tmp_path: Path) -> None:  # noqa: F811
+    task = Task(id="slow-1", question="What is 6 * 7?", servers=["calculator"])
+    settings = _settings(live_gateway, llm_server, "live", task_timeout=0.05, max_tokens=16, session_prefix="slow/")
+    out = tmp_path / "slow.jsonl"
+    (trajectory,) = anyio.run(run_tasks, [task], settings, out)
+    assert trajectory.outcome == "timeout" and trajectory.final_answer is None
+    assert trajectory.error == "the trajectory took longer than 0.05s"
+    assert json.loads(out.read_text())["outcome"] == "timeout"  # written: a rerun does not retry it
+
+
 def test_agents_sdk_adapter_runs_a_task_through_the_gateway(
         live_gateway: GatewayProcess, llm_server: LLMServer, tmp_path: Path) -> None:  # noqa: F811
     pytest.importorskip("agents", reason="the OpenAI Agents SDK (openai-agents) is not installed")
@@ -266,7 +277,8 @@ def test_fidelity_trajectories_runs_k_times_per_mode_and_hands_them_to_the_repor
     args = build_parser().parse_args([
         "fidelity", "trajectories", "--tasks", str(tasks), "--gateway", live_gateway.url, "--modes", "live,simulated",
         "--k", "2", "--llm-base-url", llm_server.base_url, "--model", "gemma", "--out", str(out), "--max-turns", "1",
-        "--max-tokens", "64", "--max-string-length", "24", "--no-progress", "--session-prefix", "fid/"])
+        "--max-tokens", "64", "--max-string-length", "24", "--no-progress", "--session-prefix", "fid/",
+        "--concurrency", "2"])
     assert args.handler(args) == 0
     assert received["out_dir"] == out and set(received["by_mode"]) == {"live", "simulated"}
     for mode, trajectories in received["by_mode"].items():
@@ -285,4 +297,5 @@ def args_list(args: Any) -> list[str]:
     return ["fidelity", "trajectories", "--tasks", args.tasks, "--gateway", args.gateway, "--modes", args.modes,
             "--k", str(args.k), "--llm-base-url", args.llm_base_url, "--model", args.model, "--out", args.out,
             "--max-turns", str(args.max_turns), "--max-tokens", str(args.max_tokens), "--max-string-length",
-            str(args.max_string_length), "--no-progress", "--session-prefix", args.session_prefix]
+            str(args.max_string_length), "--no-progress", "--session-prefix", args.session_prefix,
+            "--concurrency", str(args.concurrency)]
