@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 import mcp_types as types
@@ -17,7 +17,7 @@ from mcp.shared.exceptions import MCPError
 
 from gateway.naming import SEPARATOR, server_prefix
 from runner.errors import GatewayUnreachable
-from runner.trajectory import ToolEvent
+from runner.trajectory import Source, ToolEvent
 
 PROVENANCE = "simgate/provenance"
 MODE_HEADER = "X-Simgate-Mode"
@@ -78,9 +78,9 @@ class ToolCallOutcome:
         self.event = event
 
 
-def _source(provenance: dict[str, Any]) -> str | None:
+def _source(provenance: dict[str, Any]) -> Source | None:
     source = provenance.get("source")
-    return source if source in _SOURCES else None
+    return cast(Source, source) if source in _SOURCES else None
 
 
 class GatewaySession:

@@ -39,9 +39,9 @@ class Job(BaseModel):
 
 class RunSummary(BaseModel):
     total: int = 0
-    skipped: int = Field(0, description="already in the output file")
+    skipped: int = Field(default=0, description="already in the output file")
     written: int = 0
-    not_written: int = Field(0, description="gateway or LLM unreachable: retried by the next run")
+    not_written: int = Field(default=0, description="gateway or LLM unreachable: retried by the next run")
     outcomes: dict[str, int] = Field(default_factory=dict)
     tool_calls: int = 0
     tool_errors: int = 0
@@ -162,7 +162,7 @@ async def execute(jobs: list[Job], out: Path | None, *, concurrency: int = 1, pr
         if writer is not None:
             writer.close()
     summary.elapsed_s = round(time.monotonic() - started, 3)
-    counts = Counter(t.outcome for t in made.values())
+    counts: Counter[str] = Counter(t.outcome for t in made.values())
     summary.outcomes = {outcome: counts.get(outcome, 0) for outcome in OUTCOMES}
     summary.tool_calls = sum(len(t.tool_events) for t in made.values())
     summary.tool_errors = sum(1 for t in made.values() for e in t.tool_events if e.is_error)

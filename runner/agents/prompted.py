@@ -56,6 +56,7 @@ def answer_schema(tools: list[dict[str, Any]], *, per_tool_arguments: bool, max_
              "required": ["final_answer"], "additionalProperties": False}
     if not names:
         return bounded(final, max_string=max_string, max_items=max_items)
+    call: dict[str, Any]
     if per_tool_arguments:
         call = {"anyOf": [{"type": "object", "properties": {
             "name": {"type": "string", "enum": [tool["function"]["name"]]},

@@ -29,7 +29,7 @@ class PromptedChatModel(Model):
     async def get_response(self, system_instructions: str | None, input: Any, model_settings: ModelSettings,
                            tools: list[Any], output_schema: Any, handoffs: list[Any], tracing: Any,
                            **_: Any) -> ModelResponse:
-        specs = [{"type": "function", "function": {"name": tool.name, "description": tool.description or "",
+        specs: list[dict[str, Any]] = [{"type": "function", "function": {"name": tool.name, "description": tool.description or "",
                                                    "parameters": tool.params_json_schema}}
                  for tool in tools if isinstance(tool, FunctionTool)]
         messages = [dict(m) for m in Converter.items_to_messages(input)] if not isinstance(input, str) else [
