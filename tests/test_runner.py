@@ -288,6 +288,17 @@ def test_fidelity_trajectories_runs_k_times_per_mode_and_hands_them_to_the_repor
         assert sources <= {"live" if mode == "live" else "simulator"}
     written = [json.loads(line) for line in (out / "trajectories.jsonl").read_text().splitlines()]
     assert len(written) == 4
+    # The simulated runs' calls, replayed against live: with one turn at temperature 0 they are the
+    # live runs' own first calls, so live must judge them exactly as it answered the live runs.
+    replay = json.loads((out / "live_replay.json").read_text())
+    simulated_events = [e for t in received["by_mode"]["simulated"] for e in t["tool_events"]]
+    live_events = {(t["repeat"], e["step"]): e for t in received["by_mode"]["live"] for e in t["tool_events"]}
+    assert replay["calls"] == len(simulated_events) > 0
+    for call in replay["per_call"]:
+        twin = live_events[(call["repeat"], call["step"])]
+        assert (call["name"], call["arguments"]) == (twin["name"], twin["arguments"])
+        assert call["live_is_error"] == twin["is_error"]
+    assert replay["valid"] == sum(not c["live_is_error"] for c in replay["per_call"])
     # a second run finds everything done and runs nothing
     again = build_parser().parse_args([*args_list(args)])
     assert again.handler(again) == 0 and (out / "trajectories.jsonl").read_text().count("\n") == 4

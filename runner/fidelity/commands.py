@@ -2,6 +2,8 @@
 
 The trajectories go to DIR/trajectories.jsonl (resumable: a rerun only makes the missing ones); the
 comparison is `runner.fidelity.report.write_report`, which writes DIR/report.json and DIR/report.html.
+The tool calls the non-live runs made are replayed against live (DIR/live_replay.json: the share
+still valid).
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli import command_group
+from gateway.files import atomic_write
 from runner.commands import agent_arguments, guarded, print_summary, settings_from
 from runner.errors import DependencyMissing, RunnerError
 from runner.settings import RUN_MODES
 
 TRAJECTORIES = "trajectories.jsonl"
+LIVE_REPLAY = "live_replay.json"
 
 
 def register(commands: Any) -> None:
@@ -29,6 +33,8 @@ def register(commands: Any) -> None:
                              "the first is the reference")
     parser.add_argument("--k", type=int, default=3, help="runs of each task per mode (default 3)")
     parser.add_argument("--out", required=True, metavar="DIR", help="where trajectories.jsonl and the report go")
+    parser.add_argument("--no-live-replay", action="store_true",
+                        help="do not replay the tool calls of the non-live runs against live (DIR/live_replay.json)")
     agent_arguments(parser)
     parser.set_defaults(handler=guarded("fidelity trajectories", _trajectories))
 
@@ -79,14 +85,28 @@ def _trajectories(args: argparse.Namespace) -> int:
             for mode in modes for repeat in range(args.k) for task in tasks]
     concurrency = settings[modes[0]].concurrency
 
+    live_replay = not args.no_live_replay and any(mode != "live" for mode in modes)
+
     async def main() -> Any:
         for mode in modes:
             await preflight(settings[mode])
-        return await execute(jobs, out_dir / TRAJECTORIES, concurrency=concurrency,
-                             progress=not args.no_progress)
+        result = await execute(jobs, out_dir / TRAJECTORIES, concurrency=concurrency,
+                               progress=not args.no_progress)
+        replay = None
+        if live_replay:
+            from runner.fidelity.live_replay import replay_against_live
 
-    result = anyio.run(main)
+            replay = await replay_against_live(result.trajectories, settings[modes[0]].gateway,
+                                               session_prefix=f"{args.session_prefix}live-replay/")
+        return result, replay
+
+    result, replay = anyio.run(main)
     print_summary(result.summary, out_dir / TRAJECTORIES)
+    if replay is not None:
+        atomic_write(out_dir / LIVE_REPLAY, replay.model_dump_json(indent=2).encode())
+        share = "n/a" if replay.share_valid is None else f"{replay.share_valid:.1%}"
+        print(f"live replay of the non-live runs' tool calls: {replay.valid}/{replay.calls} still valid ({share}); "
+              f"{out_dir / LIVE_REPLAY}")
     by_mode: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     for trajectory in result.trajectories:
         by_mode[trajectory.mode].append(trajectory.model_dump(mode="json"))
