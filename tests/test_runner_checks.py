@@ -168,3 +168,27 @@ def test_settings_normalize_the_gateway_url_and_keep_session_ids_deterministic()
     assert settings.session_id("t1", 2) == "run1/t1#2"
     with pytest.raises(ValueError, match="must start with http"):
         RunSettings(gateway="127.0.0.1:8808", llm_base_url="http://x/v1", model="m")
+
+
+def test_agents_sdk_items_become_chat_messages_with_runner_ids_and_matched_events() -> None:
+    pytest.importorskip("agents", reason="the OpenAI Agents SDK (openai-agents) is not installed")
+    from runner.agents.agents_sdk import chat_messages
+
+    items = [{"role": "user", "content": "Q"},
+             {"type": "function_call", "call_id": "rnd-1", "name": "calc__add", "arguments": '{"a": 1}',
+              "id": "fc1", "status": "completed"},
+             {"type": "function_call_output", "call_id": "rnd-1", "output": "1"},
+             {"type": "function_call", "call_id": "rnd-2", "name": "calc__mul", "arguments": '{"a": 3, "b": 4}',
+              "id": "fc2", "status": "completed"},
+             {"type": "function_call_output", "call_id": "rnd-2", "output": "12"},
+             {"id": "m1", "type": "message", "role": "assistant", "status": "completed",
+              "content": [{"type": "output_text", "text": "twelve", "annotations": []}]}]
+    # the SDK's calls, in the order it made them, with no ids yet
+    seen = [event("calc__add", {"a": 1}).model_copy(update={"call_id": ""}),
+            event("calc__mul", {"a": 3, "b": 4}).model_copy(update={"call_id": ""})]
+    messages, events = chat_messages(items, seen)
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
+    assert [m["tool_calls"][0]["id"] for m in messages if m.get("tool_calls")] == ["call_0_0", "call_1_0"]
+    assert [m["tool_call_id"] for m in messages if m["role"] == "tool"] == ["call_0_0", "call_1_0"]
+    assert [(e.call_id, e.step, e.name) for e in events] == [("call_0_0", 0, "calc__add"), ("call_1_0", 1, "calc__mul")]
+    assert messages[-1] == {"role": "assistant", "content": "twelve"}
