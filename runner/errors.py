@@ -27,5 +27,14 @@ class AgentError(RunnerError):
     """The agent could not go on (an unusable model answer, a framework failure)."""
 
 
+class LLMRequestRejected(AgentError):
+    """The LLM endpoint answered a request with an HTTP error status (e.g. a schema its grammar
+    compiler cannot take, or a malformed tool call it could not parse)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"the LLM answered HTTP {status}: {message}")
+        self.status = status
+
+
 class DependencyMissing(RunnerError):
     """An optional dependency (e.g. the OpenAI Agents SDK) is not installed."""

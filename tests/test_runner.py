@@ -21,7 +21,7 @@ import anyio
 import httpx
 import pytest
 import real_servers as rs
-from harness import REPO_ROOT, GatewayProcess, running_gateway
+from harness import REPO_ROOT, GatewayProcess, fixture_server, running_gateway
 from llm_server import LLMServer, llm_server  # noqa: F401  (the session-scoped fixture)
 
 from runner.run import run_tasks
@@ -172,6 +172,31 @@ def test_a_slow_trajectory_is_written_as_a_timeout(
     assert trajectory.outcome == "timeout" and trajectory.final_answer is None
     assert trajectory.error == "the trajectory took longer than 0.05s"
     assert json.loads(out.read_text())["outcome"] == "timeout"  # written: a rerun does not retry it
+
+
+def test_prompted_agent_falls_back_when_the_endpoint_refuses_a_tool_schema(
+        llm_server: LLMServer, tmp_path: Path) -> None:  # noqa: F811
+    from runner.agents.prompted import answer_schema, response_format
+
+    config = {"gateway": {"cache_dir": str(tmp_path / "cache")},
+              "mcpServers": {"odd": fixture_server("runner_schema_server.py")}}
+    with running_gateway(config, tmp_path / "gw") as gateway:
+        settings = _settings(gateway, llm_server, "live", max_turns=1, max_tokens=48)
+        (trajectory,) = anyio.run(run_tasks, [Task(id="odd-1", question="Look up the key x.")], settings, None)
+    # the precondition: this endpoint refuses the tool's own argument schema
+    refused = httpx.post(f"{llm_server.base_url}/chat/completions", timeout=60, json={
+        "model": "gemma", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}],
+        "response_format": response_format(answer_schema(trajectory.tools, per_tool_arguments=True, max_string=None,
+                                                         max_items=None))})
+    assert refused.status_code == 400, refused.text
+    # The refusal did not end the trajectory: the model answered under the looser schema (the tiny
+    # model's answer itself may still be cut off by max_tokens: that is its own error, not HTTP's).
+    assert trajectory.usage.llm_calls == 1  # the refused request is not a model turn
+    assert "HTTP" not in (trajectory.error or "")
+    answer = trajectory.messages[2]
+    assert answer["role"] == "assistant"
+    assert (answer.get("tool_calls") or [{}])[0].get("function", {}).get("name") == "odd__lookup" or (
+        answer.get("content") or "").replace(" ", "").replace("\n", "").startswith('{"tool_call":{"name":"odd__lookup"')
 
 
 def test_agents_sdk_adapter_runs_a_task_through_the_gateway(

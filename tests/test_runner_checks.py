@@ -143,8 +143,9 @@ def test_answer_schema_offers_each_tool_with_its_own_arguments() -> None:
     assert "$schema" not in tool_branch["properties"]["arguments"]
     assert tool_branch["properties"]["arguments"]["properties"]["note"]["maxLength"] == 16
     assert final_branch["properties"]["final_answer"]["maxLength"] == 16
-    loose = answer_schema(tools, per_tool_arguments=False, max_string=None, max_items=None)
+    loose = answer_schema(tools, per_tool_arguments=False, max_string=None, max_items=16)
     assert loose["anyOf"][0]["properties"]["tool_call"]["properties"]["name"]["enum"] == ["calc__add"]
+    assert loose["anyOf"][0]["properties"]["tool_call"]["properties"]["arguments"]["maxProperties"] == 16
 
 
 def test_prompted_view_shows_calls_as_json_and_results_as_user_turns() -> None:
@@ -192,3 +193,31 @@ def test_agents_sdk_items_become_chat_messages_with_runner_ids_and_matched_event
     assert [m["tool_call_id"] for m in messages if m["role"] == "tool"] == ["call_0_0", "call_1_0"]
     assert [(e.call_id, e.step, e.name) for e in events] == [("call_0_0", 0, "calc__add"), ("call_1_0", 1, "calc__mul")]
     assert messages[-1] == {"role": "assistant", "content": "twelve"}
+
+
+def test_answer_schema_hoists_each_tools_definitions_under_its_own_names() -> None:
+    import jsonschema
+
+    item = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    tools = [
+        {"type": "function", "function": {"name": "a__x", "description": "", "parameters": {
+            "type": "object", "$defs": {"Item": item},
+            "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/Item"}}}, "required": ["items"]}}},
+        {"type": "function", "function": {"name": "b__y", "description": "", "parameters": {
+            "type": "object", "definitions": {"Item": {"type": "string"}},
+            "properties": {"i": {"$ref": "#/definitions/Item"}, "same": {"$ref": "#/properties/i"}},
+            "required": ["i"]}}},
+    ]
+    schema = answer_schema(tools, per_tool_arguments=True, max_string=None, max_items=None)
+    assert set(schema["$defs"]) == {"t0_Item", "t1_Item"}  # the same name in two tools, kept apart
+    validator = jsonschema.Draft202012Validator(schema)
+
+    def valid(answer: dict[str, Any]) -> bool:
+        return not list(validator.iter_errors(answer))
+
+    assert valid({"tool_call": {"name": "a__x", "arguments": {"items": [{"n": 1}]}}})
+    assert not valid({"tool_call": {"name": "a__x", "arguments": {"items": [{"n": "one"}]}}})
+    assert valid({"tool_call": {"name": "b__y", "arguments": {"i": "s", "same": "t"}}})
+    assert not valid({"tool_call": {"name": "b__y", "arguments": {"i": "s", "same": 3}}})  # a pointer into the tool
+    assert not valid({"tool_call": {"name": "b__y", "arguments": {"i": 3}}})
+    assert valid({"final_answer": "done"})

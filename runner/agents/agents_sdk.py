@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from runner.agents.base import SYSTEM_PROMPT, Draft, api_key, call_id
-from runner.errors import AgentError, DependencyMissing, LLMUnreachable
+from runner.errors import AgentError, DependencyMissing, LLMRequestRejected, LLMUnreachable
 from runner.mcp_tools import PROVENANCE, GatewaySession, session_headers
 from runner.settings import RunSettings
 from runner.tasks import Task
@@ -108,7 +108,7 @@ class AgentsSDKAgent:
                 except openai.APIConnectionError:
                     raise LLMUnreachable(f"cannot reach the LLM at {settings.llm_base_url}") from None
                 except openai.APIStatusError as exc:
-                    raise AgentError(f"the LLM answered HTTP {exc.status_code}: {exc.message}") from None
+                    raise LLMRequestRejected(exc.status_code, exc.message) from None
         finally:
             usage = getattr(context, "usage", None)
             if usage is not None:

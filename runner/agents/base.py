@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import openai
 
-from runner.errors import AgentError, LLMUnreachable
+from runner.errors import AgentError, LLMRequestRejected, LLMUnreachable
 from runner.mcp_tools import GatewaySession
 from runner.settings import RunSettings
 from runner.tasks import Task
@@ -72,7 +72,7 @@ async def complete(client: openai.AsyncOpenAI, settings: RunSettings, draft: Dra
     except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
         raise LLMUnreachable(f"the LLM at {settings.llm_base_url} refused the request: {exc.message}") from None
     except openai.APIStatusError as exc:
-        raise AgentError(f"the LLM answered HTTP {exc.status_code}: {exc.message}") from None
+        raise LLMRequestRejected(exc.status_code, exc.message) from None
     usage = getattr(response, "usage", None)
     draft.usage.add(getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None),
                     getattr(usage, "total_tokens", None))

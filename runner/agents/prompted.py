@@ -11,7 +11,7 @@ from typing import Any
 import openai
 
 from runner.agents.base import Draft, assistant_tool_calls, call_id, complete, llm_client, run_calls
-from runner.errors import AgentError
+from runner.errors import AgentError, LLMRequestRejected
 from runner.mcp_tools import GatewaySession
 from runner.settings import RunSettings
 from runner.tasks import Task
@@ -47,6 +47,32 @@ def _clean(schema: Any) -> Any:
     return schema
 
 
+def _nest(schema: dict[str, Any], prefix: str, at: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A tool's argument schema made to work nested at JSON pointer `at` of the answer schema: its
+    definitions are returned to be hoisted to the root under `{prefix}{name}` (tools' definitions
+    may share names), and its local `$ref`s rewritten to match."""
+    definitions = {**(schema.get("definitions") or {}), **(schema.get("$defs") or {})}
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, list):
+            return [rewrite(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {key: rewrite(value) for key, value in node.items() if key not in ("$defs", "definitions")}
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#"):
+            for root in ("#/$defs/", "#/definitions/"):
+                if ref.startswith(root):
+                    out["$ref"] = "#/$defs/" + prefix + ref[len(root):]
+                    break
+            else:
+                out["$ref"] = "#" + at + ref[1:]
+        return out
+
+    hoisted = {prefix + name: rewrite(definition) for name, definition in definitions.items()}
+    return rewrite(schema), hoisted
+
+
 def answer_schema(tools: list[dict[str, Any]], *, per_tool_arguments: bool, max_string: int | None,
                   max_items: int | None) -> dict[str, Any]:
     """One tool call (per tool: its name and its own argument schema, or a name enum and any object)
@@ -57,18 +83,28 @@ def answer_schema(tools: list[dict[str, Any]], *, per_tool_arguments: bool, max_
     if not names:
         return bounded(final, max_string=max_string, max_items=max_items)
     call: dict[str, Any]
+    definitions: dict[str, Any] = {}
     if per_tool_arguments:
-        call = {"anyOf": [{"type": "object", "properties": {
-            "name": {"type": "string", "enum": [tool["function"]["name"]]},
-            "arguments": _clean(tool["function"]["parameters"])},
-            "required": ["name", "arguments"], "additionalProperties": False} for tool in tools]}
+        branches = []
+        for index, tool in enumerate(tools):
+            at = f"/anyOf/0/properties/tool_call/anyOf/{index}/properties/arguments"
+            arguments, hoisted = _nest(_clean(tool["function"]["parameters"]), f"t{index}_", at)
+            definitions.update(hoisted)
+            branches.append({"type": "object", "properties": {
+                "name": {"type": "string", "enum": [tool["function"]["name"]]}, "arguments": arguments},
+                "required": ["name", "arguments"], "additionalProperties": False})
+        call = {"anyOf": branches}
     else:
+        # additionalProperties spelled out so that `bounded` caps how many a small model writes
         call = {"type": "object", "properties": {"name": {"type": "string", "enum": names},
-                                                 "arguments": {"type": "object"}},
+                                                 "arguments": {"type": "object", "additionalProperties": True}},
                 "required": ["name", "arguments"], "additionalProperties": False}
     tool_call = {"type": "object", "properties": {"tool_call": call}, "required": ["tool_call"],
                  "additionalProperties": False}
-    return bounded({"anyOf": [tool_call, final]}, max_string=max_string, max_items=max_items)
+    schema: dict[str, Any] = {"anyOf": [tool_call, final]}
+    if definitions:
+        schema["$defs"] = definitions
+    return bounded(schema, max_string=max_string, max_items=max_items)
 
 
 def prompted_view(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -144,8 +180,8 @@ class PromptedAgent:
                                        max_items=settings.max_array_items)
                 try:
                     choice = await self._ask(client, draft, schema)
-                except AgentError as exc:
-                    if not per_tool or "400" not in str(exc):
+                except LLMRequestRejected as exc:
+                    if not per_tool or exc.status != 400:
                         raise
                     # An endpoint whose grammar compiler cannot take a tool's schema: fall back to a
                     # name enum and any object (the gateway still validates the arguments).
