@@ -88,11 +88,12 @@ async def run_one(task: Task, settings: RunSettings) -> Trajectory:
                 await agent.run(task, gateway, draft)
         except Exception as exc:  # noqa: BLE001  (sorted below; a trajectory never takes the run down)
             leaf = _leaf(exc)
-            if isinstance(leaf, GatewayUnreachable | LLMUnreachable):
+            if isinstance(leaf, GatewayUnreachable | LLMUnreachable) and draft.outcome is None:
                 raise _Unreachable(str(leaf)) from None
-            draft.outcome = "error"
-            draft.error = str(leaf) if isinstance(leaf, RunnerError) else f"{type(leaf).__name__}: {leaf}"
-    if scope.cancelled_caught:
+            if draft.outcome is None:  # else the agent had finished: a failure closing the session changes nothing
+                draft.outcome = "error"
+                draft.error = str(leaf) if isinstance(leaf, RunnerError) else f"{type(leaf).__name__}: {leaf}"
+    if scope.cancelled_caught and draft.outcome is None:
         draft.outcome, draft.error = "timeout", f"the trajectory took longer than {settings.task_timeout:g}s"
     outcome = draft.outcome or "error"
     final_answer = draft.final_answer if outcome == "final_answer" else None
