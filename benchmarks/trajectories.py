@@ -6,7 +6,8 @@ temperature 0 through three gateways at once:
 
   live       the real servers, recording every answer
   replay     the same recordings, every upstream replaced by a command that cannot start
-  simulated  no upstream at all, the `schema` simulator (tool lists from the recordings)
+  simulated  no upstream at all, the `schema` simulator (tool lists from the recordings), or with
+             --simulator openai the tiny LLM itself imitating the tools
 
 A first live round records (and warms the LLM); then each round runs live, replay, simulated in
 that order (replay needs the round's own recordings: sequential tools replay per session), with
@@ -95,6 +96,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--llm-base-url", help="an OpenAI-compatible endpoint; default: start the tiny Gemma")
     parser.add_argument("--model", default="gemma")
+    parser.add_argument("--simulator", choices=("schema", "openai"), default="schema",
+                        help="the simulated gateway's backend (openai: the same LLM endpoint)")
     parser.add_argument("--out", type=Path, help="write the JSON report here")
     args = parser.parse_args()
 
@@ -124,8 +127,12 @@ def main() -> int:
         warmup = _round(tasks, settings("live", "warmup/"), base / "warmup.jsonl")  # records the tool lists too
         gateways["replay"] = stack.enter_context(running_gateway(
             {"gateway": {"cache_dir": cache}, "mcpServers": gone}, base / "replay", wait_ready=False))
+        simulator: dict[str, Any] = {"backend": args.simulator}
+        if args.simulator == "openai":
+            simulator["openai"] = {"base_url": llm_url, "model": args.model, "max_tokens": 256,
+                                   "max_string_length": 48, "max_array_items": 3, "timeout_s": 240}
         gateways["simulated"] = stack.enter_context(running_gateway(
-            {"gateway": {"cache_dir": cache, "simulator": {"backend": "schema"}}, "mcpServers": gone},
+            {"gateway": {"cache_dir": cache, "simulator": simulator}, "mcpServers": gone},
             base / "simulated", wait_ready=False))
         rounds: dict[str, list[dict[str, Any]]] = {"live": [], "replay": [], "simulated": []}
         for number in range(args.rounds):
@@ -145,7 +152,7 @@ def main() -> int:
         print(f"  {mode:9s} {median['per_minute']:7.2f} trajectories/min  (median tool call "
               f"{median['tool_ms_median']:.1f} ms)")
     report = {"tasks": args.tasks, "rounds": args.rounds, "max_turns": args.max_turns, "max_tokens": args.max_tokens,
-              "concurrency": args.concurrency, "model": args.model, "llm": "given" if args.llm_base_url else
+              "concurrency": args.concurrency, "model": args.model, "simulator": args.simulator, "llm": "given" if args.llm_base_url else
               "gemma3-270m q4_k_m (xllamacpp)", "machine": {"python": platform.python_version(),
                                                            "cpus": __import__("os").cpu_count()},
               "warmup": warmup, "rounds_by_mode": rounds, "medians": medians}
