@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from mcp.shared.exceptions import MCPError
+
 from runner.agents.base import SYSTEM_PROMPT, Draft, api_key, call_id
 from runner.errors import AgentError, DependencyMissing, LLMRequestRejected, LLMUnreachable
 from runner.mcp_tools import PROVENANCE, GatewaySession, session_headers
@@ -57,8 +59,8 @@ class AgentsSDKAgent:
                 step = max(turns[0] - 1, 0)
                 try:
                     result = await super().call_tool(tool_name, arguments, meta)
-                except Exception:
-                    events.append(_event(step, tool_name, arguments, {}, True, started))
+                except Exception as exc:
+                    events.append(_event(step, tool_name, arguments, _error_provenance(exc), True, started))
                     raise
                 provenance = (result.meta or {}).get(PROVENANCE) or {}
                 events.append(_event(step, tool_name, arguments, provenance, bool(result.is_error), started))
@@ -81,10 +83,13 @@ class AgentsSDKAgent:
                                        # The SDK resets it to auto after the first tool call.
                                        tool_choice=settings.first_tool_choice if draft.tools else None,
                                        extra_args=extra or None)
+        system = SYSTEM_PROMPT  # what the model is shown, kept as the trajectory's system message
         if settings.agents_sdk_tool_calls == "prompted":
+            from runner.agents.prompted import system_prompt
             from runner.agents.sdk_prompted import PromptedChatModel
 
             model: Any = PromptedChatModel(client, settings)
+            system = system_prompt(draft.tools)
         else:
             model = OpenAIChatCompletionsModel(model=settings.model, openai_client=client)
         agent = Agent(name="simgate-runner", instructions=SYSTEM_PROMPT, mcp_servers=[server], model=model,
@@ -117,7 +122,7 @@ class AgentsSDKAgent:
                 draft.usage.total_tokens += usage.total_tokens
             draft.usage.llm_calls += turns[0]
             messages, draft.tool_events = chat_messages(items, events)
-            draft.messages = [{"role": "system", "content": SYSTEM_PROMPT}, *messages]
+            draft.messages = [{"role": "system", "content": system}, *messages]
 
 
 def _event(step: int, name: str, arguments: dict[str, Any] | None, provenance: dict[str, Any], is_error: bool,
@@ -129,6 +134,16 @@ def _event(step: int, name: str, arguments: dict[str, Any] | None, provenance: d
                      source=source if source in ("live", "cache", "simulator") else None,
                      cache_key=provenance.get("cache_key"),
                      latency_ms=round((time.perf_counter() - started) * 1000, 3), is_error=is_error)
+
+
+def _error_provenance(exc: BaseException | None) -> dict[str, Any]:
+    """The gateway's provenance on a JSON-RPC error, which the SDK wraps in its own exception."""
+    while exc is not None:
+        if isinstance(exc, MCPError):
+            data = exc.error.data
+            return (data.get(PROVENANCE) or {}) if isinstance(data, dict) else {}
+        exc = exc.__cause__ or exc.__context__
+    return {}
 
 
 def _context(exc: Any) -> Any:
