@@ -39,6 +39,8 @@ class NativeAgent:
             request = {"tools": draft.tools, "parallel_tool_calls": settings.parallel_tool_calls}
         async with client:
             for step in range(settings.max_turns):
+                if draft.tools and settings.first_tool_choice == "required":
+                    request["tool_choice"] = "required" if step == 0 else "auto"
                 choice = await complete(client, settings, draft, messages=draft.messages, **request)
                 message = choice.message
                 asked = list(message.tool_calls or [])
