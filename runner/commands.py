@@ -129,7 +129,8 @@ def _run(args: argparse.Namespace) -> int:
     async def main() -> Any:
         await preflight(settings)
         jobs = [Job(task=task, settings=settings) for task in tasks]
-        return await execute(jobs, out, concurrency=settings.concurrency, progress=settings.progress)
+        return await execute(jobs, out, concurrency=settings.concurrency, progress=settings.progress,
+                             keep_done=False)
 
     result = anyio.run(main)
     print_summary(result.summary, out)

@@ -119,17 +119,23 @@ def _progress(enabled: bool, total: int) -> Any:
     return progress
 
 
-async def execute(jobs: list[Job], out: Path | None, *, concurrency: int = 1, progress: bool = True) -> RunResult:
+async def execute(jobs: list[Job], out: Path | None, *, concurrency: int = 1, progress: bool = True,
+                  keep_done: bool = True) -> RunResult:
     """Run the jobs not already in `out`; return every job's trajectory (earlier ones read back from
-    `out`) in job order, and the summary of this run."""
+    `out`, unless `keep_done` is false: a large file need not be held in memory) in job order, and
+    the summary of this run."""
     summary = RunSummary(total=len(jobs))
     writer = TrajectoryWriter(out) if out is not None else None
-    done: dict[DoneKey, Trajectory] = {}
+    done: dict[DoneKey, Trajectory | None] = {}
     if writer is not None:
         wanted = {job.key for job in jobs}
-        for record in writer.open():
-            if done_key(record) in wanted:
-                done[done_key(record)] = Trajectory.model_validate(record)
+        try:
+            for record in writer.open():
+                if done_key(record) in wanted:
+                    done[done_key(record)] = Trajectory.model_validate(record) if keep_done else None
+        except BaseException:
+            writer.close()
+            raise
     todo = [job for job in jobs if job.key not in done]
     summary.skipped = len(jobs) - len(todo)
     made: dict[DoneKey, Trajectory] = {}

@@ -114,6 +114,11 @@ def test_output_repair_cuts_a_partial_last_line_only(tmp_path: Path) -> None:
     assert [r["id"] for r in records] == ["a", "b"]
     assert out.read_text() == "\n".join(whole) + "\n"  # the fragment is gone from the file
     assert repair_and_read(out) == records  # idempotent
+    # a partial line longer than the chunks the end of the file is searched in, and no line at all
+    out.write_text("\n".join(whole) + "\n" + '{"id": "c", "question": "' + "x" * 200_000)
+    assert [r["id"] for r in repair_and_read(out)] == ["a", "b"] and out.read_text() == "\n".join(whole) + "\n"
+    out.write_text('{"id": "c", "question": "' + "x" * 100_000)
+    assert repair_and_read(out) == [] and out.read_bytes() == b""
     out.write_text(whole[0] + "\nnot json\n")
     with pytest.raises(OutputFileError, match=r"out\.jsonl:2: not a trajectory line"):
         repair_and_read(out)
