@@ -226,3 +226,27 @@ def test_answer_schema_hoists_each_tools_definitions_under_its_own_names() -> No
     assert not valid({"tool_call": {"name": "b__y", "arguments": {"i": "s", "same": 3}}})  # a pointer into the tool
     assert not valid({"tool_call": {"name": "b__y", "arguments": {"i": 3}}})
     assert valid({"final_answer": "done"})
+
+
+def test_tools_are_filtered_by_server_prefix_and_results_read_as_text() -> None:
+    import mcp_types as types
+
+    from runner.mcp_tools import openai_tool, result_text, tool_filter
+
+    allowed = tool_filter(["calc", "my server"])
+    assert allowed("calc__add") and not allowed("calculator__add") and not allowed("other__calc__add")
+    # a server whose name is not a valid prefix is matched by its exposed prefix (with a hash)
+    from gateway.naming import server_prefix
+
+    assert allowed(server_prefix("my server") + "__tool") and not allowed("my server__tool")
+    assert tool_filter(None)("anything__at_all")
+    tool = types.Tool(name="calc__add", description="Add.", input_schema={"properties": {"a": {"type": "number"}}})
+    assert openai_tool(tool) == {"type": "function", "function": {"name": "calc__add", "description": "Add.",
+                                                                  "parameters": {"properties": {"a": {"type": "number"}},
+                                                                                 "type": "object"}}}
+    mixed = types.CallToolResult(content=[types.TextContent(type="text", text="one"),
+                                          types.ImageContent(type="image", data="QUJD", mime_type="image/png")],
+                                 structured_content={"ignored": True})
+    assert result_text(mixed) == "one\n[image: image/png, 4 base64 characters]"
+    only_structured = types.CallToolResult(content=[], structured_content={"b": 2, "a": 1})
+    assert result_text(only_structured) == '{"a": 1, "b": 2}'
