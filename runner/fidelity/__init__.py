@@ -1,1 +1,1 @@
-"""Trajectory-level fidelity: metrics on whole trajectories across modes, and their report."""
+"""Trajectory-level fidelity: the same tasks run in several modes, compared (metrics.py, report.py)."""

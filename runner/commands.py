@@ -1,0 +1,137 @@
+"""`simgate run`: agents work tasks through the gateway and each trajectory becomes a JSONL line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from runner.errors import RunnerError
+from runner.settings import AGENT_KINDS, RUN_MODES, RunSettings
+
+
+def agent_arguments(parser: argparse.ArgumentParser) -> None:
+    """The LLM and agent options, shared with `simgate fidelity trajectories`."""
+    parser.add_argument("--llm-base-url", required=True, metavar="URL",
+                        help="an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1 (vllm serve, llama.cpp, OpenAI)")
+    parser.add_argument("--model", required=True, help="the model name the endpoint serves")
+    parser.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key")
+    parser.add_argument("--agent", choices=AGENT_KINDS, default="prompted",
+                        help="native tool calls, prompted JSON-constrained tool calls, or the OpenAI Agents SDK "
+                             "(default prompted)")
+    parser.add_argument("--max-turns", type=int, default=8, help="model calls per trajectory (default 8)")
+    parser.add_argument("--max-tokens", type=int, help="cap on one model answer")
+    parser.add_argument("--first-tool-choice", choices=("auto", "required"), default="auto",
+                        help="required: the first model turn must call a tool (native, agents-sdk)")
+    parser.add_argument("--agents-sdk-tool-calls", choices=("native", "prompted"), default="native",
+                        help="with --agent agents-sdk: native tool calls, or prompted JSON-constrained ones for "
+                             "endpoints without tool-call parsing (default native)")
+    parser.add_argument("--parallel-tool-calls", action="store_true",
+                        help="let the model ask for several tools in one turn (native and agents-sdk)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument("--task-timeout", type=float, default=600.0, help="seconds one trajectory may take")
+    parser.add_argument("--concurrency", type=int, default=1, help="trajectories run at once (default 1)")
+    parser.add_argument("--session-prefix", default="",
+                        help="prefix of the per-trajectory gateway session ids (replay finds a recording's "
+                             "sequences under the same ids)")
+    parser.add_argument("--max-string-length", type=int, help="bound unbounded strings of the prompted answer schema")
+    parser.add_argument("--max-array-items", type=int, help="bound unbounded arrays of the prompted answer schema")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def settings_from(args: argparse.Namespace, mode: str, **overrides: Any) -> RunSettings:
+    values: dict[str, Any] = {
+        "gateway": args.gateway, "mode": mode, "llm_base_url": args.llm_base_url, "model": args.model,
+        "api_key_env": args.api_key_env, "agent": args.agent, "max_turns": args.max_turns,
+        "max_tokens": args.max_tokens, "parallel_tool_calls": args.parallel_tool_calls,
+        "first_tool_choice": args.first_tool_choice, "agents_sdk_tool_calls": args.agents_sdk_tool_calls,
+        "temperature": args.temperature, "seed": args.seed, "task_timeout": args.task_timeout,
+        "concurrency": args.concurrency, "session_prefix": args.session_prefix,
+        "max_string_length": args.max_string_length, "max_array_items": args.max_array_items,
+        "progress": not args.no_progress}
+    return RunSettings(**{**values, **overrides})
+
+
+def register(commands: Any) -> None:
+    run = commands.add_parser("run", help="agents work tasks through the gateway; trajectories to JSONL")
+    run.add_argument("--tasks", required=True, metavar="FILE", help="tasks, JSONL: id, question[, servers, "
+                                                                     "target_tools, ...]")
+    run.add_argument("--gateway", required=True, metavar="URL", help="the gateway, e.g. http://127.0.0.1:8808/mcp")
+    run.add_argument("--mode", choices=RUN_MODES, default="live", help="execution mode of every call (default live)")
+    run.add_argument("--out", required=True, metavar="FILE",
+                     help="trajectories, JSONL; trajectories already in it are skipped (resume)")
+    run.add_argument("--repeat", type=int, default=0, help="the repeat index written into each trajectory")
+    agent_arguments(run)
+    run.set_defaults(handler=guarded("run", _run))
+
+
+def guarded(name: str, handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Bad input and unreachable services are one line on stderr and exit code 2; Ctrl-C is 130."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except RunnerError as exc:
+            message = str(exc)
+        except BaseExceptionGroup as group:  # anyio wraps what a task group raised
+            leaf: BaseException = group
+            while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+                leaf = leaf.exceptions[0]
+            if not isinstance(leaf, RunnerError):
+                raise
+            message = str(leaf)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = ".".join(str(part) for part in error["loc"]).replace("_", "-")
+            message = f"--{field}: {error['msg']}"
+        except KeyboardInterrupt:
+            print(f"simgate {name}: interrupted; finished trajectories are in the output file", file=sys.stderr)
+            return 130
+        print(f"simgate {name}: {message}", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def print_summary(summary: Any, out: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    table = Table("outcome", "trajectories", title="run summary", title_justify="left")
+    for outcome, count in summary.outcomes.items():
+        table.add_row(outcome, str(count))
+    console.print(table)
+    console.print(
+        f"{summary.written} written{f' to {out}' if out else ''}, {summary.skipped} already there, "
+        f"{summary.not_written} not written (retried by the next run); {summary.tool_calls} tool call(s), "
+        f"{summary.tool_errors} tool error(s); {summary.rules_passed} passed the rule checks; "
+        f"{summary.elapsed_s:.1f}s, {summary.per_minute:.2f} trajectories/min", highlight=False, soft_wrap=True)
+    for failure in summary.failures:
+        console.print(f"  not written: {failure}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import anyio
+
+    from runner.preflight import preflight
+    from runner.run import Job, execute
+    from runner.tasks import load_tasks
+
+    tasks = load_tasks(Path(args.tasks))
+    settings = settings_from(args, args.mode, repeat=args.repeat)
+    out = Path(args.out)
+
+    async def main() -> Any:
+        await preflight(settings)
+        jobs = [Job(task=task, settings=settings) for task in tasks]
+        return await execute(jobs, out, concurrency=settings.concurrency, progress=settings.progress,
+                             keep_done=False)
+
+    result = anyio.run(main)
+    print_summary(result.summary, out)
+    return 0 if result.summary.not_written == 0 else 1

@@ -1,0 +1,118 @@
+"""`simgate fidelity trajectories`: run each task k times per mode, then compare the modes' trajectories.
+
+The trajectories go to DIR/trajectories.jsonl (resumable: a rerun only makes the missing ones); the
+comparison is `runner.fidelity.report.write_report`, which writes DIR/report.json and DIR/report.html.
+The tool calls the non-live runs made are replayed against live (DIR/live_replay.json: the share
+still valid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+from typing import Any
+
+from gateway.cli import command_group
+from gateway.files import atomic_write
+from runner.commands import agent_arguments, guarded, print_summary, settings_from
+from runner.errors import DependencyMissing, RunnerError
+from runner.settings import RUN_MODES
+
+TRAJECTORIES = "trajectories.jsonl"
+LIVE_REPLAY = "live_replay.json"
+
+
+def register(commands: Any) -> None:
+    group = command_group(commands, "fidelity", "how faithful simulated and replayed runs are to live ones")
+    parser = group.add_parser("trajectories", help="run tasks k times per mode and compare whole trajectories")
+    parser.add_argument("--tasks", required=True, metavar="FILE", help="tasks, JSONL")
+    parser.add_argument("--gateway", required=True, metavar="URL", help="the gateway, e.g. http://127.0.0.1:8808/mcp")
+    parser.add_argument("--modes", default="live,simulated",
+                        help=f"comma-separated modes among {', '.join(RUN_MODES)} (default live,simulated); "
+                             "the first is the reference")
+    parser.add_argument("--k", type=int, default=3, help="runs of each task per mode (default 3)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="where trajectories.jsonl and the report go")
+    parser.add_argument("--no-live-replay", action="store_true",
+                        help="do not replay the tool calls of the non-live runs against live (DIR/live_replay.json)")
+    agent_arguments(parser)
+    parser.set_defaults(handler=guarded("fidelity trajectories", _trajectories))
+
+
+def parse_modes(text: str) -> list[str]:
+    modes = [mode.strip() for mode in text.split(",") if mode.strip()]
+    unknown = [mode for mode in modes if mode not in RUN_MODES]
+    if unknown:
+        raise RunnerError(f"--modes: unknown mode(s) {', '.join(unknown)}; known: {', '.join(RUN_MODES)}")
+    if len(modes) < 1 or len(set(modes)) != len(modes):
+        raise RunnerError("--modes: give one or more distinct modes, e.g. live,simulated")
+    return modes
+
+
+def load_report_writer() -> Any:
+    """`write_report(trajectories_by_mode, out_dir) -> dict`, from the fidelity report module."""
+    try:
+        module = importlib.import_module("runner.fidelity.report")
+    except ImportError as exc:
+        raise DependencyMissing(
+            f"the trajectory fidelity report (runner.fidelity.report) is not available in this installation "
+            f"({exc}); the trajectories cannot be compared") from None
+    writer = getattr(module, "write_report", None)
+    if writer is None:
+        raise DependencyMissing("runner.fidelity.report has no write_report(trajectories_by_mode, out_dir)")
+    return writer
+
+
+def _trajectories(args: argparse.Namespace) -> int:
+    import anyio
+
+    from runner.preflight import preflight
+    from runner.run import Job, execute
+    from runner.tasks import load_tasks
+
+    modes = parse_modes(args.modes)
+    if args.k < 1:
+        raise RunnerError("--k: must be at least 1")
+    write_report = load_report_writer()  # before hours of runs, not after
+    tasks = load_tasks(Path(args.tasks))
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunnerError(f"--out: {out_dir} is not a directory")
+    # Each mode gets its own session ids: the gateway keeps per-session state (sequential replay
+    # positions, the simulator's history), which must not leak from a live run into a simulated one.
+    settings = {mode: settings_from(args, mode, session_prefix=f"{args.session_prefix}{mode}/") for mode in modes}
+    jobs = [Job(task=task, settings=settings[mode].model_copy(update={"repeat": repeat}))
+            for mode in modes for repeat in range(args.k) for task in tasks]
+    concurrency = settings[modes[0]].concurrency
+
+    live_replay = not args.no_live_replay and any(mode != "live" for mode in modes)
+
+    async def main() -> Any:
+        for mode in modes:
+            await preflight(settings[mode])
+        result = await execute(jobs, out_dir / TRAJECTORIES, concurrency=concurrency,
+                               progress=not args.no_progress)
+        replay = None
+        if live_replay:
+            from runner.fidelity.live_replay import replay_against_live
+
+            replay = await replay_against_live(result.trajectories, settings[modes[0]].gateway,
+                                               session_prefix=f"{args.session_prefix}live-replay/")
+        return result, replay
+
+    result, replay = anyio.run(main)
+    print_summary(result.summary, out_dir / TRAJECTORIES)
+    if replay is not None:
+        atomic_write(out_dir / LIVE_REPLAY, replay.model_dump_json(indent=2).encode())
+        share = "n/a" if replay.share_valid is None else f"{replay.share_valid:.1%}"
+        print(f"live replay of the non-live runs' tool calls: {replay.valid}/{replay.calls} still valid ({share}); "
+              f"{out_dir / LIVE_REPLAY}")
+    by_mode: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    for trajectory in result.trajectories:
+        by_mode[trajectory.mode].append(trajectory.model_dump(mode="json"))
+    report = write_report(by_mode, out_dir)
+    print(f"report: {out_dir / 'report.json'}, {out_dir / 'report.html'}")
+    if isinstance(report, dict) and isinstance(report.get("summary"), dict):
+        for key, value in report["summary"].items():
+            print(f"  {key}: {value}")
+    return 0 if result.summary.not_written == 0 else 1

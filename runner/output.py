@@ -1,0 +1,123 @@
+"""The output JSONL: resumable, and safe against a kill at any moment.
+
+Every trajectory is one line written by one `write` of the whole line, then flushed and fsynced,
+under a lock; so a kill loses no finished trajectory. A kill during that write may leave a
+partial last line: on resume it is detected (no final newline) and truncated away before anything
+is appended, so it is neither kept nor duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from runner.errors import OutputFileError
+from runner.trajectory import Trajectory
+
+DoneKey = tuple[str, str, int]  # (id, mode, repeat)
+_CHUNK = 1 << 16
+
+
+def done_key(record: dict[str, Any]) -> DoneKey:
+    return (str(record["id"]), str(record.get("mode", "")), int(record.get("repeat", 0)))
+
+
+def _complete_length(path: Path) -> tuple[int, int]:
+    """(size, length up to and including the last newline), reading backwards from the end."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        position = size
+        while position > 0:
+            step = min(_CHUNK, position)
+            position -= step
+            handle.seek(position)
+            chunk = handle.read(step)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                return size, position + newline + 1
+        return size, 0
+
+
+def repair(path: Path) -> None:
+    """Cut off a partial last line (the tail of a write a kill cut short)."""
+    try:
+        size, end = _complete_length(path)
+        if end < size:
+            with open(path, "r+b") as handle:
+                handle.truncate(end)
+                handle.flush()
+                os.fsync(handle.fileno())
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputFileError(f"{path}: cannot be read or repaired ({exc.strerror or exc})") from None
+
+
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The trajectories of a repaired output file, one at a time (files can be large)."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115  (closed below; a generator holds it)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                done_key(record)
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+                raise OutputFileError(
+                    f"{path}:{number}: not a trajectory line; is this the right output file?") from None
+            yield record
+
+
+def repair_and_read(path: Path) -> list[dict[str, Any]]:
+    """The complete lines of an existing output file; a partial last line is cut off the file."""
+    repair(path)
+    return list(read_records(path))
+
+
+class TrajectoryWriter:
+    """Appends whole lines; one instance per output file and run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = anyio.Lock()
+        self._fd: int | None = None
+
+    def open(self) -> Iterator[dict[str, Any]]:
+        """Repair the file, open it for appending and return the trajectories already in it (lazily)."""
+        repair(self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputFileError(f"{self.path}: cannot be written ({exc.strerror or exc})") from None
+        return read_records(self.path)
+
+    async def write(self, trajectory: Trajectory) -> None:
+        assert self._fd is not None, "open() first"
+        line = (trajectory.to_line() + "\n").encode("utf-8")
+        async with self._lock:
+            fd = self._fd
+            await anyio.to_thread.run_sync(_write_whole, fd, line)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _write_whole(fd: int, line: bytes) -> None:
+    written = os.write(fd, line)
+    while written < len(line):  # a short write (a full disk, a signal): finish the line
+        written += os.write(fd, line[written:])
+    os.fsync(fd)

@@ -1,0 +1,59 @@
+"""How a run is made: which gateway and mode, which LLM, which agent, how many at once."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+RunMode = Literal["live", "replay", "simulated", "hybrid"]
+AgentKind = Literal["native", "prompted", "agents-sdk"]
+RUN_MODES: tuple[str, ...] = ("live", "replay", "simulated", "hybrid")
+AGENT_KINDS: tuple[str, ...] = ("native", "prompted", "agents-sdk")
+
+
+class RunSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gateway: str = Field(..., description="the gateway's aggregated MCP endpoint, e.g. http://127.0.0.1:8808/mcp")
+    mode: RunMode = "live"
+    llm_base_url: str = Field(..., description="an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(..., min_length=1)
+    api_key_env: str | None = Field(None, description="environment variable holding the LLM API key")
+    agent: AgentKind = "prompted"
+    max_turns: int = Field(8, ge=1, le=200, description="model calls per trajectory")
+    max_tokens: int | None = Field(None, ge=1, description="cap on one model answer")
+    first_tool_choice: Literal["auto", "required"] = Field(
+        "auto", description="`required`: the first model turn must call a tool (native, agents-sdk; later turns auto)")
+    agents_sdk_tool_calls: Literal["native", "prompted"] = Field(
+        "native", description="how the Agents SDK's model calls tools: natively, or prompted (JSON-constrained)")
+    parallel_tool_calls: bool = Field(False, description="let the model ask for several tools in one turn")
+    temperature: float = Field(0.0, ge=0, le=2)
+    seed: int | None = 0
+    task_timeout: float = Field(600.0, gt=0, description="seconds one trajectory may take")
+    concurrency: int = Field(1, ge=1, le=256, description="trajectories run at once")
+    session_prefix: str = Field("", description="prepended to each trajectory's gateway session id")
+    repeat: int = Field(0, ge=0, description="the repeat index written into each trajectory")
+    llm_timeout: float = Field(300.0, gt=0, description="seconds one model request may take")
+    progress: bool = Field(True, description="show a progress bar on stderr")
+    # Small models ramble until max_tokens; bounds in the answer schema (prompted agent) end strings
+    # and lists where a constrained decoder can.
+    max_string_length: int | None = Field(None, ge=1, description="bound on unbounded strings (prompted agent)")
+    max_array_items: int | None = Field(None, ge=1, description="bound on unbounded arrays (prompted agent)")
+
+    @field_validator("gateway", "llm_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("gateway")
+    @classmethod
+    def _mcp_endpoint(cls, value: str) -> str:
+        # `--gateway http://host:port` means its aggregated endpoint.
+        return value if value.endswith("/mcp") else value + "/mcp"
+
+    def session_id(self, task_id: str, repeat: int) -> str:
+        """Deterministic, so a replaying run finds the episodes its recording run wrote."""
+        return f"{self.session_prefix}{task_id}#{repeat}"

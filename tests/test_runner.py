@@ -1,0 +1,337 @@
+"""The trajectory runner end to end: the tiny real LLM (prompted, temperature 0) drives real servers
+through a real gateway in live mode with recording on; the same tasks replay byte-identically with
+every upstream gone; simulated mode runs with no upstream at all; the OpenAI Agents SDK works
+through the gateway unchanged; a runner killed mid-run resumes with no duplicate and no lost line;
+`simgate fidelity trajectories` hands the report writer what it promised."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import types as pytypes
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import real_servers as rs
+from harness import REPO_ROOT, GatewayProcess, fixture_server, running_gateway
+from llm_server import LLMServer, llm_server  # noqa: F401  (the session-scoped fixture)
+
+from runner.run import run_tasks
+from runner.settings import RunSettings
+from runner.tasks import Task, parse_tasks
+
+ROOT = rs.default_install_root()
+GONE = {"command": "/bin/false"}  # an upstream that cannot start
+# The everything server has many tools; two keep the prompt (and the tiny model's time) small.
+EVERYTHING_TOOLS = {"allow": ["echo", "get-sum"]}
+TRAJECTORY_KEYS = {"id", "question", "mode", "repeat", "session", "messages", "tools", "target_tools", "tool_events",
+                   "final_answer", "outcome", "error", "usage", "checks", "agent", "created_at"}
+EVENT_KEYS = {"step", "call_id", "name", "server", "tool", "arguments", "source", "cache_key", "latency_ms",
+              "is_error"}
+TASKS = [
+    {"id": "calc-1", "question": "What is 2**10 + 3? Use the calculator.", "servers": ["calculator"],
+     "target_tools": ["calculator__calculate"], "subset_name": "single-server"},
+    {"id": "sum-1", "question": "What is 2 plus 40?", "servers": ["everything"],
+     "target_tools": ["everything__get-sum"]},
+]
+
+
+def _real(name: str, work_dir: Path) -> dict[str, Any]:
+    if not rs.installed(name, ROOT):
+        pytest.skip(f"{name} not installed under {ROOT}: run .ci/install-servers")
+    work = rs.prepare_work_dir(name, work_dir)
+    command, args, env = rs.server_command(name, ROOT, work_dir)
+    return {"command": command, "args": args, "env": env, "cwd": str(work)}
+
+
+def _settings(gateway: GatewayProcess, llm: LLMServer, mode: str, **overrides: Any) -> RunSettings:
+    # small bounds: the base model would ramble on until max_tokens
+    values: dict[str, Any] = {"gateway": gateway.url, "mode": mode, "llm_base_url": llm.base_url, "model": "gemma",
+                              "agent": "prompted", "max_turns": 2, "max_tokens": 80, "max_string_length": 32,
+                              "max_array_items": 3, "temperature": 0.0, "seed": 0, "task_timeout": 180,
+                              "progress": False}
+    return RunSettings(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """Two pure real servers, recording every live answer; a schema simulator for simulated calls."""
+    base = tmp_path_factory.mktemp("live")
+    servers = {"calculator": _real("calculator", base / "calculator"),
+               "everything": {**_real("everything", base / "everything"), "tools": EVERYTHING_TOOLS}}
+    config = {"gateway": {"record": "all", "cache_dir": str(base / "cache"), "simulator": {"backend": "schema"}},
+              "mcpServers": servers}
+    with running_gateway(config, base / "gw") as gateway:
+        yield gateway
+
+
+def _upstreams_never_ready(gateway: GatewayProcess) -> bool:
+    states = [s["state"] for s in httpx.get(gateway.url + "/admin/servers", timeout=10).json()["servers"]]
+    return bool(states) and all(state != "ready" for state in states)
+
+
+def _check_shape(trajectory: dict[str, Any], task: dict[str, Any], mode: str, *, kind: str = "prompted",
+                 prefix: str = "") -> None:
+    assert set(trajectory) == TRAJECTORY_KEYS
+    assert trajectory["id"] == task["id"] and trajectory["mode"] == mode and trajectory["repeat"] == 0
+    assert trajectory["session"] == f"{prefix}{task['id']}#0" and trajectory["target_tools"] == task["target_tools"]
+    assert trajectory["outcome"] in ("final_answer", "max_turns", "timeout", "error")
+    assert trajectory["agent"] == {"kind": kind, "model": "gemma", "temperature": 0.0, "seed": 0, "max_turns": 2}
+    messages = trajectory["messages"]
+    assert [m["role"] for m in messages[:2]] == ["system", "user"] and messages[1]["content"] == task["question"]
+    # only the task's server's tools are offered, as OpenAI function tools
+    prefix = task["servers"][0] + "__"
+    assert trajectory["tools"] and all(t["type"] == "function" and t["function"]["name"].startswith(prefix)
+                                       for t in trajectory["tools"])
+    # every assistant tool call is answered by a `role: tool` message with its id, and has its event
+    asked = [c for m in messages if m["role"] == "assistant" for c in m.get("tool_calls") or []]
+    answered = [m["tool_call_id"] for m in messages if m["role"] == "tool"]
+    assert [c["id"] for c in asked] == answered == [e["call_id"] for e in trajectory["tool_events"]]
+    for call, event in zip(asked, trajectory["tool_events"], strict=True):
+        assert set(event) == EVENT_KEYS
+        assert event["name"] == call["function"]["name"] and event["arguments"] == json.loads(
+            call["function"]["arguments"])
+        assert event["server"] == task["servers"][0] and event["name"] == f"{event['server']}__{event['tool']}"
+    usage = trajectory["usage"]
+    assert usage["llm_calls"] >= 1 and usage["prompt_tokens"] > 0
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def _events(trajectories: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for t in trajectories for e in t["tool_events"]]
+
+
+def test_live_then_replay_with_upstreams_gone_then_simulated_with_none(
+        live_gateway: GatewayProcess, llm_server: LLMServer, tmp_path: Path) -> None:  # noqa: F811
+    tasks = parse_tasks([json.dumps(t) for t in TASKS])
+    live_out = tmp_path / "live.jsonl"
+    live = anyio.run(run_tasks, tasks, _settings(live_gateway, llm_server, "live"), live_out)
+    lines = [json.loads(line) for line in live_out.read_text().splitlines()]
+    assert [t.model_dump(mode="json") for t in live] == lines  # returned = written
+    for trajectory, task in zip(lines, TASKS, strict=True):
+        _check_shape(trajectory, task, "live")
+    events = _events(lines)
+    assert events and all(e["source"] == "live" and e["cache_key"] for e in events)
+    assert any(not e["is_error"] for e in events)  # a real server answered
+    assert any(t["checks"]["has_tool_call"] for t in lines)
+
+    # Replay: a second gateway on the same recordings whose upstreams cannot even start; its default
+    # mode is live, so it is the runner's X-Simgate-Mode header that makes every call a replay.
+    cache = live_gateway.workdir.parent / "cache"
+    gone = {"calculator": GONE, "everything": {**GONE, "tools": EVERYTHING_TOOLS}}
+    with running_gateway({"gateway": {"cache_dir": str(cache)}, "mcpServers": gone}, tmp_path / "replay",
+                         wait_ready=False) as replaying:
+        replayed = [t.model_dump(mode="json") for t in
+                    anyio.run(run_tasks, tasks, _settings(replaying, llm_server, "replay"), tmp_path / "replay.jsonl")]
+        assert _upstreams_never_ready(replaying)
+    for got, want in zip(replayed, lines, strict=True):
+        assert json.dumps(got["messages"]) == json.dumps(want["messages"])  # byte-identical at temperature 0
+        assert got["tools"] == want["tools"] and got["final_answer"] == want["final_answer"]
+        assert got["outcome"] == want["outcome"] and got["mode"] == "replay"
+    replay_events = _events(replayed)
+    assert all(e["source"] == "cache" for e in replay_events)
+    assert [e["cache_key"] for e in replay_events] == [e["cache_key"] for e in events]
+
+    # Simulated: no upstream at all (the tool list comes from the recordings), a schema simulator.
+    simulator = {"cache_dir": str(cache), "simulator": {"backend": "schema"}}
+    with running_gateway({"gateway": simulator, "mcpServers": gone}, tmp_path / "sim", wait_ready=False) as simulating:
+        simulated = [t.model_dump(mode="json") for t in
+                     anyio.run(run_tasks, tasks, _settings(simulating, llm_server, "simulated"), tmp_path / "sim.jsonl")]
+        assert _upstreams_never_ready(simulating)
+    for trajectory, task in zip(simulated, TASKS, strict=True):
+        _check_shape(trajectory, task, "simulated")
+    sim_events = _events(simulated)
+    assert sim_events and all(e["source"] == "simulator" for e in sim_events)
+
+
+def test_native_agent_calls_the_gateway_tools_as_functions(
+        live_gateway: GatewayProcess, llm_server: LLMServer) -> None:  # noqa: F811
+    task = {"id": "native-1", "question": "Echo hi", "servers": ["everything"], "target_tools": ["everything__echo"]}
+    settings = _settings(live_gateway, llm_server, "live", agent="native", max_tokens=128, session_prefix="native/")
+    (trajectory,) = anyio.run(run_tasks, [Task(**task)], settings, None)  # no output file: returned only
+    dumped = trajectory.model_dump(mode="json")
+    _check_shape(dumped, task, "live", kind="native", prefix="native/")
+    assert dumped["tool_events"] and all(e["source"] == "live" for e in dumped["tool_events"])
+    assert dumped["checks"]["target_tool_share"] == 1.0
+
+
+def test_a_slow_trajectory_is_written_as_a_timeout(
+        live_gateway: GatewayProcess, llm_server: LLMServer, tmp_path: Path) -> None:  # noqa: F811
+    task = Task(id="slow-1", question="What is 6 * 7?", servers=["calculator"])
+    settings = _settings(live_gateway, llm_server, "live", task_timeout=0.05, max_tokens=16, session_prefix="slow/")
+    out = tmp_path / "slow.jsonl"
+    (trajectory,) = anyio.run(run_tasks, [task], settings, out)
+    assert trajectory.outcome == "timeout" and trajectory.final_answer is None
+    assert trajectory.error == "the trajectory took longer than 0.05s"
+    assert json.loads(out.read_text())["outcome"] == "timeout"  # written: a rerun does not retry it
+
+
+def test_prompted_agent_falls_back_when_the_endpoint_refuses_a_tool_schema(
+        llm_server: LLMServer, tmp_path: Path) -> None:  # noqa: F811
+    from runner.agents.prompted import answer_schema, response_format
+
+    config = {"gateway": {"cache_dir": str(tmp_path / "cache")},
+              "mcpServers": {"odd": fixture_server("runner_schema_server.py")}}
+    with running_gateway(config, tmp_path / "gw") as gateway:
+        settings = _settings(gateway, llm_server, "live", max_turns=1, max_tokens=48)
+        (trajectory,) = anyio.run(run_tasks, [Task(id="odd-1", question="Look up the key x.")], settings, None)
+    # the precondition: this endpoint refuses the tool's own argument schema
+    refused = httpx.post(f"{llm_server.base_url}/chat/completions", timeout=60, json={
+        "model": "gemma", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}],
+        "response_format": response_format(answer_schema(trajectory.tools, per_tool_arguments=True, max_string=None,
+                                                         max_items=None))})
+    assert refused.status_code == 400, refused.text
+    # The refusal did not end the trajectory: the model answered under the looser schema (the tiny
+    # model's answer itself may still be cut off by max_tokens: that is its own error, not HTTP's).
+    assert trajectory.usage.llm_calls == 1  # the refused request is not a model turn
+    assert "HTTP" not in (trajectory.error or "")
+    answer = trajectory.messages[2]
+    assert answer["role"] == "assistant"
+    assert (answer.get("tool_calls") or [{}])[0].get("function", {}).get("name") == "odd__lookup" or (
+        answer.get("content") or "").replace(" ", "").replace("\n", "").startswith('{"tool_call":{"name":"odd__lookup"')
+
+
+def test_agents_sdk_adapter_runs_a_task_through_the_gateway(
+        live_gateway: GatewayProcess, llm_server: LLMServer, tmp_path: Path) -> None:  # noqa: F811
+    pytest.importorskip("agents", reason="the OpenAI Agents SDK (openai-agents) is not installed")
+    task = Task(id="sdk-1", question="What is 2 plus 40?", servers=["everything"],
+                target_tools=["everything__get-sum"])
+    settings = _settings(live_gateway, llm_server, "live", agent="agents-sdk", agents_sdk_tool_calls="prompted",
+                         session_prefix="sdk/")
+    (trajectory,) = anyio.run(run_tasks, [task], settings, tmp_path / "sdk.jsonl")
+    assert trajectory.error is None and trajectory.outcome in ("final_answer", "max_turns")
+    assert trajectory.session == "sdk/sdk-1#0" and trajectory.agent.kind == "agents-sdk"
+    messages = trajectory.messages
+    assert [m["role"] for m in messages[:2]] == ["system", "user"]
+    asked = [c for m in messages if m["role"] == "assistant" for c in m.get("tool_calls") or []]
+    assert asked, messages  # the framework called the gateway's tools
+    answered = [m["tool_call_id"] for m in messages if m["role"] == "tool"]
+    assert [c["id"] for c in asked] == answered == [e.call_id for e in trajectory.tool_events]
+    assert all(e.source == "live" and e.server == "everything" and e.cache_key for e in trajectory.tool_events)
+    assert trajectory.usage.llm_calls >= 1 and trajectory.usage.prompt_tokens > 0
+
+
+def _simgate(*args: str, **kwargs: Any) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "gateway", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True, **kwargs)
+
+
+def _cli_args(gateway: GatewayProcess, llm: LLMServer, tasks: Path, out: Path) -> list[str]:
+    return ["run", "--tasks", str(tasks), "--gateway", gateway.url, "--llm-base-url", llm.base_url, "--model", "gemma",
+            "--out", str(out), "--max-turns", "1", "--max-tokens", "64", "--max-string-length", "24", "--no-progress"]
+
+
+def test_killed_runner_resumes_without_duplicates_or_half_lines(
+        live_gateway: GatewayProcess, llm_server: LLMServer, tmp_path: Path) -> None:  # noqa: F811
+    ids = [f"kill-{n}" for n in range(3)]
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps({"id": i, "question": f"What is {n} * 7?", "servers": ["calculator"]}) + "\n"
+                             for n, i in enumerate(ids)))
+    out = tmp_path / "out.jsonl"
+    first = _simgate(*_cli_args(live_gateway, llm_server, tasks, out), "--session-prefix", "kill/")
+    deadline = time.monotonic() + 150
+    while out.read_bytes().count(b"\n") < 1 if out.exists() else True:
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline, "no trajectory written in time"
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    before = out.read_bytes()
+    done_before = before.count(b"\n")
+    assert 1 <= done_before < len(ids), "the kill must come mid-run"
+    # As if the kill had come in the middle of the next line's write:
+    with open(out, "ab") as handle:
+        handle.write(b'{"id": "kill-2", "question": "What is 2 * 7?", "mo')
+
+    second = _simgate(*_cli_args(live_gateway, llm_server, tasks, out), "--session-prefix", "kill/")
+    _, stderr = second.communicate(timeout=240)
+    assert second.returncode == 0, stderr.decode()
+    assert f"{done_before} already there".encode() in stderr
+    after = out.read_bytes()
+    assert after.startswith(before)  # nothing finished was lost or rewritten
+    lines = after.decode().splitlines()
+    assert after.endswith(b"\n") and all(json.loads(line) for line in lines)  # no half line
+    written = [json.loads(line)["id"] for line in lines]
+    assert sorted(written) == sorted(ids) and len(written) == len(set(written))
+
+
+def test_cli_errors_are_one_line(live_gateway: GatewayProcess, llm_server: LLMServer, tmp_path: Path) -> None:  # noqa: F811
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text('{"id": "a", "question": "q"}\n{"id": "b"}\n')
+    bad = _simgate(*_cli_args(live_gateway, llm_server, tasks, tmp_path / "o.jsonl"))
+    _, stderr = bad.communicate(timeout=60)
+    assert bad.returncode == 2 and stderr.decode().strip() == f"simgate run: {tasks}:2: question: Field required"
+
+    tasks.write_text('{"id": "a", "question": "q"}\n')
+    args = _cli_args(live_gateway, llm_server, tasks, tmp_path / "o.jsonl")
+    args[args.index("--gateway") + 1] = "http://127.0.0.1:9/mcp"
+    nowhere = _simgate(*args)
+    _, stderr = nowhere.communicate(timeout=60)
+    assert nowhere.returncode == 2 and "Traceback" not in stderr.decode()
+    assert stderr.decode().startswith("simgate run: cannot reach the gateway at http://127.0.0.1:9/mcp")
+    assert not (tmp_path / "o.jsonl").exists() or (tmp_path / "o.jsonl").read_text() == ""
+
+
+def test_fidelity_trajectories_runs_k_times_per_mode_and_hands_them_to_the_report(
+        live_gateway: GatewayProcess, llm_server: LLMServer, tmp_path: Path,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.cli import build_parser
+
+    # The report writer belongs to the trajectory-fidelity package; this stands in for it with the
+    # agreed signature and records what it is given.
+    received: dict[str, Any] = {}
+
+    def write_report(trajectories_by_mode: dict[str, list[dict[str, Any]]], out_dir: Path) -> dict[str, Any]:
+        received.update(by_mode=trajectories_by_mode, out_dir=out_dir)
+        (out_dir / "report.json").write_text("{}")
+        return {"summary": {"modes": list(trajectories_by_mode)}}
+
+    monkeypatch.setitem(sys.modules, "runner.fidelity.report", pytypes.SimpleNamespace(write_report=write_report))
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps(TASKS[0]) + "\n")
+    out = tmp_path / "fidelity"
+    args = build_parser().parse_args([
+        "fidelity", "trajectories", "--tasks", str(tasks), "--gateway", live_gateway.url, "--modes", "live,simulated",
+        "--k", "2", "--llm-base-url", llm_server.base_url, "--model", "gemma", "--out", str(out), "--max-turns", "1",
+        "--max-tokens", "64", "--max-string-length", "24", "--no-progress", "--session-prefix", "fid/",
+        "--concurrency", "2"])
+    assert args.handler(args) == 0
+    assert received["out_dir"] == out and set(received["by_mode"]) == {"live", "simulated"}
+    for mode, trajectories in received["by_mode"].items():
+        assert [(t["id"], t["repeat"]) for t in trajectories] == [("calc-1", 0), ("calc-1", 1)]
+        assert {t["session"] for t in trajectories} == {f"fid/{mode}/calc-1#0", f"fid/{mode}/calc-1#1"}
+        sources = {e["source"] for t in trajectories for e in t["tool_events"]}
+        assert sources <= {"live" if mode == "live" else "simulator"}
+    written = [json.loads(line) for line in (out / "trajectories.jsonl").read_text().splitlines()]
+    assert len(written) == 4
+    # The simulated runs' calls, replayed against live: with one turn at temperature 0 they are the
+    # live runs' own first calls, so live must judge them exactly as it answered the live runs.
+    replay = json.loads((out / "live_replay.json").read_text())
+    simulated_events = [e for t in received["by_mode"]["simulated"] for e in t["tool_events"]]
+    live_events = {(t["repeat"], e["step"]): e for t in received["by_mode"]["live"] for e in t["tool_events"]}
+    assert replay["calls"] == len(simulated_events) > 0
+    for call in replay["per_call"]:
+        twin = live_events[(call["repeat"], call["step"])]
+        assert (call["name"], call["arguments"]) == (twin["name"], twin["arguments"])
+        assert call["live_is_error"] == twin["is_error"]
+    assert replay["valid"] == sum(not c["live_is_error"] for c in replay["per_call"])
+    # a second run finds everything done and runs nothing
+    again = build_parser().parse_args([*args_list(args)])
+    assert again.handler(again) == 0 and (out / "trajectories.jsonl").read_text().count("\n") == 4
+
+
+def args_list(args: Any) -> list[str]:
+    return ["fidelity", "trajectories", "--tasks", args.tasks, "--gateway", args.gateway, "--modes", args.modes,
+            "--k", str(args.k), "--llm-base-url", args.llm_base_url, "--model", args.model, "--out", args.out,
+            "--max-turns", str(args.max_turns), "--max-tokens", str(args.max_tokens), "--max-string-length",
+            str(args.max_string_length), "--no-progress", "--session-prefix", args.session_prefix,
+            "--concurrency", str(args.concurrency)]
