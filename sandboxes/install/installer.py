@@ -117,7 +117,10 @@ async def ensure_installed(tools: Path, server: str, spec: PackageSpec, *, timeo
         found = installed(tools, spec)  # another process may have finished it while we waited
         if found is not None:
             return found
-        tools.mkdir(exist_ok=True, mode=0o700)
+        # Installed code is not secret, and a docker sandbox runs the server as another user (nobody):
+        # the tool directories must be readable and searchable by everyone (mkdtemp makes them 0700).
+        tools.mkdir(exist_ok=True)
+        tools.chmod(0o755)
         _sweep(tools, keep=spec.key())
         try:
             return await _install(tools, server, spec, timeout)
@@ -140,6 +143,7 @@ async def _install(tools: Path, server: str, spec: PackageSpec, timeout: float) 
         manifest.seconds = round(time.monotonic() - started, 3)
         write_manifest(partial, manifest)
         final = tools / key
+        partial.chmod(0o755)
         if final.exists():  # an unreadable leftover of an older format: replaced
             shutil.rmtree(final)
         os.rename(partial, final)
