@@ -6,7 +6,28 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from importlib.metadata import entry_points
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def guarded(handler: Handler, *expected: type[BaseException], prefix: str = "simgate",
+            describe: Callable[[BaseException], str] = str) -> Handler:
+    """The sub-command with the errors it expects turned into one line on stderr and exit code 2 (no
+    traceback); Ctrl-C says so and exits 130."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except expected as exc:
+            print(f"{prefix}: {describe(exc)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"{prefix}: interrupted", file=sys.stderr)
+            return 130
+
+    return run
 
 
 def command_group(commands: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:

@@ -11,6 +11,7 @@ import anyio
 import httpx
 
 from gateway.auth.keys import KeyFileError, KeyStore, auth_headers
+from gateway.cli import guarded
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError
 from gateway.net import is_loopback
@@ -25,7 +26,7 @@ def register(commands: Any) -> None:
     serve.add_argument("--port", type=int, default=None, help="port to listen on (default 8808, or the config's)")
     serve.add_argument("--insecure", action="store_true",
                        help="allow listening on a non-loopback address without client API keys")
-    serve.set_defaults(handler=_serve)
+    serve.set_defaults(handler=guarded(_serve, ConfigError))
 
     servers = commands.add_parser("servers", help="list the servers of a running gateway")
     servers.add_argument("--url", default=DEFAULT_URL, help=f"the gateway (default {DEFAULT_URL})")
@@ -58,17 +59,13 @@ def register(commands: Any) -> None:
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
     check = config_commands.add_parser("check", help="validate a config file")
     check.add_argument("file")
-    check.set_defaults(handler=_config_check)
+    check.set_defaults(handler=guarded(_config_check, ConfigError))
 
 
 def _serve(args: argparse.Namespace) -> int:
     from gateway.serve import serve
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"simgate: {exc}", file=sys.stderr)
-        return 2
+    config = load_config(args.config)
     host = args.host or config.gateway.host
     if not is_loopback(host) and not args.insecure and not _has_keys(config.gateway.keys_file):
         # Anyone who can reach the port could call every tool with the gateway's credentials.
@@ -87,11 +84,7 @@ def _has_keys(path: str) -> bool:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.file)
-    except ConfigError as exc:
-        print(f"simgate: {exc}", file=sys.stderr)
-        return 2
+    config = load_config(args.file)
     active = config.active_servers
     print(f"{args.file}: ok, {len(config.servers)} server(s), {len(active)} enabled")
     for name, server in config.servers.items():

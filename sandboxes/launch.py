@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -80,7 +81,7 @@ def _bwrap(command: str, args: list[str], env: dict[str, str], cwd: str, dirs: S
             argv += ["--ro-bind", str(target), str(target)]
     argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     read_only = sorted(tool_mounts(executable, args) | {Path(p).resolve() for p in policy.read_only})
-    for path in _outermost(read_only):
+    for path in outermost(read_only):
         if not _under_system(path):
             argv += ["--ro-bind", str(path), str(path)]
     own = [dirs.home, dirs.tmp, dirs.work, *(Path(p).resolve() for p in policy.read_write)]
@@ -167,7 +168,8 @@ def _interpreter_roots(path: Path) -> set[Path]:
     return roots
 
 
-def _outermost(paths: list[Path]) -> list[Path]:
+def outermost(paths: Iterable[Path]) -> list[Path]:
+    """The paths not inside another of them (what to mount, without mounting anything twice)."""
     kept: list[Path] = []
     for path in sorted(paths, key=lambda p: len(p.parts)):
         if not any(path == k or k in path.parents for k in kept):

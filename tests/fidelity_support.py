@@ -31,11 +31,7 @@ EXTRA_CALLS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 
 
 def real_server(name: str, work_dir: Path) -> dict[str, Any]:
-    if not rs.installed(name, ROOT):
-        pytest.skip(f"{name} not installed under {ROOT}: run .ci/install-servers")
-    work = rs.prepare_work_dir(name, work_dir)
-    command, args, env = rs.server_command(name, ROOT, work_dir)
-    return {"command": command, "args": args, "env": env, "cwd": str(work)}
+    return rs.gateway_server(name, work_dir, ROOT)
 
 
 def calls_of(name: str, work_dir: Path) -> list[tuple[str, dict[str, Any]]]:

@@ -1293,3 +1293,16 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(_main())
+
+
+def gateway_server(name: str, work_dir: Path, install_root: Path | None = None) -> dict[str, Any]:
+    """A gateway config entry that runs server ``name`` offline from its install (the test is skipped,
+    naming the fix, when it is not installed)."""
+    root = install_root or default_install_root()
+    if not installed(name, root):
+        import pytest  # only tests call this; .ci/install-servers imports this module without pytest
+
+        pytest.skip(f"{name} not installed under {root}: run .ci/install-servers")
+    work = prepare_work_dir(name, work_dir)
+    command, args, env = server_command(name, root, work_dir)
+    return {"command": command, "args": args, "env": env, "cwd": str(work)}

@@ -19,9 +19,8 @@ import pytest
 import real_servers as rs
 from docker_engine import DockerEngine, docker_engine  # noqa: F401  (the session fixture)
 from harness import REPO_ROOT, GatewayProcess, fixture_server, mcp_session, running_gateway, wait_until
-from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
-from test_real_servers_gateway import _decline, _decline_roots, _session_transcript
+from test_real_servers_gateway import _decline, _decline_roots, _direct, _session_transcript
 from test_sandbox import (  # noqa: F401  (the same hostile-server tests, run here under docker)
     _friend_still_answers,
     _text,
@@ -189,18 +188,6 @@ async def test_real_servers_run_offline_under_docker_as_they_do_directly(
                            list_roots_callback=_decline_roots) as session:
         via = await _session_transcript(session, name, work)
     assert via == direct
-
-
-async def _direct(name: str, work_dir: Path) -> dict[str, Any]:
-    work = rs.prepare_work_dir(name, work_dir)
-    command, args, env = rs.server_command(name, ROOT, work_dir)
-    params = StdioServerParameters(command=command, args=args, env=env, cwd=work)
-    with open(work_dir / "stderr.log", "w") as errlog, anyio.fail_after(120):
-        async with stdio_client(params, errlog=errlog) as (read, write):
-            async with ClientSession(read, write, sampling_callback=_decline, elicitation_callback=_decline,
-                                     list_roots_callback=_decline_roots) as session:
-                await session.initialize()
-                return await _session_transcript(session, name, work)
 
 
 async def test_no_container_outlives_the_gateway_and_leftovers_are_swept(

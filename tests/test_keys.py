@@ -41,13 +41,9 @@ def _create(workdir: Path, *args: str) -> str:
 
 
 def _config(tmp_path: Path) -> dict[str, Any]:
-    if not rs.installed("calculator", ROOT):
-        pytest.skip(f"calculator not installed under {ROOT}: run .ci/install-servers")
-    work = rs.prepare_work_dir("calculator", tmp_path / "calc")
-    command, args, env = rs.server_command("calculator", ROOT, tmp_path / "calc")
     return {"gateway": {"state_dir": str(tmp_path / "state")},
             "mcpServers": {"alpha": fixture_server("conformance_server.py"),
-                           "calc": {"command": command, "args": args, "env": env, "cwd": str(work)}}}
+                           "calc": rs.gateway_server("calculator", tmp_path / "calc", ROOT)}}
 
 
 def _bearer(key: str) -> dict[str, str]:

@@ -45,11 +45,7 @@ TASKS = [
 
 
 def _real(name: str, work_dir: Path) -> dict[str, Any]:
-    if not rs.installed(name, ROOT):
-        pytest.skip(f"{name} not installed under {ROOT}: run .ci/install-servers")
-    work = rs.prepare_work_dir(name, work_dir)
-    command, args, env = rs.server_command(name, ROOT, work_dir)
-    return {"command": command, "args": args, "env": env, "cwd": str(work)}
+    return rs.gateway_server(name, work_dir, ROOT)
 
 
 def _settings(gateway: GatewayProcess, llm: LLMServer, mode: str, **overrides: Any) -> RunSettings:

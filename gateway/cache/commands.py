@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from gateway.cache.cassette import CassetteError
+from gateway.cache.errors import STORE_ERRORS, describe_store_error
+from gateway.cli import Handler, guarded
+from gateway.errors import ConfigError
 
 DEFAULT_CACHE_DIR = ".simgate/cache"
 _PREVIEW = 60
@@ -40,55 +42,37 @@ def register(commands: Any) -> None:
 
     stats = sub.add_parser("stats", parents=[where, filters], help="recordings per server and tool, errors, size")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    stats.set_defaults(handler=_guarded(_stats))
+    stats.set_defaults(handler=_guarded(_stats, "stats"))
 
     ls = sub.add_parser("ls", parents=[where, filters], help="one line per cache key")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    ls.set_defaults(handler=_guarded(_ls))
+    ls.set_defaults(handler=_guarded(_ls, "ls"))
 
     show = sub.add_parser("show", parents=[where], help="the recordings of one key, as JSON")
     show.add_argument("key", help="a cache key, or a prefix of one that is unique")
-    show.set_defaults(handler=_guarded(_show))
+    show.set_defaults(handler=_guarded(_show, "show"))
 
     export = sub.add_parser("export", parents=[where, filters], help="write recordings to a JSONL cassette")
     export.add_argument("file", help="the cassette to write (replaced atomically)")
-    export.set_defaults(handler=_guarded(_export))
+    export.set_defaults(handler=_guarded(_export, "export"))
 
     imp = sub.add_parser("import", parents=[where], help="load a JSONL cassette (checked whole first)")
     imp.add_argument("file", help="the cassette to read")
     imp.add_argument("--replace", action="store_true",
                      help="overwrite recordings the store holds at the same key and position (default: keep them)")
-    imp.set_defaults(handler=_guarded(_import))
+    imp.set_defaults(handler=_guarded(_import, "import"))
 
     prune = sub.add_parser("prune", parents=[where, filters], help="delete expired recordings (or all, with --all)")
     prune.add_argument("--all", action="store_true", help="delete every matching recording, expired or not")
-    prune.set_defaults(handler=_guarded(_prune))
+    prune.set_defaults(handler=_guarded(_prune, "prune"))
 
 
 # ---------------------------------------------------------------------------------------------- plumbing
 
 
-def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        from diskcache import Timeout
-
-        from gateway.cache.cassette import CassetteError
-        from gateway.errors import ConfigError
-
-        try:
-            return handler(args)
-        except (CommandError, CassetteError, ConfigError) as exc:
-            message = str(exc)
-        except Timeout:
-            message = "the store is locked by another process; try again"
-        except sqlite3.Error as exc:
-            message = f"the store cannot be read: {exc}"
-        except OSError as exc:
-            message = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
-        print(f"simgate cache {args.cache_command}: {message}", file=sys.stderr)
-        return 2
-
-    return run
+def _guarded(handler: Handler, command: str) -> Handler:
+    return guarded(handler, CommandError, CassetteError, ConfigError, *STORE_ERRORS,
+                   prefix=f"simgate cache {command}", describe=describe_store_error)
 
 
 def _store_dir(args: argparse.Namespace) -> Path:

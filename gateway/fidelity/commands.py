@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.cli import command_group
+from pydantic import ValidationError
+
+from gateway.cache.errors import STORE_ERRORS, describe_store_error
+from gateway.cli import command_group, guarded
+from gateway.errors import ConfigError
+from gateway.fidelity.source import FidelityInputError
 
 DEFAULT_STORE = ".simgate/cache"
 
@@ -40,36 +43,15 @@ def register(commands: Any) -> None:
     calls.add_argument("--second-live", action="store_true",
                        help="call every recorded call live a second time through the config's upstreams (noise floor)")
     calls.add_argument("--out", metavar="DIR", default="fidelity-calls", help="where report.json and report.html go")
-    calls.set_defaults(handler=_guarded(_calls))
+    calls.set_defaults(handler=guarded(_calls, FidelityInputError, ConfigError, ValidationError, *STORE_ERRORS,
+                                       prefix="simgate fidelity calls", describe=_describe))
 
 
-def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        import sqlite3
-
-        from diskcache import Timeout
-        from pydantic import ValidationError
-
-        from gateway.errors import ConfigError
-        from gateway.fidelity.source import FidelityInputError
-
-        try:
-            return handler(args)
-        except (FidelityInputError, ConfigError) as exc:
-            message = str(exc)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            message = f"bad simulator settings: {'.'.join(map(str, error['loc']))}: {error['msg']}"
-        except Timeout:
-            message = "the store is locked by another process; try again"
-        except sqlite3.Error as exc:
-            message = f"the store cannot be read: {exc}"
-        except OSError as exc:
-            message = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
-        print(f"simgate fidelity calls: {message}", file=sys.stderr)
-        return 2
-
-    return run
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        error = exc.errors()[0]
+        return f"bad simulator settings: {'.'.join(map(str, error['loc']))}: {error['msg']}"
+    return describe_store_error(exc)
 
 
 def simulator_settings(args: argparse.Namespace, config: Any) -> Any:

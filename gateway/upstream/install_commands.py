@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 
-from gateway.cli import command_group
+from gateway.cli import command_group, guarded
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError
 from sandboxes.install.cli import install_all
@@ -24,15 +24,11 @@ def register(commands: Any) -> None:
                                                "commands, ahead of time, and print the resolved versions")
     install.add_argument("config", help="YAML or JSON gateway config")
     install.add_argument("--server", action="append", metavar="S", help="only this server (repeatable)")
-    install.set_defaults(handler=_install)
+    install.set_defaults(handler=guarded(_install, ConfigError))
 
 
 def _install(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"simgate: {exc}", file=sys.stderr)
-        return 2
+    config = load_config(args.config)
     only: list[str] | None = args.server
     unknown = sorted(set(only or []) - set(config.servers))
     if unknown:

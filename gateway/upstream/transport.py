@@ -19,9 +19,9 @@ from pydantic import ValidationError
 
 from gateway.config.models import ServerConfig
 from gateway.upstream.install import server_command
-from sandboxes.egress.runtime import egress_for
 from sandboxes.docker.container import gateway_instance
 from sandboxes.docker.stdio import docker_stdio_client
+from sandboxes.egress.runtime import egress_for
 from sandboxes.launch import prepare_launch
 from sandboxes.workdir import ServerDirs
 

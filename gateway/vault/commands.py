@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from collections.abc import Callable
 from typing import Any
 
+from gateway.cli import guarded
 from gateway.vault.store import DEFAULT_VAULT, ENV_KEY, Vault, VaultError, check_name
 
 _SHORT = 8
@@ -33,31 +33,17 @@ def register(commands: Any) -> None:
     set_ = sub.add_parser("set", parents=[where],
                           help="store a secret; the value is read from stdin (or a hidden prompt), never argv")
     set_.add_argument("name", help="the secret's name (letters, digits, '_', '-', '.')")
-    set_.set_defaults(handler=_guarded(_set))
+    set_.set_defaults(handler=guarded(_set, VaultError))
 
     list_ = sub.add_parser("list", parents=[where], help="the names of the stored secrets (never their values)")
-    list_.set_defaults(handler=_guarded(_list))
+    list_.set_defaults(handler=guarded(_list, VaultError))
 
     rm = sub.add_parser("rm", parents=[where], help="remove a secret")
     rm.add_argument("name")
-    rm.set_defaults(handler=_guarded(_rm))
+    rm.set_defaults(handler=guarded(_rm, VaultError))
 
     rotate = sub.add_parser("rotate-key", parents=[where], help="re-encrypt every secret under a new key")
-    rotate.set_defaults(handler=_guarded(_rotate))
-
-
-def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except VaultError as exc:
-            print(f"simgate: {exc}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("simgate: interrupted; nothing was changed", file=sys.stderr)
-            return 130
-
-    return run
+    rotate.set_defaults(handler=guarded(_rotate, VaultError))
 
 
 def _vault(args: argparse.Namespace) -> Vault:

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from sandboxes.docker.images import ensure_image
 from sandboxes.docker.runtime import detect_runtime
-from sandboxes.launch import SandboxUnavailable, install_root, tool_mounts
+from sandboxes.launch import SandboxUnavailable, install_root, outermost, tool_mounts
 from sandboxes.policy import SandboxPolicy
 from sandboxes.workdir import ServerDirs, directory_name
 
@@ -142,7 +142,7 @@ def prepare_container(client: docker.DockerClient, name: str, command: str, args
     # paths the policy lists explicitly are, wherever they are.
     derived = {p for p in tool_mounts(executable, args) if p not in provided and not _system(p)}
     read_only = derived | {Path(p).resolve() for p in policy.read_only}
-    mounts = [BindMount(path=str(p), read_only=True) for p in _outermost(read_only)
+    mounts = [BindMount(path=str(p), read_only=True) for p in outermost(read_only)
               if not any(p == w or w in p.parents for w in writable)]
     mounts += [BindMount(path=str(p), read_only=False) for p in writable]
     limits = policy.limits
@@ -171,10 +171,3 @@ def prepare_container(client: docker.DockerClient, name: str, command: str, args
 def _system(path: Path) -> bool:
     return path == Path("/") or any(path == root or root in path.parents for root in _SYSTEM)
 
-
-def _outermost(paths: set[Path]) -> list[Path]:
-    kept: list[Path] = []
-    for path in sorted(paths, key=lambda p: len(p.parts)):
-        if not any(path == k or k in path.parents for k in kept):
-            kept.append(path)
-    return kept

@@ -1,0 +1,19 @@
+"""What can go wrong with a store on disk, said in one line (for the commands that read stores)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from diskcache import Timeout
+
+STORE_ERRORS: tuple[type[BaseException], ...] = (Timeout, sqlite3.Error, OSError)
+
+
+def describe_store_error(exc: BaseException) -> str:
+    if isinstance(exc, Timeout):
+        return "the store is locked by another process; try again"
+    if isinstance(exc, sqlite3.Error):
+        return f"the store cannot be read: {exc}"
+    if isinstance(exc, OSError):
+        return f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
+    return str(exc)
