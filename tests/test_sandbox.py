@@ -57,6 +57,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
                     "ping_timeout": 2},
         "friend": fixture_server("misbehaving_server.py"),
         "raw": {**fixture_server("raw_stdio_server.py"), "sandbox": SANDBOX},
+        # Stopped by its wall clock every 4 s, and started again.
+        "brief": {**fixture_server("hostile_server.py"), "sandbox": {**SANDBOX, "wall_clock": 4},
+                  "max_restart_backoff": 1},
     }
     with running_gateway({"mcpServers": servers}, work) as running:
         yield running
@@ -137,6 +140,27 @@ async def test_a_hang_times_out_and_the_gateway_stays_up(gateway: GatewayProcess
             await session.call_tool("hang", {})
     assert hung.value.code in (-32001, -32002)
     await _friend_still_answers(gateway)
+
+
+async def _answers_between_stops(gateway: GatewayProcess) -> str:
+    # A call can meet the very moment the wall clock stops the server (-32001); the next one is served.
+    for _ in range(3):
+        try:
+            async with mcp_session(gateway.mcp_url("brief")) as session:
+                with anyio.fail_after(60):
+                    return _text(await session.call_tool("allocate", {"megabytes": 1}))
+        except MCPError as exc:
+            assert exc.error.code == -32001, exc
+    raise AssertionError("the server never answered between its wall-clock stops")
+
+
+async def test_the_wall_clock_restarts_the_server(gateway: GatewayProcess) -> None:
+    assert (await _answers_between_stops(gateway)).startswith("ALLOCATED")
+    log = gateway.workdir / ".simgate" / "servers" / "brief" / "stderr.log"
+    assert wait_until(lambda: "wall-clock limit of 4s reached" in log.read_text(), timeout=30)
+    # Restarted with backoff: it answers again.
+    assert wait_until(lambda: gateway.log_text().count("upstream brief ready") >= 2, timeout=30)
+    assert (await _answers_between_stops(gateway)).startswith("ALLOCATED")
 
 
 @pytest.mark.parametrize("name", ["calculator", "sqlite", "memory", "everything"])

@@ -137,6 +137,7 @@ class Upstream:
 
     async def _serve_once(self, dirs: ServerDirs, stderr: IO[str]) -> None:
         self._stale = False
+        launched = anyio.current_time()
         async with (
             open_transport(self.name, self.config, dirs, stderr, self.egress_decisions) as (read, write),
             ClientSession(
@@ -165,6 +166,9 @@ class Upstream:
                 closed.set()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_liveness, session, closed)
+                wall_clock = self.config.sandbox.wall_clock if self.config.sandbox is not None else None
+                if wall_clock is not None:
+                    tg.start_soon(self._end_at_wall_clock, launched + wall_clock, wall_clock, closed, stderr)
                 await closed.wait()
                 tg.cancel_scope.cancel()
             self._closed = None
@@ -179,6 +183,15 @@ class Upstream:
     def _signal_change(self) -> None:
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
+
+    async def _end_at_wall_clock(self, deadline: float, seconds: float, closed: anyio.Event, stderr: IO[str]) -> None:
+        """The sandbox's wall-clock limit, the same for every backend: closing the transport stops the
+        process (or container), and the supervisor starts a fresh one."""
+        await anyio.sleep_until(deadline)
+        self.last_error = f"wall-clock limit of {seconds:g}s reached"
+        print(f"[simgate] {self.last_error}: stopping the server", file=stderr, flush=True)
+        logger.info("upstream %s: %s; restarting it", self.name, self.last_error)
+        closed.set()
 
     async def _watch_liveness(self, session: ClientSession, closed: anyio.Event) -> None:
         while True:

@@ -140,17 +140,9 @@ async def _bridge(api: docker.APIClient, container: str, spec: ContainerSpec, st
         finally:
             writer_done.set()
 
-    async def wall_clock(seconds: float) -> None:
-        await anyio.sleep(seconds)
-        _log(errlog, f"wall-clock limit of {seconds:g}s reached: stopping the container")
-        with suppress(DockerException):
-            await anyio.to_thread.run_sync(api.kill, container)
-
     async with anyio.create_task_group() as tg:
         tg.start_soon(reader)
         tg.start_soon(writer)
-        if policy.wall_clock is not None:
-            tg.start_soon(wall_clock, policy.wall_clock)
         try:
             yield read_stream, write_stream
         finally:
