@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import types as pytypes
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -277,21 +276,10 @@ def test_cli_errors_are_one_line(live_gateway: GatewayProcess, llm_server: LLMSe
     assert not (tmp_path / "o.jsonl").exists() or (tmp_path / "o.jsonl").read_text() == ""
 
 
-def test_fidelity_trajectories_runs_k_times_per_mode_and_hands_them_to_the_report(
-        live_gateway: GatewayProcess, llm_server: LLMServer, tmp_path: Path,  # noqa: F811
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fidelity_trajectories_runs_k_times_per_mode_and_reports(
+        live_gateway: GatewayProcess, llm_server: LLMServer, tmp_path: Path) -> None:  # noqa: F811
     from gateway.cli import build_parser
 
-    # The report writer belongs to the trajectory-fidelity package; this stands in for it with the
-    # agreed signature and records what it is given.
-    received: dict[str, Any] = {}
-
-    def write_report(trajectories_by_mode: dict[str, list[dict[str, Any]]], out_dir: Path) -> dict[str, Any]:
-        received.update(by_mode=trajectories_by_mode, out_dir=out_dir)
-        (out_dir / "report.json").write_text("{}")
-        return {"summary": {"modes": list(trajectories_by_mode)}}
-
-    monkeypatch.setitem(sys.modules, "runner.fidelity.report", pytypes.SimpleNamespace(write_report=write_report))
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text(json.dumps(TASKS[0]) + "\n")
     out = tmp_path / "fidelity"
@@ -301,25 +289,38 @@ def test_fidelity_trajectories_runs_k_times_per_mode_and_hands_them_to_the_repor
         "--max-tokens", "64", "--max-string-length", "24", "--no-progress", "--session-prefix", "fid/",
         "--concurrency", "2"])
     assert args.handler(args) == 0
-    assert received["out_dir"] == out and set(received["by_mode"]) == {"live", "simulated"}
-    for mode, trajectories in received["by_mode"].items():
+    written = [json.loads(line) for line in (out / "trajectories.jsonl").read_text().splitlines()]
+    assert len(written) == 4
+    by_mode = {mode: [t for t in written if t["mode"] == mode] for mode in ("live", "simulated")}
+    for mode, trajectories in by_mode.items():
         assert [(t["id"], t["repeat"]) for t in trajectories] == [("calc-1", 0), ("calc-1", 1)]
         assert {t["session"] for t in trajectories} == {f"fid/{mode}/calc-1#0", f"fid/{mode}/calc-1#1"}
         sources = {e["source"] for t in trajectories for e in t["tool_events"]}
         assert sources <= {"live" if mode == "live" else "simulator"}
-    written = [json.loads(line) for line in (out / "trajectories.jsonl").read_text().splitlines()]
-    assert len(written) == 4
     # The simulated runs' calls, replayed against live: with one turn at temperature 0 they are the
     # live runs' own first calls, so live must judge them exactly as it answered the live runs.
     replay = json.loads((out / "live_replay.json").read_text())
-    simulated_events = [e for t in received["by_mode"]["simulated"] for e in t["tool_events"]]
-    live_events = {(t["repeat"], e["step"]): e for t in received["by_mode"]["live"] for e in t["tool_events"]}
+    simulated_events = [e for t in by_mode["simulated"] for e in t["tool_events"]]
+    live_events = {(t["repeat"], e["step"]): e for t in by_mode["live"] for e in t["tool_events"]}
     assert replay["calls"] == len(simulated_events) > 0
     for call in replay["per_call"]:
         twin = live_events[(call["repeat"], call["step"])]
         assert (call["name"], call["arguments"]) == (twin["name"], twin["arguments"])
         assert call["live_is_error"] == twin["is_error"]
     assert replay["valid"] == sum(not c["live_is_error"] for c in replay["per_call"])
+    # The report: both modes summarized, simulated compared with live (k=2 gives a live-vs-live floor),
+    # the live replay folded in; the HTML page beside it.
+    report = json.loads((out / "report.json").read_text())
+    assert report["baseline"] == "live" and {m: s["trajectories"] for m, s in report["modes"].items()} == {
+        "live": 2, "simulated": 2}
+    [comparison] = report["comparisons"]
+    assert comparison["mode"] == "simulated" and comparison["pairs"]["pairs"] == 2  # repeat i with repeat i
+    assert comparison["live_vs_live"]["pairs"] == 1
+    assert comparison["gap"]["ci_low"] <= comparison["gap"]["gap"] <= comparison["gap"]["ci_high"]
+    assert comparison["replay"]["calls"] == len(simulated_events)
+    assert comparison["replay"]["valid_calls"] == replay["valid"]
+    html = (out / "report.html").read_text()
+    assert "<table" in html and "<svg" in html and "simulated" in html
     # a second run finds everything done and runs nothing
     again = build_parser().parse_args([*args_list(args)])
     assert again.handler(again) == 0 and (out / "trajectories.jsonl").read_text().count("\n") == 4

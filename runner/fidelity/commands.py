@@ -110,9 +110,15 @@ def _trajectories(args: argparse.Namespace) -> int:
     by_mode: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     for trajectory in result.trajectories:
         by_mode[trajectory.mode].append(trajectory.model_dump(mode="json"))
-    report = write_report(by_mode, out_dir)
+    if replay is not None:
+        from runner.fidelity.live_replay import replays_by_trajectory
+
+        report = write_report(by_mode, out_dir, replays=replays_by_trajectory(replay))
+    else:
+        report = write_report(by_mode, out_dir)
     print(f"report: {out_dir / 'report.json'}, {out_dir / 'report.html'}")
-    if isinstance(report, dict) and isinstance(report.get("summary"), dict):
-        for key, value in report["summary"].items():
-            print(f"  {key}: {value}")
+    for mode, summary in (report.get("modes") or {}).items():
+        rate = summary.get("success_rate")
+        print(f"  {mode}: {summary.get('trajectories')} trajectories, success rate "
+              f"{'n/a' if rate is None else f'{rate:.1%}'}")
     return 0 if result.summary.not_written == 0 else 1

@@ -18,6 +18,7 @@ class ReplayedCall(BaseModel):
     mode: str
     repeat: int
     step: int
+    call_id: str
     name: str
     arguments: dict[str, Any]
     run_is_error: bool
@@ -45,8 +46,17 @@ async def replay_against_live(trajectories: list[Trajectory], gateway: str, *,
                 outcome = await session.call(event.name, event.arguments, call_id=event.call_id, step=event.step)
                 replayed.append(ReplayedCall(
                     id=trajectory.id, mode=trajectory.mode, repeat=trajectory.repeat, step=event.step,
-                    name=event.name, arguments=event.arguments, run_is_error=event.is_error,
+                    call_id=event.call_id, name=event.name, arguments=event.arguments, run_is_error=event.is_error,
                     live_is_error=outcome.event.is_error, live_text=outcome.text[:2000]))
     valid = sum(1 for call in replayed if not call.live_is_error)
     return LiveReplay(calls=len(replayed), valid=valid, share_valid=valid / len(replayed) if replayed else None,
                       per_call=replayed)
+
+
+def replays_by_trajectory(replay: LiveReplay) -> dict[str, list[dict[str, Any]]]:
+    """The replays in the shape the trajectory report reads: `mode:id#repeat` -> [{call_id, is_error}]."""
+    by_trajectory: dict[str, list[dict[str, Any]]] = {}
+    for call in replay.per_call:
+        by_trajectory.setdefault(f"{call.mode}:{call.id}#{call.repeat}", []).append(
+            {"call_id": call.call_id, "is_error": call.live_is_error})
+    return by_trajectory

@@ -78,10 +78,11 @@ def _replay(trajectories: list[dict[str, Any]], replays: dict[str, list[dict[str
     scored = []
     calls = valid = 0
     for t in trajectories:
-        key = task_key(t)
-        if key not in replays:
+        # Keyed `mode:id#repeat` when several non-baseline modes were replayed, else `id#repeat`.
+        found = replays.get(f"{t.get('mode')}:{task_key(t)}", replays.get(task_key(t)))
+        if found is None:
             continue
-        share = replay_validity(t, replays[key])
+        share = replay_validity(t, found)
         if share is None:
             continue
         scored.append(share)
@@ -188,7 +189,7 @@ def write_report(trajectories_by_mode: dict[str, list[dict[str, Any]]], out_dir:
     """Write `report.json` and `report.html` into `out_dir`; return the report as a dict.
 
     `replays` (optional): live re-executions of non-baseline trajectories' tool calls, keyed by
-    `task_key(trajectory)` (`id#repeat`), each a list of `{"call_id", "is_error"}` (see `replay_validity`)."""
+    `mode:id#repeat` (or `task_key(trajectory)`, `id#repeat`, when one mode is compared), each a list of `{"call_id", "is_error"}` (see `replay_validity`)."""
     report = build_report(trajectories_by_mode, replays=replays, samples=samples, seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
