@@ -50,8 +50,7 @@ class SandboxPolicy(BaseModel):
 
     @model_validator(mode="after")
     def _allow_needs_isolation(self) -> SandboxPolicy:
-        if isinstance(self.network, NetworkAllow) and self.backend != "bwrap":
-            raise ValueError("network.allow needs a sandbox backend that cuts the network off (backend: bwrap); "
-                             "with backend none the server could bypass the proxy, and the docker backend does "
-                             "not route through it yet")
+        if isinstance(self.network, NetworkAllow) and self.backend == "none":
+            raise ValueError("network.allow needs a sandbox backend that cuts the network off (backend: bwrap or "
+                             "docker); with backend none the server could bypass the proxy")
         return self

@@ -245,3 +245,20 @@ async def test_package_specs_install_on_the_host_and_run_offline_under_docker(
         assert {c.labels[SERVER_LABEL] for c in containers} == {"math", "memory"}
         for container in containers:
             assert container.attrs["HostConfig"]["NetworkMode"] == "none"
+
+
+async def test_a_node_server_runs_behind_the_egress_forwarder(docker_engine: DockerEngine, tmp_path: Path  # noqa: F811
+                                                              ) -> None:
+    """With a network allowlist, a Node server's container starts the egress forwarder first, on the
+    Python the Node image carries for it (tests/test_egress.py checks the allowlist itself)."""
+    workdir = tmp_path / "gw"
+    entry = rs.gateway_server("memory", workdir / ".simgate" / "servers" / "memory", ROOT)
+    config = {"mcpServers": {"memory": {**entry, "sandbox": {
+        "backend": "docker", "docker_host": docker_engine.host, "network": {"allow": ["127.0.0.1:9"]}}}}}
+    with running_gateway(config, workdir, ready_timeout=180) as gateway:
+        graph = await _call(gateway, "memory", "read_graph", {})
+        assert '"entities"' in graph, graph
+        [container] = _containers(docker_engine, **{GATEWAY_LABEL: gateway_instance(gateway.workdir / ".simgate")})
+        command = container.attrs["Config"]["Cmd"]
+        assert any(part.endswith("egress/forwarder.py") for part in command), command
+        assert container.attrs["HostConfig"]["NetworkMode"] == "none"

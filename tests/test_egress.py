@@ -16,6 +16,7 @@ import anyio
 import httpx
 import mcp_types as types
 import pytest
+from docker_engine import docker_engine  # noqa: F401  (the session fixture, for the docker runs)
 from harness import GatewayProcess, fixture_server, mcp_session, running_gateway
 
 from gateway.config import parse_config
@@ -135,18 +136,21 @@ async def test_proxy_decides_by_allowlist(hosts: tuple[HostServer, HostServer]) 
     assert other.hits == [] and allowed.hits == ["/plain?q=1"]
 
 
-# ------------------------------------------------------------------ through a real gateway, under bubblewrap
+# ------------------------------------------------------------------ through a real gateway, under each backend
 
-@pytest.fixture(scope="module")
-def gateway(hosts: tuple[HostServer, HostServer], tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[GatewayProcess]:
-    if shutil.which("bwrap") is None:
+@pytest.fixture(scope="module", params=["bwrap", "docker"])
+def gateway(request: pytest.FixtureRequest, hosts: tuple[HostServer, HostServer],
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    sandbox: dict[str, Any] = {"backend": request.param}
+    if request.param == "bwrap" and shutil.which("bwrap") is None:
         pytest.skip("bubblewrap is not installed")
+    if request.param == "docker":  # a private engine (tests/docker_engine.py), skipped only outside CI
+        sandbox["docker_host"] = request.getfixturevalue("docker_engine").host
     allowed, _ = hosts
     servers = {
         "allowed": {**fixture_server("egress_server.py"),
-                    "sandbox": {"backend": "bwrap", "network": {"allow": [f"127.0.0.1:{allowed.port}"]}}},
-        "offline": {**fixture_server("egress_server.py"), "sandbox": {"backend": "bwrap", "network": "none"}},
+                    "sandbox": {**sandbox, "network": {"allow": [f"127.0.0.1:{allowed.port}"]}}},
+        "offline": {**fixture_server("egress_server.py"), "sandbox": {**sandbox, "network": "none"}},
     }
     with running_gateway({"mcpServers": servers}, tmp_path_factory.mktemp("egress")) as running:
         yield running

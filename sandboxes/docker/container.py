@@ -14,7 +14,10 @@ from docker.types import LogConfig, Mount, Ulimit
 from pydantic import BaseModel
 
 from sandboxes.docker.images import ensure_image
-from sandboxes.docker.runtime import detect_runtime
+from sandboxes.docker.runtime import detect_runtime, forwarder_python
+from sandboxes.egress.allowlist import NetworkAllow
+from sandboxes.egress.mount import SANDBOX_DIR as EGRESS_DIR
+from sandboxes.egress.mount import EgressMount
 from sandboxes.launch import SandboxUnavailable, install_root, outermost, tool_mounts
 from sandboxes.policy import SandboxPolicy
 from sandboxes.workdir import ServerDirs, directory_name
@@ -32,6 +35,7 @@ _SYSTEM = (Path("/usr"), Path("/etc"), Path("/opt"), Path("/bin"), Path("/lib"),
 class BindMount(BaseModel):
     path: str
     read_only: bool
+    target: str | None = None  # where it appears in the container (default: the same path)
 
 
 class ContainerSpec(BaseModel):
@@ -71,7 +75,7 @@ class ContainerSpec(BaseModel):
             nano_cpus=self.nano_cpus,
             ulimits=ulimits or None,
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={self.tmp_size_mb}m"},
-            mounts=[Mount(target=m.path, source=m.path, type="bind", read_only=m.read_only) for m in self.mounts],
+            mounts=[Mount(target=m.target or m.path, source=m.path, type="bind", read_only=m.read_only) for m in self.mounts],
             # The engine keeps no copy of what the server prints (it may carry secrets): we read it live.
             log_config=LogConfig(type="none"),
         )
@@ -115,10 +119,12 @@ def _chown_tree(root: Path, uid: int) -> None:
 
 
 def prepare_container(client: docker.DockerClient, name: str, command: str, args: list[str], env: dict[str, str],
-                      cwd: str, dirs: ServerDirs, policy: SandboxPolicy, instance: str) -> ContainerSpec:
-    """The container for one server (building its image if needed). Blocking: run it in a worker thread."""
-    if policy.network not in ("none", "host"):
-        raise SandboxUnavailable(f"docker: network {policy.network!r} is not supported by the docker backend")
+                      cwd: str, dirs: ServerDirs, policy: SandboxPolicy, instance: str,
+                      egress: EgressMount | None = None) -> ContainerSpec:
+    """The container for one server (building its image if needed). Blocking: run it in a worker thread.
+    `egress`: the allowlist proxy's socket, for a policy with `network: {allow: [...]}`."""
+    if isinstance(policy.network, NetworkAllow) and egress is None:
+        raise SandboxUnavailable("docker: a network allowlist needs the gateway's egress proxy")
     search_path = env.get("PATH") or os.environ.get("PATH")
     runtime = detect_runtime(command, search_path)
     if policy.image is not None:
@@ -129,6 +135,12 @@ def prepare_container(client: docker.DockerClient, name: str, command: str, args
     else:
         image = ensure_image(client, runtime)
     executable = command if command.startswith("/") else shutil.which(command, path=search_path) or command
+    egress_mounts: list[BindMount] = []
+    if egress is not None:
+        # Still no network: the proxy's socket, and the forwarder (run by a Python the image has) in front.
+        python = runtime.interpreter if runtime is not None and runtime.kind == "python" else forwarder_python()
+        executable, args = egress.wrap(executable, args, python=python)
+        egress_mounts.append(BindMount(path=str(egress.host_dir), target=EGRESS_DIR, read_only=True))
     inner_env = {key: os.environ[key] for key in policy.env_allow if key in os.environ} | dirs.environment() | env
     work = Path(cwd or dirs.work).resolve()
     writable = [dirs.home, dirs.tmp, dirs.work, *(Path(p).resolve() for p in policy.read_write)]
@@ -138,6 +150,8 @@ def prepare_container(client: docker.DockerClient, name: str, command: str, args
         path.mkdir(parents=True, exist_ok=True)
     # The runtime is in the image; mounting its host directory over it would defeat the image.
     provided = {install_root(Path(runtime.interpreter))} if runtime is not None and policy.image is None else set()
+    if egress is not None and policy.image is None:
+        provided.add(install_root(Path(executable)))  # the forwarder's Python is in the image too
     # Host system directories found through the command are not mounted (the image has its own);
     # paths the policy lists explicitly are, wherever they are.
     derived = {p for p in tool_mounts(executable, args) if p not in provided and not _system(p)}
@@ -145,6 +159,7 @@ def prepare_container(client: docker.DockerClient, name: str, command: str, args
     mounts = [BindMount(path=str(p), read_only=True) for p in outermost(read_only)
               if not any(p == w or w in p.parents for w in writable)]
     mounts += [BindMount(path=str(p), read_only=False) for p in writable]
+    mounts += egress_mounts
     limits = policy.limits
     memory_mb = limits.memory_mb or DEFAULT_MEMORY_MB
     return ContainerSpec(
@@ -156,7 +171,7 @@ def prepare_container(client: docker.DockerClient, name: str, command: str, args
         user=container_user(dirs, writable),
         labels={GATEWAY_LABEL: instance, SERVER_LABEL: name},
         mounts=mounts,
-        network_mode=policy.network,
+        network_mode="none" if egress is not None else str(policy.network),
         memory_bytes=memory_mb * 1024 * 1024,
         # As under bwrap: an explicit memory cap is also the address space, so a big allocation fails
         # with an error the server can report instead of the kernel's OOM killer ending it.

@@ -27,7 +27,15 @@ from typing import IO
 import docker
 from docker.errors import APIError, BuildError, ImageNotFound
 
-from sandboxes.docker.runtime import BASE_TOOLS, FileSet, Runtime, base_files, node_files, python_files
+from sandboxes.docker.runtime import (
+    BASE_TOOLS,
+    FileSet,
+    Runtime,
+    base_files,
+    forwarder_python,
+    node_files,
+    python_files,
+)
 from sandboxes.launch import SandboxUnavailable
 
 logger = logging.getLogger("simgate.sandbox")
@@ -49,7 +57,7 @@ def ensure_image(client: docker.DockerClient, runtime: Runtime) -> str:
     # Listing a runtime's files costs ~0.5 s (a tree walk, `ldd`): a cheap key is tried first. It
     # changes when the interpreter or its standard library is reinstalled, and with /etc/ld.so.cache,
     # which `ldconfig` rewrites whenever a package adds or upgrades a shared library.
-    quick = _tag(runtime.kind, ["quick", _dockerfile(runtime.kind), runtime.model_dump(),
+    quick = _tag(runtime.kind, ["quick", _dockerfile(runtime.kind), runtime.model_dump(), forwarder_python(),
                                 _stats(runtime.interpreter, Path(runtime.interpreter).parent.parent / "lib",
                                        "/etc/ld.so.cache", *BASE_TOOLS)])
     if _exists(client, quick):
@@ -73,7 +81,12 @@ def _stats(*paths: str | Path) -> list[tuple[str, int, int]]:
 
 def _ensure_image(client: docker.DockerClient, runtime: Runtime) -> str:
     base = ensure_base(client)
-    files = python_files(runtime.interpreter) if runtime.kind == "python" else node_files(runtime.interpreter)
+    if runtime.kind == "python":
+        files = python_files(runtime.interpreter)
+    else:
+        files = node_files(runtime.interpreter)
+        # A Python for the egress forwarder, which runs in front of servers with a network allowlist.
+        files.entries.update(python_files(forwarder_python()).entries)
     dockerfile = _dockerfile(runtime.kind)
     tag = _tag(runtime.kind, [dockerfile, base, runtime.interpreter, files.fingerprint()])
     if _exists(client, tag):

@@ -14,6 +14,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -262,3 +263,9 @@ def node_files(interpreter: str) -> FileSet:
     for library in shared_libraries([interpreter]):
         files.add(library)
     return files
+
+
+def forwarder_python() -> str:
+    """The Python that runs the egress forwarder in a container whose server is not Python (the
+    gateway's own base interpreter; the Node image carries it for that)."""
+    return os.path.realpath(sys.executable)

@@ -31,6 +31,7 @@ from mcp.shared.message import SessionMessage
 
 from sandboxes.docker.container import SERVER_LABEL, ContainerSpec, prepare_container
 from sandboxes.docker.engine import connect
+from sandboxes.egress.mount import EgressMount
 from sandboxes.launch import SandboxUnavailable
 from sandboxes.policy import SandboxPolicy
 from sandboxes.workdir import ServerDirs
@@ -45,13 +46,13 @@ _STOP_GRACE = 2.0  # seconds a server gets to exit after its stdin closes
 
 @asynccontextmanager
 async def docker_stdio_client(name: str, command: str, args: list[str], env: dict[str, str], cwd: str,
-                              dirs: ServerDirs, policy: SandboxPolicy, instance: str, errlog: IO[str]
-                              ) -> AsyncIterator[tuple[MemoryObjectReceiveStream[SessionMessage | Exception],
+                              dirs: ServerDirs, policy: SandboxPolicy, instance: str, errlog: IO[str],
+                              egress: EgressMount | None = None) -> AsyncIterator[tuple[MemoryObjectReceiveStream[SessionMessage | Exception],
                                                        MemoryObjectSendStream[SessionMessage]]]:
     client = await anyio.to_thread.run_sync(connect, policy.docker_host)
     try:
         spec = await anyio.to_thread.run_sync(
-            partial(prepare_container, client, name, command, args, env, cwd, dirs, policy, instance))
+            partial(prepare_container, client, name, command, args, env, cwd, dirs, policy, instance, egress))
         async with _running(client, spec, policy, errlog) as streams:
             yield streams
     finally:

@@ -224,6 +224,10 @@ async def serving_proxy(server: str, allow: NetworkAllow, *, decisions: Counter[
     proxy = EgressProxy(server, allow, decisions=decisions)
     try:
         listener = await anyio.create_unix_listener(path)
+        # A docker sandbox runs the server as nobody: it must reach the socket (not list the directory).
+        # Local users gain nothing: the allowlisted hosts are reachable from the host anyway.
+        directory.chmod(0o711)
+        path.chmod(0o666)
         async with listener, anyio.create_task_group() as tg:
             tg.start_soon(listener.serve, proxy.handle)
             try:
