@@ -13,6 +13,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,6 +25,7 @@ from gateway.auth.middleware import RequireApiKey
 from gateway.cache.store import DiskStore
 from gateway.config.models import GatewayConfig
 from gateway.downstream.exposure import exposures_for
+from gateway.downstream.json_responses import PerRequestJson, answer_with_json, eligible, peek_body
 from gateway.downstream.server import ProxyServer
 from gateway.errors import ConfigError, GatewayError
 from gateway.executors.hybrid import HybridExecutor
@@ -114,7 +116,8 @@ class Gateway:
         self.servers.update({single.endpoint: ProxyServer(single, self.pipeline) for single in singles.values()})
         self.managers = {
             endpoint: StreamableHTTPSessionManager(
-                app=server, security_settings=security, max_request_body_size=config.gateway.max_body_bytes)
+                app=server, security_settings=security, max_request_body_size=config.gateway.max_body_bytes,
+                json_response=PerRequestJson())  # type: ignore[arg-type]  # read as a bool, per request
             for endpoint, server in self.servers.items()
         }
         for server in self.servers.values():
@@ -225,7 +228,20 @@ class _McpEndpoint:
                                     status_code=404)
             await response(scope, receive, send)
             return
+        if scope["method"] == "POST":
+            receive = await self._choose_response_kind(scope, receive, self._gateway.servers[endpoint])
         await manager.handle_request(scope, receive, send)
+
+    @staticmethod
+    async def _choose_response_kind(scope: Scope, receive: Receive, server: ProxyServer) -> Receive:
+        session_id = Headers(scope=scope).get("mcp-session-id")
+        session = server.sessions.get(session_id) if session_id else None
+        if session is None:  # a new or unknown session, or a sessionless (2026-era) request: SSE as ever
+            return receive
+        body, receive = await peek_body(receive)
+        if body is not None and eligible(body, lambda: session.client_capabilities):
+            answer_with_json(scope)
+        return receive
 
 
 class _LiveSessions(dict[str, int]):

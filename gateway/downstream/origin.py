@@ -10,6 +10,8 @@ from mcp.server.context import ServerRequestContext
 from mcp.shared.message import ServerMessageMetadata
 from pydantic import BaseModel, ConfigDict
 
+from gateway.downstream.json_responses import answered_with_json
+
 
 class _Passthrough(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -41,7 +43,10 @@ class RequestOrigin:
         return result.model_dump(by_alias=True, exclude_none=True)
 
     async def notify(self, notification: types.ServerNotification) -> None:
-        await self._ctx.session.send_notification(notification, related_request_id=self._ctx.request_id)
+        # A request answered with one JSON body has no stream for it: the session's own stream takes it.
+        json_body = answered_with_json(getattr(self._ctx.request, "scope", None))
+        await self._ctx.session.send_notification(
+            notification, related_request_id=None if json_body else self._ctx.request_id)
 
     async def progress(self, progress: float, total: float | None, message: str | None) -> None:
         await self._ctx.session.report_progress(progress, total, message)
