@@ -20,7 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.config.limits import RateLimit
-from gateway.files import atomic_write, exclusive_lock
+from sandboxes.files import atomic_write, exclusive_lock
 
 PREFIX = "sgk_"
 # Where the CLI finds the client's API key: never on the command line, where `ps` would show it.

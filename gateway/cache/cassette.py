@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from gateway.cache.records import Recording
 from gateway.cache.store import DiskStore
-from gateway.files import atomic_write
+from sandboxes.files import atomic_write
 
 CASSETTE_VERSION = 1
 HEADER_FIELD = "simgate_cassette"

@@ -77,9 +77,9 @@ def sft_lines(world: RecordedWorld, options: SftOptions, descriptions: dict[str,
 def export_sft(world: RecordedWorld, out: Path, options: SftOptions,
                descriptions: dict[str, str | None] | None = None) -> SftSummary:
     """Write the JSONL atomically (a temp file, then rename: never half a file)."""
-    from gateway.files import atomic_write
     from gateway.pipeline.redact import redact_recording
     from gateway.vault.runtime import default_redactor
+    from sandboxes.files import atomic_write
 
     redactor = default_redactor()
     if redactor is not None:

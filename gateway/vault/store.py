@@ -32,8 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.files import atomic_write, exclusive_lock, fsync_directory
 from gateway.vault.refs import NAME
+from sandboxes.files import atomic_write, exclusive_lock, fsync_directory
 
 ENV_KEY = "SIMGATE_VAULT_KEY"
 KEYRING_SERVICE = "simgate-vault"

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli import command_group
-from gateway.files import atomic_write
 from runner.export.formats import FORMATS, ExportError
+from sandboxes.files import atomic_write
 
 
 def register(commands: Any) -> None:

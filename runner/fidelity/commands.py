@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli import command_group
-from gateway.files import atomic_write
 from runner.commands import agent_arguments, guarded, print_summary, settings_from
 from runner.errors import DependencyMissing, RunnerError
 from runner.settings import RUN_MODES
+from sandboxes.files import atomic_write
 
 TRAJECTORIES = "trajectories.jsonl"
 LIVE_REPLAY = "live_replay.json"
