@@ -25,7 +25,7 @@ from gateway.auth.middleware import RequireApiKey
 from gateway.cache.store import DiskStore
 from gateway.config.models import GatewayConfig
 from gateway.downstream.exposure import exposures_for
-from gateway.downstream.json_responses import PerRequestJson, answer_with_json, eligible, peek_body
+from gateway.downstream.json_responses import PerRequestJson, answering_with_json, eligible, peek_body
 from gateway.downstream.server import ProxyServer
 from gateway.errors import ConfigError, GatewayError
 from gateway.executors.hybrid import HybridExecutor
@@ -229,19 +229,21 @@ class _McpEndpoint:
             await response(scope, receive, send)
             return
         if scope["method"] == "POST":
-            receive = await self._choose_response_kind(scope, receive, self._gateway.servers[endpoint])
+            json_body, receive = await self._json_body_fits(scope, receive, self._gateway.servers[endpoint])
+            if json_body:
+                with answering_with_json(scope):
+                    await manager.handle_request(scope, receive, send)
+                return
         await manager.handle_request(scope, receive, send)
 
     @staticmethod
-    async def _choose_response_kind(scope: Scope, receive: Receive, server: ProxyServer) -> Receive:
+    async def _json_body_fits(scope: Scope, receive: Receive, server: ProxyServer) -> tuple[bool, Receive]:
         session_id = Headers(scope=scope).get("mcp-session-id")
         session = server.sessions.get(session_id) if session_id else None
         if session is None:  # a new or unknown session, or a sessionless (2026-era) request: SSE as ever
-            return receive
+            return False, receive
         body, receive = await peek_body(receive)
-        if body is not None and eligible(body, lambda: session.client_capabilities):
-            answer_with_json(scope)
-        return receive
+        return body is not None and eligible(body, lambda: session.client_capabilities), receive
 
 
 class _LiveSessions(dict[str, int]):

@@ -16,7 +16,8 @@ variable holds this request's decision.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -61,6 +62,8 @@ async def peek_body(receive: Receive) -> tuple[bytes | None, Receive]:
 
 def eligible(body: bytes, client_capabilities: Callable[[], Any]) -> bool:
     """A `tools/call` without a progress token, from a client that takes no server-to-client requests."""
+    if b'"tools/call"' not in body:  # most other POSTs are told apart without parsing them
+        return False
     try:
         message = json.loads(body)
     except ValueError:
@@ -75,10 +78,15 @@ def eligible(body: bytes, client_capabilities: Callable[[], Any]) -> bool:
     return caps is not None and all(getattr(caps, name, None) is None for name in ("sampling", "elicitation", "roots"))
 
 
-def answer_with_json(scope: Scope) -> None:
-    """Decide JSON for the request being handled (its task, its scope)."""
-    _json_response.set(True)
+@contextmanager
+def answering_with_json(scope: Scope) -> Iterator[None]:
+    """JSON for the request handled inside (its task, its scope), and for nothing after it."""
+    token = _json_response.set(True)
     scope.setdefault("state", {})[STATE_KEY] = True
+    try:
+        yield
+    finally:
+        _json_response.reset(token)
 
 
 def answered_with_json(scope: Mapping[str, Any] | None) -> bool:

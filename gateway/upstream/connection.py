@@ -137,7 +137,6 @@ class Upstream:
 
     async def _serve_once(self, dirs: ServerDirs, stderr: IO[str]) -> None:
         self._stale = False
-        launched = anyio.current_time()
         async with (
             open_transport(self.name, self.config, dirs, stderr, self.egress_decisions) as (read, write),
             ClientSession(
@@ -150,6 +149,7 @@ class Upstream:
                 message_handler=self._on_message,
             ) as session,
         ):
+            launched = anyio.current_time()  # the process is running (any install is done): its clock starts
             with anyio.fail_after(self.config.startup_timeout):
                 self.initialize_result = await session.initialize()
                 self._session = session
