@@ -291,7 +291,9 @@ def test_fidelity_trajectories_runs_k_times_per_mode_and_reports(
     assert args.handler(args) == 0
     written = [json.loads(line) for line in (out / "trajectories.jsonl").read_text().splitlines()]
     assert len(written) == 4
-    by_mode = {mode: [t for t in written if t["mode"] == mode] for mode in ("live", "simulated")}
+    # Written as they finish (concurrency 2): ordered here by repeat.
+    by_mode = {mode: sorted((t for t in written if t["mode"] == mode), key=lambda t: t["repeat"])
+               for mode in ("live", "simulated")}
     for mode, trajectories in by_mode.items():
         assert [(t["id"], t["repeat"]) for t in trajectories] == [("calc-1", 0), ("calc-1", 1)]
         assert {t["session"] for t in trajectories} == {f"fid/{mode}/calc-1#0", f"fid/{mode}/calc-1#1"}
