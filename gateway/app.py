@@ -13,7 +13,6 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.applications import Starlette
-from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,8 +23,8 @@ from gateway.auth.keys import KeyFileError, KeyStore
 from gateway.auth.middleware import RequireApiKey
 from gateway.cache.store import DiskStore
 from gateway.config.models import GatewayConfig
+from gateway.downstream.direct_calls import DirectCalls, live_transports
 from gateway.downstream.exposure import exposures_for
-from gateway.downstream.json_responses import PerRequestJson, answering_with_json, eligible, peek_body
 from gateway.downstream.server import ProxyServer
 from gateway.errors import ConfigError, GatewayError
 from gateway.executors.hybrid import HybridExecutor
@@ -115,14 +114,22 @@ class Gateway:
         self.servers: dict[str, ProxyServer] = {"/mcp": ProxyServer(aggregate, self.pipeline)}
         self.servers.update({single.endpoint: ProxyServer(single, self.pipeline) for single in singles.values()})
         self.managers = {
-            endpoint: StreamableHTTPSessionManager(
-                app=server, security_settings=security, max_request_body_size=config.gateway.max_body_bytes,
-                json_response=PerRequestJson())  # type: ignore[arg-type]  # read as a bool, per request
+            endpoint: StreamableHTTPSessionManager(app=server, security_settings=security,
+                                                   max_request_body_size=config.gateway.max_body_bytes)
+            for endpoint, server in self.servers.items()
+        }
+        # Most tool calls are answered in their request's own task (see `direct_calls`); the rest by the SDK.
+        self.direct_calls = {
+            endpoint: DirectCalls(self.managers[endpoint], server, server.sessions, security,
+                                  config.gateway.max_body_bytes, self._longest_call)
             for endpoint, server in self.servers.items()
         }
         for server in self.servers.values():
             self.pool.add_listener(server.broadcast)
         self.metrics.watch_pool(self.pool, _LiveSessions(self.managers))
+
+    def _longest_call(self) -> float:
+        return max((upstream.config.call_timeout for upstream in self.pool.upstreams.values()), default=0.0)
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -229,21 +236,11 @@ class _McpEndpoint:
             await response(scope, receive, send)
             return
         if scope["method"] == "POST":
-            json_body, receive = await self._json_body_fits(scope, receive, self._gateway.servers[endpoint])
-            if json_body:
-                with answering_with_json(scope):
-                    await manager.handle_request(scope, receive, send)
+            unanswered = await self._gateway.direct_calls[endpoint](scope, receive, send)
+            if unanswered is None:
                 return
+            receive = unanswered
         await manager.handle_request(scope, receive, send)
-
-    @staticmethod
-    async def _json_body_fits(scope: Scope, receive: Receive, server: ProxyServer) -> tuple[bool, Receive]:
-        session_id = Headers(scope=scope).get("mcp-session-id")
-        session = server.sessions.get(session_id) if session_id else None
-        if session is None:  # a new or unknown session, or a sessionless (2026-era) request: SSE as ever
-            return False, receive
-        body, receive = await peek_body(receive)
-        return body is not None and eligible(body, lambda: session.client_capabilities), receive
 
 
 class _LiveSessions(dict[str, int]):
@@ -254,8 +251,7 @@ class _LiveSessions(dict[str, int]):
         self._managers = managers
 
     def items(self) -> Any:
-        # The manager keeps its sessions privately; reading the size is the least intrusive way to count them.
-        return [(endpoint, len(getattr(manager, "_server_instances", {}))) for endpoint, manager in self._managers.items()]
+        return [(endpoint, len(live_transports(manager))) for endpoint, manager in self._managers.items()]
 
 
 def _transport_security(host: str) -> TransportSecuritySettings:

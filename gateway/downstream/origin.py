@@ -10,7 +10,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.shared.message import ServerMessageMetadata
 from pydantic import BaseModel, ConfigDict
 
-from gateway.downstream.json_responses import answered_with_json
+from gateway.downstream.direct_calls import answered_directly
 
 
 class _Passthrough(BaseModel):
@@ -44,7 +44,7 @@ class RequestOrigin:
 
     async def notify(self, notification: types.ServerNotification) -> None:
         # A request answered with one JSON body has no stream for it: the session's own stream takes it.
-        json_body = answered_with_json(getattr(self._ctx.request, "scope", None))
+        json_body = answered_directly(getattr(self._ctx.request, "scope", None))
         await self._ctx.session.send_notification(
             notification, related_request_id=None if json_body else self._ctx.request_id)
 

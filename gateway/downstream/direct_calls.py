@@ -1,0 +1,233 @@
+"""Answer a `tools/call` POST in the request's own task, with one JSON body.
+
+The SDK's streamable-HTTP transport passes every request through memory streams to a session task,
+which spawns a handler task, whose answer travels back to the request the same way; with SSE framing
+on top. For a call after which nothing can come back but its result, that machinery is about half of
+the gateway's own cost per call (benchmarks/gateway_latency.py). So a POST is answered here, by the
+same handler the SDK would run, when the SDK would answer it with exactly one JSON-RPC response:
+
+- its session is live in the session manager and its headers are what the SDK's transport accepts
+  (transport security, `Accept` with application/json, `Content-Type` application/json, no or a
+  handshake-era `MCP-Protocol-Version`);
+- it is one JSON-RPC `tools/call` request of at most 64 KiB (and the endpoint's body limit) without
+  a progress token;
+- its session's client declared neither sampling, elicitation nor roots, so no server-to-client
+  request and (see `RequestOrigin.notify`) no request-scoped notification can belong to it.
+
+Everything else, every malformed request included, goes to the SDK unchanged, so its answers and
+errors stay the SDK's. A client's `notifications/cancelled` for a call answered here cancels it
+(answered with the SDK's 2025-era `Request cancelled`), and such calls keep their session from
+expiring as idle, as requests through the SDK do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.session import ServerSession
+from mcp.server.streamable_http import REQUEST_CANCELLED, StreamableHTTPServerTransport, check_accept_headers
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
+from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data
+from mcp_types.methods import serialize_server_result, validate_client_request
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+logger = logging.getLogger("simgate.downstream")
+
+STATE_KEY = "simgate_json_response"
+_PEEK_LIMIT = 64 * 1024  # larger bodies are passed on untouched (and answered by the SDK)
+_CAPABILITIES_WITH_REQUESTS = ("sampling", "elicitation", "roots")
+
+Sessions = Mapping[str, ServerSession]
+InFlight = dict[tuple[str, int | str], anyio.CancelScope]
+
+
+class DirectCalls:
+    """The direct path of one MCP endpoint."""
+
+    def __init__(self, manager: StreamableHTTPSessionManager, server: Any, sessions: Sessions,
+                 security: TransportSecuritySettings, max_body_bytes: int, hold_seconds: Callable[[], float]) -> None:
+        self._manager = manager
+        self._server = server  # the SDK `Server` whose registered `tools/call` handler answers
+        self._sessions = sessions  # client sessions the server has met, by session id
+        self._security = TransportSecurityMiddleware(security)
+        self._body_limit = min(_PEEK_LIMIT, max_body_bytes)
+        self._hold_seconds = hold_seconds  # how long one call may take: the session is kept at least that long
+        self._in_flight: InFlight = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        """Answer the POST and return None; or return the `receive` to hand the SDK, which then reads the
+        request exactly as it came."""
+        request = Request(scope)
+        session_id = request.headers.get("mcp-session-id")
+        if not session_id or not _acceptable(request):
+            return receive
+        session = self._sessions.get(session_id)
+        transport = live_transport(self._manager, session_id)
+        if session is None or transport is None:
+            return receive
+        if await self._security.validate_request(request, is_post=True) is not None:
+            return receive
+        body, receive = await peek_body(receive, self._body_limit)
+        if body is None:
+            return receive
+        if b'"notifications/cancelled"' in body:
+            self._cancel(session_id, body)
+            return receive  # the SDK accepts it (202) as well
+        message = _direct_call(body, session)
+        if message is None:
+            return receive
+        await self._answer(scope, receive, send, message, session, transport, request)
+        return None
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, message: dict[str, Any],
+                      session: ServerSession, transport: StreamableHTTPServerTransport, request: Request) -> None:
+        session_id = transport.mcp_session_id or ""
+        request_id = message["id"]
+        key = (session_id, request_id)
+        scope.setdefault("state", {})[STATE_KEY] = True
+        reply: dict[str, Any] = {"error": {"code": REQUEST_CANCELLED, "message": "Request cancelled"}}
+        with anyio.CancelScope() as cancel_scope:
+            self._in_flight[key] = cancel_scope
+            _hold(transport, self._manager.session_idle_timeout, self._hold_seconds())
+            try:
+                reply = {"result": await self._run_handler(message, session, request)}
+            except Exception as exc:
+                error = handler_exception_to_error_data(exc)
+                if error is None:  # as the SDK's dispatcher answers an unexpected handler exception
+                    logger.exception("handler for 'tools/call' raised")
+                    error = types.ErrorData(code=0, message=str(exc))
+                reply = {"error": error.model_dump(by_alias=True, mode="json", exclude_none=True)}
+            finally:
+                if self._in_flight.get(key) is cancel_scope:
+                    del self._in_flight[key]
+                _hold(transport, self._manager.session_idle_timeout, 0.0)
+        body = json.dumps({"jsonrpc": "2.0", "id": request_id, **reply}, separators=(",", ":"), ensure_ascii=False)
+        response = Response(body.encode(), media_type="application/json", headers={"mcp-session-id": session_id})
+        await response(scope, receive, send)
+
+    async def _run_handler(self, message: dict[str, Any], session: ServerSession, request: Request) -> dict[str, Any]:
+        """What the SDK's `ServerRunner` does for a `tools/call` of a handshake-era session."""
+        version = session.protocol_version
+        params = message.get("params")
+        validate_client_request("tools/call", version, params)
+        entry = self._server.get_request_handler("tools/call")
+        if entry is None:
+            raise MCPError(code=types.METHOD_NOT_FOUND, message="Method not found", data="tools/call")
+        ctx: ServerRequestContext[Any, Any] = ServerRequestContext(
+            session=session, lifespan_context=None, protocol_version=version, method="tools/call", params=params,
+            request_id=message["id"], request=request)
+        result = await entry.handler(ctx, entry.params_type.model_validate(params or {}, by_name=False))
+        if isinstance(result, types.ErrorData):
+            raise MCPError.from_error_data(result)
+        try:
+            return serialize_server_result("tools/call", version, result)
+        except ValidationError:
+            logger.exception("handler for 'tools/call' returned an invalid result")
+            raise MCPError(code=types.INTERNAL_ERROR, message="Handler returned an invalid result") from None
+
+    def _cancel(self, session_id: str, body: bytes) -> None:
+        try:
+            message = json.loads(body)
+        except ValueError:
+            return
+        params = message.get("params") if isinstance(message, dict) else None
+        request_id = params.get("requestId") if isinstance(params, dict) else None
+        if isinstance(request_id, int | str) and (scope := self._in_flight.get((session_id, request_id))) is not None:
+            scope.cancel()
+
+
+def live_transport(manager: StreamableHTTPSessionManager, session_id: str) -> StreamableHTTPServerTransport | None:
+    """The session's transport while the session lives (the manager keeps its sessions privately)."""
+    transport = live_transports(manager).get(session_id)
+    return None if transport is None or transport.is_terminated else transport
+
+
+def live_transports(manager: StreamableHTTPSessionManager) -> dict[str, StreamableHTTPServerTransport]:
+    return getattr(manager, "_server_instances", {})
+
+
+def _acceptable(request: Request) -> bool:
+    """Headers the SDK's transport takes a handshake-era POST with (in JSON-response mode)."""
+    version = request.headers.get("mcp-protocol-version")
+    if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+        return False
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    has_json, _ = check_accept_headers(request)
+    return media_type == "application/json" and has_json
+
+
+def _direct_call(body: bytes, session: ServerSession) -> dict[str, Any] | None:
+    """The request, when it is a `tools/call` without a progress token from a client that takes no
+    server-to-client requests."""
+    if b'"tools/call"' not in body:  # most other POSTs are told apart without parsing them
+        return None
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return None  # the SDK answers it (-32700)
+    if not (isinstance(message, dict) and message.get("jsonrpc") == "2.0" and message.get("method") == "tools/call"
+            and isinstance(message.get("id"), int | str) and not isinstance(message.get("id"), bool)):
+        return None
+    params = message.get("params")
+    if not isinstance(params, dict):
+        return None
+    meta = params.get("_meta")
+    if isinstance(meta, Mapping) and meta.get("progressToken") is not None:
+        return None
+    caps = session.client_capabilities
+    if caps is None or any(getattr(caps, name, None) is not None for name in _CAPABILITIES_WITH_REQUESTS):
+        return None
+    return message
+
+
+def _hold(transport: StreamableHTTPServerTransport, idle_timeout: float | None, seconds: float) -> None:
+    """Keep the session from expiring as idle for `seconds` plus the idle timeout from now (a request
+    through the SDK does the same: its session's idle countdown starts when it ends)."""
+    idle_scope = transport.idle_scope
+    if idle_timeout is None or idle_scope is None or idle_scope.cancel_called or math.isinf(idle_scope.deadline):
+        return
+    idle_scope.deadline = max(idle_scope.deadline, anyio.current_time() + seconds + idle_timeout)
+
+
+async def peek_body(receive: Receive, limit: int) -> tuple[bytes | None, Receive]:
+    """The request body when it is complete within `limit` bytes (else None), and a `receive` that
+    replays what was read before going on with the original."""
+    taken: list[Message] = []
+    size = 0
+    complete = False
+    while True:
+        message = await receive()
+        taken.append(message)
+        if message["type"] != "http.request":
+            break
+        size += len(message.get("body", b""))
+        if size > limit:
+            break
+        if not message.get("more_body", False):
+            complete = True
+            break
+
+    async def replay() -> Message:
+        return taken.pop(0) if taken else await receive()
+
+    body = b"".join(m.get("body", b"") for m in taken if m["type"] == "http.request") if complete else None
+    return body, replay
+
+
+def answered_directly(scope: Mapping[str, Any] | None) -> bool:
+    """Whether the request of `scope` is answered here, with one JSON body (it has no stream of its own)."""
+    state = scope.get("state") if scope is not None else None
+    return bool(isinstance(state, dict) and state.get(STATE_KEY))
