@@ -34,6 +34,11 @@ class RequestOrigin:
         return bool(caps is not None and name is not None and getattr(caps, name, None) is not None
                     and self._ctx.session.can_send_request)
 
+    def wants_progress(self) -> bool:
+        params = self._ctx.params
+        meta = params.get("_meta") if params is not None else None
+        return isinstance(meta, dict) and meta.get("progressToken") is not None
+
     async def request(self, method: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
         result = await self._ctx.session.send_request(
             _ServerToClient(method=method, params=dict(params) if params is not None else None),  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from pydantic import TypeAdapter
 from gateway.config.models import ServerConfig
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.upstream.origin import Origin
+from gateway.upstream.raw_calls import RawCalls
 from gateway.upstream.transport import open_transport
 from sandboxes.workdir import ServerDirs, prepare_server_dirs
 
@@ -85,6 +86,7 @@ class Upstream:
         self._snapshots = snapshots
         self.tools: list[dict[str, Any]] = snapshots.load_tools(name) if snapshots is not None else []
         self._session: ClientSession | None = None
+        self._raw_calls: RawCalls | None = None  # tool calls beside the session, on the same transport
         self._changed = anyio.Event()  # set (and renewed) whenever the upstream comes up or goes down
         self._origins: dict[int, Origin] = {}
         self._next_origin = 0
@@ -152,7 +154,7 @@ class Upstream:
             launched = anyio.current_time()  # the process is running (any install is done): its clock starts
             with anyio.fail_after(self.config.startup_timeout):
                 self.initialize_result = await session.initialize()
-                self._session = session
+                self._session, self._raw_calls = session, read.raw_calls
                 self.tools = await self._list_tools(session)
             if self._snapshots is not None:
                 self._snapshots.save_tools(self.name, self.tools)
@@ -176,7 +178,7 @@ class Upstream:
             self._mark_down()
 
     def _mark_down(self) -> None:
-        self._session = None
+        self._session = self._raw_calls = None
         self.state = UpstreamState.RESTARTING
         self._signal_change()
 
@@ -254,8 +256,11 @@ class Upstream:
         """Forward one request and return the upstream's raw result; errors keep their code."""
         timeout = timeout or self.config.call_timeout
         session = await self.wait_ready(min(timeout, self.config.startup_timeout))
+        raw_calls = self._raw_calls
         origin_id = self._register(origin)
         try:
+            if method == "tools/call" and raw_calls is not None and (origin is None or not origin.wants_progress()):
+                return await raw_calls.request(method, _strip_modern_meta(params), timeout)
             return await session.send_request(
                 _RawRequest(method=method, params=_strip_modern_meta(params)),
                 _RAW_RESULT,

@@ -15,6 +15,10 @@ class Origin(Protocol):
         """Whether the client behind this request can answer a server-to-client `method`."""
         ...
 
+    def wants_progress(self) -> bool:
+        """Whether the client asked for progress of this request (then the upstream is asked for it too)."""
+        ...
+
     async def request(self, method: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
         """Send a server-to-client request (sampling, elicitation, roots) to the client."""
         ...

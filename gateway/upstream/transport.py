@@ -11,7 +11,6 @@ from typing import IO
 
 import anyio
 import httpx2
-from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.message import SessionMessage
@@ -19,6 +18,8 @@ from pydantic import ValidationError
 
 from gateway.config.models import ServerConfig
 from gateway.upstream.install import server_command
+from gateway.upstream.raw_calls import RawCalls
+from gateway.upstream.stdio import stdio_streams
 from sandboxes.docker.container import gateway_instance
 from sandboxes.docker.stdio import docker_stdio_client
 from sandboxes.egress.runtime import egress_for
@@ -34,12 +35,14 @@ class UpstreamReader:
     """The upstream's message stream, minus the lines that are not JSON-RPC, plus an event for its end.
 
     Non-JSON lines (banners, logs printed on stdout) arrive as exceptions: they are logged and
-    skipped in place, without another stream and task between the upstream and the session.
+    skipped in place, without another stream and task between the upstream and the session. Answers to
+    `raw_calls` are taken off here too.
     """
 
-    def __init__(self, name: str, inner: ReadStream[SessionMessage | Exception]) -> None:
+    def __init__(self, name: str, inner: ReadStream[SessionMessage | Exception], raw_calls: RawCalls) -> None:
         self._name = name
         self._inner = inner
+        self.raw_calls = raw_calls
         self.closed = anyio.Event()
         self.skipped = 0
 
@@ -48,8 +51,10 @@ class UpstreamReader:
             try:
                 item = await self._inner.receive()
             except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                self.closed.set()
+                self._end()
                 raise anyio.EndOfStream from None
+            if self.raw_calls.take(item):
+                continue
             if not isinstance(item, Exception):
                 return item
             self.skipped += 1
@@ -67,8 +72,12 @@ class UpstreamReader:
         except anyio.EndOfStream:
             raise StopAsyncIteration from None
 
-    async def aclose(self) -> None:
+    def _end(self) -> None:
+        self.raw_calls.close("Connection closed")
         self.closed.set()
+
+    async def aclose(self) -> None:
+        self._end()
         await self._inner.aclose()
 
     async def __aenter__(self) -> UpstreamReader:
@@ -85,7 +94,7 @@ async def open_transport(
     """Yield (read, write); `read.closed` is set when the upstream's stream ends. `egress_decisions` counts
     what the egress proxy of a server with a network allowlist allows and denies."""
     async with _raw_transport(name, config, dirs, stderr, egress_decisions) as (read, write):
-        yield UpstreamReader(name, read), write
+        yield UpstreamReader(name, read, RawCalls(write)), write
 
 
 @asynccontextmanager
@@ -102,8 +111,7 @@ async def _raw_transport(name: str, config: ServerConfig, dirs: ServerDirs, stde
                 return
             launch = prepare_launch(command, args, config.env, config.cwd or str(dirs.work), dirs, config.sandbox,
                                     name, egress=egress)
-            params = StdioServerParameters(command=launch.command, args=launch.args, env=launch.env, cwd=launch.cwd)
-            async with stdio_client(params, errlog=stderr) as streams:
+            async with stdio_streams(launch.command, launch.args, launch.env, launch.cwd, stderr) as streams:
                 yield streams
     else:
         assert config.url is not None
