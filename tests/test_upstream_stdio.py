@@ -1,0 +1,96 @@
+"""The gateway's stdio transport against real child processes: framing, and shutdown of the whole group."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp.shared.message import SessionMessage
+
+from gateway.upstream.stdio import stdio_streams
+
+pytestmark = pytest.mark.anyio
+
+NOTIFICATION = '{"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x"}}'
+
+
+async def test_lines_blank_garbage_and_an_unterminated_last_one(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import sys
+        sys.stdout.write("\\n" + "not json at all\\n" + {NOTIFICATION!r} + "\\n\\n")
+        sys.stdout.write({NOTIFICATION!r}[:40])
+        sys.stdout.flush()
+        sys.stdout.write({NOTIFICATION!r}[40:])  # the last line arrives in two pieces and has no newline
+    """)
+    received: list[SessionMessage | Exception] = []
+    with anyio.fail_after(20):
+        async with stdio_streams(sys.executable, ["-c", script], {}, str(tmp_path), _errlog(tmp_path)) as (read, _):
+            async for item in read:
+                received.append(item)
+    assert isinstance(received[0], Exception) and "not json" in str(received[0])
+    assert len(received) == 3
+    for item in received[1:]:
+        assert isinstance(item, SessionMessage) and isinstance(item.message, types.JSONRPCNotification)
+        assert item.message.method == "notifications/message"
+
+
+async def test_writes_reach_the_server_whole_when_sends_overlap(tmp_path: Path) -> None:
+    script = "import sys\nfor line in sys.stdin: sys.stdout.write(line); sys.stdout.flush()"
+    sent = [types.JSONRPCRequest(jsonrpc="2.0", id=index, method="ping", params={"pad": "x" * 5000 * index})
+            for index in range(1, 21)]
+    with anyio.fail_after(30):
+        async with stdio_streams(sys.executable, ["-c", script], {}, str(tmp_path), _errlog(tmp_path)) as (read, write):
+            echoed: list[SessionMessage | Exception] = []
+
+            async def read_all() -> None:
+                for _ in sent:
+                    echoed.append(await read.receive())
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read_all)  # read meanwhile: the echo would otherwise fill its pipe and stall
+                for message in sent:
+                    tg.start_soon(write.send, SessionMessage(message))
+    ids = sorted(item.message.id for item in echoed if isinstance(item, SessionMessage))  # type: ignore[union-attr]
+    assert ids == list(range(1, 21))
+
+
+async def test_shutdown_stops_a_server_that_ignores_stdin_and_sigterm_and_its_children(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    script = textwrap.dedent(f"""
+        import os, signal, subprocess, sys, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+        open({str(pids)!r}, "w").write(f"{{os.getpid()}} {{child.pid}}")
+        sys.stdin.close()
+        time.sleep(600)
+    """)
+    started = time.monotonic()
+    with anyio.fail_after(30):
+        async with stdio_streams(sys.executable, ["-c", script], {}, str(tmp_path), _errlog(tmp_path)):
+            while not pids.exists() or len(pids.read_text().split()) < 2:
+                await anyio.sleep(0.05)
+    assert time.monotonic() - started < 15  # stdin grace, SIGTERM grace, SIGKILL
+    for pid in map(int, pids.read_text().split()):
+        deadline = time.monotonic() + 5
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pid), f"process {pid} outlived the transport"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")  # a zombie is gone
+
+
+def _errlog(tmp_path: Path):  # type: ignore[no-untyped-def]
+    return (tmp_path / "stderr.log").open("a")  # a real file: the child writes to its descriptor
