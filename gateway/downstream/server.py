@@ -59,6 +59,8 @@ class ProxyServer(Server[Any]):
             ("logging/setLevel", types.SetLevelRequestParams, self._set_logging_level),
         ):
             self.add_request_handler(method, params_type, _for_both_eras(handler))
+        # Known from the handshake on: its notifications reach it, and its calls can be answered directly.
+        self.add_notification_handler("notifications/initialized", types.NotificationParams, self._initialized)
 
     # Identity and capabilities mirror the upstreams, which are only known once they have started.
     def get_capabilities(self, notification_options: NotificationOptions | None = None,
@@ -98,6 +100,9 @@ class ProxyServer(Server[Any]):
         session_id = _header(ctx, "mcp-session-id")
         if session_id and session_id not in self.sessions:
             self.sessions[session_id] = ctx.session
+
+    async def _initialized(self, ctx: Ctx, params: Any) -> None:
+        self._remember(ctx)
 
     async def _list_tools(self, ctx: Ctx, params: Any) -> dict[str, Any]:
         self._remember(ctx)
