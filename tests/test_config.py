@@ -137,3 +137,18 @@ def test_a_non_loopback_bind_is_refused_without_insecure(tmp_path: Path) -> None
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`simgate config check big.json | head -1`: exit 141 as for SIGPIPE, no traceback."""
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"mcpServers": {f"server{i}": {"command": "true"} for i in range(6000)}}))
+    process = subprocess.Popen([sys.executable, "-m", "gateway", "config", "check", str(big)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)
+    assert process.stdout is not None and process.stderr is not None
+    first = process.stdout.readline()
+    process.stdout.close()  # the reader is gone before the rest (far more than a pipe holds) is written
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141
+    assert b"ok, 6000 server(s)" in first
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
