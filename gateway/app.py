@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,8 @@ class Gateway:
                                                    max_request_body_size=config.gateway.max_body_bytes)
             for endpoint, server in self.servers.items()
         }
+        for endpoint, server in self.servers.items():
+            server.open_session_ids = partial(live_transports, self.managers[endpoint])
         # Most tool calls are answered in their request's own task (see `direct_calls`); the rest by the SDK.
         self.direct_calls = {
             endpoint: DirectCalls(self.managers[endpoint], server, server.sessions, security,

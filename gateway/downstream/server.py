@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Container, Mapping
 from typing import Any
 
 import mcp_types as types
@@ -45,6 +45,8 @@ class ProxyServer(Server[Any]):
         # The SDK's per-request OpenTelemetry span duplicates the gateway's own call observation.
         self.middleware = []
         self.sessions: dict[str, ServerSession] = {}
+        # The ids of the client sessions still open (set by the app, from its session manager).
+        self.open_session_ids: Callable[[], Container[str]] | None = None
         for method, params_type, handler in (
             ("tools/list", types.PaginatedRequestParams, self._list_tools),
             ("tools/call", types.CallToolRequestParams, self._call_tool),
@@ -99,6 +101,10 @@ class ProxyServer(Server[Any]):
     def _remember(self, ctx: Ctx) -> None:
         session_id = _header(ctx, "mcp-session-id")
         if session_id and session_id not in self.sessions:
+            if self.open_session_ids is not None:  # forget the sessions that ended, as a new one comes
+                open_ids = self.open_session_ids()
+                for ended in [known for known in self.sessions if known not in open_ids]:
+                    del self.sessions[ended]
             self.sessions[session_id] = ctx.session
 
     async def _initialized(self, ctx: Ctx, params: Any) -> None:
