@@ -316,3 +316,53 @@ def test_serve_reports_a_failed_install(tmp_path: Path) -> None:
         assert "simgate-no-such-package-zz was not found" in error
         assert httpx.get(running.url + "/readyz", timeout=5).status_code == 503
     assert not (tmp_path / "state" / "servers" / "bad" / "tools").exists()
+
+
+_PROBE_SETUP = '''
+import pathlib
+from setuptools import setup
+wrote = read = False
+try:
+    pathlib.Path({outside!r}).write_text("escaped")
+    wrote = pathlib.Path({outside!r}).exists()
+except OSError:
+    pass
+try:
+    read = pathlib.Path({canary!r}).read_text() == "secret"
+except OSError:
+    pass
+raise SystemExit(f"PROBE wrote={{wrote}} read={{read}}")
+setup(name="simgate-install-probe", version="0.1")
+'''
+
+
+@needs_bwrap
+def test_the_install_of_a_sandboxed_server_is_jailed_too(tmp_path: Path) -> None:
+    """An sdist's build runs third-party code with network: for a bwrap server it cannot write or read the
+    host outside the install (the same package installed for an unsandboxed server shows it could)."""
+    host = tmp_path / "host"
+    host.mkdir()
+    outside, canary = host / "escaped.txt", host / "canary.txt"
+    canary.write_text("secret")
+    source = tmp_path / "src" / "simgate-install-probe-0.1"
+    source.mkdir(parents=True)
+    (source / "setup.py").write_text(_PROBE_SETUP.format(outside=str(outside), canary=str(canary)))
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    shutil.make_archive(str(dist / "simgate-install-probe-0.1"), "gztar", source.parent, source.name)
+    server = {"package": "pypi:simgate-install-probe==0.1"}
+    config = tmp_path / "servers.json"
+    config.write_text(json.dumps({"gateway": {"state_dir": str(tmp_path / "state")}, "mcpServers": {
+        "jailed": {**server, "sandbox": {"backend": "bwrap"}}, "free": server}}))
+    env = {**os.environ, "UV_FIND_LINKS": str(dist)}
+
+    def install(name: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "gateway", "sandbox", "install", str(config), "--server", name],
+                              capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, env=env)
+        assert done.returncode == 1, done.stdout + done.stderr
+        return done.stderr
+
+    assert "PROBE wrote=False read=False" in install("jailed")
+    assert not outside.exists()
+    assert "PROBE wrote=True read=True" in install("free")  # the control: unjailed, it could
+    assert outside.read_text() == "escaped"

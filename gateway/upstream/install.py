@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from gateway.config.models import ServerConfig
-from sandboxes.install import ensure_installed, install_request, tools_dir
+from sandboxes.install import ensure_installed, install_request, isolation_for, tools_dir
 from sandboxes.workdir import ServerDirs
 
 logger = logging.getLogger("simgate.upstream")
@@ -21,7 +21,8 @@ async def server_command(name: str, config: ServerConfig, dirs: ServerDirs) -> t
     if request is None:
         assert config.command is not None  # the config model requires one or the other
         return config.command, list(config.args)
-    installed = await ensure_installed(tools_dir(dirs.root), name, request.spec)
+    installed = await ensure_installed(tools_dir(dirs.root), name, request.spec,
+                                       isolation=isolation_for(config.sandbox, dirs, name))
     if not installed.reused:
         versions = ", ".join(f"{p.name}=={p.version}" for p in installed.manifest.packages
                              if p.name.lower() in (request.spec.name.lower(), "mcp", "@modelcontextprotocol/sdk"))

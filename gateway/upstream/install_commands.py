@@ -43,4 +43,5 @@ def _install(args: argparse.Namespace) -> int:
             continue
         requests[name] = install_request(command=server.command, args=server.args, package=server.package,
                                          constraints=server.constraints, entry=server.entry)
-    return anyio.run(install_all, Path(config.gateway.state_dir), requests)
+    policies = {name: config.servers[name].sandbox for name in requests}
+    return anyio.run(install_all, Path(config.gateway.state_dir), requests, policies)

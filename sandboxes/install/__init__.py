@@ -2,10 +2,12 @@
 directory, and the installed entry point then runs without uvx/npx, offline and read-only."""
 
 from sandboxes.install.installer import InstalledServer, InstallError, ensure_installed, installed, tools_dir
+from sandboxes.install.isolation import InstallIsolation, isolation_for
 from sandboxes.install.manifest import InstallManifest, ResolvedPackage
 from sandboxes.install.spec import InstallRequest, PackageSpec, SpecError, install_request, parse_command
 
 __all__ = [
-    "InstallError", "InstallManifest", "InstallRequest", "InstalledServer", "PackageSpec", "ResolvedPackage",
-    "SpecError", "ensure_installed", "install_request", "installed", "parse_command", "tools_dir",
+    "InstallError", "InstallIsolation", "InstallManifest", "InstallRequest", "InstalledServer", "PackageSpec",
+    "ResolvedPackage", "SpecError", "ensure_installed", "install_request", "installed", "isolation_for",
+    "parse_command", "tools_dir",
 ]

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from sandboxes.install.installer import InstallError, ensure_installed, tools_dir
+from sandboxes.install.isolation import isolation_for
 from sandboxes.install.spec import InstallRequest
+from sandboxes.policy import SandboxPolicy
 from sandboxes.workdir import prepare_server_dirs
 
 
-async def install_all(state_dir: Path, requests: dict[str, InstallRequest | None]) -> int:
+async def install_all(state_dir: Path, requests: dict[str, InstallRequest | None],
+                      policies: Mapping[str, SandboxPolicy | None]) -> int:
+    """`policies`: each server's sandbox; a sandboxed server's install is isolated as at `simgate serve`."""
     failed = 0
     for name, request in requests.items():
         if request is None:
@@ -21,7 +26,8 @@ async def install_all(state_dir: Path, requests: dict[str, InstallRequest | None
         dirs = prepare_server_dirs(state_dir, name)
         started = time.monotonic()
         try:
-            done = await ensure_installed(tools_dir(dirs.root), name, request.spec)
+            done = await ensure_installed(tools_dir(dirs.root), name, request.spec,
+                                          isolation=isolation_for(policies.get(name), dirs, name))
         except InstallError as exc:
             print(f"simgate: {exc}", file=sys.stderr)
             failed += 1

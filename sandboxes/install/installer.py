@@ -30,6 +30,7 @@ from pathlib import Path
 import anyio
 from pydantic import BaseModel
 
+from sandboxes.install.isolation import InstallIsolation
 from sandboxes.install.manifest import InstallManifest, ResolvedPackage, read_manifest, write_manifest
 from sandboxes.install.spec import PackageSpec
 from sandboxes.policy import DEFAULT_ENV_ALLOW
@@ -106,8 +107,10 @@ def installed(tools: Path, spec: PackageSpec) -> InstalledServer | None:
     return InstalledServer(directory=directory, manifest=manifest, reused=True)
 
 
-async def ensure_installed(tools: Path, server: str, spec: PackageSpec, *, timeout: float = 900) -> InstalledServer:
-    """Reuse this spec's install, or install it now (once, even with several callers at the same time)."""
+async def ensure_installed(tools: Path, server: str, spec: PackageSpec, *, timeout: float = 900,
+                           isolation: InstallIsolation | None = None) -> InstalledServer:
+    """Reuse this spec's install, or install it now (once, even with several callers at the same time);
+    under `isolation` (bubblewrap, see `isolation_for`) when the server runs sandboxed."""
     found = installed(tools, spec)
     if found is not None:
         return found
@@ -123,23 +126,22 @@ async def ensure_installed(tools: Path, server: str, spec: PackageSpec, *, timeo
         tools.chmod(0o755)
         _sweep(tools, keep=spec.key())
         try:
-            return await _install(tools, server, spec, timeout)
+            return await _install(tools, server, spec, timeout, isolation)
         finally:
             with contextlib.suppress(OSError):
                 tools.rmdir()  # only when empty: a failed first install leaves no directory at all
 
 
-async def _install(tools: Path, server: str, spec: PackageSpec, timeout: float) -> InstalledServer:
+async def _install(tools: Path, server: str, spec: PackageSpec, timeout: float,
+                   isolation: InstallIsolation | None) -> InstalledServer:
     key = spec.key()
     partial = Path(tempfile.mkdtemp(prefix=f".partial-{key}-", dir=tools))
     started = time.monotonic()
     logger.info("installing %s for server %s", spec.describe(), server)
     try:
         with anyio.fail_after(timeout):
-            if spec.registry == "pypi":
-                manifest = await _install_pypi(partial, server, spec)
-            else:
-                manifest = await _install_npm(partial, server, spec)
+            run = _Runner(server, spec, partial, isolation)
+            manifest = await (_install_pypi(partial, run) if spec.registry == "pypi" else _install_npm(partial, run))
         manifest.seconds = round(time.monotonic() - started, 3)
         write_manifest(partial, manifest)
         final = tools / key
@@ -158,22 +160,22 @@ async def _install(tools: Path, server: str, spec: PackageSpec, timeout: float) 
     return InstalledServer(directory=final, manifest=manifest, reused=False)
 
 
-async def _install_pypi(directory: Path, server: str, spec: PackageSpec) -> InstallManifest:
+async def _install_pypi(directory: Path, run: _Runner) -> InstallManifest:
+    server, spec = run.server, run.spec
     uv = find_uv()
     if uv is None:
         raise InstallError(server, spec, "uv is not installed (pip install uv)")
-    env = _installer_env()
     python = spec.python or sys.executable
-    await _run(server, spec, [uv, "venv", "--quiet", "--relocatable", "--python", python, str(directory)], env)
+    await run([uv, "venv", "--quiet", "--relocatable", "--python", python, str(directory)])
     interpreter = str(directory / "bin" / "python")
     # Bytecode now: at run time the directory is read-only, and every start would compile every import again.
-    await _run(server, spec, [uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", interpreter,
-                              spec.requirement, *spec.with_], env)
-    listed = await _run(server, spec, [uv, "pip", "list", "--python", interpreter, "--format", "json"], env)
+    await run([uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", interpreter, spec.requirement,
+               *spec.with_])
+    listed = await run([uv, "pip", "list", "--python", interpreter, "--format", "json"])
     packages = [ResolvedPackage(name=item["name"], version=item["version"]) for item in json.loads(listed)]
-    probe = json.loads(await _run(server, spec, [interpreter, "-I", "-c", _PROBE, spec.name], env))
+    probe = json.loads(await run([interpreter, "-I", "-c", _PROBE, spec.name]))
     entry = _python_entry(directory, server, spec, probe["scripts"])
-    version = (await _run(server, spec, [uv, "--version"], env)).split()[1]
+    version = (await run([uv, "--version"])).split()[1]
     return InstallManifest(server=server, key=spec.key(), spec=spec, installer=f"uv {version}",
                            installed_at=datetime.now(UTC), seconds=0.0, python=probe["python"], runner="python",
                            entry=f"bin/{entry}", packages=packages)
@@ -195,20 +197,20 @@ def _python_entry(directory: Path, server: str, spec: PackageSpec, scripts: list
     raise InstallError(server, spec, f"{spec.name} provides {provides}; name one with 'entry'")
 
 
-async def _install_npm(directory: Path, server: str, spec: PackageSpec) -> InstallManifest:
+async def _install_npm(directory: Path, run: _Runner) -> InstallManifest:
+    server, spec = run.server, run.spec
     npm = shutil.which("npm")
     if npm is None:
         raise InstallError(server, spec, "npm is not installed (Node.js and npm are needed for npm packages)")
-    env = _installer_env()
     # The package-lock is kept: with the manifest it records the whole resolved tree.
-    await _run(server, spec, [npm, "install", "--prefix", str(directory), "--no-audit", "--no-fund",
-                              "--loglevel=error", spec.requirement], env, cwd=directory)
+    await run([npm, "install", "--prefix", str(directory), "--no-audit", "--no-fund", "--loglevel=error",
+               spec.requirement])
     lock = json.loads((directory / "package-lock.json").read_text())
     packages = [ResolvedPackage(name=path.rsplit("node_modules/", 1)[1], version=meta["version"])
                 for path, meta in sorted(lock.get("packages", {}).items())
                 if path.startswith("node_modules/") and "version" in meta]
     script = _npm_bin(directory, server, spec)
-    version = (await _run(server, spec, [npm, "--version"], env)).strip()
+    version = (await run([npm, "--version"])).strip()
     return InstallManifest(server=server, key=spec.key(), spec=spec, installer=f"npm {version}",
                            installed_at=datetime.now(UTC), seconds=0.0, runner=_node_runner(script),
                            entry=str(script.relative_to(directory.resolve())), packages=packages)
@@ -247,15 +249,28 @@ def _node_runner(script: Path) -> str:
     return "node" if first.startswith(b"#!") and b"node" in first else "exec"
 
 
-async def _run(server: str, spec: PackageSpec, argv: list[str], env: dict[str, str], cwd: Path | None = None) -> str:
-    done = await anyio.run_process(argv, env=env, cwd=cwd, check=False)
-    if done.returncode != 0:
-        output = (done.stderr or done.stdout).decode(errors="replace")
-        tail = "\n".join(output.strip().splitlines()[-_TAIL_LINES:])
-        program = os.path.basename(argv[0]) + " " + " ".join(argv[1:3])
-        raise InstallError(server, spec, f"`{program}` exited with {done.returncode}",
-                           _CREDENTIALS_IN_URL.sub(r"\1***@", tail))
-    return done.stdout.decode(errors="replace")
+class _Runner:
+    """Runs one install's commands in its directory, with the installer's environment, isolated if asked."""
+
+    def __init__(self, server: str, spec: PackageSpec, directory: Path, isolation: InstallIsolation | None) -> None:
+        self.server, self.spec = server, spec
+        self._directory = directory
+        self._isolation = isolation
+        self._env = _installer_env()
+
+    async def __call__(self, argv: list[str]) -> str:
+        command, env, cwd = argv, self._env, str(self._directory)
+        if self._isolation is not None:
+            launch = self._isolation.launch(argv, self._env, self._directory)
+            command, env, cwd = [launch.command, *launch.args], launch.env, launch.cwd
+        done = await anyio.run_process(command, env=env, cwd=cwd, check=False)
+        if done.returncode != 0:
+            output = (done.stderr or done.stdout).decode(errors="replace")
+            tail = "\n".join(output.strip().splitlines()[-_TAIL_LINES:])
+            program = os.path.basename(argv[0]) + " " + " ".join(argv[1:3])
+            raise InstallError(self.server, self.spec, f"`{program}` exited with {done.returncode}",
+                               _CREDENTIALS_IN_URL.sub(r"\1***@", tail))
+        return done.stdout.decode(errors="replace")
 
 
 def _installer_env() -> dict[str, str]:
