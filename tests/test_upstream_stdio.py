@@ -13,7 +13,7 @@ import mcp_types as types
 import pytest
 from mcp.shared.message import SessionMessage
 
-from gateway.upstream.stdio import stdio_streams
+from gateway.upstream.stdio import PipeReader, stdio_streams
 
 pytestmark = pytest.mark.anyio
 
@@ -38,6 +38,29 @@ async def test_lines_blank_garbage_and_an_unterminated_last_one(tmp_path: Path) 
     for item in received[1:]:
         assert isinstance(item, SessionMessage) and isinstance(item.message, types.JSONRPCNotification)
         assert item.message.method == "notifications/message"
+
+
+async def test_a_large_message_arrives_whole_and_one_over_the_limit_is_skipped(tmp_path: Path) -> None:
+    big = "y" * 20_000_000
+    script = textwrap.dedent("""
+        import json, sys
+        for size in (20_000_000, 3000, 10):
+            sys.stdout.write(json.dumps({"jsonrpc": "2.0", "method": "notifications/message",
+                                         "params": {"level": "info", "data": "y" * size}}) + "\\n")
+        sys.stdout.flush()
+    """)
+    started = time.monotonic()
+    with anyio.fail_after(30):
+        async with stdio_streams(sys.executable, ["-c", script], {}, str(tmp_path), _errlog(tmp_path)) as (read, _):
+            first = await read.receive()
+    assert isinstance(first, SessionMessage) and first.message.params["data"] == big  # type: ignore[union-attr]
+    assert time.monotonic() - started < 15  # read in pieces, joined once (not copied per piece)
+    async with await anyio.open_process([sys.executable, "-c", script]) as process:
+        assert process.stdout is not None
+        limited = PipeReader(process.stdout, max_line=5000)
+        received = [await limited.receive() for _ in range(3)]
+    assert isinstance(received[0], ValueError) and "more than 5000" in str(received[0])
+    assert [len(item.message.params["data"]) for item in received[1:]] == [3000, 10]  # type: ignore[union-attr]
 
 
 async def test_writes_reach_the_server_whole_when_sends_overlap(tmp_path: Path) -> None:
@@ -65,7 +88,8 @@ async def test_shutdown_stops_a_server_that_ignores_stdin_and_sigterm_and_its_ch
     script = textwrap.dedent(f"""
         import os, signal, subprocess, sys, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+        stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+        child = subprocess.Popen([sys.executable, "-c", stubborn])
         open({str(pids)!r}, "w").write(f"{{os.getpid()}} {{child.pid}}")
         sys.stdin.close()
         time.sleep(600)

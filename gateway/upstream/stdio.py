@@ -29,16 +29,22 @@ logger = logging.getLogger("simgate.upstream")
 _EXIT_GRACE = 2.0  # seconds between closing stdin and signalling the group
 _KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL, and then for the kill to be seen
 _EXIT_POLL = 0.01
+# A message larger than this is dropped (and reported) rather than held in memory: results with images
+# run to megabytes, not to hundreds of them.
+MAX_LINE_BYTES = 256 * 1024 * 1024
 _PIPE_ERRORS = (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError)
 
 
 class PipeReader:
     """Messages from the server's stdout; a line that is not JSON-RPC arrives as its parse error."""
 
-    def __init__(self, stdout: ByteReceiveStream) -> None:
+    def __init__(self, stdout: ByteReceiveStream, max_line: int = MAX_LINE_BYTES) -> None:
         self._stdout = stdout
-        self._lines: deque[bytes] = deque()
-        self._partial = b""
+        self._max_line = max_line
+        self._lines: deque[bytes | Exception] = deque()
+        self._pieces: list[bytes] = []  # the line being read, in pieces: joined once, when it ends
+        self._size = 0
+        self._oversized = False  # the line being read is over the limit: dropped up to its newline
 
     async def receive(self) -> SessionMessage | Exception:
         while True:
@@ -46,16 +52,41 @@ class PipeReader:
                 try:
                     chunk = await self._stdout.receive()
                 except _PIPE_ERRORS:
-                    if self._partial.strip():  # a last line without its newline
-                        self._lines.append(self._partial)
-                        self._partial = b""
+                    self._end_line(b"")  # a last line without its newline
+                    if self._lines:
                         break
                     raise anyio.EndOfStream from None
-                *complete, self._partial = (self._partial + chunk).split(b"\n")
-                self._lines.extend(complete)
+                self._take(chunk)
             line = self._lines.popleft()
+            if isinstance(line, Exception):
+                return line
             if line.strip():  # blank lines carry nothing
                 return _parse(line)
+
+    def _take(self, chunk: bytes) -> None:
+        *ends, rest = chunk.split(b"\n")
+        for end in ends:
+            self._end_line(end)
+        if rest:
+            self._add(rest)
+
+    def _add(self, piece: bytes) -> None:
+        self._size += len(piece)
+        if self._size > self._max_line and not self._oversized:
+            self._oversized = True
+            self._pieces.clear()
+        if not self._oversized:
+            self._pieces.append(piece)
+
+    def _end_line(self, piece: bytes) -> None:
+        self._add(piece)
+        if self._oversized:
+            self._lines.append(ValueError(f"a line of {self._size} bytes (more than {self._max_line}) was skipped"))
+        elif self._size:
+            self._lines.append(b"".join(self._pieces))
+        self._pieces.clear()
+        self._size = 0
+        self._oversized = False
 
     def __aiter__(self) -> PipeReader:
         return self
