@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,15 @@ async def test_the_wall_clock_restarts_the_server(gateway: GatewayProcess) -> No
     # Restarted with backoff: it answers again.
     assert wait_until(lambda: gateway.log_text().count("upstream brief ready") >= 2, timeout=30)
     assert (await _answers_between_stops(gateway)).startswith("ALLOCATED")
+
+
+async def test_a_call_in_flight_when_the_wall_clock_stops_the_server_fails_at_once(gateway: GatewayProcess) -> None:
+    async with mcp_session(gateway.mcp_url("brief")) as session:
+        started = time.monotonic()
+        with anyio.fail_after(30), pytest.raises(MCPError) as stopped:
+            await session.call_tool("hang", {})  # the server's call timeout is 60 s; its wall clock 4 s
+    assert stopped.value.error.code == -32001, stopped.value
+    assert time.monotonic() - started < 15
 
 
 @pytest.mark.parametrize("name", ["calculator", "sqlite", "memory", "everything"])

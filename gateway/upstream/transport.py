@@ -94,7 +94,11 @@ async def open_transport(
     """Yield (read, write); `read.closed` is set when the upstream's stream ends. `egress_decisions` counts
     what the egress proxy of a server with a network allowlist allows and denies."""
     async with _raw_transport(name, config, dirs, stderr, egress_decisions) as (read, write):
-        yield UpstreamReader(name, read, RawCalls(write)), write
+        reader = UpstreamReader(name, read, RawCalls(write))
+        try:
+            yield reader, write
+        finally:  # however the session ended (restart, wall clock, shutdown): no raw call waits on
+            reader.raw_calls.close("Connection closed")
 
 
 @asynccontextmanager
