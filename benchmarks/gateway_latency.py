@@ -9,6 +9,8 @@ Four ways of reaching the same tool (`echo` of tests/fixtures/misbehaving_server
   sdk-http-json  (opt-in) the same with json_response=True, the response mode of `peer`
   simgate  `simgate serve` in front of the stdio fixture, client on /servers/NAME/mcp
   peer     PyPI `mcp-proxy` (pinned, in its own venv) in front of the same stdio fixture
+  sdk-http-modern, simgate-modern  (opt-in) the same servers as sdk-http and simgate, reached by the
+           SDK's `Client` speaking the sessionless 2026-07-28 protocol instead of the handshake era
 
 Latency phase: one long-lived session per configuration; every iteration times one call on each
 configuration, round-robin, with the starting configuration rotated, so drift and noise land on
@@ -38,6 +40,7 @@ import sys
 import tempfile
 import time
 import zlib
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +53,8 @@ PEER_PACKAGE = "mcp-proxy==0.13.0"
 PEER_VENV = RESULTS / ".venv-peer"  # benchmarks/results/ is gitignored
 SERVER_NAME = "fx"
 FIXTURE_ARGS = [str(FIXTURE), "--banner", ""]
-HTTP_CONFIGS = ("sdk-http", "sdk-http-json", "simgate", "simgate-replay", "peer")
+MODERN = "-modern"  # a configuration's server, reached by a 2026-07-28 client
+HTTP_CONFIGS = ("sdk-http", "sdk-http-json", "sdk-http-modern", "simgate", "simgate-modern", "simgate-replay", "peer")
 ALL_CONFIGS = ("stdio", *HTTP_CONFIGS)
 DEFAULT_CONFIGS = ("stdio", "sdk-http", "simgate", "simgate-replay", "peer")
 REPLAY_TEXTS = 64  # simgate-replay answers from recordings of these many distinct calls
@@ -221,6 +225,11 @@ async def open_session(config: str, urls: dict[str, str]) -> AsyncIterator[Any]:
             async with stdio_client(params, errlog=devnull) as (read, write), ClientSession(read, write) as session:
                 await session.initialize()
                 yield session
+    elif config.endswith(MODERN):
+        from mcp import Client
+
+        async with Client(urls[config], mode="2026-07-28") as client:
+            yield client
     else:
         async with streamable_http_client(urls[config]) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
@@ -285,7 +294,9 @@ async def latency_phase(configs: list[str], urls: dict[str, str], roots: dict[st
             shift = i % len(configs)  # rotate the starting configuration every iteration
             for c in configs[shift:] + configs[:shift]:
                 samples[c].append(await call_once(sessions[c], f"call {i}", c))
-        cpu = {c: (tree_cpu(roots[c]) - cpu_before[c]) * 1000 / calls for c in configs}
+        # A server reached by two configurations (X and X-modern) spent its CPU on both: shared equally.
+        sharing = Counter(tuple(roots[c]) for c in configs)
+        cpu = {c: (tree_cpu(roots[c]) - cpu_before[c]) * 1000 / calls / sharing[tuple(roots[c])] for c in configs}
     return samples, cpu
 
 
@@ -387,6 +398,9 @@ def derive(results: dict[str, Any]) -> dict[str, Any]:
         out["simgate_beats_peer_throughput"] = tp["simgate"]["calls_per_s"] > tp["peer"]["calls_per_s"]
     if "simgate" in tp and "sdk-http" in tp and tp["sdk-http"]["calls_per_s"]:
         out["simgate_over_sdk_http_throughput_ratio"] = tp["simgate"]["calls_per_s"] / tp["sdk-http"]["calls_per_s"]
+    if "simgate-modern" in lat and "sdk-http-modern" in lat:
+        out["simgate_minus_sdk_http_modern_median_ms"] = (lat["simgate-modern"]["median_ms"]
+                                                          - lat["sdk-http-modern"]["median_ms"])
     if "simgate-replay" in lat and "sdk-http" in lat:
         # Issue 3's targets: a replayed call costs no more than the SDK's own HTTP floor; >= 500 calls/s.
         out["replay_minus_sdk_http_median_ms"] = lat["simgate-replay"]["median_ms"] - lat["sdk-http"]["median_ms"]
@@ -429,6 +443,9 @@ def print_tables(report: dict[str, Any]) -> None:
     if "simgate_minus_sdk_http_median_ms" in d:
         console.print(f"simgate - sdk-http median: {d['simgate_minus_sdk_http_median_ms']:+.2f} ms "
                       f"(target <= 1 ms: {'met' if d['target_overhead_le_1ms'] else 'MISSED'})")
+    if "simgate_minus_sdk_http_modern_median_ms" in d:
+        modern = d["simgate_minus_sdk_http_modern_median_ms"]
+        console.print(f"simgate - sdk-http median, 2026-07-28 clients: {modern:+.2f} ms")
     if "simgate_over_peer_median_ratio" in d:
         console.print(f"simgate / peer median: {d['simgate_over_peer_median_ratio']:.2f}")
     if "simgate_over_peer_throughput_ratio" in d:
@@ -478,14 +495,15 @@ def main() -> int:
     try:
         urls: dict[str, str] = {}
         started: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+        wanted = set(args.configs) | {c.removesuffix(MODERN) for c in args.configs}
         for name in ("sdk-http", "sdk-http-json"):
-            if name in args.configs:
+            if name in wanted:
                 port = free_port()
                 proc = procs.start(name, [sys.executable, str(Path(__file__).resolve()), "--serve-sdk-http", str(port),
                                           *(["--serve-json"] if name == "sdk-http-json" else [])])
                 urls[name] = f"http://127.0.0.1:{port}/mcp"
                 started[name] = (proc, f"http://127.0.0.1:{port}/")  # any HTTP answer means it is up
-        if "simgate" in args.configs:
+        if "simgate" in wanted:
             port = free_port()
             config_path = workdir / "simgate.json"
             config_path.write_text(json.dumps({"mcpServers": {SERVER_NAME: {"command": sys.executable,
@@ -521,6 +539,8 @@ def main() -> int:
         if "simgate-replay" in urls:
             anyio.run(record_replay_set, urls["simgate-replay"])
         roots = {name: [proc.pid] for name, (proc, _) in started.items()}
+        for name in [c for c in args.configs if c.endswith(MODERN)]:  # the same server, another client
+            urls[name], roots[name] = urls[name.removesuffix(MODERN)], roots[name.removesuffix(MODERN)]
         results = anyio.run(run_benchmark, args, urls, roots)
         import mcp  # noqa: F401
 
