@@ -122,17 +122,15 @@ class Gateway:
         for endpoint, server in self.servers.items():
             server.open_session_ids = partial(live_transports, self.managers[endpoint])
         # Most tool calls are answered in their request's own task (see `direct_calls`); the rest by the SDK.
+        longest_call = max((server.call_timeout for server in config.servers.values()), default=0.0)
         self.direct_calls = {
-            endpoint: DirectCalls(self.managers[endpoint], server, server.sessions, security,
-                                  config.gateway.max_body_bytes, self._longest_call)
+            endpoint: DirectCalls(self.managers[endpoint], server, security, config.gateway.max_body_bytes,
+                                  longest_call)
             for endpoint, server in self.servers.items()
         }
         for server in self.servers.values():
             self.pool.add_listener(server.broadcast)
         self.metrics.watch_pool(self.pool, _LiveSessions(self.managers))
-
-    def _longest_call(self) -> float:
-        return max((upstream.config.call_timeout for upstream in self.pool.upstreams.values()), default=0.0)
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:

@@ -70,6 +70,17 @@ def test_json_only_when_nothing_else_can_belong_to_the_request(tmp_path: Path) -
         assert broken.status_code == 400 and "Parse error" in broken.text
 
 
+def test_a_session_is_known_from_its_handshake(tmp_path: Path) -> None:
+    """Its very first call is answered directly (the gateway met it at `notifications/initialized`)."""
+    with running_gateway({"mcpServers": {"fx": fixture_server("misbehaving_server.py")}}, tmp_path) as gateway:
+        url = gateway.mcp_url("fx")
+        headers = _session(url, {})
+        time.sleep(0.5)  # the SDK handles the notification after answering it 202
+        first = _call(url, headers, 1)
+        assert first.headers["content-type"].startswith("application/json")
+        assert _result(first)["result"]["content"][0]["text"] == "hi 1"
+
+
 def _same_call(answer: dict[str, Any]) -> dict[str, Any]:
     """The answer without what differs between two calls: their latency and session."""
     provenance = answer.get("result", {}).get("_meta", {}).get("simgate/provenance")

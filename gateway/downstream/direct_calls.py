@@ -25,8 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import mcp_types as types
@@ -36,7 +36,7 @@ from mcp.server.streamable_http import REQUEST_CANCELLED, StreamableHTTPServerTr
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
-from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data
+from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data, progress_token_from_params
 from mcp_types.methods import serialize_server_result, validate_client_request
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import ValidationError
@@ -44,27 +44,28 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+if TYPE_CHECKING:  # the server's module imports this one (through `origin`)
+    from gateway.downstream.server import ProxyServer
+
 logger = logging.getLogger("simgate.downstream")
 
 STATE_KEY = "simgate_json_response"
 _PEEK_LIMIT = 64 * 1024  # larger bodies are passed on untouched (and answered by the SDK)
 _CAPABILITIES_WITH_REQUESTS = ("sampling", "elicitation", "roots")
 
-Sessions = Mapping[str, ServerSession]
 InFlight = dict[tuple[str, int | str], anyio.CancelScope]
 
 
 class DirectCalls:
     """The direct path of one MCP endpoint."""
 
-    def __init__(self, manager: StreamableHTTPSessionManager, server: Any, sessions: Sessions,
-                 security: TransportSecuritySettings, max_body_bytes: int, hold_seconds: Callable[[], float]) -> None:
+    def __init__(self, manager: StreamableHTTPSessionManager, server: ProxyServer, security: TransportSecuritySettings,
+                 max_body_bytes: int, longest_call: float) -> None:
         self._manager = manager
-        self._server = server  # the SDK `Server` whose registered `tools/call` handler answers
-        self._sessions = sessions  # client sessions the server has met, by session id
+        self._server = server  # its registered `tools/call` handler answers; `server.sessions`: the sessions it met
         self._security = TransportSecurityMiddleware(security)
         self._body_limit = min(_PEEK_LIMIT, max_body_bytes)
-        self._hold_seconds = hold_seconds  # how long one call may take: the session is kept at least that long
+        self._longest_call = longest_call  # seconds one call may take: its session is kept at least that long
         self._in_flight: InFlight = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
@@ -74,7 +75,7 @@ class DirectCalls:
         session_id = request.headers.get("mcp-session-id")
         if not session_id or not _acceptable(request):
             return receive
-        session = self._sessions.get(session_id)
+        session = self._server.sessions.get(session_id)
         transport = live_transport(self._manager, session_id)
         if session is None or transport is None:
             return receive
@@ -101,7 +102,7 @@ class DirectCalls:
         reply: dict[str, Any] = {"error": {"code": REQUEST_CANCELLED, "message": "Request cancelled"}}
         with anyio.CancelScope() as cancel_scope:
             self._in_flight[key] = cancel_scope
-            _hold(transport, self._manager.session_idle_timeout, self._hold_seconds())
+            _hold(transport, self._manager.session_idle_timeout, self._longest_call)
             try:
                 reply = {"result": await self._run_handler(message, session, request)}
             except Exception as exc:
@@ -184,8 +185,7 @@ def _direct_call(body: bytes, session: ServerSession) -> dict[str, Any] | None:
     params = message.get("params")
     if not isinstance(params, dict):
         return None
-    meta = params.get("_meta")
-    if isinstance(meta, Mapping) and meta.get("progressToken") is not None:
+    if progress_token_from_params(params) is not None:
         return None
     caps = session.client_capabilities
     if caps is None or any(getattr(caps, name, None) is not None for name in _CAPABILITIES_WITH_REQUESTS):

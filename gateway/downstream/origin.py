@@ -7,6 +7,7 @@ from typing import Any
 
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
+from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from mcp.shared.message import ServerMessageMetadata
 from pydantic import BaseModel, ConfigDict
 
@@ -35,9 +36,7 @@ class RequestOrigin:
                     and self._ctx.session.can_send_request)
 
     def wants_progress(self) -> bool:
-        params = self._ctx.params
-        meta = params.get("_meta") if params is not None else None
-        return isinstance(meta, dict) and meta.get("progressToken") is not None
+        return progress_token_from_params(self._ctx.params) is not None
 
     async def request(self, method: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
         result = await self._ctx.session.send_request(

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import anyio
 import mcp_types as types
-from anyio.abc import ByteReceiveStream, ByteSendStream, Process
+from anyio.abc import AsyncResource, ByteReceiveStream, ByteSendStream, Process
 from mcp.client.stdio import get_default_environment
 from mcp.os.posix.utilities import terminate_posix_process_tree
 from mcp.shared.message import SessionMessage
@@ -35,7 +35,7 @@ MAX_LINE_BYTES = 256 * 1024 * 1024
 _PIPE_ERRORS = (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError)
 
 
-class PipeReader:
+class PipeReader(AsyncResource):
     """Messages from the server's stdout; a line that is not JSON-RPC arrives as its parse error."""
 
     def __init__(self, stdout: ByteReceiveStream, max_line: int = MAX_LINE_BYTES) -> None:
@@ -101,14 +101,8 @@ class PipeReader:
         with suppress(*_PIPE_ERRORS):
             await self._stdout.aclose()
 
-    async def __aenter__(self) -> PipeReader:
-        return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-
-class PipeWriter:
+class PipeWriter(AsyncResource):
     """Messages to the server's stdin, one JSON line each; a write is whole even when sends overlap."""
 
     def __init__(self, stdin: ByteSendStream) -> None:
@@ -124,12 +118,6 @@ class PipeWriter:
     async def aclose(self) -> None:
         with suppress(*_PIPE_ERRORS):
             await self._stdin.aclose()
-
-    async def __aenter__(self) -> PipeWriter:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
 
 @asynccontextmanager

@@ -11,6 +11,7 @@ from typing import IO
 
 import anyio
 import httpx2
+from anyio.abc import AsyncResource
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.message import SessionMessage
@@ -31,7 +32,7 @@ logger = logging.getLogger("simgate.upstream")
 Streams = tuple[ReadStream[SessionMessage | Exception], WriteStream[SessionMessage]]
 
 
-class UpstreamReader:
+class UpstreamReader(AsyncResource):
     """The upstream's message stream, minus the lines that are not JSON-RPC, plus an event for its end.
 
     Non-JSON lines (banners, logs printed on stdout) arrive as exceptions: they are logged and
@@ -79,12 +80,6 @@ class UpstreamReader:
     async def aclose(self) -> None:
         self._end()
         await self._inner.aclose()
-
-    async def __aenter__(self) -> UpstreamReader:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
 
 @asynccontextmanager

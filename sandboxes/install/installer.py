@@ -141,7 +141,7 @@ async def _install(tools: Path, server: str, spec: PackageSpec, timeout: float,
     try:
         with anyio.fail_after(timeout):
             run = _Runner(server, spec, partial, isolation)
-            manifest = await (_install_pypi(partial, run) if spec.registry == "pypi" else _install_npm(partial, run))
+            manifest = await (_install_pypi(run) if spec.registry == "pypi" else _install_npm(run))
         manifest.seconds = round(time.monotonic() - started, 3)
         write_manifest(partial, manifest)
         final = tools / key
@@ -160,8 +160,8 @@ async def _install(tools: Path, server: str, spec: PackageSpec, timeout: float,
     return InstalledServer(directory=final, manifest=manifest, reused=False)
 
 
-async def _install_pypi(directory: Path, run: _Runner) -> InstallManifest:
-    server, spec = run.server, run.spec
+async def _install_pypi(run: _Runner) -> InstallManifest:
+    server, spec, directory = run.server, run.spec, run.directory
     uv = find_uv()
     if uv is None:
         raise InstallError(server, spec, "uv is not installed (pip install uv)")
@@ -197,8 +197,8 @@ def _python_entry(directory: Path, server: str, spec: PackageSpec, scripts: list
     raise InstallError(server, spec, f"{spec.name} provides {provides}; name one with 'entry'")
 
 
-async def _install_npm(directory: Path, run: _Runner) -> InstallManifest:
-    server, spec = run.server, run.spec
+async def _install_npm(run: _Runner) -> InstallManifest:
+    server, spec, directory = run.server, run.spec, run.directory
     npm = shutil.which("npm")
     if npm is None:
         raise InstallError(server, spec, "npm is not installed (Node.js and npm are needed for npm packages)")
@@ -253,15 +253,14 @@ class _Runner:
     """Runs one install's commands in its directory, with the installer's environment, isolated if asked."""
 
     def __init__(self, server: str, spec: PackageSpec, directory: Path, isolation: InstallIsolation | None) -> None:
-        self.server, self.spec = server, spec
-        self._directory = directory
+        self.server, self.spec, self.directory = server, spec, directory
         self._isolation = isolation
         self._env = _installer_env()
 
     async def __call__(self, argv: list[str]) -> str:
-        command, env, cwd = argv, self._env, str(self._directory)
+        command, env, cwd = argv, self._env, str(self.directory)
         if self._isolation is not None:
-            launch = self._isolation.launch(argv, self._env, self._directory)
+            launch = self._isolation.launch(argv, self._env, self.directory)
             command, env, cwd = [launch.command, *launch.args], launch.env, launch.cwd
         done = await anyio.run_process(command, env=env, cwd=cwd, check=False)
         if done.returncode != 0:
