@@ -507,6 +507,8 @@ async def soak(args: argparse.Namespace, base: str, pid: int) -> dict[str, Any]:
                   "per_s": tally.sent / elapsed,
                   "by_kind": {f"{kind}/{outcome}": count for (kind, outcome), count in sorted(tally.by_kind.items())},
                   "http_5xx_seen_by_sdk_clients": seen.count, "sdk_sessions_opened": sum(sessions),
+                  # RSS per session matters: the gateway keeps some state per session id after it ends
+                  "sessions_opened": sum(sessions) + tally.by_kind[("initialize_raw", "ok")],
                   "examples": tally.examples},
         "crashes": {"count": sum(crashes), "window_seconds": [round(d, 2) for d in windows.durations()]},
         "gateway": {
@@ -552,7 +554,8 @@ def print_summary(report: dict[str, Any]) -> None:
                   f"end {mb(gateway['rss_kb_end'])}, max {mb(gateway['rss_kb_max'])}; end/start "
                   f"{gateway['rss_growth']:.3f} (limit {params['max_rss_growth']}); slope after warm-up "
                   f"{gateway['rss_kb_per_min_after_warmup'] / 1024:+.2f} MB/min; fds {gateway['fds_start']:.0f} -> "
-                  f"{gateway['fds_end']:.0f}; processes left {gateway['processes_left']}")
+                  f"{gateway['fds_end']:.0f}; processes left {gateway['processes_left']}; sessions opened "
+                  f"{calls['sessions_opened']}")
     windows = results["crashes"]["window_seconds"]
     if windows:
         console.print(f"crash to ready: median {statistics.median(windows):.2f}s, max {max(windows):.2f}s")
