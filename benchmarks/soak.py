@@ -38,6 +38,8 @@ import contextlib
 import json
 import os
 import platform
+import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -527,7 +529,8 @@ async def soak(args: argparse.Namespace, base: str, pid: int) -> dict[str, Any]:
 def verdict(results: dict[str, Any], max_growth: float) -> dict[str, bool]:
     gateway, calls = results["gateway"], results["calls"]
     return {"nothing_lost": calls["lost"] == 0, "nothing_wrong": calls["wrong"] == 0,
-            "rss_flat": gateway["rss_growth"] <= max_growth, "one_upstream_process_left": gateway["processes_left"] == 1}
+            "rss_flat": gateway["rss_growth"] <= max_growth,
+            "one_upstream_process_left": gateway["processes_left"] == 1}
 
 
 def print_summary(report: dict[str, Any]) -> None:
@@ -580,32 +583,42 @@ def main() -> int:
     parser.add_argument("--sample-interval", type=float, default=1.0, help="seconds between RSS samples")
     parser.add_argument("--max-rss-growth", type=float, default=1.25, help="RSS end/start above this fails")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON report here")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the gateway's directory (its path is printed)")
     args = parser.parse_args()
     if not 0 <= args.bad_clients < args.clients:
         parser.error("--bad-clients must be at least 0 and fewer than --clients")
     if args.seconds < args.warmup + 2 * args.window:
         parser.error("--seconds must cover --warmup and two --window spans")
 
+    # SIGTERM/SIGHUP become SystemExit, so that the gateway and its upstream are stopped on the way out.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
     workdir = Path(tempfile.mkdtemp(prefix="simgate-soak-"))
     config = {"gateway": {"max_body_bytes": MAX_BODY, "log_level": "warning"},
               "mcpServers": {SERVER: {**fixture_server("misbehaving_server.py", "--banner", ""),
                                       "call_timeout": CALL_TIMEOUT, "max_restart_backoff": 2}}}
     print(f"soak: {args.seconds:g}s, {args.clients} clients, a crash every {args.crash_every:g}s; gateway in "
           f"{workdir}", file=sys.stderr)
-    with running_gateway(config, workdir) as gateway:
-        results = anyio.run(soak, args, gateway.url, gateway.process.pid)
-        from importlib.metadata import version
+    try:
+        with running_gateway(config, workdir) as gateway:
+            results = anyio.run(soak, args, gateway.url, gateway.process.pid)
+            from importlib.metadata import version
 
-        report = {
-            "benchmark": "soak",
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "params": {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
-            | {"max_body_bytes": MAX_BODY, "call_timeout": CALL_TIMEOUT, "max_restart_backoff": 2},
-            "environment": {"python": platform.python_version(), "platform": platform.platform(),
-                            "cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg(), "mcp": version("mcp"),
-                            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
-            "results": results,
-        }
+            report = {
+                "benchmark": "soak",
+                "command": " ".join([Path(sys.executable).name, *sys.argv]),
+                "params": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+                | {"max_body_bytes": MAX_BODY, "call_timeout": CALL_TIMEOUT, "max_restart_backoff": 2},
+                "environment": {"python": platform.python_version(), "platform": platform.platform(),
+                                "cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg(), "mcp": version("mcp"),
+                                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+                "results": results,
+            }
+    finally:
+        if args.keep_logs:
+            print(f"gateway directory kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     report["verdict"] = verdict(results, args.max_rss_growth)
     print_summary(report)
     if args.out:
