@@ -161,6 +161,26 @@ def test_onboarding_classifies_the_fixture_as_labelled_and_the_config_serves_and
         replayed = anyio.run(call, gateway.mcp_url(), "replay")
         assert replayed.content[0].text == live.content[0].text
         assert provenance(replayed)["source"] == "cache"
+    # Drift: the same config re-probed, now with the secret in the vault, finds exactly that: the
+    # credential-gated tool and server work now, nothing else changed; after an "upgrade", what changed.
+    check = [sys.executable, "-m", "gateway", "onboard", "--check", "onboarded.yaml", "--out", "reports",
+             "--no-progress", "--fail-on-drift", "--call-timeout", "15"]
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)}
+    same = subprocess.run(check, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    drift = {d["server"]: d for d in json.loads((tmp_path / "reports" / "drift.json").read_text())}
+    assert same.returncode == 1, same.stdout + same.stderr
+    assert not any(drift["fixture"][key] for key in ("new_tools", "removed_tools", "changed_schemas",
+                                                     "stopped_working")), drift["fixture"]
+    assert drift["fixture"]["started_working"] == ["lookup"]
+    assert drift["keyed"]["status"] == ["needs_credentials", "usable"]
+    upgraded = yaml.safe_load((tmp_path / "onboarded.yaml").read_text())
+    upgraded["mcpServers"]["fixture"]["args"].append("--changed")
+    (tmp_path / "onboarded.yaml").write_text(yaml.safe_dump(upgraded))
+    changed = subprocess.run(check, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert changed.returncode == 1, changed.stdout + changed.stderr
+    drift = {d["server"]: d for d in json.loads((tmp_path / "reports" / "drift.json").read_text())}
+    assert drift["fixture"]["new_tools"] == ["subtract"] and drift["fixture"]["removed_tools"] == ["shout"]
+    assert drift["fixture"]["changed_schemas"] == ["add"] and drift["fixture"]["stopped_working"] == ["new_id"]
 
 
 def test_real_servers_from_pypi_and_npm_including_one_that_needs_mcp_below_2(tmp_path: Path) -> None:
