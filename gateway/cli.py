@@ -27,6 +27,7 @@ COMMANDS = (
     "runner.fidelity.commands:register",
     "runner.export.commands:register",
     "runner.onboard.commands:register",
+    "runner.pipeline.commands:register",
 )
 PLUGIN_GROUP = "simgate.commands"
 

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from gateway.cli import guarded
 from runner.errors import RunnerError
-from runner.onboard.llm import OnboardLLM
+from runner.structured import Endpoint
 from runner.onboard.observations import ServerReport
 from runner.onboard.onboard import OnboardSettings, onboard
 from runner.onboard.probe import ProbeSettings
@@ -101,7 +101,7 @@ def _settings(args: argparse.Namespace, out_dir: Path, force: bool | None = None
     llm = None
     if args.llm_base_url:
         key = os.environ.get(args.api_key_env, "") if args.api_key_env else "not-needed"
-        llm = OnboardLLM(base_url=args.llm_base_url, model=args.model, api_key=key or "not-needed")
+        llm = Endpoint(base_url=args.llm_base_url, model=args.model, api_key=key or "not-needed")
     return OnboardSettings(
         out_dir=out_dir, jobs=args.jobs, force=args.force if force is None else force, llm=llm,
         probe=ProbeSettings(state_dir=state_dir, store_dir=store, sandbox=args.sandbox,

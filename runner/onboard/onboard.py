@@ -19,7 +19,8 @@ from pydantic import BaseModel, Field
 
 from runner.onboard.categories import keyword_category
 from runner.onboard.classify import classify_tool, env_names, propose_settings
-from runner.onboard.llm import LLMHelper, OnboardLLM
+from runner.onboard.llm import LLMHelper
+from runner.structured import Endpoint
 from runner.onboard.observations import ServerReport, ServerStatus, ToolStatus
 from runner.onboard.probe import ProbedGateway, ProbeSettings, StartFailure, probe_entry, probe_tools, start_fix
 from runner.onboard.reports import load_reports, save_reports
@@ -33,7 +34,7 @@ class OnboardSettings(BaseModel):
     probe: ProbeSettings
     jobs: int = Field(1, ge=1)
     force: bool = False
-    llm: OnboardLLM | None = None
+    llm: Endpoint | None = None
 
 
 def vault_name(variable: str) -> str:
