@@ -21,7 +21,8 @@ from harness import FIXTURES, REPO_ROOT, fixture_server, free_port, mcp_session,
 from mcp.client.session import ClientRequestContext
 from mcp.shared.exceptions import MCPError
 
-pytestmark = pytest.mark.anyio
+# Subscriptions, sampling and logging are handshake-era features: exactly what is routed here.
+pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")]
 
 REPLAY_MISS = -32003
 
