@@ -214,7 +214,7 @@ async def test_a_replay_miss_shows_only_recordings_of_the_callers_key_and_sessio
             assert "session-private" in own.value.message
         # Another key: none of the first key's arguments.
         other_key = await miss(second, "alpha__echo", "first-privat")
-        assert "first-private" not in other_key and "nothing of this tool is recorded" in other_key
+        assert "first-private" not in other_key and "nothing of this tool is recorded that this client may see" in other_key
         # The same key: its own recordings by key, but never another session's sequence.
         same_key = await miss(first, "alpha__echo", "first-privat")
         assert "first-private" in same_key
