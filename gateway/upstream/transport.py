@@ -70,14 +70,17 @@ class UpstreamReader(AsyncResource):
                                self._name, self.skipped, _offending_line(item))
 
     def _mark(self, item: SessionMessage) -> SessionMessage:
+        """A log line or server-to-client request, with the caller noted whose request's stream it came on."""
         message = item.message
         if not (isinstance(message, types.JSONRPCRequest)
                 or (isinstance(message, types.JSONRPCNotification) and message.method == "notifications/message")):
             return item
-        params = dict(message.params or {})
-        meta = dict(params.get("_meta") or {}) if isinstance(params.get("_meta"), dict) else {}
-        meta.pop(RELATED_META_KEY, None)  # only the gateway notes callers; an upstream cannot name one
         caller = self._callers.caller_of(getattr(self._inner, "last_context", None)) if self._callers else None
+        params = dict(message.params or {})
+        meta = dict(params["_meta"]) if isinstance(params.get("_meta"), dict) else {}
+        if caller is None and RELATED_META_KEY not in meta:
+            return item
+        meta.pop(RELATED_META_KEY, None)  # only the gateway notes callers; an upstream cannot name one
         if caller is not None:
             meta[RELATED_META_KEY] = caller
         if meta:
