@@ -117,6 +117,7 @@ class Caller:
         self.logs: list[str] = []
         self.progress: list[str] = []
         self.outcome: str = ""
+        self.started = anyio.Event()  # its call's first log line arrived
 
     async def sampling(self, ctx: ClientRequestContext, params: types.CreateMessageRequestParams) -> Any:
         content = params.messages[0].content
@@ -126,14 +127,18 @@ class Caller:
 
     async def log(self, params: types.LoggingMessageNotificationParams) -> None:
         self.logs.append(str(params.data))
+        if str(params.data).endswith(": started"):
+            self.started.set()
 
     async def on_progress(self, progress: float, total: float | None, message: str | None) -> None:
         self.progress.append(message or "")
 
-    async def call(self, url: str, headers: dict[str, str], tag: str, *, start: float, wait: float,
+    async def call(self, url: str, headers: dict[str, str], tag: str, *, after: anyio.Event | None, wait: float,
                    with_progress: bool) -> None:
         async with mcp_session(url, headers, sampling_callback=self.sampling, logging_callback=self.log) as session:
-            await anyio.sleep(start)
+            if after is not None:
+                with anyio.fail_after(30):
+                    await after.wait()
             try:
                 result = await session.call_tool("alpha__work", {"tag": tag, "wait": wait, "sample": True},
                                                   progress_callback=self.on_progress if with_progress else None)
@@ -144,12 +149,12 @@ class Caller:
 
 
 async def _overlapping_calls(url: str, first_key: dict[str, str], second_key: dict[str, str]) -> tuple[Caller, Caller]:
-    # `one` asks its client's model after 1.2s, while `two` (started at 0.3s, asking at 1.8s) is in flight:
-    # the most recent caller is then `two`, not the caller whose call caused the request.
+    # `two` starts once `one` has; `one` asks its client's model after 1.2s, while `two` (asking after 2s)
+    # is in flight: the most recent caller is then `two`, not the caller whose call caused the request.
     one, two = Caller("1"), Caller("2")
     async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: one.call(url, first_key, "one", start=0, wait=1.2, with_progress=True))
-        tg.start_soon(lambda: two.call(url, second_key, "two", start=0.3, wait=1.5, with_progress=False))
+        tg.start_soon(lambda: one.call(url, first_key, "one", after=None, wait=1.2, with_progress=True))
+        tg.start_soon(lambda: two.call(url, second_key, "two", after=one.started, wait=2.0, with_progress=False))
     return one, two
 
 
