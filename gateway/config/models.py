@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, PrivateAttr, model_validator
 
 from gateway.config.limits import FaultConfig, RateLimit, UpstreamQuota
 from gateway.vault import refs as vault_refs
@@ -96,6 +96,18 @@ class ServerConfig(BaseModel):
     rate_limit: RateLimit | None = Field(None, description="per (client, tool) bucket for this server's tools")
     quota: UpstreamQuota | None = Field(None, description="calls/s this upstream may receive from all clients")
     faults: FaultConfig | None = Field(None, description="fault injection for this server's tools; off by default")
+
+    # Names of `env` entries whose values came from the vault (set when secrets are resolved): the
+    # server gets them, its package's install never does.
+    _secret_env: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    @property
+    def secret_env(self) -> frozenset[str]:
+        return self._secret_env
+
+    @secret_env.setter
+    def secret_env(self, names: frozenset[str]) -> None:
+        self._secret_env = names
 
     def settings_for(self, tool: str) -> ToolSettings:
         return self.tool_settings.get(tool) or ToolSettings()
