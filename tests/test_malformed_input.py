@@ -11,7 +11,6 @@ import string
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -143,6 +142,11 @@ def _deep(levels: int) -> str:
     return "[" * levels + "]" * levels
 
 
+def _args(**members: str) -> str:
+    """A JSON object written from JSON text (which may be what no JSON encoder writes)."""
+    return "{" + ", ".join(f'"{key}": {value}' for key, value in members.items()) + "}"
+
+
 def _raw_call(arguments: str, era: str, request_id: str = "1") -> bytes:
     meta = f', "_meta": {json.dumps(ENVELOPE)}' if era == MODERN else ""
     return (f'{{"jsonrpc": "2.0", "id": {request_id}, "method": "tools/call", '
@@ -152,15 +156,15 @@ def _raw_call(arguments: str, era: str, request_id: str = "1") -> bytes:
 @pytest.mark.parametrize("era", [HANDSHAKE, MODERN])
 @pytest.mark.parametrize(("case", "body"), [
     ("not json", lambda era: b'{"jsonrpc": "2.0", "id": 1, "method": '),
-    ("5000 levels deep", lambda era: _raw_call('{"text": "a", "x": %s}' % _deep(5000), era)),
-    ("900 levels deep", lambda era: _raw_call('{"text": "a", "x": %s}' % _deep(900), era)),
+    ("5000 levels deep", lambda era: _raw_call(_args(text='"a"', x=_deep(5000)), era)),
+    ("900 levels deep", lambda era: _raw_call(_args(text='"a"', x=_deep(900)), era)),
     ("lone surrogate", lambda era: _raw_call('{"text": "a\\ud800b"}', era)),
     ("lone low surrogate", lambda era: _raw_call('{"text": "\\udc00"}', era)),
     ("invalid utf-8", lambda era: _raw_call('{"text": "\xff"}', era).replace(b"\xc3\xbf", b"\xff")),
     ("NaN", lambda era: _raw_call('{"text": "a", "n": NaN}', era)),
     ("Infinity", lambda era: _raw_call('{"text": "a", "n": -Infinity}', era)),
     ("1e999", lambda era: _raw_call('{"text": "a", "n": 1e999}', era)),
-    ("400-digit float", lambda era: _raw_call('{"text": "a", "n": %s.5}' % ("9" * 400), era)),
+    ("400-digit float", lambda era: _raw_call(_args(text='"a"', n="9" * 400 + ".5"), era)),
     ("id 1e999", lambda era: _raw_call('{"text": "a"}', era, request_id="1e999")),
 ])
 def test_unparseable_bodies_get_a_parse_error(endpoints: tuple[Endpoint, Endpoint], era: str, case: str,
@@ -174,7 +178,7 @@ def test_nesting_the_parser_takes_is_carried_through(endpoints: tuple[Endpoint, 
     """Just below the parser's limit, a call is answered (the upstream's own error or its result), never
     with a serialization failure (code 0) or an internal error."""
     for levels in range(190, 200):
-        reply = both(endpoints, _raw_call('{"text": "a", "x": %s}' % _deep(levels), era), era)
+        reply = both(endpoints, _raw_call(_args(text='"a"', x=_deep(levels)), era), era)
         if reply.code == PARSE_ERROR:
             break
         assert reply.status == 200 and "result" in reply.message, (levels, reply)
@@ -291,21 +295,21 @@ def _non_json_numbers() -> st.SearchStrategy[Case]:
     def build(era: str, token: str, where: str) -> Case:
         if where == "id":
             return Case(era, _raw_call('{"text": "a"}', era, request_id=token), {era: PARSE_ERROR})
-        return Case(era, _raw_call('{"text": "a", "n": [1, %s]}' % token, era), {era: PARSE_ERROR})
+        return Case(era, _raw_call(_args(text='"a"', n=f"[1, {token}]"), era), {era: PARSE_ERROR})
     return st.builds(build, st.sampled_from([HANDSHAKE, MODERN]), _NON_NUMBERS, st.sampled_from(["id", "arguments"]))
 
 
 def _surrogates() -> st.SearchStrategy[Case]:
     def build(era: str, surrogate: str, before: str) -> Case:
         escaped = json.dumps(before)[1:-1]
-        return Case(era, _raw_call('{"text": "%s%s"}' % (escaped, surrogate), era), {era: PARSE_ERROR})
+        return Case(era, _raw_call(_args(text=f'"{escaped}{surrogate}"'), era), {era: PARSE_ERROR})
     return st.builds(build, st.sampled_from([HANDSHAKE, MODERN]), _SURROGATES, st.text(max_size=10))
 
 
 def _deep_nesting() -> st.SearchStrategy[Case]:
     def build(era: str, levels: int, brace: bool) -> Case:
         nested = ('{"a": ' * levels + "1" + "}" * levels) if brace else _deep(levels)
-        return Case(era, _raw_call('{"text": "a", "x": %s}' % nested, era), {era: PARSE_ERROR})
+        return Case(era, _raw_call(_args(text='"a"', x=nested), era), {era: PARSE_ERROR})
     return st.builds(build, st.sampled_from([HANDSHAKE, MODERN]), st.integers(300, 6000), st.booleans())
 
 

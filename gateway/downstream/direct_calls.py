@@ -12,8 +12,9 @@ same handler the SDK would run, when the SDK would answer it with exactly one JS
 - its session's client declared neither sampling, elicitation nor roots, so no server-to-client
   request and (see `RequestOrigin.notify`) no request-scoped notification can belong to it.
 
-Everything else, every malformed request included, goes to the SDK unchanged, so its answers and
-errors stay the SDK's. A client's `notifications/cancelled` for a call answered here cancels it
+Everything else goes to the SDK unchanged (a malformed body is refused in front of both, by
+`inbound`), so its answers and errors stay the SDK's; `gateway.fast_paths: false` sends everything
+there. A client's `notifications/cancelled` for a call answered here cancels it
 (answered with the SDK's 2025-era `Request cancelled`), and such calls keep their session from
 expiring as idle, as requests through the SDK do.
 """

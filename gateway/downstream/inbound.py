@@ -93,9 +93,11 @@ class InboundCheck:
 
     async def _sdk_parses(self, request: Request, modern: bool, transport: StreamableHTTPServerTransport | None) -> bool:
         """Whether the SDK would get as far as parsing this POST's body (its checks, in any order)."""
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._limit:
-            return False
+        try:  # as the SDK's body limit reads it
+            if int(request.headers.get("content-length", "0")) > self._limit:
+                return False
+        except ValueError:
+            pass
         has_json, has_sse = check_accept_headers(request)
         if not has_json or not (has_sse or self._manager.json_response):
             return False
