@@ -7,6 +7,7 @@ from both; a good call works afterwards. The last test fuzzes the surface with h
 from __future__ import annotations
 
 import json
+import re
 import string
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ HANDSHAKE, MODERN = "2025-06-18", "2026-07-28"
 BOTH_WAYS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 ENVELOPE = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
+HEADER_MISMATCH = -32020  # the 2026 era's: a routing header that disagrees with the body
 # An answer later than this is a hang.
 CLIENT_TIMEOUT = 15.0
 
@@ -90,7 +92,9 @@ class Answer:
 def answer(response: httpx.Response) -> Answer:
     text = response.text
     if response.headers.get("content-type", "").startswith("text/event-stream"):
-        events = [line[len("data:"):].strip() for line in text.splitlines() if line.startswith("data:")]
+        # SSE ends lines with CR, LF or CRLF only (`splitlines` would also split inside a U+0085 in an id)
+        lines = re.split(r"\r\n|\r|\n", text)
+        events = [line[len("data:"):].strip() for line in lines if line.startswith("data:")]
         text = events[-1] if events else ""
     if not text.strip():
         message = None
@@ -106,11 +110,12 @@ def answer(response: httpx.Response) -> Answer:
 
 
 def both(endpoints: tuple[Endpoint, Endpoint], body: bytes, era: str, *, name: str | None = "fx__echo",
-         extra: dict[str, str] | None = None) -> Answer:
+         extra: dict[str, str] | None = None, drop: tuple[str, ...] = ()) -> Answer:
     """The answer of both gateways, which must be the same and no server error."""
     answers = []
     for endpoint in endpoints:
         headers = {**endpoint.headers(era, name=name), **(extra or {})}
+        headers = {key: value for key, value in headers.items() if key not in drop}
         answers.append(answer(endpoint.post(body, headers)))
     assert answers[0].status < 500, answers[0]
     assert answers[0] == answers[1], f"fast paths: {answers[0]}\nSDK only:   {answers[1]}"
@@ -282,6 +287,7 @@ class Case:
     status: int | None = None  # the HTTP status, where that is the answer (headers the transport refuses)
     extra: tuple[tuple[str, str], ...] = ()
     name: str = "fx__echo"
+    drop: tuple[str, ...] = ()  # headers left out
 
 
 def _garbage() -> st.SearchStrategy[Case]:
@@ -340,8 +346,10 @@ def _bad_params() -> st.SearchStrategy[Case]:
             name = f"fx__no_{suffix}"
             return Case(era, encoded(call(name=name, request_id=request_id, era=era)), {era: INVALID_PARAMS},
                         name=name)
-        arguments = value if not isinstance(value, dict) else {key: item for key, item in value.items() if key != "text"}
-        return Case(era, encoded(call(arguments, request_id=request_id, era=era)), {era: INVALID_PARAMS})
+        message = call(request_id=request_id, era=era)  # with arguments that are no object, or lack `text`
+        message["params"]["arguments"] = value if not isinstance(value, dict) else {
+            key: item for key, item in value.items() if key != "text"}
+        return Case(era, encoded(message), {era: INVALID_PARAMS})
     ids = st.integers(-(2**70), 2**70) | st.text(max_size=50)
     return st.builds(build, st.sampled_from([HANDSHAKE, MODERN]), ids, st.sampled_from(["text", "tool", "arguments"]),
                      _JSON, st.text(string.ascii_letters + string.digits + "_-", max_size=12))
@@ -359,20 +367,45 @@ def _odd_headers() -> st.SearchStrategy[Case]:
         has_json = bool({"*/*", "application/json", "application/*"} & set(types))
         has_sse = bool({"*/*", "text/event-stream", "text/*"} & set(types))
         typed = any(part.strip() == "application/json" for part in content_type.split(";")[0].split(","))
-        # The SDK's order: transport security (a JSON Content-Type at all), Accept, then the exact type.
+        # The SDK's order: transport security (a JSON Content-Type at all: a plain-text 400), Accept, then the
+        # exact type; the handshake-era transport says why in a JSON-RPC error, the 2026-era entry with no body.
+        code: int | None = None
         if not content_type.lower().startswith("application/json"):
             status = 400
         elif not (has_json and has_sse):
-            status = 406
+            status, code = 406, INVALID_REQUEST if era == HANDSHAKE else None
+        elif era == HANDSHAKE and not typed:
+            status, code = 415, INVALID_REQUEST
         else:
-            status = 415 if era == HANDSHAKE and not typed else 200
-        return Case(era, encoded(call(era=era)), {era: None}, status=status,
+            status = 200
+        return Case(era, encoded(call(era=era)), {era: code}, status=status,
                     extra=(("accept", accept), ("content-type", content_type)))
     return st.builds(build, st.sampled_from([HANDSHAKE, MODERN]), accepts, content_types)
 
 
+def _odd_routing() -> st.SearchStrategy[Case]:
+    """Sessions, versions and routing headers that do not fit the body; notifications (202, no body)."""
+    tokens = st.text(string.ascii_letters + string.digits + "-_", min_size=1, max_size=40)
+    good = encoded(call())
+    notification = st.builds(lambda era, method: Case(era, encoded({"jsonrpc": "2.0", "method": method}),
+                                                      {era: None}, status=202),
+                             st.sampled_from([HANDSHAKE, MODERN]), st.text(max_size=30))
+    return st.one_of(
+        tokens.map(lambda session: Case(HANDSHAKE, good, {HANDSHAKE: INVALID_REQUEST}, status=404,
+                                        extra=(("mcp-session-id", session),))),
+        st.just(Case(HANDSHAKE, good, {HANDSHAKE: INVALID_REQUEST}, status=400, drop=("mcp-session-id",))),
+        # An unknown version is the 2026 era's to judge: a body without its envelope is refused.
+        tokens.map(lambda version: Case(HANDSHAKE, good, {HANDSHAKE: INVALID_PARAMS}, status=400,
+                                        extra=(("mcp-protocol-version", version),))),
+        tokens.filter(lambda method: method != "tools/call").map(
+            lambda method: Case(MODERN, encoded(call(era=MODERN)), {MODERN: HEADER_MISMATCH}, status=400,
+                                extra=(("mcp-method", method),))),
+        notification,
+    )
+
+
 CASES = st.one_of(_garbage(), _non_json_numbers(), _surrogates(), _deep_nesting(), _not_messages(), _bad_ids(),
-                  _bad_params(), _odd_headers())
+                  _bad_params(), _odd_headers(), _odd_routing())
 FUZZ_BUDGET = 60.0  # seconds; examples past it are not sent
 
 
@@ -389,14 +422,15 @@ def test_fuzz_the_http_surface(endpoints: tuple[Endpoint, Endpoint]) -> None:
         if time.monotonic() > stop_at:
             return
         sent.append(case)
-        reply = both(endpoints, case.body, case.era, name=case.name, extra=dict(case.extra))
+        reply = both(endpoints, case.body, case.era, name=case.name, extra=dict(case.extra), drop=case.drop)
         if case.status is not None:
             assert reply.status == case.status, (case, reply)
-            if reply.status != 200:
+            if reply.status == 202:
+                assert reply.message is None, (case, reply)
                 return
         code = case.codes[case.era]
         assert reply.code == code, (case, reply)
-        if code is None:
+        if code is None and case.status in (None, 200):
             assert reply.status == 200 and "result" in reply.message, (case, reply)
         elif code == PARSE_ERROR:
             assert reply.status == 400 and reply.message["id"] is None, (case, reply)
