@@ -179,6 +179,9 @@ class GatewaySettings(BaseModel):
     vault_check_interval: PositiveFloat = Field(2.0, description="seconds between checks for changed vault secrets")
     keys_path: str | None = Field(None, description="client API keys (default: STATE_DIR/keys.json); "
                                   "with any key in it, every client must present one")
+    fast_paths: bool = Field(True, description="answer plain tool calls without the SDK's per-request machinery, "
+                             "downstream (one JSON body) and upstream (raw requests); false: the SDK all the way "
+                             "(the answers are the same either way)")
 
     @model_validator(mode="after")
     def _check_order(self) -> GatewaySettings:
