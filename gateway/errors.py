@@ -76,6 +76,10 @@ class InvalidMode(GatewayError):
     code_value = types.INVALID_PARAMS
 
 
+class InvalidHoldout(GatewayError):
+    code_value = types.INVALID_PARAMS
+
+
 
 class Forbidden(GatewayError):
     """The client's API key does not allow this server, tool, prompt or resource."""

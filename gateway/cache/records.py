@@ -31,6 +31,8 @@ class Recording(BaseModel):
     episode: str = Field("", description="the session that recorded it (sequentially replayed tools)")
     position: int = Field(0, description="for sequentially replayed tools: the call's place in its episode")
     expires_at: float | None = Field(None, description="unix time after which the recording is stale")
+    task: str | None = Field(None, description="the task whose call recorded it (X-Simgate-Task): a simulator "
+                             "evaluated on that task is not shown it (hold-out `task`)")
 
     @property
     def is_error(self) -> bool:
