@@ -8,6 +8,11 @@ Plain functions on plain data, so a converter is trivially testable and reusable
   are JSON strings, so the rows load into the same `datasets` schema.
 - `to_sharegpt`: LLaMA-Factory's ShareGPT layout with function calling (`conversations` of
   `system`/`human`/`gpt`/`function_call`/`observation` turns, `tools` as a JSON string).
+
+The task's own keys (`task_extra`: a TOUCAN task's `subset_name`, its assessments, anything else) are
+kept: in TOUCAN rows a key that is one of its columns fills that column (a task's `subset_name` wins
+over the default) and all of them are in `metadata["task"]`; in ShareGPT records each becomes a
+field of its own, unless the record already has one of that name.
 """
 
 from __future__ import annotations
@@ -39,19 +44,36 @@ def trajectory_uuid(trajectory: dict[str, Any]) -> str:
     return str(uuid.uuid5(_NAMESPACE, identity))
 
 
+def _task_extra(trajectory: dict[str, Any]) -> dict[str, Any]:
+    extra = trajectory.get("task_extra") or {}
+    if not isinstance(extra, dict):
+        raise ExportError(f"trajectory {trajectory.get('id', '?')!r}: task_extra must be an object")
+    return extra
+
+
+def _column(value: Any) -> Any:
+    """A task's value for a TOUCAN column: text as it is, structures as JSON text (as the dataset has them)."""
+    return value if value is None or isinstance(value, str) else _dumps(value)
+
+
 def to_toucan(trajectory: dict[str, Any], subset_name: str | None = None) -> dict[str, Any]:
     _require(trajectory, "id", "question", "messages", "tools")
+    extra = _task_extra(trajectory)
     metadata = {key: trajectory.get(key) for key in
                 ("id", "mode", "repeat", "session", "outcome", "error", "final_answer", "tool_events", "usage",
                  "agent", "created_at")}
+    if extra:
+        metadata["task"] = extra
     return {
         "uuid": trajectory_uuid(trajectory),
-        "subset_name": subset_name or f"simgate-{trajectory.get('mode', 'unknown')}",
+        "subset_name": (subset_name or _column(extra.get("subset_name"))
+                        or f"simgate-{trajectory.get('mode', 'unknown')}"),
         "question": trajectory["question"],
         "target_tools": ", ".join(trajectory.get("target_tools") or []),
         "available_tools": _dumps(trajectory["tools"]),
         "messages": _dumps(trajectory["messages"]),
-        "question_quality_assessment": None,  # simgate does not judge questions (yet)
+        # simgate does not judge questions (yet): a task that comes with an assessment keeps it
+        "question_quality_assessment": _column(extra.get("question_quality_assessment")),
         "response_quality_assessment": _dumps(trajectory.get("checks") or {}),
         "metadata": _dumps(metadata),
     }
@@ -117,6 +139,8 @@ def to_sharegpt(trajectory: dict[str, Any]) -> dict[str, Any]:
                               "tools": _dumps(functions)}
     if system:
         record["system"] = system
+    for key, value in _task_extra(trajectory).items():
+        record.setdefault(key, value)
     return record
 
 
