@@ -147,3 +147,24 @@ async def test_fidelity_calls_zero_shot_shows_no_recorded_answer_of_the_tool(tmp
     few = json.dumps(build_messages(_request(world, index, "few_shot", 5, {})))
     assert "42" not in zero and "333" not in zero and "recorded call" not in zero
     assert "333" in few and "42" not in few  # another call of the tool, never the scored one
+
+
+def test_cache_key_leaves_out_defaults_wherever_the_schema_declares_them() -> None:
+    from gateway.cache.keys import cache_key
+
+    schema = {"type": "object", "$defs": {"opts": {"type": "object", "properties": {
+        "depth": {"type": "integer", "default": 1}, "strict": {"type": "boolean", "default": False}}}},
+        "properties": {"query": {"type": "string"}, "limit": {"type": "integer", "default": 10},
+                       "options": {"$ref": "#/$defs/opts"},
+                       "filters": {"type": "array", "items": {"type": "object", "properties": {
+                           "op": {"type": "string", "default": "eq"}, "value": {}}}}}}
+
+    def key(arguments: dict[str, Any]) -> str:
+        return cache_key("s", "t", "f", arguments, (), schema)
+
+    plain = key({"query": "x", "options": {}, "filters": [{"value": 2}]})
+    assert key({"query": "x", "limit": 10.0, "options": {"depth": 1, "strict": False},
+                "filters": [{"op": "eq", "value": 2.0}]}) == plain
+    assert key({"query": "x", "limit": 11, "options": {}, "filters": [{"value": 2}]}) != plain
+    assert key({"query": "x", "options": {"strict": 0}, "filters": [{"value": 2}]}) != plain  # 0 is not false
+    assert key({"query": "x", "options": {}, "filters": [{"op": "ne", "value": 2}]}) != plain
