@@ -392,17 +392,21 @@ def test_stream_redaction_across_pieces() -> None:
         stream = StreamRedactor(redactor)
         out = "".join(stream.feed(text[i:i + size]) for i in range(0, len(text), size)) + stream.feed("", final=True)
         assert leaks_in(out) == [] and out.count(PLACEHOLDER) == 3, size
-    # Complete lines are not held back.
+    # Only what could begin a secret is held back; a pause (flush) does not let it out, the next piece
+    # completes it.
     stream = StreamRedactor(redactor)
-    assert stream.feed("a complete line\npartial") == "a complete line\n"
+    assert stream.feed("a complete line\npartial") == "a complete line\npartial"
+    assert stream.feed(" then " + SECRET[:9], flush=True) == " then "
+    assert stream.feed(SECRET[9:] + " end.") == PLACEHOLDER + " end."
+    assert stream.feed("x " + SECRET[:9], final=True) == "x " + SECRET[:9]  # the end: not a secret after all
 
 
 def test_redacted_errors_and_recordings() -> None:
     from gateway.cache.records import RecordedError, Recording
-    from gateway.pipeline.redact import Redactor, redact_recording
+    from gateway.pipeline.redact import Redactor, redact_error, redact_recording
 
     redactor = Redactor({"api": SECRET})
-    error = redactor.redact_error(MCPError(-32010, f"denied {SECRET}", {"t": SECRET}))
+    error = redact_error(redactor, MCPError(-32010, f"denied {SECRET}", {"t": SECRET}))
     assert error.message == f"denied {PLACEHOLDER}" and error.data == {"t": PLACEHOLDER}
     assert SECRET not in str(error) and SECRET not in repr(error.args)
     recording = Recording(key="a" * 64, server="s", tool="t", tool_fingerprint="b" * 64, arguments={"q": SECRET},
