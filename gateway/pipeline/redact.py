@@ -220,7 +220,7 @@ def redacting_pipe(file: IO[str], redactor: Redactor | None, name: str = "upstre
 
 def _copy(read_fd: int, file: IO[str], redactor: Redactor) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    stream = StreamRedactor(redactor)
+    stream = StreamRedactor(redactor, wrapped=True)
     try:
         while True:
             if stream.pending and not select.select([read_fd], [], [], _IDLE_FLUSH)[0]:
