@@ -5,19 +5,21 @@ One pattern per secret form is built (not a list of spellings), so every mix of 
 below is found with one linear scan:
 
 - the value itself, each character of which may also be written as a JSON or Python escape
-  (`\\u00e9`, `\\u00E9`, `\\/`, `\\"`, `\\xe9`, UTF-8 `\\xc3\\xa9`, with the backslash doubled when
-  the text was escaped again), or as percent-encoded UTF-8 bytes in any case (`%C3%a9`), or `+` for
-  a space; some characters encoded and others not, too;
+  (`\\u00e9`, `\\u00E9`, `\\/`, `\\"`, `\\xe9`, UTF-8 `\\xc3\\xa9`; up to 4 backslashes, for text
+  escaped again), or as percent-encoded UTF-8 bytes in any case (`%C3%a9`), or `+` for a space;
+  some characters encoded and others not, too;
 - its base64, standard or URL-safe (or a mix), padded or not, and the stretch of it that lies
   inside a longer base64 text at each of the three bit alignments (`Basic base64(user:secret)`,
-  a PEM or MIME body); each base64 character may be percent- or JSON-escaped as above;
+  a PEM or MIME body); its `+ / - _ =` may be percent- or JSON-escaped as above;
 - its UTF-8 bytes in hex, upper, lower or mixed case.
 
-Between any two characters of any form, one line break (`\\n` or `\\r\\n`, as a character or as a
-JSON escape) with spaces or tabs around it is allowed: base64 wrapped at 64 or 76 columns, a
-console logger wrapping a long line. A secret split between adjacent items of a list (the text
-content items of an MCP result) is found by scanning their texts joined; one split between the
-pieces of a stream is found by `StreamRedactor`, which holds back a tail that could begin one.
+Between any two characters of any form (bytes of hex), one line break (`\\n` or `\\r\\n`, as a
+character or as a JSON escape) with up to 16 spaces or tabs around it is allowed: base64 wrapped at
+64 or 76 columns. Console output (`wrapped`) is also scanned with every line break and its padding
+taken out, as a console logger wraps lines anywhere (inside `%XX` too). A secret split between
+adjacent items of a list (the text content items of an MCP result) is found by scanning their texts
+joined; one split between the pieces of a stream by `StreamRedactor`, which holds back a tail that
+could begin one.
 
 Out of reach by design (no scan can see them): a value the sender transformed in a way that is not
 an encoding (reversed, encrypted, hashed, compressed, split across fields or messages, one
