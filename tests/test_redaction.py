@@ -401,6 +401,24 @@ def test_stream_redaction_across_pieces() -> None:
     assert stream.feed("x " + SECRET[:9], final=True) == "x " + SECRET[:9]  # the end: not a secret after all
 
 
+def test_console_output_wrapped_anywhere_and_split_items() -> None:
+    """A console logger wraps inside a `%XX` escape (rich does, at its column width); a result splits a
+    secret over text items, some a single character."""
+    from gateway.pipeline.redact import Redactor, StreamRedactor
+
+    redactor = Redactor({"api": SECRET})
+    encoded = "".join(f"%{byte:02X}" for byte in SECRET.encode())
+    text = f"[12:00] INFO rejected: {encoded[:10]}   \n                  {encoded[10:41]}\n{encoded[41:]}' done\n"
+    for size in (1, 7, 4096):
+        stream = StreamRedactor(redactor, wrapped=True)
+        out = "".join(stream.feed(text[i:i + size]) for i in range(0, len(text), size)) + stream.feed("", final=True)
+        assert out == f"[12:00] INFO rejected: {PLACEHOLDER}' done\n", size
+    items = [{"type": "text", "text": "a " + SECRET[:1], "_meta": {SECRET: 1}}, SECRET[1:2], {"type": "image"},
+             {"type": "text", "text": SECRET[2:] + " b"}]
+    assert redactor.redact(items) == [{"type": "text", "text": "a " + PLACEHOLDER, "_meta": {PLACEHOLDER: 1}}, "",
+                                      {"type": "image"}, {"type": "text", "text": " b"}]
+
+
 def test_redacted_errors_and_recordings() -> None:
     from gateway.cache.records import RecordedError, Recording
     from gateway.pipeline.redact import Redactor, redact_error, redact_recording

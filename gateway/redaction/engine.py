@@ -437,8 +437,9 @@ class StreamRedactor:
         for start, end, _ in reversed(spans):  # a secret that reaches into what is held back is held whole
             if end > cut:
                 cut = min(cut, start)
-        if len(buffer) - cut > MAX_HELD:  # beyond the bound, the oldest text goes out as it is
+        if len(buffer) - cut > MAX_HELD:  # beyond the bound, the oldest text goes out (a secret in it, whole)
             cut = len(buffer) - MAX_HELD
+            cut = max([cut, *(end for start, end, _ in spans if start < cut)])
         self._pending = buffer[cut:]
         return _replaced(buffer[:cut], [span for span in spans if span[1] <= cut])
 
