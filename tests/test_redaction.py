@@ -631,6 +631,7 @@ async def test_encoded_and_split_secrets_reach_no_file(tmp_path: Path) -> None:
     stderr_log = (tmp_path / ".simgate" / "servers" / "leaky" / "stderr.log").read_text()
     assert f"split over a pause: {PLACEHOLDER} end of split" in stderr_log
     assert all(PLACEHOLDER in _after(stderr_log, f"stderr {kind}: ") for kind in ENCODED_KINDS)
+    assert PLACEHOLDER in (tmp_path / "gateway.log").read_text()  # its debug log of bodies was redacted
     found = {}
     for path in sorted(tmp_path.rglob("*")):
         if path.is_file() and not path.is_symlink():
