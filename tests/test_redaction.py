@@ -392,17 +392,39 @@ def test_stream_redaction_across_pieces() -> None:
         stream = StreamRedactor(redactor)
         out = "".join(stream.feed(text[i:i + size]) for i in range(0, len(text), size)) + stream.feed("", final=True)
         assert leaks_in(out) == [] and out.count(PLACEHOLDER) == 3, size
-    # Complete lines are not held back.
+    # Only what could begin a secret is held back; a pause (flush) does not let it out, the next piece
+    # completes it.
     stream = StreamRedactor(redactor)
-    assert stream.feed("a complete line\npartial") == "a complete line\n"
+    assert stream.feed("a complete line\npartial") == "a complete line\npartial"
+    assert stream.feed(" then " + SECRET[:9], flush=True) == " then "
+    assert stream.feed(SECRET[9:] + " end.") == PLACEHOLDER + " end."
+    assert stream.feed("x " + SECRET[:9], final=True) == "x " + SECRET[:9]  # the end: not a secret after all
+
+
+def test_console_output_wrapped_anywhere_and_split_items() -> None:
+    """A console logger wraps inside a `%XX` escape (rich does, at its column width); a result splits a
+    secret over text items, some a single character."""
+    from gateway.pipeline.redact import Redactor, StreamRedactor
+
+    redactor = Redactor({"api": SECRET})
+    encoded = "".join(f"%{byte:02X}" for byte in SECRET.encode())
+    text = f"[12:00] INFO rejected: {encoded[:10]}   \n                  {encoded[10:41]}\n{encoded[41:]}' done\n"
+    for size in (1, 7, 4096):
+        stream = StreamRedactor(redactor, wrapped=True)
+        out = "".join(stream.feed(text[i:i + size]) for i in range(0, len(text), size)) + stream.feed("", final=True)
+        assert out == f"[12:00] INFO rejected: {PLACEHOLDER}' done\n", size
+    items = [{"type": "text", "text": "a " + SECRET[:1], "_meta": {SECRET: 1}}, SECRET[1:2], {"type": "image"},
+             {"type": "text", "text": SECRET[2:] + " b"}]
+    assert redactor.redact(items) == [{"type": "text", "text": "a " + PLACEHOLDER, "_meta": {PLACEHOLDER: 1}}, "",
+                                      {"type": "image"}, {"type": "text", "text": " b"}]
 
 
 def test_redacted_errors_and_recordings() -> None:
     from gateway.cache.records import RecordedError, Recording
-    from gateway.pipeline.redact import Redactor, redact_recording
+    from gateway.pipeline.redact import Redactor, redact_error, redact_recording
 
     redactor = Redactor({"api": SECRET})
-    error = redactor.redact_error(MCPError(-32010, f"denied {SECRET}", {"t": SECRET}))
+    error = redact_error(redactor, MCPError(-32010, f"denied {SECRET}", {"t": SECRET}))
     assert error.message == f"denied {PLACEHOLDER}" and error.data == {"t": PLACEHOLDER}
     assert SECRET not in str(error) and SECRET not in repr(error.args)
     recording = Recording(key="a" * 64, server="s", tool="t", tool_fingerprint="b" * 64, arguments={"q": SECRET},
@@ -453,3 +475,167 @@ def test_the_simulator_sees_old_recordings_redacted(tmp_path: Path) -> None:
         assert view.tool_keys("s", "t") == store.tool_keys("s", "t")
     finally:
         store.close()
+
+
+# ---------------------------------------------------------------------------------------------- encodings and splits
+
+# The kinds of tests/fixtures/echo_secret_server.py `encoded`: each one a search for fixed spellings misses.
+ENCODED_KINDS = ["percent_every_byte", "percent_every_byte_lower", "percent_mixed_case", "base64_wrapped",
+                 "base64url_wrapped_crlf", "base64_in_pem", "hex_lower", "hex_upper", "hex_mixed_case",
+                 "json_u_every_char", "json_u_upper_some_chars"]
+_BREAKS = re.compile(r"[ \t]*(?:\r?\n|(?:\\+r)?\\+n)[ \t]*")  # line breaks, as characters or JSON-escaped
+_JSON_U = re.compile(r"\\+u([0-9a-fA-F]{4})")
+
+
+def decoded_views(text: str) -> list[str]:
+    """`text` as it is and with each encoding undone: line breaks removed, %XX and \\uXXXX decoded."""
+    unwrapped = _BREAKS.sub("", text)
+    views = [text, unwrapped]
+    for view in (text, unwrapped):
+        views += [urllib.parse.unquote(view), _JSON_U.sub(lambda m: chr(int(m.group(1), 16)), view)]
+    return views
+
+
+def encoded_leaks(text: str, secret: str = SECRET) -> list[str]:
+    """Leaks of `secret` in `text` once encodings are undone (a different method from the redactor's)."""
+    data = secret.encode("utf-8")
+    needles = {"plain": secret}
+    core = re.search(r"/([0-9a-f]{24})\+", secret)
+    if core:
+        needles["random core"] = core.group(1)
+    for offset in range(3):  # its base64 at each alignment inside a longer base64 text
+        for alphabet in (None, b"-_"):
+            shifted = base64.b64encode(b"\0" * offset + data, altchars=alphabet).decode()
+            needles[f"base64 at {offset} {alphabet}"] = shifted[-(-8 * offset // 6):(8 * (offset + len(data))) // 6]
+    found = set()
+    for view in decoded_views(text):
+        found |= {kind for kind, needle in needles.items() if needle in view}
+        if data.hex() in view.lower():
+            found.add("hex")
+    return sorted(found)
+
+
+def joined_texts(value: Any) -> list[str]:
+    """The texts of the text items of every list in a JSON value, joined as a reader would."""
+    out: list[str] = []
+    if isinstance(value, dict):
+        for item in value.values():
+            out += joined_texts(item)
+    elif isinstance(value, list):
+        out.append("".join(item if isinstance(item, str) else item.get("text", "") if isinstance(item, dict) else ""
+                           for item in value if isinstance(item, str | dict)))
+        for item in value:
+            out += joined_texts(item)
+    return out
+
+
+def test_the_encoded_scan_would_see_each_leak() -> None:
+    """The test's own scanner: every kind the fixture produces, and a split, is seen."""
+    sys.path.insert(0, str(FIXTURES))
+    try:
+        import echo_secret_server
+    finally:
+        sys.path.remove(str(FIXTURES))
+    produced = echo_secret_server.encoded(SECRET)
+    assert sorted(produced) == sorted(ENCODED_KINDS)
+    for kind, value in produced.items():
+        assert encoded_leaks(f"x {value} y"), kind
+        assert encoded_leaks(json.dumps({"v": value})), kind  # as written on the wire
+    assert encoded_leaks("".join(joined_texts({"content": [{"text": SECRET[:5]}, {"text": SECRET[5:]}]})))
+
+
+def _encoded_config() -> dict[str, Any]:
+    return {"gateway": {"record": "all", "simulator": {"backend": "examples"}, "log_level": "debug"},
+            "mcpServers": {"leaky": leaky_server()}}
+
+
+@pytest.fixture(scope="module")
+def encoded_leaky(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    work = tmp_path_factory.mktemp("encoded")
+    plant(work, "api", SECRET)
+    with running_gateway(_encoded_config(), work) as running:
+        yield running
+
+
+async def _encoded_traffic(session: Any, kind: str, received: list[str]) -> None:
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        received.append(json.dumps(message, ensure_ascii=False))
+
+    result = await session.call_tool("leak_encoded", {"kind": kind}, progress_callback=on_progress)
+    received.append(_dump(result))
+    received.append(_dump(await session.call_tool("leak_encoded_tool_error", {"kind": kind})))
+    try:
+        await session.call_tool("leak_encoded_error", {"kind": kind})
+    except MCPError as exc:
+        received += [_dump(exc.error), str(exc)]
+
+
+def _after(text: str, needle: str) -> str:
+    """What follows `needle` in `text` (it must be there): where the secret was written."""
+    assert needle in text, needle
+    start = text.index(needle) + len(needle)
+    return text[start:start + 200]
+
+
+@pytest.mark.parametrize("kind", ENCODED_KINDS)
+async def test_an_encoded_secret_is_redacted_in_results_errors_and_notifications(
+        encoded_leaky: GatewayProcess, kind: str) -> None:
+    received: list[str] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        received.append(_dump(params))
+
+    async with mcp_session(encoded_leaky.mcp_url("leaky"), logging_callback=on_log) as session:
+        await _encoded_traffic(session, kind, received)
+        await anyio.sleep(0.2)  # late notifications
+    everything = "\n".join(received)
+    for needle in (f"log {kind}: ", f"progress {kind}: ", f"rejected {kind}: ", f"denied {kind}: "):
+        assert PLACEHOLDER in _after(everything, needle), needle  # every channel delivered, redacted
+    assert encoded_leaks(everything) == [], [item for item in received if encoded_leaks(item)][:2]
+
+
+async def test_a_secret_split_across_content_items_is_redacted(encoded_leaky: GatewayProcess) -> None:
+    async with mcp_session(encoded_leaky.mcp_url("leaky")) as session:
+        result = await session.call_tool("leak_split", {})
+    texts = [item.text for item in result.content]  # type: ignore[union-attr]
+    assert len(texts) == 4 and "".join(texts) == f"the token is {PLACEHOLDER} (split)", texts
+    assert encoded_leaks(_dump(result)) == []
+
+
+async def test_encoded_and_split_secrets_reach_no_file(tmp_path: Path) -> None:
+    """The store, an exported cassette, stderr.log (a secret written over a pause too) and the
+    gateway's log hold none of them."""
+    plant(tmp_path, "api", SECRET)
+    with running_gateway(_encoded_config(), tmp_path) as gateway:
+        async with mcp_session(gateway.mcp_url("leaky")) as session:
+            for kind in ENCODED_KINDS:
+                await _encoded_traffic(session, kind, [])
+            await session.call_tool("leak_split", {})
+            await session.call_tool("leak_stderr_split", {})
+        export = cli(tmp_path, "cache", "export", "--cache-dir", ".simgate/cache", "exported.jsonl")
+        assert export.returncode == 0, export.stderr
+        assert gateway.terminate() in (0, -15)
+    from gateway.cache.store import DiskStore
+
+    store = DiskStore(tmp_path / ".simgate" / "cache")
+    try:
+        recordings = [recording.model_dump(mode="json") for recording in store.all()]
+    finally:
+        store.close()
+    assert len(recordings) >= 2 * len(ENCODED_KINDS) + 1
+    cassette = [json.loads(line) for line in (tmp_path / "exported.jsonl").read_text().splitlines()]
+    for where, values in (("store", recordings), ("cassette", cassette)):
+        for value in values:
+            found = encoded_leaks(json.dumps(value, ensure_ascii=False)) + encoded_leaks("\n".join(joined_texts(value)))
+            assert found == [], (where, found, str(value)[:300])
+    stderr_log = (tmp_path / ".simgate" / "servers" / "leaky" / "stderr.log").read_text()
+    assert f"split over a pause: {PLACEHOLDER} end of split" in stderr_log
+    assert all(PLACEHOLDER in _after(stderr_log, f"stderr {kind}: ") for kind in ENCODED_KINDS)
+    assert PLACEHOLDER in (tmp_path / "gateway.log").read_text()  # its debug log of bodies was redacted
+    found = {}
+    for path in sorted(tmp_path.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            kinds = encoded_leaks(path.read_bytes().decode("utf-8", "replace"))
+            if kinds:
+                found[str(path.relative_to(tmp_path))] = kinds
+    assert found == {}

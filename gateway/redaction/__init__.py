@@ -1,0 +1,1 @@
+"""Finding secrets in text (the engine) — no gateway imports."""
