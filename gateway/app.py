@@ -88,7 +88,7 @@ class Gateway:
             if server.transport == "stdio":
                 self.pool.upstreams[name].errlog_redactor = self.redactor
         self.metrics = GatewayMetrics()
-        self.sessions = RedactingSessions(self.redactor)
+        self.sessions = RedactingSessions(self.redactor, keep_history=config.gateway.simulator is not None)
         self.modes = ModeResolver(config, self.sessions)
         self.shadow_log = RedactingShadowLog(Path(config.gateway.cache_path) / "shadow", self.redactor)
         simulator_config = config.gateway.simulator
@@ -117,6 +117,8 @@ class Gateway:
         self.security = security = rebinding_settings(host or config.gateway.host)
         self.servers: dict[str, ProxyServer] = {"/mcp": ProxyServer(aggregate, self.pipeline)}
         self.servers.update({single.endpoint: ProxyServer(single, self.pipeline) for single in singles.values()})
+        for server in self.servers.values():
+            server.on_client_gone = self.sessions.forget_connection
         self.managers = {
             endpoint: StreamableHTTPSessionManager(app=server, security_settings=security,
                                                    max_request_body_size=config.gateway.max_body_bytes)

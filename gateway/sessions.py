@@ -11,12 +11,16 @@ the calls earlier connections made under any name. A client without an MCP sessi
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 MAX_SESSIONS = 10_000
 HISTORY = 20
+# A call kept in a session's history is shown to the simulator as context; past this size only the
+# start of its answer is kept (memory stays bounded however large the answers are).
+HISTORY_ENTRY_CHARS = 16_384
 
 
 @dataclass
@@ -34,11 +38,15 @@ def state_key(name: str | None, client_session: str | None) -> str | None:
 
 
 class Sessions:
-    """Bounded (least recently used sessions are forgotten first)."""
+    """Bounded (least recently used sessions are forgotten first; a connection's state when it ends).
 
-    def __init__(self, limit: int = MAX_SESSIONS) -> None:
+    `keep_history`: the calls of a session are kept only for a simulator to be shown; a gateway without
+    one keeps none (no memory or CPU spent per call on a history nobody reads)."""
+
+    def __init__(self, limit: int = MAX_SESSIONS, keep_history: bool = True) -> None:
         self._states: OrderedDict[str, SessionState] = OrderedDict()
         self._limit = limit
+        self.keep_history = keep_history
 
     def get(self, session_id: str | None) -> SessionState | None:
         if session_id is None:
@@ -61,9 +69,30 @@ class Sessions:
         return position
 
     def remember(self, session_id: str | None, entry: dict[str, Any]) -> None:
+        if not self.keep_history:
+            return
         state = self.get(session_id)
         if state is not None:
-            state.history = [*state.history[-(HISTORY - 1):], entry]
+            state.history = [*state.history[-(HISTORY - 1):], bounded_entry(entry)]
+
+    def forget_connection(self, client_session: str) -> None:
+        """A client connection ended: its run state goes with it (modes set by name stay)."""
+        prefix = f"{client_session}\x00"
+        for key in [key for key in self._states if key.startswith(prefix)]:
+            del self._states[key]
 
     def modes(self) -> dict[str, str]:
         return {session: state.mode for session, state in self._states.items() if state.mode}
+
+
+def bounded_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """The entry, or, when its answer is larger than HISTORY_ENTRY_CHARS, the entry with only the start
+    of the answer's JSON as text (said so)."""
+    result = entry.get("result")
+    if result is None:
+        return entry
+    text = json.dumps(result, ensure_ascii=False, default=str)
+    if len(text) <= HISTORY_ENTRY_CHARS:
+        return entry
+    cut = f"{text[:HISTORY_ENTRY_CHARS]}… [answer cut: {len(text) - HISTORY_ENTRY_CHARS} more characters]"
+    return {**entry, "result": {"content": [{"type": "text", "text": cut}], "isError": bool(result.get("isError"))}}

@@ -53,6 +53,8 @@ class ProxyServer(Server[Any]):
         self.clients: dict[str, Listener] = {}  # the client sessions met, by id
         # The ids of the client sessions still open (set by the app, from its session manager).
         self.open_session_ids: Callable[[], Container[str]] | None = None
+        # Told when a client session is known to have ended (the app drops its run state).
+        self.on_client_gone: Callable[[str], None] | None = None
         for method, params_type, handler in (
             ("tools/list", types.PaginatedRequestParams, self._list_tools),
             ("tools/call", types.CallToolRequestParams, self._call_tool),
@@ -114,6 +116,8 @@ class ProxyServer(Server[Any]):
                 open_ids = self.open_session_ids()
                 for ended in [known for known in self.clients if known not in open_ids]:
                     del self.clients[ended]
+                    if self.on_client_gone is not None:
+                        self.on_client_gone(ended)
             client = self.clients[session_id] = Listener(ctx.session, _api_key(ctx))
         else:
             client.key = _api_key(ctx)  # what it may hear follows the key it presents now
@@ -201,6 +205,8 @@ class ProxyServer(Server[Any]):
                 await client.session.send_notification(notification)
             except Exception:
                 self.clients.pop(session_id, None)  # the client session is gone
+                if self.on_client_gone is not None:
+                    self.on_client_gone(session_id)
 
 
 def _for_both_eras(handler: Handler) -> Handler:

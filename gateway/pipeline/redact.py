@@ -99,7 +99,8 @@ class RedactingSessions(Sessions):
         self._redactor = redactor
 
     def remember(self, session_id: str | None, entry: dict[str, Any]) -> None:
-        super().remember(session_id, self._redactor.redact(entry))
+        if self.keep_history:
+            super().remember(session_id, self._redactor.redact(entry))
 
 
 class RedactingShadowLog(ShadowLog):
