@@ -79,7 +79,17 @@ def test_final_answer_agreement() -> None:
     assert not tm.answer_exact("42", "43")
     # "total is 10 apples" vs "total 10 pears": 2 common tokens, P 2/4, R 2/3 -> F1 4/7
     assert tm.answer_token_f1("the total is 10 apples", "total: 10 pears") == pytest.approx(4 / 7)
-    assert tm.answer_token_f1(None, "") == 1.0 and tm.answer_token_f1("x", None) == 0.0
+    assert tm.answer_token_f1("x", None) == 0.0
+
+
+def test_missing_final_answers_do_not_agree() -> None:
+    """Two runs that both gave no final answer did not agree on one."""
+    assert not tm.answer_exact(None, None) and not tm.answer_exact("", "  ") and not tm.answer_exact(None, "")
+    assert tm.answer_token_f1(None, None) == 0.0 and tm.answer_token_f1(None, "") == 0.0
+    a = trajectory("t", [A], None, outcome="max_turns", passed=False)
+    b = trajectory("t", [A], None, outcome="max_turns", passed=False, mode="simulated")
+    score = tm.compare(a, b)
+    assert not score.answer_exact and score.answer_f1 == 0.0
 
 
 def test_pairs_and_live_vs_live() -> None:

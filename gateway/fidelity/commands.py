@@ -97,7 +97,7 @@ def _calls(args: argparse.Namespace) -> int:
         s = data.overall.simulated
         print(f"{setting}: {data.overall.calls} call(s), {data.overall.simulator_failures} simulator failure(s); "
               f"schema validity {_pct(s.schema_validity)}, outcome agreement {_pct(s.outcome_agreement)}, "
-              f"κ {_num(s.kappa)}, path Jaccard {_num(s.path_jaccard)}, BLEU-4 {_num(s.bleu4)}")
+              f"κ {'undefined (one class on both sides)' if s.kappa_undefined else _num(s.kappa)}, path Jaccard {_num(s.path_jaccard)}, BLEU-4 {_num(s.bleu4)}")
     print(f"wrote {json_path} and {html_path}")
     return 0
 
