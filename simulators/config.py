@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from simulators.base import Simulator
 
-Backend = Literal["examples", "schema", "openai"]
+Backend = Literal["examples", "schema", "openai", "examples-schema"]
 
 
 class OpenAIConfig(BaseModel):
@@ -72,6 +72,10 @@ def build_simulator(config: SimulatorConfig) -> Simulator:
 
         assert config.openai is not None
         return OpenAISimulator(config.openai)
+    if config.backend == "examples-schema":
+        from simulators.examples import ExamplesSchemaSimulator
+
+        return ExamplesSchemaSimulator()
     from simulators.examples import ExamplesSimulator
 
     return ExamplesSimulator()

@@ -28,7 +28,7 @@ def register(commands: Any) -> None:
     calls.add_argument("--config", metavar="FILE", help="a gateway config: its store, simulator, servers")
     calls.add_argument("--store", metavar="DIR", help=f"the recording store (default: the config's, else {DEFAULT_STORE})")
     calls.add_argument("--server", help="only this server's recorded calls")
-    calls.add_argument("--backend", choices=["examples", "schema", "openai"],
+    calls.add_argument("--backend", choices=["examples", "schema", "examples-schema", "openai"],
                        help="the simulator (default: the config's gateway.simulator, else examples)")
     calls.add_argument("--base-url", help="openai backend: the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     calls.add_argument("--model", help="openai backend: the model name the endpoint serves")
