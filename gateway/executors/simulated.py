@@ -25,6 +25,10 @@ class SimulatedExecutor:
         self._pool = pool
         self._examples = examples
 
+    @property
+    def backend(self) -> str:
+        return self._simulator.backend if self._simulator is not None else "none"
+
     def request_for(self, call: ToolCall, *, hold_out: str | None = None) -> SimulationRequest:
         recorded: list[Example] = []
         for key in self._store.tool_keys(call.server, call.tool):
