@@ -157,3 +157,34 @@ def test_report_json_and_html(tmp_path: Path) -> None:
     dom, shot = render_in_chromium(out / "report.html", tmp_path)
     assert_rendered(dom, shot, min_tables=3)
     assert "simulated vs live" in dom
+
+
+def test_identical_repeats_make_the_report_say_its_ci_is_degenerate(tmp_path: Path) -> None:
+    """k repeats at temperature 0 are copies: the CI of the live-vs-live gap is [0, 0], and the report
+    says so and why, instead of presenting it as a measured noise floor."""
+    def runs(mode: str, temperature: float, vary: bool) -> list[dict[str, Any]]:
+        out = []
+        for i in range(4):
+            for r in range(3):
+                t = trajectory(f"t{i}", [A, B] if not (vary and r == 1) else [A, C],
+                               "3" if not (vary and r == 2) else "4", mode=mode, repeat=r,
+                               passed=not (vary and (i + r) % 3 == 0))
+                t["agent"] = {"kind": "prompted", "model": "m", "temperature": temperature, "seed": r if vary else 0}
+                out.append(t)
+        return out
+
+    copies = write_report({"live": runs("live", 0.0, False), "simulated": runs("simulated", 0.0, False)},
+                          tmp_path / "copies", samples=200)
+    comparison = copies["comparisons"][0]
+    assert comparison["live_vs_live_gap"]["ci_low"] == comparison["live_vs_live_gap"]["ci_high"] == 0
+    reasons = " ".join(comparison["degenerate"])
+    assert "live: the repeats of all 4 repeated task(s) are identical" in reasons and "temperature 0" in reasons
+    assert "live-vs-live gap's CI [0, 0] is degenerate" in reasons
+    assert copies["modes"]["live"]["repeats"] == {"tasks_repeated": 4, "tasks_all_identical": 4,
+                                                  "temperatures": [0.0], "seeds": [0]}
+    assert "Degenerate:" in (tmp_path / "copies" / "report.html").read_text()
+    # Real repeats (they differ): no such warning about copies.
+    real = write_report({"live": runs("live", 0.8, True), "simulated": runs("simulated", 0.8, True)},
+                        tmp_path / "real", samples=200)
+    assert not any("are identical" in r for r in real["comparisons"][0]["degenerate"])
+    assert real["modes"]["live"]["repeats"]["tasks_all_identical"] == 0

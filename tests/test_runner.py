@@ -297,6 +297,7 @@ def test_fidelity_trajectories_runs_k_times_per_mode_and_reports(
     for mode, trajectories in by_mode.items():
         assert [(t["id"], t["repeat"]) for t in trajectories] == [("calc-1", 0), ("calc-1", 1)]
         assert {t["session"] for t in trajectories} == {f"fid/{mode}/calc-1#0", f"fid/{mode}/calc-1#1"}
+        assert [t["agent"]["seed"] for t in trajectories] == [0, 1]  # each repeat samples with its own seed
         sources = {e["source"] for t in trajectories for e in t["tool_events"]}
         assert sources <= {"live" if mode == "live" else "simulator"}
     # The simulated runs' calls, replayed against live: with one turn at temperature 0 they are the
@@ -317,6 +318,8 @@ def test_fidelity_trajectories_runs_k_times_per_mode_and_reports(
         "live": 2, "simulated": 2}
     [comparison] = report["comparisons"]
     assert comparison["mode"] == "simulated" and comparison["pairs"]["pairs"] == 2  # repeat i with repeat i
+    if report["modes"]["live"]["repeats"]["tasks_all_identical"]:  # temperature 0: copies, and said to be
+        assert any("are identical" in reason for reason in comparison["degenerate"])
     assert comparison["live_vs_live"]["pairs"] == 1
     assert comparison["gap"]["ci_low"] <= comparison["gap"]["gap"] <= comparison["gap"]["ci_high"]
     assert comparison["replay"]["calls"] == len(simulated_events)

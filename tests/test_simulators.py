@@ -841,6 +841,27 @@ async def test_llm_same_call_same_answer(llm_server: LLMServer) -> None:  # noqa
     assert (await fresh.simulate(request)) == first and fresh.calls == 1  # temperature 0 and a seed
 
 
+async def test_llm_repeats_are_real_samples_above_temperature_zero(llm_server: LLMServer) -> None:  # noqa: F811
+    """At temperature 0 two runs (samples) of the same call are one answer, memoized; above 0 each run
+    is sampled with its own seed instead of being served the first run's answer from the memo."""
+    base = _request(REAL["get_current_time"], {"timezone": "America/Lima"}, examples=TIME_RECORDED["get_current_time"])
+    runs = [base.model_copy(update={"sample": f"fidelity/simulated/t1#{repeat}"}) for repeat in range(2)]
+    greedy = _llm(llm_server, max_tokens=160)
+    assert greedy.seed_for(runs[0]) == greedy.seed_for(runs[1]) == 0
+    await greedy.simulate(runs[0])
+    await greedy.simulate(runs[1])
+    assert greedy.calls == 1  # deterministic: the memo answers the second run
+    sampled = _llm(llm_server, max_tokens=160, temperature=0.9, retries=0)
+    assert sampled.seed_for(runs[0]) != sampled.seed_for(runs[1])
+    for run in runs:
+        try:
+            await sampled.simulate(run)
+        except SimulationError:
+            pass  # a sample may be invalid; what matters is that it was drawn
+    assert sampled.calls == 2  # each run drew its own sample
+    assert sampled.key(runs[0]) != sampled.key(runs[1]) and greedy.key(runs[0]) == greedy.key(runs[1])
+
+
 async def test_llm_session_second_call_sees_its_first(llm_server: LLMServer) -> None:  # noqa: F811
     sim = _llm(llm_server)
     create = {"entities": [{"name": "Ada", "entityType": "person", "observations": ["wrote the first program"]}]}

@@ -44,7 +44,7 @@ class SimulatedExecutor:
         description = server.config.description if server is not None else None
         return SimulationRequest(server=call.server, server_description=description,
                                  tool=ToolSpec.from_mcp(call.tool_definition), arguments=call.arguments,
-                                 examples=chosen, history=history)
+                                 examples=chosen, history=history, sample=call.session_id)
 
     async def __call__(self, call: ToolCall) -> CallResult:
         return await self.answer(call)

@@ -49,6 +49,10 @@ def parse_modes(text: str) -> list[str]:
     return modes
 
 
+def _seed(seed: int | None, repeat: int) -> int | None:
+    return None if seed is None else seed + repeat
+
+
 def load_report_writer() -> Any:
     """`write_report(trajectories_by_mode, out_dir) -> dict`, from the fidelity report module."""
     try:
@@ -81,7 +85,10 @@ def _trajectories(args: argparse.Namespace) -> int:
     # Each mode gets its own session ids: the gateway keeps per-session state (sequential replay
     # positions, the simulator's history), which must not leak from a live run into a simulated one.
     settings = {mode: settings_from(args, mode, session_prefix=f"{args.session_prefix}{mode}/") for mode in modes}
-    jobs = [Job(task=task, settings=settings[mode].model_copy(update={"repeat": repeat}))
+    # Each repeat samples with its own seed: above temperature 0 the k repeats are then real samples
+    # (at temperature 0 they are copies, and the report says its CIs are degenerate).
+    jobs = [Job(task=task, settings=settings[mode].model_copy(update={"repeat": repeat, "seed": _seed(args.seed,
+                                                                                                     repeat)}))
             for mode in modes for repeat in range(args.k) for task in tasks]
     concurrency = settings[modes[0]].concurrency
 
