@@ -160,3 +160,20 @@ def test_shadow_mode_builds_the_evidence_that_gates_hybrid(tmp_path: Path) -> No
     assert seen["calc"]["source"] == "simulator" and seen["calc"]["gate"]["evidence"] == "shadow"
     assert seen["clock"]["source"] == "live" and seen["clock"]["gate"]["simulate"] is False
     assert "outcome agreement 0.000 < 0.600" in seen["clock"]["gate"]["reason"]
+
+
+def test_unreadable_evidence_counts_as_none(tmp_path: Path) -> None:
+    """A damaged evidence file keeps every tool from the simulator (no evidence); nothing crashes."""
+    from gateway.fidelity.evidence import EvidenceBook, ShadowEstimate, read_evidence
+
+    store = tmp_path / "store"
+    (store / "fidelity").mkdir(parents=True)
+    (store / "fidelity" / "evidence.json").write_text('{"version": 1, "simulators": {"examples": [')
+    assert read_evidence(store).simulators == {}
+    book = EvidenceBook(store, ShadowEstimate())
+    assert book.latest("s", "t", "examples", "few_shot", 1) is None
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"gateway": {"cache_dir": str(store), "simulator": {
+        "backend": "examples", "gate": {"min_outcome_agreement": 0.5}}}, "mcpServers": {}}))
+    run = simgate("fidelity", "status", "--config", str(config), cwd=tmp_path, timeout=120)
+    assert run.returncode == 0 and "no tool known" in run.stdout, run.stderr
