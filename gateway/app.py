@@ -28,14 +28,14 @@ from gateway.downstream.direct_calls import DirectCalls, live_transports
 from gateway.downstream.exposure import exposures_for
 from gateway.downstream.server import ProxyServer
 from gateway.errors import ConfigError, GatewayError
-from gateway.executors.gated import GatedSimulator
+from gateway.executors.gated import GatedSimulator, gated_simulated_mode
 from gateway.executors.hybrid import HybridExecutor
 from gateway.executors.live import LiveExecutor
 from gateway.executors.record import RecordingLive
 from gateway.executors.replay import ReplayExecutor
 from gateway.executors.shadow import ShadowExecutor
 from gateway.executors.simulated import SimulatedExecutor
-from gateway.fidelity.evidence import ShadowEstimate
+from gateway.fidelity.evidence import EvidenceBook, ShadowEstimate
 from gateway.logs import redact_logs
 from gateway.metrics import GatewayMetrics
 from gateway.net import is_loopback
@@ -143,9 +143,7 @@ class Gateway:
         settings = self.config.gateway.simulator
         if settings is None or settings.gate is None:
             return simulated, simulated, None
-        from gateway.executors.gated import gated_simulated_mode
-        from gateway.fidelity.evidence import EvidenceBook
-
+        # Shadow pairs logged before this start count too (a bounded window per tool, read once).
         estimate = ShadowEstimate.from_pairs(self.shadow_log.pairs())
         book = EvidenceBook(Path(self.config.gateway.cache_path), estimate)
         self.gate = GatedSimulator(simulated, settings.gate, book, settings.identity)
