@@ -17,6 +17,15 @@ Every call has arguments never seen before, so neither the LLM memo nor a record
 
 Reports, per backend and place: calls/s (calls ÷ wall time), median and p90 latency (ms), and the
 ratios gateway ÷ in-process and LLM ÷ schema. Every process it starts is stopped on exit.
+
+With `--fidelity` it measures fidelity instead, on real servers of tests/real_servers.py: their calls
+are recorded through a gateway, then `simgate fidelity calls --second-live` scores every backend
+(examples, schema, examples-schema, and the tiny LLM unless `--llm-calls 0`) on the same held-out calls,
+few-shot and zero-shot, beside the live-vs-live noise floor; then a gateway in `simulated` mode behind
+the fidelity gate (evidence: the examples-schema report) answers the same calls at two thresholds, and
+the share simulated vs sent live is counted.
+
+    .venv/bin/python benchmarks/simulators.py --fidelity --out benchmarks/results/simulator-fidelity.json
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from harness import fixture_server, mcp_session, running_gateway
+from mcp.shared.exceptions import MCPError
 
 from simulators.base import Example, SimulationRequest, ToolSpec
 from simulators.config import SimulatorConfig, build_simulator
@@ -179,13 +189,149 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "tool": f"{SERVER}/{TOOL}", "recorded_examples": RECORDED, "results": results, "ratios": ratios}
 
 
+# Real servers and the calls scored: each server's catalogued calls (tests/real_servers.py) and more of
+# the same tools, so that every tool has recorded neighbours to show in the few-shot setting.
+FIDELITY_SERVERS = ("calculator", "time", "units", "everything", "sqlite", "memory", "random")
+FIDELITY_EXTRA: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "calculator": [("calculate", {"expression": e}) for e in ("7*6", "2**10 + 1", "1/0", "100 - 58", "3.5*2")],
+    "time": [*[("get_current_time", {"timezone": z}) for z in ("Europe/Paris", "Asia/Tokyo", "America/Lima", "UTC")],
+             *[("convert_time", {"source_timezone": a, "time": t, "target_timezone": b})
+               for a, t, b in (("UTC", "08:30", "Europe/Paris"), ("Asia/Tokyo", "23:15", "America/Lima"),
+                               ("Europe/Paris", "12:00", "Asia/Seoul"))]],
+    "units": [*[("convert_temperature", {"value": v, "from_unit": f, "to_unit": t})
+                for v, f, t in ((0, "C", "F"), (212, "F", "C"), (300, "K", "C"))],
+              *[("convert_weight", {"value": v, "from_unit": f, "to_unit": t})
+                for v, f, t in ((2, "kg", "lb"), (500, "g", "oz"))]],
+    "everything": [*[("echo", {"message": m}) for m in ("good morning", "fidelity", "simgate says hi")],
+                   *[("get-sum", {"a": a, "b": b}) for a, b in ((1, 1), (20, 22), (-5, 5))]],
+    "sqlite": [("read_query", {"query": "SELECT count(*) AS n FROM sales"}), ("list_tables", {}),
+               ("read_query", {"query": "SELECT * FROM sales ORDER BY id"})],
+    "memory": [("search_nodes", {"query": "coffee"}), ("read_graph", {}), ("search_nodes", {"query": "tea"})],
+    "random": [("generate_random_int", {"min_value": 1, "max_value": 100}),
+               ("generate_random_int", {"min_value": 10, "max_value": 20}), ("generate_uuid", {"version": 4})],
+}
+GATE_THRESHOLDS = {
+    "lenient": {"min_outcome_agreement": 0.8, "min_calls": 2, "fallback": ["live"]},
+    # No κ threshold: most tools answer one class live (always success), where κ is undefined and a
+    # min_kappa gate would keep them all from the simulator.
+    "strict": {"min_outcome_agreement": 0.95, "min_value_fidelity_ratio": 0.5, "min_calls": 2, "fallback": ["live"]},
+}
+_FIGURES = ("schema_validity", "outcome_agreement", "kappa", "path_jaccard", "type_agreement", "value_fidelity",
+            "bleu4")
+
+
+def _figures(metric_set: Any) -> dict[str, Any] | None:
+    if metric_set is None:
+        return None
+    out = {name: (round(v, 3) if isinstance(v := getattr(metric_set, name), float) else v) for name in _FIGURES}
+    if metric_set.kappa is None and metric_set.kappa_undefined:
+        out["kappa"] = "undefined"
+    return out
+
+
+async def _record_real(work: Path) -> tuple[Path, list[tuple[str, str, dict[str, Any]]]]:
+    import real_servers as rs
+    from fidelity_support import real_server
+
+    store = work / "store"
+    servers = {name: real_server(name, work / "rec" / name) for name in FIDELITY_SERVERS}
+    made: list[tuple[str, str, dict[str, Any]]] = []
+    config = {"gateway": {"record": "all", "cache_dir": str(store), "state_dir": str(work / "rec-state")},
+              "mcpServers": servers}
+    with running_gateway(config, work / "gw-record") as gateway:
+        async with mcp_session(gateway.mcp_url(), headers={"X-Simgate-Session": "bench"}) as session:
+            for name in FIDELITY_SERVERS:
+                catalogued = [(c.tool, rs.expand(c.arguments, work / "rec" / name)) for c in rs.get(name).calls]
+                for tool, args in catalogued + FIDELITY_EXTRA.get(name, []):
+                    try:
+                        await session.call_tool(f"{name}__{tool}", args)
+                    except MCPError:  # rejected by the gateway (invalid arguments): never reaches a server
+                        continue
+                    made.append((name, tool, args))
+    return store, made
+
+
+def _score_backend(work: Path, store: Path, name: str, extra: list[str]) -> dict[str, Any]:
+    from fidelity_support import fresh_config, simgate
+
+    from simulators.fidelity.report import CallFidelityReport
+
+    out = work / f"fidelity-{name}"
+    started = time.perf_counter()
+    run = simgate("fidelity", "calls", "--config", str(fresh_config(work, store, FIDELITY_SERVERS)), "--second-live",
+                  "--out", str(out), *extra, cwd=work, timeout=7200)
+    if run.returncode != 0:
+        raise RuntimeError(f"fidelity calls ({name}) failed: {run.stderr[-2000:]}")
+    report = CallFidelityReport.model_validate_json((out / "report.json").read_text())
+    figures: dict[str, Any] = {"wall_s": round(time.perf_counter() - started, 1), "model": report.model}
+    for setting, data in report.settings.items():
+        o = data.overall
+        figures[setting] = {"calls": o.calls, "simulator_failures": o.simulator_failures,
+                            "simulated": _figures(o.simulated), "live_vs_live": _figures(o.live_vs_live),
+                            "ratio": _figures(o.ratio)}
+    return figures
+
+
+async def _gate_share(work: Path, store: Path, made: list[tuple[str, str, dict[str, Any]]]) -> dict[str, Any]:
+    """The recorded calls again, through a gateway in `simulated` mode behind the gate: how many the
+    simulator answers, how many go live."""
+    from fidelity_support import real_server
+
+    shares: dict[str, Any] = {}
+    for label, gate in GATE_THRESHOLDS.items():
+        again = work / f"gate-{label}"
+        config = {"gateway": {"mode": "simulated", "cache_dir": str(store), "state_dir": str(again / "state"),
+                              "simulator": {"backend": "examples-schema", "gate": gate}},
+                  "mcpServers": {name: real_server(name, again / name) for name in FIDELITY_SERVERS}}
+        sources: dict[str, int] = {}
+        tools: dict[str, str] = {}
+        with running_gateway(config, again / "gw") as gateway:
+            async with mcp_session(gateway.mcp_url()) as session:
+                for server, tool, args in made:
+                    result = await session.call_tool(f"{server}__{tool}", args)
+                    prov = (result.meta or {}).get("simgate/provenance", {})
+                    source = str(prov.get("source"))
+                    sources[source] = sources.get(source, 0) + 1
+                    tools[f"{server}/{tool}"] = source
+        simulated_tools = sorted(t for t, s in tools.items() if s == "simulator")
+        shares[label] = {"gate": gate, "calls": len(made), "by_source": sources,
+                         "share_simulated": round(sources.get("simulator", 0) / len(made), 3),
+                         "tools_simulated": simulated_tools,
+                         "tools_live": sorted(t for t, s in tools.items() if s != "simulator")}
+    return shares
+
+
+async def fidelity(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="simgate-bench-fid-") as tmp:
+        work = Path(tmp)
+        store, made = await _record_real(work)
+        backends = [("examples", ["--backend", "examples"]), ("schema", ["--backend", "schema"]),
+                    ("examples-schema", ["--backend", "examples-schema"])]
+        for name, extra in backends:
+            results[name] = await asyncio.to_thread(_score_backend, work, store, name, extra)
+            print(f"{name}: {json.dumps(results[name])}", flush=True)
+        gate = await _gate_share(work, store, made)  # evidence: the examples-schema report, the latest
+        print(f"gate: {json.dumps(gate)}", flush=True)
+        if args.llm_calls > 0:
+            with tiny_llm(work) as base_url:
+                extra = ["--backend", "openai", "--base-url", base_url, "--model", "gemma", "--max-tokens", "256",
+                         "--max-string-length", "32", "--max-array-items", "2", "--timeout", "240", "--examples", "3"]
+                results["openai-tiny-llm"] = await asyncio.to_thread(_score_backend, work, store, "openai", extra)
+                print(f"openai-tiny-llm: {json.dumps(results['openai-tiny-llm'])}", flush=True)
+    return {"machine": {"python": platform.python_version(), "cpus": len(__import__("os").sched_getaffinity(0))},
+            "servers": list(FIDELITY_SERVERS), "calls": len(made), "backends": results, "gate": gate}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=200, help="timed calls per non-LLM backend and place")
     parser.add_argument("--llm-calls", type=int, default=12, help="timed calls with the tiny LLM (0: skip it)")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON report here")
+    parser.add_argument("--fidelity", action="store_true",
+                        help="measure fidelity per backend on real servers (and the gate's share) instead of speed")
     args = parser.parse_args()
-    report = asyncio.run(run(args))
+    report = asyncio.run(fidelity(args) if args.fidelity else run(args))
     text = json.dumps(report, indent=2, ensure_ascii=False)
     print(text)
     if args.out is not None:

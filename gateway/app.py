@@ -29,16 +29,18 @@ from gateway.downstream.exposure import exposures_for
 from gateway.downstream.inbound import InboundCheck, live_transports
 from gateway.downstream.server import ProxyServer
 from gateway.errors import ConfigError, GatewayError
+from gateway.executors.gated import GatedSimulator, gated_simulated_mode
 from gateway.executors.hybrid import HybridExecutor
 from gateway.executors.live import LiveExecutor
 from gateway.executors.record import RecordingLive
 from gateway.executors.replay import ReplayExecutor
 from gateway.executors.shadow import ShadowExecutor
 from gateway.executors.simulated import SimulatedExecutor
+from gateway.fidelity.evidence import EvidenceBook, ShadowEstimate
 from gateway.logs import redact_logs
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.authorize import Authorize
-from gateway.pipeline.call import Pipeline
+from gateway.pipeline.call import CallNext, Pipeline
 from gateway.pipeline.faults import InjectFaults
 from gateway.pipeline.keying import AssignCacheKey
 from gateway.pipeline.modes import ChooseMode, ModeResolver, RouteByMode
@@ -98,13 +100,15 @@ class Gateway:
         replay = ReplayExecutor(self.store, config)
         simulated = SimulatedExecutor(simulator, RedactingStore(self.store, self.redactor), self.sessions, self.pool,
                                       examples=simulator_config.examples if simulator_config else 5)
-        self.shadow = ShadowExecutor(live, simulated, self.shadow_log)
+        self.gate: GatedSimulator | None = None
+        simulator_source, simulated_mode, estimate = self._gated(simulated, replay, live)
+        self.shadow = ShadowExecutor(live, simulated, self.shadow_log, estimate=estimate)
         executors = {
             "live": live,
             "replay": replay,
-            "simulated": simulated,
+            "simulated": simulated_mode,
             "hybrid": HybridExecutor(config.gateway.hybrid_order, {"cache": replay, "live": live,
-                                                                   "simulator": simulated}),
+                                                                   "simulator": simulator_source}),
             "shadow": self.shadow,
         }
         self.pipeline = Pipeline(
@@ -138,6 +142,19 @@ class Gateway:
         for server in self.servers.values():
             self.pool.add_listener(server.broadcast)
         self.metrics.watch_pool(self.pool, _LiveSessions(self.managers))
+
+    def _gated(self, simulated: SimulatedExecutor, replay: CallNext, live: CallNext) \
+            -> tuple[CallNext, CallNext, ShadowEstimate | None]:
+        """(the simulator as a source of `hybrid`, the `simulated` mode, shadow's running estimate): behind
+        the fidelity gate when `gateway.simulator.gate` is set, else the simulator itself."""
+        settings = self.config.gateway.simulator
+        if settings is None or settings.gate is None:
+            return simulated, simulated, None
+        # Shadow pairs logged before this start count too (a bounded window per tool, read once).
+        estimate = ShadowEstimate.from_pairs(self.shadow_log.pairs())
+        book = EvidenceBook(Path(self.config.gateway.cache_path), estimate)
+        self.gate = GatedSimulator(simulated, settings.gate, book, settings.identity)
+        return self.gate, gated_simulated_mode(self.gate, settings.gate, {"cache": replay, "live": live}), estimate
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:

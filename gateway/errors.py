@@ -62,6 +62,10 @@ class NoSimulator(GatewayError):
     code_value = NO_SIMULATOR
 
 
+class SimulatorGated(NoSimulator):
+    """The fidelity gate keeps this tool from the simulator (its measured fidelity does not clear the policy)."""
+
+
 class SimulationFailed(GatewayError):
     code_value = SIMULATION_FAILED
 

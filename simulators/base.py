@@ -37,6 +37,10 @@ class SimulationRequest(BaseModel):
     arguments: dict[str, Any]
     examples: list[Example] = Field(default_factory=list, description="recorded calls of this tool, nearest first")
     history: list[Example] = Field(default_factory=list, description="this session's earlier calls, in order")
+    sample: str | None = Field(
+        None, description="which sample this is (the gateway passes the session: one run of one task). At a "
+                          "temperature above 0 it seeds the sampling and keys the memo, so repeated runs are real "
+                          "samples; at temperature 0 it changes nothing")
 
 
 class SimulationResult(BaseModel):

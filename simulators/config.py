@@ -7,8 +7,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from simulators.base import Simulator
+from simulators.fidelity.gate import FidelityGate, simulator_identity
 
-Backend = Literal["examples", "schema", "openai"]
+Backend = Literal["examples", "schema", "openai", "examples-schema"]
 
 
 class OpenAIConfig(BaseModel):
@@ -52,6 +53,16 @@ class SimulatorConfig(BaseModel):
     backend: Backend = "examples"
     examples: int = Field(5, ge=0, le=50, description="recorded calls of the tool given to the simulator")
     openai: OpenAIConfig | None = Field(None, description="the endpoint of the `openai` backend")
+    gate: FidelityGate | None = Field(
+        None, description="simulate a tool in `simulated`/`hybrid` only while its measured fidelity clears these "
+                          "thresholds; otherwise fall through (none: always simulate)")
+
+    @property
+    def identity(self) -> str:
+        """What fidelity evidence must be about to count for this simulator (see `simulator_identity`)."""
+        if self.backend == "openai" and self.openai is not None:
+            return simulator_identity(self.backend, f"{self.openai.model}@prompt-{self.openai.prompt}")
+        return simulator_identity(self.backend, None)
 
     @model_validator(mode="after")
     def _backend_settings(self) -> SimulatorConfig:
@@ -72,6 +83,10 @@ def build_simulator(config: SimulatorConfig) -> Simulator:
 
         assert config.openai is not None
         return OpenAISimulator(config.openai)
+    if config.backend == "examples-schema":
+        from simulators.examples import ExamplesSchemaSimulator
+
+        return ExamplesSchemaSimulator()
     from simulators.examples import ExamplesSimulator
 
     return ExamplesSimulator()

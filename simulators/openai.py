@@ -104,7 +104,15 @@ class OpenAISimulator:
         return digest({"prompt": self.prompt.VERSION, "server": request.server,
                        "server_description": request.server_description,
                        "tool": request.tool.model_dump(mode="json"), "arguments": request.arguments,
-                       "examples": plain(request.examples), "history": plain(request.history)})
+                       "examples": plain(request.examples), "history": plain(request.history),
+                       "seed": self.seed_for(request)})
+
+    def seed_for(self, request: SimulationRequest) -> int:
+        """The configured seed; at a temperature above 0, shifted by the request's sample (its session),
+        so that repeated runs of a task draw different samples instead of one memoized answer."""
+        if self.config.temperature == 0 or not request.sample:
+            return self.config.seed
+        return (self.config.seed + int(digest(request.sample)[:8], 16)) % 2**31
 
     # -- client
     def _api_key(self) -> str:
@@ -185,7 +193,7 @@ class OpenAISimulator:
             try:
                 completion = await self.client().chat.completions.create(
                     model=config.model, messages=messages, response_format=response_format,
-                    temperature=config.temperature, seed=config.seed, max_tokens=config.max_tokens,
+                    temperature=config.temperature, seed=self.seed_for(request), max_tokens=config.max_tokens,
                     extra_body=config.extra_body or None)
             except APIError as exc:
                 raise SimulationError(f"the simulator endpoint failed: {type(exc).__name__}: {exc}") from None

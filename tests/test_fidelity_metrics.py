@@ -49,7 +49,7 @@ def test_type_changed() -> None:
     assert m.schema_validity(changed, SCHEMA)[0] is False
     assert "id" in (m.schema_validity(changed, SCHEMA)[1] or "")
     assert m.path_jaccard(LIVE, changed) == 1.0  # same paths...
-    assert m.type_agreement(LIVE, changed) == pytest.approx(4 / 5)  # ...one of 5 ($, id, name, tags, tags[*]) differs
+    assert m.type_agreement(LIVE, changed) == pytest.approx(3 / 4)  # ...one of 4 (id, name, tags, tags[*]) differs
     assert m.value_fidelity(LIVE, changed) == pytest.approx(3 / 4)  # "7" is not 7
 
 
@@ -71,7 +71,7 @@ def test_error_versus_success() -> None:
     assert m.outcome_class({"code": -32602, "message": "bad params"}) == "not_found_or_invalid"
     assert m.outcome_class({"error": {"code": -32006, "message": "slow down"}}) == "rate_limit"
     assert m.outcome_class(result(text="HTTP 429 Too Many Requests", is_error=True)) == "rate_limit"
-    assert m.outcome_class(None) == "error"  # no answer at all
+    assert m.outcome_class(None) == "simulator_failure"  # no answer at all
     assert m.schema_validity(None, SCHEMA) == (False, "no answer")
     assert m.schema_validity(result(text="ok"), SCHEMA)[0] is False  # success without structuredContent
     assert m.schema_validity({"content": "not a list"}, None)[0] is False  # not a CallToolResult
@@ -112,7 +112,6 @@ def test_cohen_kappa_known_values() -> None:
     assert m.cohen_kappa(pairs) == pytest.approx(0.4)
     assert m.cohen_kappa([("a", "a"), ("b", "b"), ("c", "c")]) == pytest.approx(1.0)
     assert m.cohen_kappa([("a", "b"), ("b", "a")]) == pytest.approx(-1.0)
-    assert m.cohen_kappa([("s", "s")] * 4) == 1.0  # one label throughout: perfect
     assert m.cohen_kappa([("s", "s")] * 3 + [("e", "s")]) == pytest.approx(0.0)  # a constant rater: chance
     assert m.cohen_kappa([]) is None
 
@@ -140,7 +139,7 @@ def test_score_and_aggregate_with_a_noise_floor() -> None:
     assert agg.simulated.schema_validity == 0.5 and agg.simulated.outcome_agreement == 0.5
     assert agg.live_vs_live is not None and agg.live_vs_live.outcome_agreement == 1.0
     assert agg.ratio is not None and agg.ratio.outcome_agreement == pytest.approx(0.5)
-    assert agg.confusion == {"success": {"success": 1, "error": 1}}
+    assert agg.confusion == {"success": {"success": 1, "simulator_failure": 1}}
 
 
 def test_embedding_cosine_and_its_optional_model() -> None:
@@ -155,3 +154,82 @@ def test_embedding_cosine_and_its_optional_model() -> None:
     else:
         u, v = embed(["the cat sat", "the cat sat"])
         assert cosine(u, v) == pytest.approx(1.0, abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- known-bad inputs
+
+
+def test_kappa_on_a_single_class_pair_is_undefined() -> None:
+    """Both sides answer 'success' every time: κ is 0/0, reported undefined with the counts, not 1.0."""
+    pairs = [("success", "success")] * 4
+    assert m.cohen_kappa(pairs) is None
+    reason = m.kappa_undefined(pairs)
+    assert reason is not None and "undefined" in reason and "success→success: 4" in reason
+    assert m.kappa_undefined([("a", "a"), ("b", "b")]) is None  # defined: no reason
+    ok = [score_call(server="s", tool="t", key=f"k{i}", setting="few_shot", arguments={}, live=LIVE, simulated=LIVE,
+                     output_schema=SCHEMA, second_live=LIVE) for i in range(3)]
+    agg = aggregate(ok)
+    assert agg.simulated.outcome_agreement == 1.0
+    assert agg.simulated.kappa is None and agg.simulated.kappa_undefined is not None
+    assert agg.live_vs_live is not None and agg.live_vs_live.kappa is None and agg.live_vs_live.kappa_undefined
+    assert agg.confusion == {"success": {"success": 3}} and agg.live_vs_live_confusion == {"success": {"success": 3}}
+    assert agg.ratio is not None and agg.ratio.kappa is None  # no ratio of an undefined κ
+
+
+def test_a_simulator_that_always_fails_scores_zero_outcome_agreement() -> None:
+    """No answer is its own outcome: it never agrees with a live error (nor with a live success)."""
+    lives = [LIVE, result(text="Error: boom", is_error=True), {"error": {"code": -32603, "message": "internal"}},
+             result(text="Traceback (most recent call last):\n  oops")]
+    assert [m.outcome_class(x) for x in lives] == ["success", "error", "error", "error"]
+    scores = [score_call(server="s", tool="t", key=f"k{i}", setting="zero_shot", arguments={}, live=live,
+                         simulated=None, output_schema=None, simulator_error="no example")
+              for i, live in enumerate(lives)]
+    agg = aggregate(scores)
+    assert agg.simulated.outcome_agreement == 0.0 and agg.simulated.schema_validity == 0.0
+    assert agg.simulated.kappa is not None and agg.simulated.kappa <= 0.0
+    # Through the gateway a failed simulation is a JSON-RPC error with simgate's own code: the same class.
+    assert m.outcome_class({"error": {"code": -32005, "message": "the simulator could not answer"}}) == \
+        "simulator_failure"
+    assert m.outcome_class({"error": {"code": -32004, "message": "no simulator"}}) == "simulator_failure"
+
+
+def test_type_agreement_counts_only_below_the_root() -> None:
+    # Two objects with every field of another type: 0, not the 1/3 the root object would lend them.
+    assert m.type_agreement(result({"a": 1, "b": "x"}), result({"a": "1", "b": 2})) == 0.0
+    assert m.type_agreement(result({"a": 1}), result([1])) == 0.0  # an object against a list
+    assert m.type_agreement(result({"a": 1}), result({"b": 1})) is None  # nothing in common below the root
+    assert m.type_agreement(result({"a": 1}), result({"a": 2})) == 1.0
+
+
+def test_lists_whose_live_order_is_unstable_compare_as_multisets() -> None:
+    live = result({"items": [{"id": 1}, {"id": 2}, {"id": 3}], "total": 3})
+    again = result({"items": [{"id": 3}, {"id": 1}, {"id": 2}], "total": 3})  # same items, another order
+    shuffled = result({"items": [{"id": 2}, {"id": 3}, {"id": 1}], "total": 3})
+    wrong = result({"items": [{"id": 2}, {"id": 9}, {"id": 1}], "total": 3})
+    assert m.unordered_lists(live, again) == {"$.items"}
+    score = score_call(server="s", tool="t", key="k", setting="few_shot", arguments={}, live=live, simulated=shuffled,
+                       output_schema=None, second_live=again)
+    assert score.unordered_lists == ["$.items"]
+    assert score.simulated.value_fidelity == 1.0 and score.second_live is not None
+    assert score.second_live.value_fidelity == 1.0  # the floor is not blamed for the order either
+    bad = score_call(server="s", tool="t", key="k", setting="few_shot", arguments={}, live=live, simulated=wrong,
+                     output_schema=None, second_live=again)
+    assert bad.simulated.value_fidelity == pytest.approx(3 / 4)  # id 9 is not among the live items
+    # Where two live calls keep the order, order is a difference: a reversed list scores badly.
+    steady = score_call(server="s", tool="t", key="k", setting="few_shot", arguments={}, live=live,
+                        simulated=result({"items": [{"id": 3}, {"id": 2}, {"id": 1}], "total": 3}),
+                        output_schema=None, second_live=live)
+    assert steady.unordered_lists == [] and steady.simulated.value_fidelity == pytest.approx(2 / 4)
+
+
+def test_the_score_keeps_the_answers_it_scored() -> None:
+    sim = result({"id": 8, "name": "Bob"})
+    error = {"error": {"code": -32603, "message": "internal"}}
+    score = score_call(server="s", tool="t", key="k", setting="few_shot", arguments={"id": 7}, live=LIVE,
+                       simulated=sim, output_schema=SCHEMA, second_live=error)
+    assert score.answers.live == LIVE and score.answers.simulated == sim and score.answers.second_live == error
+    failed = score_call(server="s", tool="t", key="k", setting="few_shot", arguments={}, live=LIVE, simulated=None,
+                        output_schema=SCHEMA, simulator_error="no example")
+    assert failed.answers.simulated is None and failed.answers.live == LIVE
+    dumped = json.loads(score.model_dump_json())
+    assert dumped["answers"]["simulated"]["structuredContent"] == {"id": 8, "name": "Bob"}

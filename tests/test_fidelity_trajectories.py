@@ -79,7 +79,17 @@ def test_final_answer_agreement() -> None:
     assert not tm.answer_exact("42", "43")
     # "total is 10 apples" vs "total 10 pears": 2 common tokens, P 2/4, R 2/3 -> F1 4/7
     assert tm.answer_token_f1("the total is 10 apples", "total: 10 pears") == pytest.approx(4 / 7)
-    assert tm.answer_token_f1(None, "") == 1.0 and tm.answer_token_f1("x", None) == 0.0
+    assert tm.answer_token_f1("x", None) == 0.0
+
+
+def test_missing_final_answers_do_not_agree() -> None:
+    """Two runs that both gave no final answer did not agree on one."""
+    assert not tm.answer_exact(None, None) and not tm.answer_exact("", "  ") and not tm.answer_exact(None, "")
+    assert tm.answer_token_f1(None, None) == 0.0 and tm.answer_token_f1(None, "") == 0.0
+    a = trajectory("t", [A], None, outcome="max_turns", passed=False)
+    b = trajectory("t", [A], None, outcome="max_turns", passed=False, mode="simulated")
+    score = tm.compare(a, b)
+    assert not score.answer_exact and score.answer_f1 == 0.0
 
 
 def test_pairs_and_live_vs_live() -> None:
@@ -147,3 +157,34 @@ def test_report_json_and_html(tmp_path: Path) -> None:
     dom, shot = render_in_chromium(out / "report.html", tmp_path)
     assert_rendered(dom, shot, min_tables=3)
     assert "simulated vs live" in dom
+
+
+def test_identical_repeats_make_the_report_say_its_ci_is_degenerate(tmp_path: Path) -> None:
+    """k repeats at temperature 0 are copies: the CI of the live-vs-live gap is [0, 0], and the report
+    says so and why, instead of presenting it as a measured noise floor."""
+    def runs(mode: str, temperature: float, vary: bool) -> list[dict[str, Any]]:
+        out = []
+        for i in range(4):
+            for r in range(3):
+                t = trajectory(f"t{i}", [A, B] if not (vary and r == 1) else [A, C],
+                               "3" if not (vary and r == 2) else "4", mode=mode, repeat=r,
+                               passed=not (vary and (i + r) % 3 == 0))
+                t["agent"] = {"kind": "prompted", "model": "m", "temperature": temperature, "seed": r if vary else 0}
+                out.append(t)
+        return out
+
+    copies = write_report({"live": runs("live", 0.0, False), "simulated": runs("simulated", 0.0, False)},
+                          tmp_path / "copies", samples=200)
+    comparison = copies["comparisons"][0]
+    assert comparison["live_vs_live_gap"]["ci_low"] == comparison["live_vs_live_gap"]["ci_high"] == 0
+    reasons = " ".join(comparison["degenerate"])
+    assert "live: the repeats of all 4 repeated task(s) are identical" in reasons and "temperature 0" in reasons
+    assert "live-vs-live gap's CI [0, 0] is degenerate" in reasons
+    assert copies["modes"]["live"]["repeats"] == {"tasks_repeated": 4, "tasks_all_identical": 4,
+                                                  "temperatures": [0.0], "seeds": [0]}
+    assert "Degenerate:" in (tmp_path / "copies" / "report.html").read_text()
+    # Real repeats (they differ): no such warning about copies.
+    real = write_report({"live": runs("live", 0.8, True), "simulated": runs("simulated", 0.8, True)},
+                        tmp_path / "real", samples=200)
+    assert not any("are identical" in r for r in real["comparisons"][0]["degenerate"])
+    assert real["modes"]["live"]["repeats"]["tasks_all_identical"] == 0

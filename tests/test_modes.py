@@ -148,7 +148,8 @@ async def test_hybrid_falls_through_cache_live_simulator(tmp_path: Path) -> None
     imagined_from = provenance(imagined)
     assert imagined_from["source"] == "simulator" and imagined_from["simulator"] == "examples"
     assert [step.split(":")[0] for step in imagined_from["fell_through"]] == ["cache", "live"]
-    assert imagined.content[0].text == "one"  # type: ignore[union-attr]  # the nearest recorded answer
+    # the nearest recorded answer ("one"), with the new argument put where it echoed the old one
+    assert imagined.content[0].text == "two"  # type: ignore[union-attr]
 
 
 async def test_order_of_hybrid_is_configurable_and_simulated_needs_a_simulator(tmp_path: Path) -> None:
@@ -182,7 +183,7 @@ async def test_shadow_returns_live_and_keeps_both_answers(tmp_path: Path) -> Non
     log.close()
     assert len(pairs) == 1 and pairs[0].tool == "echo" and pairs[0].simulator == "examples"
     assert pairs[0].live["content"][0]["text"] == "shadowed"
-    assert pairs[0].simulated["content"][0]["text"] == "recorded"
+    assert pairs[0].simulated["content"][0]["text"] == "shadowed"  # "recorded", carried over to the new argument
 
 
 async def test_mode_precedence_admin_api_and_cli(tmp_path: Path) -> None:

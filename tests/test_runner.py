@@ -323,6 +323,7 @@ def test_fidelity_trajectories_runs_k_times_per_mode_and_reports(
         assert [(t["id"], t["repeat"]) for t in trajectories] == [("calc-1", 0), ("calc-1", 1)]
         named = "live" if mode == "replay" else mode  # a replay names the live session it replays
         assert [t["session"] for t in trajectories] == [f"fid/{named}/calc-1#0", f"fid/{named}/calc-1#1"]
+        assert [t["agent"]["seed"] for t in trajectories] == [0, 1]  # each repeat samples with its own seed
         sources = {e["source"] for t in trajectories for e in t["tool_events"]}
         assert sources <= {sources_of[mode]}
     # On the same gateway, right after the live runs, each replay is its live run.
@@ -352,6 +353,8 @@ def test_fidelity_trajectories_runs_k_times_per_mode_and_reports(
     assert comparisons["replay"]["pairs"]["edit_distance"] == 0 and comparisons["replay"]["pairs"]["pairs"] == 2
     comparison = comparisons["simulated"]
     assert comparison["pairs"]["pairs"] == 2  # repeat i with repeat i
+    if report["modes"]["live"]["repeats"]["tasks_all_identical"]:  # temperature 0: copies, and said to be
+        assert any("are identical" in reason for reason in comparison["degenerate"])
     assert comparison["live_vs_live"]["pairs"] == 1
     assert comparison["gap"]["ci_low"] <= comparison["gap"]["gap"] <= comparison["gap"]["ci_high"]
     assert comparison["replay"]["calls"] == len(simulated_events)

@@ -525,6 +525,63 @@ async def test_schema_backend_reports_unsatisfiable_schemas() -> None:
         await SchemaSimulator().simulate(_request(_tool_with("broken", impossible), {}))
 
 
+# ---------------------------------------------------------------- the examples backends
+
+
+async def test_examples_backend_carries_the_new_arguments_into_the_recorded_answer() -> None:
+    """The recording echoes its timezone: the new call's timezone takes its place, in the structured
+    content and in the text, and the answer still validates against the real outputSchema."""
+    tool = REAL["get_current_time"]
+    answer = (await ExamplesSimulator().simulate(_request(tool, {"timezone": "America/Lima"},
+                                                          examples=TIME_RECORDED["get_current_time"][:2]))).result
+    assert answer["structuredContent"]["timezone"] == "America/Lima"
+    assert '"timezone": "America/Lima"' in answer["content"][0]["text"]
+    assert "UTC" not in json.dumps(answer) and "Europe/Paris" not in json.dumps(answer)
+    assert_valid_result(answer, tool)
+    # Several arguments at once, nested answers included; values the answer does not echo stay as recorded.
+    convert = (await ExamplesSimulator().simulate(_request(
+        REAL["convert_time"], {"source_timezone": "Europe/Paris", "time": "12:00", "target_timezone": "Asia/Seoul"},
+        examples=TIME_RECORDED["convert_time"][:1]))).result["structuredContent"]
+    assert convert["source"]["timezone"] == "Europe/Paris" and convert["target"]["timezone"] == "Asia/Seoul"
+    assert convert["time_difference"] == "+9.0h"  # not derivable from the arguments: kept
+    # Nothing echoed: the recorded answer verbatim (the old behaviour).
+    add = (await ExamplesSimulator().simulate(_request(ADD, {"numbers": [4, 5]}, examples=ADD_RECORDED))).result
+    assert add == ADD_RECORDED[0].result
+
+
+async def test_examples_substitution_never_breaks_the_output_schema() -> None:
+    """A substitution that would break the tool's outputSchema is not made: the recorded answer is kept."""
+    tool = {"name": "zone", "inputSchema": {"type": "object", "properties": {"tz": {"type": "string"}}},
+            "outputSchema": {"type": "object", "properties": {"tz": {"enum": ["UTC", "Europe/Paris"]}},
+                             "required": ["tz"]}}
+    recorded = Example(arguments={"tz": "UTC"}, result=_time_result({"tz": "UTC"}))
+    answer = (await ExamplesSimulator().simulate(_request(tool, {"tz": "Asia/Tokyo"}, examples=[recorded]))).result
+    assert answer == recorded.result
+    # Short values (under 3 characters) and values inside other tokens are not taken for echoes.
+    from simulators.substitute import substitute
+
+    short = {"content": [{"type": "text", "text": "id 12 of 912 and 12.5"}], "isError": False}
+    assert substitute(short, {"id": 12}, {"id": 13}) == short
+    long = {"content": [{"type": "text", "text": "order 4711 (ref 94711, 4711.5)"}], "isError": False}
+    assert substitute(long, {"id": 4711}, {"id": 5000})["content"][0]["text"] == "order 5000 (ref 94711, 4711.5)"
+
+
+async def test_examples_schema_backend_answers_without_recordings() -> None:
+    """With recordings it is the examples backend; without any it synthesizes from the outputSchema
+    instead of failing (where the examples backend fails)."""
+    tool = REAL["get_current_time"]
+    sim = build_simulator(SimulatorConfig(backend="examples-schema"))
+    with_examples = await sim.simulate(_request(tool, {"timezone": "America/Lima"},
+                                                examples=TIME_RECORDED["get_current_time"][:2]))
+    assert with_examples.backend == "examples-schema"
+    assert with_examples.result["structuredContent"]["timezone"] == "America/Lima"
+    alone = await sim.simulate(_request(tool, {"timezone": "America/Lima"}))
+    assert_valid_result(alone.result, tool)
+    assert alone.result["structuredContent"]["timezone"] == "America/Lima"  # the schema backend's argument hints
+    with pytest.raises(SimulationError):
+        await ExamplesSimulator().simulate(_request(tool, {"timezone": "America/Lima"}))
+
+
 def test_config_builds_each_backend_and_explains_a_missing_openai_section() -> None:
     assert isinstance(build_simulator(SimulatorConfig()), ExamplesSimulator)
     assert isinstance(build_simulator(SimulatorConfig(backend="schema")), SchemaSimulator)
@@ -782,6 +839,27 @@ async def test_llm_same_call_same_answer(llm_server: LLMServer) -> None:  # noqa
     assert sim.calls == 1 and again == first  # memoized
     fresh = _llm(llm_server)
     assert (await fresh.simulate(request)) == first and fresh.calls == 1  # temperature 0 and a seed
+
+
+async def test_llm_repeats_are_real_samples_above_temperature_zero(llm_server: LLMServer) -> None:  # noqa: F811
+    """At temperature 0 two runs (samples) of the same call are one answer, memoized; above 0 each run
+    is sampled with its own seed instead of being served the first run's answer from the memo."""
+    base = _request(REAL["get_current_time"], {"timezone": "America/Lima"}, examples=TIME_RECORDED["get_current_time"])
+    runs = [base.model_copy(update={"sample": f"fidelity/simulated/t1#{repeat}"}) for repeat in range(2)]
+    greedy = _llm(llm_server, max_tokens=160)
+    assert greedy.seed_for(runs[0]) == greedy.seed_for(runs[1]) == 0
+    await greedy.simulate(runs[0])
+    await greedy.simulate(runs[1])
+    assert greedy.calls == 1  # deterministic: the memo answers the second run
+    sampled = _llm(llm_server, max_tokens=160, temperature=0.9, retries=0)
+    assert sampled.seed_for(runs[0]) != sampled.seed_for(runs[1])
+    for run in runs:
+        try:
+            await sampled.simulate(run)
+        except SimulationError:
+            pass  # a sample may be invalid; what matters is that it was drawn
+    assert sampled.calls == 2  # each run drew its own sample
+    assert sampled.key(runs[0]) != sampled.key(runs[1]) and greedy.key(runs[0]) == greedy.key(runs[1])
 
 
 async def test_llm_session_second_call_sees_its_first(llm_server: LLMServer) -> None:  # noqa: F811

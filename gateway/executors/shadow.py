@@ -12,6 +12,7 @@ from mcp.shared.exceptions import MCPError
 
 from gateway.cache.shadow import ShadowLog, ShadowPair
 from gateway.executors.simulated import SimulatedExecutor
+from gateway.fidelity.evidence import ShadowEstimate
 from gateway.pipeline.call import CallNext, CallResult, ToolCall
 
 logger = logging.getLogger("simgate.shadow")
@@ -19,11 +20,12 @@ logger = logging.getLogger("simgate.shadow")
 
 class ShadowExecutor:
     def __init__(self, live: CallNext, simulated: SimulatedExecutor, log: ShadowLog,
-                 background: TaskGroup | None = None) -> None:
+                 background: TaskGroup | None = None, estimate: ShadowEstimate | None = None) -> None:
         self._live = live
         self._simulated = simulated
         self._log = log
         self.background = background  # set when the gateway starts
+        self._estimate = estimate  # the fidelity gate's running evidence, when a gate is configured
 
     async def __call__(self, call: ToolCall) -> CallResult:
         try:
@@ -43,7 +45,8 @@ class ShadowExecutor:
 
     async def _simulate(self, call: ToolCall, live: dict[str, Any]) -> None:
         try:
-            simulated: dict[str, Any] = await self._simulated.answer(call)
+            # A failure is logged under the simulator that failed (it counts against its fidelity).
+            simulated: dict[str, Any] = await self._simulated.answer(call, hold_out=call.cache_key)
         except MCPError as exc:
             simulated = {"error": {"code": exc.code, "message": exc.message, "data": exc.data}}
         except Exception:
@@ -51,7 +54,9 @@ class ShadowExecutor:
             return
         assert call.cache_key is not None
         pair = ShadowPair(cache_key=call.cache_key, server=call.server, tool=call.tool, arguments=call.arguments,
-                          live=live, simulated=simulated, simulator=str(call.provenance.get("simulator", "none")),
+                          live=live, simulated=simulated, simulator=str(call.provenance.get("simulator", self._simulated.backend)),
                           model=call.provenance.get("model"),
                           created_at=datetime.now(UTC).isoformat(timespec="microseconds"))
         await anyio.to_thread.run_sync(self._log.append, pair)
+        if self._estimate is not None:
+            self._estimate.add(pair)

@@ -32,6 +32,10 @@ class SimulatedExecutor:
         self._pool = pool
         self._examples = examples
 
+    @property
+    def backend(self) -> str:
+        return self._simulator.backend if self._simulator is not None else "none"
+
     def request_for(self, call: ToolCall, *, hold_out: str | None = None) -> SimulationRequest:
         held_keys = {key for key in (hold_out, call.cache_key if call.holdout else None) if key is not None}
         held_task = None
@@ -60,7 +64,7 @@ class SimulatedExecutor:
         description = server.config.description if server is not None else None
         return SimulationRequest(server=call.server, server_description=description,
                                  tool=ToolSpec.from_mcp(call.tool_definition), arguments=call.arguments,
-                                 examples=chosen, history=history)
+                                 examples=chosen, history=history, sample=call.session_id)
 
     async def __call__(self, call: ToolCall) -> CallResult:
         return await self.answer(call)

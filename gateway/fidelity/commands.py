@@ -28,7 +28,7 @@ def register(commands: Any) -> None:
     calls.add_argument("--config", metavar="FILE", help="a gateway config: its store, simulator, servers")
     calls.add_argument("--store", metavar="DIR", help=f"the recording store (default: the config's, else {DEFAULT_STORE})")
     calls.add_argument("--server", help="only this server's recorded calls")
-    calls.add_argument("--backend", choices=["examples", "schema", "openai"],
+    calls.add_argument("--backend", choices=["examples", "schema", "examples-schema", "openai"],
                        help="the simulator (default: the config's gateway.simulator, else examples)")
     calls.add_argument("--base-url", help="openai backend: the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     calls.add_argument("--model", help="openai backend: the model name the endpoint serves")
@@ -45,6 +45,12 @@ def register(commands: Any) -> None:
     calls.add_argument("--out", metavar="DIR", default="fidelity-calls", help="where report.json and report.html go")
     calls.set_defaults(handler=guarded(_calls, FidelityInputError, ConfigError, ValidationError, *STORE_ERRORS,
                                        prefix="simgate fidelity calls", describe=_describe))
+    status = group.add_parser("status", help="per tool: does the fidelity gate let the simulator answer, and why")
+    status.add_argument("--config", metavar="FILE", required=True, help="the gateway config (its simulator and gate)")
+    status.add_argument("--store", metavar="DIR", help="the recording store (default: the config's)")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=guarded(_status, FidelityInputError, ConfigError, ValidationError, *STORE_ERRORS,
+                                        prefix="simgate fidelity status", describe=_describe))
 
 
 def _describe(exc: BaseException) -> str:
@@ -93,12 +99,40 @@ def _calls(args: argparse.Namespace) -> int:
                            second_live=args.second_live, config=config, settings=settings)
     report = asyncio.run(evaluate_calls(options))
     json_path, html_path = write_call_report(report, Path(args.out))
+    from gateway.fidelity.evidence import write_evidence
+
+    evidence = write_evidence(store, report)  # what the fidelity gate of a gateway on this store reads
     for setting, data in report.settings.items():
         s = data.overall.simulated
         print(f"{setting}: {data.overall.calls} call(s), {data.overall.simulator_failures} simulator failure(s); "
               f"schema validity {_pct(s.schema_validity)}, outcome agreement {_pct(s.outcome_agreement)}, "
-              f"κ {_num(s.kappa)}, path Jaccard {_num(s.path_jaccard)}, BLEU-4 {_num(s.bleu4)}")
-    print(f"wrote {json_path} and {html_path}")
+              f"κ {'undefined (one class on both sides)' if s.kappa_undefined else _num(s.kappa)}, path Jaccard {_num(s.path_jaccard)}, BLEU-4 {_num(s.bleu4)}")
+    print(f"wrote {json_path} and {html_path}; gate evidence in {evidence}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from gateway.config.loader import load_config
+    from gateway.fidelity.status import gate_status
+
+    config = load_config(args.config)
+    store = Path(args.store or config.gateway.cache_path)
+    status = gate_status(config, store)
+    if args.json:
+        print(status.model_dump_json(indent=2))
+        return 0
+    gate = status.gate
+    print(f"simulator {status.simulator}; gate: " + (", ".join(f"{k}={v}" for k, v in gate.items() if v is not None)
+                                                     if gate else "none (always simulate)"))
+    if not status.tools:
+        print(f"no tool known: no tool list in {store} and no fidelity evidence")
+    for row in status.tools:
+        e = row.decision.evidence
+        figures = "no evidence" if e is None else (
+            f"{e.source} @ {e.measured_at}, {e.calls} call(s): outcome agreement {_num(e.outcome_agreement)}, "
+            f"κ {'undefined' if e.kappa_undefined else _num(e.kappa)}, value fidelity ratio "
+            f"{_num(e.value_fidelity_ratio)}")
+        print(f"{row.server}/{row.tool}: → {row.goes_to or 'error (no fallback)'}  [{figures}]  {row.decision.reason}")
     return 0
 
 

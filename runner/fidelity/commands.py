@@ -97,6 +97,10 @@ def merge_results(results: list[Any]) -> Any:
     return RunResult(trajectories=[t for part in results for t in part.trajectories], summary=summary)
 
 
+def _seed(seed: int | None, repeat: int) -> int | None:
+    return None if seed is None else seed + repeat
+
+
 def load_report_writer() -> Any:
     """`write_report(trajectories_by_mode, out_dir) -> dict`, from the fidelity report module."""
     try:
@@ -131,7 +135,10 @@ def _trajectories(args: argparse.Namespace) -> int:
     # simulator of a simulated (or hybrid) run is evaluated, so what was recorded for the task is held out.
     holdout = {mode: args.holdout if mode in ("simulated", "hybrid") else "none" for mode in modes}
     settings = {mode: settings_from(args, mode, holdout=holdout[mode]) for mode in modes}
-    jobs = {mode: [Job(task=task, settings=settings[mode].model_copy(update={"repeat": repeat}))
+    # Each repeat samples with its own seed: above temperature 0 the k repeats are then real samples
+    # (at temperature 0 they are copies, and the report says its CIs are degenerate).
+    jobs = {mode: [Job(task=task, settings=settings[mode].model_copy(update={"repeat": repeat,
+                                                                              "seed": _seed(args.seed, repeat)}))
                    for repeat in range(args.k) for task in tasks] for mode in modes}
     concurrency = settings[modes[0]].concurrency
     shown = {mode: shown_to_simulator(mode, holdout[mode]) for mode in modes}

@@ -108,12 +108,18 @@ def normalize_answer(text: str | None) -> str:
 
 
 def answer_exact(a: str | None, b: str | None) -> bool:
-    return normalize_answer(a) == normalize_answer(b)
+    """The normalized answers are equal. A missing (or blank) answer agrees with nothing, not even
+    another missing one: two runs that both gave no answer did not agree on an answer."""
+    left, right = normalize_answer(a), normalize_answer(b)
+    return bool(left) and left == right
 
 
 def answer_token_f1(a: str | None, b: str | None) -> float:
-    """Token F1 of the normalized answers (both empty: 1.0)."""
-    return multiset_f1(normalize_answer(a).split(), normalize_answer(b).split())
+    """Token F1 of the normalized answers; 0.0 when either is missing or blank."""
+    left, right = normalize_answer(a).split(), normalize_answer(b).split()
+    if not left or not right:
+        return 0.0
+    return multiset_f1(left, right)
 
 
 # ---------------------------------------------------------------------------------------------- pairs

@@ -17,10 +17,12 @@ from runner.fidelity.metrics import (
     cross_pairs,
     repeat_pairs,
     replay_validity,
+    success,
     success_rate,
     success_rate_gap,
     summarize,
     task_key,
+    tool_calls,
 )
 from simulators.fidelity.html import BarChart, Section, Table, render_html
 
@@ -31,12 +33,26 @@ _PAIR_LABELS = {"f1_name": "tool-call F1 (name)", "f1_name_args": "tool-call F1 
                 "success_agreement": "success agreement", "sequence_similarity": "1 − norm. edit distance"}
 
 
+class RepeatSummary(BaseModel):
+    """Whether a mode's k repeats of a task are real samples or copies of one run."""
+
+    tasks_repeated: int = Field(..., description="tasks run at least twice")
+    tasks_all_identical: int = Field(..., description="of those, tasks whose repeats made the same calls and answer")
+    temperatures: list[float] = Field(default_factory=list, description="the agent's sampling temperatures")
+    seeds: list[int | None] = Field(default_factory=list, description="the agent's seeds, over the repeats")
+
+    @property
+    def copies(self) -> bool:
+        return self.tasks_repeated > 0 and self.tasks_all_identical == self.tasks_repeated
+
+
 class ModeSummary(BaseModel):
     trajectories: int
     tasks: int
     success_rate: float | None
     outcomes: dict[str, int]
     mean_tool_calls: float | None
+    repeats: RepeatSummary | None = None
 
 
 class ReplaySummary(BaseModel):
@@ -54,6 +70,8 @@ class ModeComparison(BaseModel):
     live_vs_live: PairSummary | None = Field(None, description="the same metrics between live repeats (k ≥ 2)")
     live_vs_live_gap: Gap | None = Field(None, description="success-rate gap between live repeats 0 and 1")
     replay: ReplaySummary | None = None
+    degenerate: list[str] = Field(default_factory=list,
+                                  description="why a CI here is degenerate (zero width) or the floor measures no noise")
 
 
 class TrajectoryFidelityReport(BaseModel):
@@ -68,12 +86,58 @@ class TrajectoryFidelityReport(BaseModel):
                                   description="per mode: what answered the calls and what the simulator was shown")
 
 
+def _signature(trajectory: dict[str, Any]) -> tuple[Any, ...]:
+    return (tuple(tool_calls(trajectory)), trajectory.get("final_answer"), success(trajectory))
+
+
+def repeat_summary(trajectories: list[dict[str, Any]]) -> RepeatSummary:
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for t in trajectories:
+        by_task.setdefault(str(t.get("id")), []).append(t)
+    repeated = [runs for runs in by_task.values() if len(runs) >= 2]
+    identical = sum(1 for runs in repeated if len({_signature(t) for t in runs}) == 1)
+    agents = [t.get("agent") if isinstance(t.get("agent"), dict) else {} for t in trajectories]
+    temperatures = sorted({float(a["temperature"]) for a in agents if a.get("temperature") is not None})
+    seeds = sorted({a.get("seed") for a in agents}, key=lambda s: (s is None, s or 0))
+    return RepeatSummary(tasks_repeated=len(repeated), tasks_all_identical=identical, temperatures=temperatures,
+                         seeds=seeds)
+
+
 def _summary(trajectories: list[dict[str, Any]]) -> ModeSummary:
     return ModeSummary(trajectories=len(trajectories), tasks=len({str(t.get("id")) for t in trajectories}),
                        success_rate=success_rate(trajectories),
                        outcomes=dict(Counter(str(t.get("outcome")) for t in trajectories)),
                        mean_tool_calls=fmean(len(t.get("tool_events") or []) for t in trajectories)
-                       if trajectories else None)
+                       if trajectories else None, repeats=repeat_summary(trajectories))
+
+
+def _why_copies(mode: str, repeats: RepeatSummary) -> str:
+    temperature = ", ".join(f"{t:g}" for t in repeats.temperatures) or "unknown"
+    seeds = "one seed for every repeat" if len(repeats.seeds) <= 1 else "a seed per repeat"
+    return (f"{mode}: the repeats of all {repeats.tasks_repeated} repeated task(s) are identical (same tool calls, "
+            f"answer and success): at temperature {temperature} with {seeds} the agent is deterministic, and the "
+            "simulator (temperature 0, memoized) gives the same answer to the same call, so repeats add no "
+            "variance. Run with --temperature above 0 (each repeat then gets seed + repeat, and the simulator "
+            "samples per session) for real repeats")
+
+
+def degenerate_reasons(gap: Gap | None, floor_gap: Gap | None, modes: dict[str, ModeSummary],
+                       compared: tuple[str, str]) -> list[str]:
+    """Say when a CI has zero width or the live-vs-live floor compares copies, and why."""
+    reasons: list[str] = []
+    copies = [m for m in compared if (summary := modes.get(m)) is not None and summary.repeats is not None
+              and summary.repeats.copies]
+    for mode in copies:
+        summary = modes[mode]
+        assert summary.repeats is not None
+        reasons.append(_why_copies(mode, summary.repeats))
+    if gap is not None and gap.ci_low == gap.ci_high:
+        reasons.append(f"the success-rate gap's CI [{gap.ci_low:g}, {gap.ci_high:g}] is degenerate: every "
+                       "resample of tasks gives the same gap" + (" (identical repeats, above)" if copies else ""))
+    if floor_gap is not None and floor_gap.ci_low == floor_gap.ci_high:
+        reasons.append(f"the live-vs-live gap's CI [{floor_gap.ci_low:g}, {floor_gap.ci_high:g}] is degenerate: "
+                       "live repeats 0 and 1 agree on every task, so this floor measures no run-to-run noise")
+    return reasons
 
 
 def _replay(trajectories: list[dict[str, Any]], replays: dict[str, list[dict[str, Any]]]) -> ReplaySummary | None:
@@ -111,6 +175,7 @@ def build_report(trajectories_by_mode: dict[str, list[dict[str, Any]]], *,
     first = [t for t in live if int(t.get("repeat") or 0) == 0]
     second = [t for t in live if int(t.get("repeat") or 0) == 1]
     floor_gap = success_rate_gap(first, second, samples=samples, seed=seed) if first and second else None
+    summaries = {mode: _summary(ts) for mode, ts in trajectories_by_mode.items()}
     comparisons = []
     for mode, trajectories in trajectories_by_mode.items():
         if mode == baseline:
@@ -120,11 +185,11 @@ def build_report(trajectories_by_mode: dict[str, list[dict[str, Any]]], *,
         comparisons.append(ModeComparison(
             mode=mode, against=baseline, gap=gap, pairs=summarize(cross_pairs(reference, trajectories)),
             live_vs_live=floor, live_vs_live_gap=floor_gap,
-            replay=_replay(trajectories, replays) if replays is not None else None))
+            replay=_replay(trajectories, replays) if replays is not None else None,
+            degenerate=degenerate_reasons(gap, floor_gap, summaries, (baseline, mode))))
     return TrajectoryFidelityReport(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"), baseline=baseline,
-        modes={mode: _summary(ts) for mode, ts in trajectories_by_mode.items()}, comparisons=comparisons,
-        bootstrap_samples=samples, seed=seed, shown=dict(shown or {}))
+        modes=summaries, comparisons=comparisons, bootstrap_samples=samples, seed=seed, shown=dict(shown or {}))
 
 
 def _pair_values(summary: PairSummary | None) -> list[float | None]:
@@ -144,9 +209,11 @@ def render_report(report: TrajectoryFidelityReport) -> str:
         charts=[BarChart(title="Success rate per mode", categories=modes,
                          series={"success rate": [report.modes[m].success_rate for m in modes]}, max_value=1.0)],
         tables=[Table(title="Per mode", columns=["mode", "trajectories", "tasks", "success rate", "mean tool calls",
-                                                 "outcomes"],
+                                                 "outcomes", "repeated tasks", "all repeats identical"],
                       rows=[[m, s.trajectories, s.tasks, s.success_rate, s.mean_tool_calls,
-                             ", ".join(f"{k}: {v}" for k, v in sorted(s.outcomes.items()))]
+                             ", ".join(f"{k}: {v}" for k, v in sorted(s.outcomes.items())),
+                             s.repeats.tasks_repeated if s.repeats else None,
+                             s.repeats.tasks_all_identical if s.repeats else None]
                             for m, s in report.modes.items()])])]
     labels = [_PAIR_LABELS[n] for n in (*_PAIR_METRICS, "sequence_similarity")]
     for c in report.comparisons:
@@ -179,6 +246,7 @@ def render_report(report: TrajectoryFidelityReport) -> str:
                                 rows=[[c.replay.trajectories, c.replay.calls, c.replay.valid_calls,
                                        c.replay.mean_validity]]))
         sections.append(Section(heading=f"{c.mode} against {c.against}",
+                                notes=[f"Degenerate: {reason}." for reason in c.degenerate],
                                 charts=[BarChart(title=f"{c.mode} vs {c.against}, beside live vs live (1 = same)",
                                                  categories=labels, series=series, max_value=1.0)],
                                 tables=tables))

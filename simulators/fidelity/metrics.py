@@ -20,12 +20,15 @@ from pydantic import ValidationError
 from simulators.fidelity.answers import Answer, as_answer, payload
 from simulators.results import schema_error
 
-Outcome = Literal["success", "empty", "not_found_or_invalid", "error", "rate_limit"]
-OUTCOMES: tuple[Outcome, ...] = ("success", "empty", "not_found_or_invalid", "error", "rate_limit")
+Outcome = Literal["success", "empty", "not_found_or_invalid", "error", "rate_limit", "simulator_failure"]
+OUTCOMES: tuple[Outcome, ...] = ("success", "empty", "not_found_or_invalid", "error", "rate_limit",
+                                 "simulator_failure")
 FAILURES: frozenset[str] = frozenset({"not_found_or_invalid", "error", "rate_limit"})
 NUMBER_TOLERANCE = 0.10  # relative: 105 is "the same" as 100, 111 is not
 
-RATE_LIMITED_CODE = -32006  # simgate's own (gateway/errors.py); simulators never import gateway
+# simgate's own codes (gateway/errors.py); simulators never import gateway.
+RATE_LIMITED_CODE = -32006
+SIMULATOR_FAILURE_CODES = frozenset({-32004, -32005})  # no simulator configured; the simulator could not answer
 _RATE_LIMIT = re.compile(r"rate.?limit|too many requests|\b429\b|quota (exceeded|exhausted)|throttl", re.IGNORECASE)
 _NOT_FOUND_OR_INVALID = re.compile(
     r"not found|no such|does not exist|doesn't exist|unknown|invalid|missing|required|must be|not allowed|"
@@ -106,13 +109,17 @@ def _is_empty(value: Any) -> bool:
 
 
 def outcome_class(answer: Any) -> Outcome:
-    """success / empty / not_found_or_invalid / error / rate_limit. JSON-RPC errors, `isError` and soft
-    errors are failures (which kind: from the code and the text); no answer at all is an error."""
+    """success / empty / not_found_or_invalid / error / rate_limit, or simulator_failure. JSON-RPC errors,
+    `isError` and soft errors are failures (which kind: from the code and the text). No answer at all, or
+    the gateway's own "the simulator could not answer" error, is `simulator_failure`: a class no live
+    answer has, so a failing simulator never agrees with a live error."""
     ans = as_answer(answer)
     if ans.missing:
-        return "error"
+        return "simulator_failure"
     if ans.error is not None:
         code = ans.error.get("code")
+        if code in SIMULATOR_FAILURE_CODES:
+            return "simulator_failure"
         return _failure_kind(ans.text, code if isinstance(code, int) else None)
     assert ans.result is not None
     if ans.result.get("isError") or is_soft_error(ans):
@@ -133,9 +140,8 @@ def outcome_class(answer: Any) -> Outcome:
 def cohen_kappa(pairs: Sequence[tuple[str, str]]) -> float | None:
     """Cohen's κ of two raters over categorical labels: (p_o − p_e) / (1 − p_e).
 
-    None for no pairs. When both raters use one and the same label throughout (p_e = 1) agreement is
-    perfect but chance explains it all: κ is defined as 1.0 then, and 0.0 when p_e = 1 otherwise
-    cannot happen."""
+    None for no pairs, and None (undefined) when p_e = 1: both raters used one and the same label
+    throughout, so chance explains all the agreement and κ is 0/0 (`kappa_undefined` says why)."""
     if not pairs:
         return None
     n = len(pairs)
@@ -143,8 +149,18 @@ def cohen_kappa(pairs: Sequence[tuple[str, str]]) -> float | None:
     left, right = Counter(a for a, _ in pairs), Counter(b for _, b in pairs)
     expected = sum(left[label] * right[label] for label in set(left) | set(right)) / (n * n)
     if math.isclose(expected, 1.0):
-        return 1.0 if math.isclose(observed, 1.0) else 0.0
+        return None
     return (observed - expected) / (1 - expected)
+
+
+def kappa_undefined(pairs: Sequence[tuple[str, str]]) -> str | None:
+    """Why κ is undefined for these pairs (one class on both sides, with its count), or None when it is
+    defined or there are no pairs."""
+    if not pairs or cohen_kappa(pairs) is not None:
+        return None
+    label = pairs[0][0]
+    return (f"undefined: both sides answered {label!r} on all {len(pairs)} call(s) "
+            f"(confusion {label}→{label}: {len(pairs)}), so agreement beyond chance cannot be measured")
 
 
 # ---------------------------------------------------------------------------------------------- structure
@@ -201,11 +217,16 @@ def path_jaccard(a: Any, b: Any) -> float | None:
 
 
 def type_agreement(a: Any, b: Any) -> float | None:
-    """Share of the paths both answers have whose JSON types agree; None when they share no path."""
+    """Share of the paths below the root that both answers have whose JSON types agree. The root is
+    not counted (two objects always "agree" there), except that roots of different types (an object
+    against a list, or against nothing) score 0. None when neither has structured data, or they share
+    no path below the root."""
     pair = _paths_pair(a, b)
     if pair is None:
         return None
-    common = set(pair[0]) & set(pair[1])
+    if pair[0].get("$") != pair[1].get("$"):
+        return 0.0
+    common = (set(pair[0]) & set(pair[1])) - {"$"}
     if not common:
         return None
     return sum(1 for path in common if pair[0][path] == pair[1][path]) / len(common)
@@ -237,17 +258,66 @@ def values_agree(a: Any, b: Any, tolerance: float = NUMBER_TOLERANCE) -> bool:
     return type(a) is type(b) and a == b
 
 
-def stable_paths(live: Any, second_live: Any) -> set[str]:
-    """Leaf paths whose values two live answers to the same call agree on: what the tool determines."""
-    la, lb = leaf_values(payload(as_answer(live))), leaf_values(payload(as_answer(second_live)))
+def _canonical_item(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def unordered_lists(live: Any, second_live: Any) -> set[str]:
+    """Concrete paths of the lists whose order two live answers to the same call disagree on while
+    holding the same items (a multiset): the tool does not determine their order, so it is no
+    difference. Lists whose order the two agree on (or whose items differ) stay ordered."""
+    out: set[str] = set()
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in a.keys() & b.keys():
+                walk(a[key], b[key], f"{path}.{key}")
+        elif isinstance(a, list) and isinstance(b, list):
+            left, right = [_canonical_item(x) for x in a], [_canonical_item(x) for x in b]
+            if left != right and Counter(left) == Counter(right):
+                out.add(path)
+                return
+            for index, (x, y) in enumerate(zip(a, b, strict=False)):
+                walk(x, y, f"{path}[{index}]")
+
+    walk(payload(as_answer(live)), payload(as_answer(second_live)), "$")
+    return out
+
+
+def as_multisets(value: Any, unordered: set[str], prefix: str = "$") -> Any:
+    """The value with every list at an `unordered` path sorted into one canonical order, so that
+    comparing leaf by leaf compares those lists as multisets."""
+    if not unordered:
+        return value
+    if isinstance(value, dict):
+        return {key: as_multisets(item, unordered, f"{prefix}.{key}") for key, item in value.items()}
+    if isinstance(value, list):
+        if prefix in unordered:
+            return sorted(value, key=_canonical_item)
+        return [as_multisets(item, unordered, f"{prefix}[{i}]") for i, item in enumerate(value)]
+    return value
+
+
+def _leaves(answer: Any, unordered: set[str] | None) -> dict[str, Any]:
+    data = payload(as_answer(answer))
+    if data is None:
+        return {}
+    return leaf_values(as_multisets(data, unordered or set()))
+
+
+def stable_paths(live: Any, second_live: Any, unordered: set[str] | None = None) -> set[str]:
+    """Leaf paths whose values two live answers to the same call agree on: what the tool determines.
+    `unordered` lists (see `unordered_lists`) are compared as multisets."""
+    la, lb = _leaves(live, unordered), _leaves(second_live, unordered)
     return {path for path in la.keys() & lb.keys() if values_agree(la[path], lb[path])}
 
 
-def value_fidelity(live: Any, other: Any, paths: set[str] | None = None) -> float | None:
+def value_fidelity(live: Any, other: Any, paths: set[str] | None = None, *,
+                   unordered: set[str] | None = None) -> float | None:
     """Share of `paths` (default: every leaf of the live answer's structured data) on which `other`
-    agrees with `live`; a path `other` lacks disagrees. None when there is no path to judge."""
-    reference = leaf_values(payload(as_answer(live))) if payload(as_answer(live)) is not None else {}
-    candidate = leaf_values(payload(as_answer(other))) if payload(as_answer(other)) is not None else {}
+    agrees with `live`; a path `other` lacks disagrees; lists at `unordered` paths are compared as
+    multisets. None when there is no path to judge."""
+    reference, candidate = _leaves(live, unordered), _leaves(other, unordered)
     judged = set(reference) if paths is None else paths & set(reference)
     if not judged:
         return None
