@@ -24,6 +24,7 @@ from gateway.auth.keys import KeyFileError, KeyStore
 from gateway.auth.middleware import RequireApiKey
 from gateway.cache.store import DiskStore
 from gateway.config.models import GatewayConfig
+from gateway.downstream.bodies import BoundedBodies
 from gateway.downstream.direct_calls import DirectCalls, live_transports
 from gateway.downstream.exposure import exposures_for
 from gateway.downstream.server import ProxyServer
@@ -153,6 +154,7 @@ class Gateway:
         logger.info("gateway stopped; every upstream is closed")
 
     def app(self) -> Starlette:
+        settings = self.config.gateway
         return Starlette(
             routes=[
                 Route("/mcp", endpoint=_McpEndpoint(self, "/mcp"), methods=["GET", "POST", "DELETE"]),
@@ -164,7 +166,9 @@ class Gateway:
                 Route("/admin/modes", self._modes, methods=["GET", "PUT"]),
             ],
             lifespan=self.lifespan,
-            middleware=[Middleware(RedactResponses, redactor=self.redactor), Middleware(RequireApiKey, keys=self.keys)],
+            middleware=[Middleware(RedactResponses, redactor=self.redactor), Middleware(RequireApiKey, keys=self.keys),
+                        Middleware(BoundedBodies, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout,
+                                   max_pending=settings.max_pending_body_bytes)],
         )
 
     async def _healthz(self, request: Request) -> Response:

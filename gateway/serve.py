@@ -28,6 +28,9 @@ def serve(config: GatewayConfig, *, host: str | None = None, port: int | None = 
     server = uvicorn.Server(uvicorn.Config(
         gateway.app(), host=host, port=port, log_config=None, access_log=False, lifespan="on",
         timeout_graceful_shutdown=5,
+        # Past this many connections (or requests in progress), a new request is answered 503 at once;
+        # a body that does not arrive in time is cut off by the app (`BoundedBodies`).
+        limit_concurrency=config.gateway.max_connections,
     ))
     logger.info("serving", extra={"url": f"http://{_url_host(host)}:{port}/mcp"})
     server.run()

@@ -29,7 +29,8 @@ class UpstreamPool:
         self._docker_hosts = {server.sandbox.docker_host for server in config.active_servers.values()
                               if server.sandbox is not None and server.sandbox.backend == "docker"}
         self.upstreams: dict[str, Upstream] = {
-            name: Upstream(name, server, state_dir, on_notification=self._fan_out, snapshots=snapshots)
+            name: Upstream(name, server, state_dir, on_notification=self._fan_out, snapshots=snapshots,
+                           settings=config.gateway)
             for name, server in config.active_servers.items()
         }
 
