@@ -212,8 +212,23 @@ async def test_slow_bodies_are_cut_off_and_hold_bounded_memory(tmp_path: Path) -
     assert "did not arrive within 2s" in gateway.log_text()
 
 
+async def _silent_client(port: int, head: bytes) -> float:
+    """Send `head` (nothing, or headers that never end) and wait: after how long the gateway closed it."""
+    started = time.monotonic()
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        if head:
+            await stream.send(head)
+        with anyio.fail_after(20):
+            try:
+                while await stream.receive():
+                    pass
+            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                pass
+    return time.monotonic() - started
+
+
 async def test_connections_over_the_cap_are_refused_at_once(tmp_path: Path) -> None:
-    config = {"gateway": {"body_timeout": 3, "max_connections": 10},
+    config = {"gateway": {"body_timeout": 3, "header_timeout": 1.5, "max_connections": 10},
               "mcpServers": {"friend": fixture_server("misbehaving_server.py")}}
     with running_gateway(config, tmp_path) as gateway:
         port = int(gateway.url.rsplit(":", 1)[1])
@@ -234,5 +249,15 @@ async def test_connections_over_the_cap_are_refused_at_once(tmp_path: Path) -> N
         refused = [seconds for answer, seconds in later if answer.startswith(b"HTTP/1.1 503")]
         assert len(refused) >= 10 and max(refused) < 2, later  # refused at once, not left waiting
         assert all(answer[:12] in (b"HTTP/1.1 503", b"HTTP/1.1 408") for answer, _ in later), later
+        # Clients that send no headers, or headers that never end, fill the cap, but only until the header timeout.
+        ended: list[float] = []
+
+        async def silent(head: bytes) -> None:
+            ended.append(await _silent_client(port, head))
+
+        async with anyio.create_task_group() as tg:
+            for index in range(12):
+                tg.start_soon(silent, b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n" if index % 2 else b"")
+        assert len(ended) == 12 and all(1.0 < seconds < 6 for seconds in ended), ended
         async with mcp_session(gateway.mcp_url("friend")) as session:  # the slots are free again
             assert _text(await session.call_tool("echo", {"text": "good"})) == "good"

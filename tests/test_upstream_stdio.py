@@ -120,3 +120,35 @@ def _alive(pid: int) -> bool:
 
 def _errlog(tmp_path: Path):  # type: ignore[no-untyped-def]
     return (tmp_path / "stderr.log").open("a")  # a real file: the child writes to its descriptor
+
+
+async def test_an_oversized_line_is_dropped_while_read_and_reported_with_its_id(tmp_path: Path) -> None:
+    """Its id is read from its head (as the Python SDK writes) or its tail (the TypeScript SDK's order); with the
+    id in its head it is reported as soon as it crosses the limit, before its end has even been written."""
+    script = textwrap.dedent("""
+        import json, sys, time
+        pad = "z" * 50_000
+        lines = [
+            '{"result": {"content": [{"type": "text", "text": "%s"}]}, "jsonrpc": "2.0", "id": "ts-7"}' % pad,
+            '{"jsonrpc": "2.0", "method": "notifications/message", "params": {"data": "%s"}}' % pad,
+            '{"jsonrpc":"2.0","id":3,"method":"sampling/createMessage","params":{"x":"%s"}}' % pad,
+            json.dumps({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "ok"}}),
+        ]
+        sys.stdout.write("\\n".join(lines) + "\\n")
+        sys.stdout.write('{"jsonrpc":"2.0","id":41,"result":{"text":"' + pad)  # its end comes much later
+        sys.stdout.flush()
+        time.sleep(60)
+    """)
+    with anyio.fail_after(20):
+        async with stdio_streams(sys.executable, ["-c", script], {}, str(tmp_path), _errlog(tmp_path), 10_000) as (
+                read, _):
+            received = [await read.receive() for _ in range(5)]
+    tail_id, notification, server_request, intact, head_id = received
+    assert isinstance(tail_id, OversizedMessage) and (tail_id.kind, tail_id.request_id) == ("response", "ts-7")
+    assert tail_id.size is not None and tail_id.size > 50_000
+    assert isinstance(notification, OversizedMessage) and notification.kind == "request"
+    assert notification.request_id is None
+    assert isinstance(server_request, OversizedMessage) and server_request.kind == "request"  # the server's own id
+    assert isinstance(intact, SessionMessage) and intact.message.params["data"] == "ok"  # type: ignore[union-attr]
+    assert isinstance(head_id, OversizedMessage) and (head_id.kind, head_id.request_id) == ("response", 41)
+    assert head_id.size is None  # reported while the line was still being written

@@ -165,6 +165,9 @@ class GatewaySettings(BaseModel):
         10 * 1024 * 1024, description="size at which a server's stderr.log is rotated to stderr.log.1")
     stderr_log_backups: Annotated[int, Field(ge=1, le=20)] = Field(
         1, description="rotated stderr logs kept per server (stderr.log.1, .2 ...)")
+    header_timeout: PositiveFloat = Field(
+        10.0, description="seconds a client has to send a request's headers (from connecting, or from the request's "
+        "first byte on a kept-alive connection); else its connection is closed")
     body_timeout: PositiveFloat = Field(
         30.0, description="seconds a client has to send a request's whole body, once its headers are in (else 408)")
     max_pending_body_bytes: PositiveInt = Field(
