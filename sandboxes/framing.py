@@ -34,8 +34,8 @@ class OversizedMessage(ValueError):
         self.size = size  # None: reported before its end (it is over the limit; how far is not known yet)
         self.kind = kind
         self.request_id = request_id
-        length = f"of {size} bytes" if size is not None else f"of more than {limit} bytes"
-        super().__init__(f"a message {length} (the limit is {limit}) was dropped")
+        length = f"of {size} bytes" if size is not None else "still arriving"
+        super().__init__(f"a message {length}, over the limit of {limit} bytes, was dropped")
 
 
 class LineFramer:

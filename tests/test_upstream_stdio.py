@@ -32,7 +32,8 @@ async def test_lines_blank_garbage_and_an_unterminated_last_one(tmp_path: Path) 
     """)
     received: list[SessionMessage | Exception] = []
     with anyio.fail_after(20):
-        async with stdio_streams(sys.executable, ["-c", script], {}, str(tmp_path), _errlog(tmp_path), LIMIT) as (read, _):
+        async with stdio_streams(sys.executable, ["-c", script], {}, str(tmp_path), _errlog(tmp_path),
+                                 LIMIT) as (read, _):
             async for item in read:
                 received.append(item)
     assert isinstance(received[0], Exception) and "not json" in str(received[0])
@@ -53,7 +54,8 @@ async def test_a_large_message_arrives_whole_and_one_over_the_limit_is_skipped(t
     """)
     started = time.monotonic()
     with anyio.fail_after(30):
-        async with stdio_streams(sys.executable, ["-c", script], {}, str(tmp_path), _errlog(tmp_path), LIMIT) as (read, _):
+        async with stdio_streams(sys.executable, ["-c", script], {}, str(tmp_path), _errlog(tmp_path),
+                                 LIMIT) as (read, _):
             first = await read.receive()
     assert isinstance(first, SessionMessage) and first.message.params["data"] == big  # type: ignore[union-attr]
     assert time.monotonic() - started < 15  # read in pieces, joined once (not copied per piece)
@@ -61,7 +63,7 @@ async def test_a_large_message_arrives_whole_and_one_over_the_limit_is_skipped(t
         assert process.stdout is not None
         limited = PipeReader(process.stdout, max_line=5000)
         received = [await limited.receive() for _ in range(3)]
-    assert isinstance(received[0], OversizedMessage) and "the limit is 5000" in str(received[0])
+    assert isinstance(received[0], OversizedMessage) and "limit of 5000 bytes" in str(received[0])
     assert [len(item.message.params["data"]) for item in received[1:]] == [3000, 10]  # type: ignore[union-attr]
 
 
@@ -70,7 +72,8 @@ async def test_writes_reach_the_server_whole_when_sends_overlap(tmp_path: Path) 
     sent = [types.JSONRPCRequest(jsonrpc="2.0", id=index, method="ping", params={"pad": "x" * 5000 * index})
             for index in range(1, 21)]
     with anyio.fail_after(30):
-        async with stdio_streams(sys.executable, ["-c", script], {}, str(tmp_path), _errlog(tmp_path), LIMIT) as (read, write):
+        async with stdio_streams(sys.executable, ["-c", script], {}, str(tmp_path), _errlog(tmp_path),
+                                 LIMIT) as (read, write):
             echoed: list[SessionMessage | Exception] = []
 
             async def read_all() -> None:
@@ -132,7 +135,8 @@ async def test_an_oversized_line_is_dropped_while_read_and_reported_with_its_id(
             '{"result": {"content": [{"type": "text", "text": "%s"}]}, "jsonrpc": "2.0", "id": "ts-7"}' % pad,
             '{"jsonrpc": "2.0", "method": "notifications/message", "params": {"data": "%s"}}' % pad,
             '{"jsonrpc":"2.0","id":3,"method":"sampling/createMessage","params":{"x":"%s"}}' % pad,
-            json.dumps({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "ok"}}),
+            json.dumps({"jsonrpc": "2.0", "method": "notifications/message",
+                        "params": {"level": "info", "data": "ok"}}),
         ]
         sys.stdout.write("\\n".join(lines) + "\\n")
         sys.stdout.write('{"jsonrpc":"2.0","id":41,"result":{"text":"' + pad)  # its end comes much later

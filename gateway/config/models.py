@@ -159,8 +159,8 @@ class GatewaySettings(BaseModel):
     state_dir: str = Field(".simgate", description="where per-server HOME/TMPDIR/work dirs and logs live")
     max_body_bytes: PositiveInt = 4 * 1024 * 1024
     max_result_bytes: PositiveInt = Field(
-        DEFAULT_MAX_RESULT_BYTES, description="bytes one message from an upstream may have (a stdio line, an HTTP body or "
-        "SSE event); a larger one is dropped as it is read and its call fails with -32008")
+        DEFAULT_MAX_RESULT_BYTES, description="bytes one message from an upstream may have (a stdio line, an HTTP "
+        "body or SSE event); a larger one is dropped as it is read and its call fails with -32008")
     stderr_log_bytes: PositiveInt = Field(
         10 * 1024 * 1024, description="size at which a server's stderr.log is rotated to stderr.log.1")
     stderr_log_backups: Annotated[int, Field(ge=1, le=20)] = Field(

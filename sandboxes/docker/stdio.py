@@ -1,10 +1,10 @@
 """MCP over a container's attach socket, with the shape of `mcp.client.stdio.stdio_client`.
 
 The container is created with stdin open (StdinOnce), attached before it starts (so no output is
-lost), and its multiplexed output is split by the 8-byte frame headers: stdout lines become
-`SessionMessage`s (or the parse error, which the upstream reader skips), stderr goes to the server's
-log. The socket is driven by the event loop; the blocking docker SDK calls run in worker threads.
-When the server exits, crashes or is killed (memory, wall clock), the read stream ends exactly as
+lost), and its multiplexed output is split by the 8-byte frame headers: stdout goes through the same
+line framer and limit as a child process's (`sandboxes.framing`), stderr to the server's log. The
+socket is driven by the event loop; the blocking docker SDK calls run in worker threads. When the
+server exits, crashes or is killed (memory, wall clock), the read stream ends exactly as
 when a child process exits. On the way out: stdin is closed, the container gets a short grace
 period, then it is removed by force, shielded from cancellation so no container outlives the call.
 """
@@ -46,7 +46,8 @@ _STOP_GRACE = 2.0  # seconds a server gets to exit after its stdin closes
 @asynccontextmanager
 async def docker_stdio_client(name: str, command: str, args: list[str], env: dict[str, str], cwd: str,
                               dirs: ServerDirs, policy: SandboxPolicy, instance: str, errlog: IO[str],
-                              max_line: int, egress: EgressMount | None = None) -> AsyncIterator[tuple[MemoryObjectReceiveStream[SessionMessage | Exception],
+                              max_line: int, egress: EgressMount | None = None
+                              ) -> AsyncIterator[tuple[MemoryObjectReceiveStream[SessionMessage | Exception],
                                                        MemoryObjectSendStream[SessionMessage]]]:
     client = await anyio.to_thread.run_sync(connect, policy.docker_host)
     try:
