@@ -11,7 +11,6 @@ from typing import Any
 
 import anyio
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -22,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.auth.keys import KeyFileError, KeyStore
 from gateway.auth.middleware import RequireApiKey
+from gateway.auth.rebinding import CheckHostAndOrigin, rebinding_settings
 from gateway.cache.store import DiskStore
 from gateway.config.models import GatewayConfig
 from gateway.downstream.bodies import BoundedBodies
@@ -37,7 +37,6 @@ from gateway.executors.shadow import ShadowExecutor
 from gateway.executors.simulated import SimulatedExecutor
 from gateway.logs import redact_logs
 from gateway.metrics import GatewayMetrics
-from gateway.net import is_loopback
 from gateway.pipeline.authorize import Authorize
 from gateway.pipeline.call import Pipeline
 from gateway.pipeline.faults import InjectFaults
@@ -66,8 +65,10 @@ logger = logging.getLogger("simgate.gateway")
 class Gateway:
     """Everything one running gateway owns; built from a config, no global state."""
 
-    def __init__(self, config: GatewayConfig, *, host: str | None = None) -> None:
+    def __init__(self, config: GatewayConfig, *, host: str | None = None, insecure: bool = False) -> None:
+        """`insecure`: the gateway may serve without client keys (also after the last one is removed)."""
         self.config = config
+        self.insecure = insecure
         state_dir = Path(config.gateway.state_dir)
         # Vault secrets: resolved into the upstreams' env/headers now (a missing one stops the start),
         # and redacted from everything the gateway returns or writes.
@@ -76,7 +77,8 @@ class Gateway:
         resolved = self.secrets.resolve()
         self.keys = KeyStore(config.gateway.keys_file)
         try:
-            self.keys.keys()  # a broken key file stops the start instead of locking every client out later
+            # A broken key file stops the start instead of locking every client out later.
+            self.keys_at_start = self.keys.enabled
         except KeyFileError as exc:
             raise ConfigError(str(exc)) from None
         self.store = DiskStore(Path(config.gateway.cache_path))
@@ -112,7 +114,7 @@ class Gateway:
             RouteByMode(executors),
         )
         aggregate, singles = exposures_for(self.pool, config.gateway.name)
-        security = _transport_security(host or config.gateway.host)
+        self.security = security = rebinding_settings(host or config.gateway.host)
         self.servers: dict[str, ProxyServer] = {"/mcp": ProxyServer(aggregate, self.pipeline)}
         self.servers.update({single.endpoint: ProxyServer(single, self.pipeline) for single in singles.values()})
         self.managers = {
@@ -166,7 +168,10 @@ class Gateway:
                 Route("/admin/modes", self._modes, methods=["GET", "PUT"]),
             ],
             lifespan=self.lifespan,
-            middleware=[Middleware(RedactResponses, redactor=self.redactor), Middleware(RequireApiKey, keys=self.keys),
+            middleware=[Middleware(RedactResponses, redactor=self.redactor),
+                        Middleware(CheckHostAndOrigin, settings=self.security),
+                        Middleware(RequireApiKey, keys=self.keys, required=self.keys_at_start,
+                                   keyless_allowed=self.insecure),
                         Middleware(BoundedBodies, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout,
                                    max_pending=settings.max_pending_body_bytes)],
         )
@@ -257,14 +262,3 @@ class _LiveSessions(dict[str, int]):
 
     def items(self) -> Any:
         return [(endpoint, len(live_transports(manager))) for endpoint, manager in self._managers.items()]
-
-
-def _transport_security(host: str) -> TransportSecuritySettings:
-    """DNS-rebinding protection whenever the gateway listens on loopback only."""
-    if is_loopback(host):
-        return TransportSecuritySettings(
-            enable_dns_rebinding_protection=True,
-            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"],
-            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
-        )
-    return TransportSecuritySettings(enable_dns_rebinding_protection=False)

@@ -1,15 +1,35 @@
-"""The `simgate` command. Each package contributes its sub-commands through the `simgate.commands`
-entry-point group, so the command line grows without this module importing any of them."""
+"""The `simgate` command. Each package defines its sub-commands next to its own code; `COMMANDS` lists
+them (as import paths, so this module imports none of them, and `runner` stays above `gateway`).
+Third-party plugins add theirs through the `simgate.commands` entry-point group."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
 Handler = Callable[[argparse.Namespace], int]
+
+# The project's own commands, in the order `simgate --help` lists them.
+COMMANDS = (
+    "gateway.commands:register",
+    "gateway.cache.commands:register",
+    "gateway.vault.commands:register",
+    "gateway.auth.commands:register",
+    "sandboxes.commands:register",
+    "gateway.upstream.install_commands:register",
+    "gateway.fidelity.commands:register",
+    "gateway.export.commands:register",
+    "runner.commands:register",
+    "runner.fidelity.commands:register",
+    "runner.export.commands:register",
+    "runner.onboard.commands:register",
+    "runner.pipeline.commands:register",
+)
+PLUGIN_GROUP = "simgate.commands"
 
 
 def guarded(handler: Handler, *expected: type[BaseException], prefix: str = "simgate",
@@ -46,13 +66,12 @@ def command_group(commands: argparse._SubParsersAction, name: str, help: str) ->
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simgate", description="simgate: a simulation-capable MCP gateway")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    registered = sorted(entry_points(group="simgate.commands"), key=lambda ep: ep.name)
-    if not registered:  # running from a source tree that was never installed
-        from gateway.commands import register
-
-        register(commands)
-    for entry in registered:
-        entry.load()(commands)
+    for path in COMMANDS:
+        module, _, function = path.partition(":")
+        getattr(importlib.import_module(module), function)(commands)
+    for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name):
+        if entry.value not in COMMANDS:  # an older install of this project still lists its own commands
+            entry.load()(commands)
     return parser
 
 

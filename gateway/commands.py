@@ -25,7 +25,8 @@ def register(commands: Any) -> None:
     serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1, or the config's)")
     serve.add_argument("--port", type=int, default=None, help="port to listen on (default 8808, or the config's)")
     serve.add_argument("--insecure", action="store_true",
-                       help="allow listening on a non-loopback address without client API keys")
+                       help="allow serving without client API keys: on a non-loopback address, and after the "
+                            "last key is removed (else a gateway that has required keys then refuses every client)")
     serve.set_defaults(handler=guarded(_serve, ConfigError))
 
     servers = commands.add_parser("servers", help="list the servers of a running gateway")
@@ -73,7 +74,7 @@ def _serve(args: argparse.Namespace) -> int:
               f"(none in {config.gateway.keys_file}; create one with `simgate keys create`); "
               "pass --insecure to do it anyway", file=sys.stderr)
         return 2
-    return serve(config, host=args.host, port=args.port)
+    return serve(config, host=args.host, port=args.port, insecure=args.insecure)
 
 
 def _has_keys(path: str) -> bool:

@@ -83,6 +83,12 @@ class InvalidMode(GatewayError):
     code_value = types.INVALID_PARAMS
 
 
+class TooManySubscriptions(GatewayError):
+    """A client session holds as many resource subscriptions as the gateway keeps for one session."""
+
+    code_value = types.INVALID_REQUEST
+
+
 
 class Forbidden(GatewayError):
     """The client's API key does not allow this server, tool, prompt or resource."""

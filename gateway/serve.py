@@ -17,12 +17,12 @@ from gateway.logs import configure_logging
 logger = logging.getLogger("simgate.gateway")
 
 
-def serve(config: GatewayConfig, *, host: str | None = None, port: int | None = None) -> int:
+def serve(config: GatewayConfig, *, host: str | None = None, port: int | None = None, insecure: bool = False) -> int:
     configure_logging(config.gateway.log_level)
     host = host or config.gateway.host
     port = config.gateway.port if port is None else port
     try:
-        gateway = Gateway(config, host=host)
+        gateway = Gateway(config, host=host, insecure=insecure)
     except ConfigError as exc:  # e.g. a vault secret a server refers to is missing: the gateway does not start
         print(f"simgate: {exc}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,10 @@ def repair(path: Path) -> None:
         raise OutputFileError(f"{path}: cannot be read or repaired ({exc.strerror or exc})") from None
 
 
-def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """The trajectories of a repaired output file, one at a time (files can be large)."""
+def read_records(path: Path, key: Callable[[dict[str, Any]], Any] = done_key,
+                 what: str = "trajectory") -> Iterator[dict[str, Any]]:
+    """The records of a repaired output file, one at a time (files can be large); `key` checks each
+    (the pipeline's stages read their own kinds of lines through it)."""
     try:
         handle = open(path, "rb")  # noqa: SIM115  (closed below; a generator holds it)
     except FileNotFoundError:
@@ -72,10 +74,10 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
                 continue
             try:
                 record = json.loads(line)
-                done_key(record)
+                key(record)
             except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                 raise OutputFileError(
-                    f"{path}:{number}: not a trajectory line; is this the right output file?") from None
+                    f"{path}:{number}: not a {what} line; is this the right file?") from None
             yield record
 
 
@@ -85,27 +87,34 @@ def repair_and_read(path: Path) -> list[dict[str, Any]]:
     return list(read_records(path))
 
 
-class TrajectoryWriter:
-    """Appends whole lines; one instance per output file and run."""
+class JsonlWriter:
+    """Appends whole lines (trajectories, tasks, scores); one instance per output file and run."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = anyio.Lock()
         self._fd: int | None = None
 
-    def open(self) -> Iterator[dict[str, Any]]:
-        """Repair the file, open it for appending and return the trajectories already in it (lazily)."""
+    def open(self, key: Callable[[dict[str, Any]], Any] = done_key,
+             what: str = "trajectory") -> Iterator[dict[str, Any]]:
+        """Repair the file, open it for appending and return the records already in it (lazily)."""
         repair(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             raise OutputFileError(f"{self.path}: cannot be written ({exc.strerror or exc})") from None
-        return read_records(self.path)
+        return read_records(self.path, key, what)
 
     async def write(self, trajectory: Trajectory) -> None:
+        await self.write_line(trajectory.to_line())
+
+    async def write_record(self, record: dict[str, Any]) -> None:
+        await self.write_line(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+
+    async def write_line(self, text: str) -> None:
         assert self._fd is not None, "open() first"
-        line = (trajectory.to_line() + "\n").encode("utf-8")
+        line = (text + "\n").encode("utf-8")
         async with self._lock:
             fd = self._fd
             await anyio.to_thread.run_sync(_write_whole, fd, line)

@@ -20,7 +20,7 @@ from runner.agents import Draft, build_agent
 from runner.checks import run_checks
 from runner.errors import GatewayUnreachable, LLMUnreachable, RunnerError
 from runner.mcp_tools import gateway_session
-from runner.output import DoneKey, TrajectoryWriter, done_key
+from runner.output import DoneKey, JsonlWriter, done_key
 from runner.settings import RunSettings
 from runner.tasks import Task
 from runner.trajectory import OUTCOMES, AgentInfo, Trajectory, utc_now
@@ -125,7 +125,7 @@ async def execute(jobs: list[Job], out: Path | None, *, concurrency: int = 1, pr
     `out`, unless `keep_done` is false: a large file need not be held in memory) in job order, and
     the summary of this run."""
     summary = RunSummary(total=len(jobs))
-    writer = TrajectoryWriter(out) if out is not None else None
+    writer = JsonlWriter(out) if out is not None else None
     done: dict[DoneKey, Trajectory | None] = {}
     if writer is not None:
         wanted = {job.key for job in jobs}

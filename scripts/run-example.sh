@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
-.venv/bin/pip install --quiet --disable-pip-version-check -e . uv
+.venv/bin/pip install --quiet --disable-pip-version-check -e .
 export PATH="$PWD/.venv/bin:$PATH"
 exec simgate serve examples/servers.json "$@"

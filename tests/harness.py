@@ -56,7 +56,10 @@ def fixture_server(name: str, *args: str) -> dict[str, Any]:
 
 @contextmanager
 def running_gateway(config: dict[str, Any], workdir: Path, *, ready_timeout: float = 90,
-                    wait_ready: bool = True) -> Iterator[GatewayProcess]:
+                    wait_ready: bool = True, host: str = "127.0.0.1",
+                    serve_args: tuple[str, ...] = ()) -> Iterator[GatewayProcess]:
+    """`host`: the address to listen on; "0.0.0.0" makes a non-loopback gateway, still reached (only) at
+    127.0.0.1."""
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "simgate.json"
     config_path.write_text(json.dumps(config))
@@ -65,7 +68,8 @@ def running_gateway(config: dict[str, Any], workdir: Path, *, ready_timeout: flo
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", str(config_path), "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "gateway", "serve", str(config_path), "--host", host, "--port", str(port),
+             *serve_args],
             cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     gateway = GatewayProcess(url=f"http://127.0.0.1:{port}", process=process, log=log, workdir=workdir)
     try:

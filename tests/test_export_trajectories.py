@@ -47,8 +47,32 @@ def test_toucan_columns() -> None:
     assert set(row) == {"uuid", "subset_name", "question", "target_tools", "available_tools", "messages",
                         "question_quality_assessment", "response_quality_assessment", "metadata"}
     assert row["subset_name"] == "simgate-replay" and row["target_tools"] == "calc__calculate"
-    assert json.loads(row["messages"]) == _trajectory()["messages"]
+    # The published message shape: one assistant message per call (function_call), answers as role function.
+    assert json.loads(row["messages"]) == [
+        {"role": "system", "content": "You are helpful."},
+        {"role": "user", "content": "What is 6*7 and 2+2?"},
+        {"role": "assistant", "content": "Let me compute."},
+        {"role": "assistant", "content": "", "function_call": {"name": "calc__calculate",
+                                                               "arguments": "{\"expression\": \"6*7\"}"}},
+        {"role": "assistant", "content": "", "function_call": {"name": "calc__calculate",
+                                                               "arguments": "{\"expression\": \"2+2\"}"}},
+        {"role": "function", "name": "calc__calculate", "content": "42"},
+        {"role": "function", "name": "calc__calculate", "content": "4"},
+        {"role": "assistant", "content": "42 and 4."}]
     assert json.loads(row["available_tools"]) == TOOLS
+    assert json.loads(row["metadata"])["mcp_servers"] == [{"server_name": "calc", "remote_server_response": {
+        "tools": [{"name": "calculate", "description": "Evaluate", "input_schema": TOOLS[0]["function"]["parameters"]}]}}]
+    # Not judged: no assessment is made up.
+    assert row["question_quality_assessment"] is None and row["response_quality_assessment"] is None
+    judged = to_toucan(_trajectory(
+        checks={"passed": True, "target_tool_share": 1.0, "target_order_kept": True},
+        question_quality_assessment={"question_quality": {"reasoning": "clear", "score": 5}},
+        response_quality_assessment={"completeness": {"reasoning": "a", "score": 5},
+                                     "conciseness": {"reasoning": "b", "score": 3}, "judge": {"model": "m"}}))
+    assert json.loads(judged["question_quality_assessment"])["question_quality"]["score"] == 5
+    response = json.loads(judged["response_quality_assessment"])
+    assert response["overall_score"] == 4.0 and response["desired_tools_used_percentage"] == 1.0
+    assert response["order_correctness"] is True
     assert json.loads(row["metadata"])["tool_events"][0]["source"] == "cache"
     # Stable per (id, mode, repeat): re-exports deduplicate; another repeat is another row.
     assert row["uuid"] == to_toucan(_trajectory())["uuid"] != to_toucan(_trajectory(repeat=1))["uuid"]

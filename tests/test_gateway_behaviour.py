@@ -102,9 +102,10 @@ async def test_bad_arguments_never_reach_the_upstream(gateway: GatewayProcess) -
         assert unknown_server.value.code == -32602 and "nosuch__echo" in unknown_server.value.message
 
 
-def _post(gateway: GatewayProcess, body: bytes, path: str = "/mcp") -> httpx.Response:
+def _post(gateway: GatewayProcess, body: bytes, path: str = "/mcp", headers: dict[str, str] | None = None
+          ) -> httpx.Response:
     return httpx.post(gateway.url + path, content=body, timeout=10, headers={
-        "content-type": "application/json", "accept": "application/json, text/event-stream"})
+        "content-type": "application/json", "accept": "application/json, text/event-stream", **(headers or {})})
 
 
 def test_malformed_json_oversized_body_and_unknown_server(gateway: GatewayProcess) -> None:
@@ -117,6 +118,29 @@ def test_malformed_json_oversized_body_and_unknown_server(gateway: GatewayProces
     missing = _post(gateway, b"{}", "/servers/nosuch/mcp")
     assert missing.status_code == 404 and "nosuch" in missing.json()["error"]
     assert httpx.get(gateway.url + "/healthz").json() == {"status": "ok"}
+
+
+FOREIGN = ({"Host": "rebound.example:8808"}, 421), ({"Origin": "http://rebound.example"}, 403)
+
+
+def test_host_and_origin_are_checked_on_every_route_but_the_probes(gateway: GatewayProcess) -> None:
+    # A page on another site whose name resolves to 127.0.0.1 must not reach the admin API (loopback, no keys).
+    modes = httpx.get(gateway.url + "/admin/modes").json()
+    change = {"mode": "replay", "session": "rebinding-test"}  # harmless to the other tests, were it accepted
+    for headers, status in FOREIGN:
+        refused = httpx.put(gateway.url + "/admin/modes", json=change, headers=headers)
+        assert refused.status_code == status and "DNS rebinding" in refused.json()["error"], refused.text
+        assert httpx.get(gateway.url + "/admin/servers", headers=headers).status_code == status
+        assert httpx.get(gateway.url + "/admin/modes", headers=headers).status_code == status
+        assert _post(gateway, b"{}", "/servers/other/mcp", headers).status_code == status
+        # Probes and scrapers send the Host they were set up with: exempt, but only to read.
+        for probe in ("/healthz", "/readyz", "/metrics"):
+            assert httpx.get(gateway.url + probe, headers=headers).status_code == 200, probe
+        assert httpx.post(gateway.url + "/metrics", headers=headers).status_code == status
+    assert httpx.get(gateway.url + "/admin/modes").json() == modes
+    # The gateway's own names and pages are accepted.
+    for own in ({"Origin": gateway.url}, {"Host": "localhost"}, {}):
+        assert httpx.put(gateway.url + "/admin/modes", json=change, headers=own).status_code == 200, own
 
 
 async def test_crash_in_flight_errors_at_once_and_the_next_call_works(gateway: GatewayProcess) -> None:

@@ -165,3 +165,44 @@ def test_a_non_loopback_bind_is_allowed_once_keys_exist(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@pytest.mark.parametrize(("host", "serve_args", "key_at_start", "after_last_removed"), [
+    ("0.0.0.0", (), True, 403),  # non-loopback: the last key's removal must not open the gateway to anyone
+    ("127.0.0.1", (), True, 403),  # loopback too: once keys are in use, they stay required
+    ("127.0.0.1", (), False, 403),  # ... also when the first key was created while the gateway ran
+    ("0.0.0.0", ("--insecure",), True, 200),  # --insecure: serving without keys was asked for
+], ids=["non-loopback", "loopback", "loopback-key-made-later", "insecure"])
+def test_removing_the_last_key_fails_closed(tmp_path: Path, host: str, serve_args: tuple[str, ...],
+                                            key_at_start: bool, after_last_removed: int) -> None:
+    config: dict[str, Any] = {"gateway": {"state_dir": "st"}, "mcpServers": {}}
+    (tmp_path / "simgate.json").write_text(json.dumps(config))
+    key = _create(tmp_path, "only", "--servers", "*", "--admin") if key_at_start else None
+    # Traffic goes to 127.0.0.1 only, whatever address the gateway listens on.
+    with running_gateway(config, tmp_path, host=host, serve_args=serve_args) as gateway:
+        if key is None:
+            assert _post_initialize(gateway.mcp_url(), {}).status_code == 200  # no keys yet: open on loopback
+            key = _create(tmp_path, "only", "--servers", "*", "--admin")
+        assert wait_until(lambda: _post_initialize(gateway.mcp_url(), {}).status_code == 401)
+        assert _post_initialize(gateway.mcp_url(), _bearer(key)).status_code == 200
+        assert httpx.get(f"{gateway.url}/admin/servers", headers=_bearer(key)).status_code == 200
+
+        removed = _keys(tmp_path, "rm", "--config", "simgate.json", "only")
+        assert removed.returncode == 0 and "that was the last key" in removed.stderr
+        assert wait_until(lambda: _post_initialize(gateway.mcp_url(), {}).status_code == after_last_removed)
+        change = {"mode": "replay"}
+        if after_last_removed == 403:
+            for headers in ({}, _bearer(key)):  # nobody, not even the removed key's holder
+                refused = _post_initialize(gateway.mcp_url(), headers)
+                assert refused.status_code == 403 and "no API keys are configured" in refused.json()["error"]
+                assert httpx.get(f"{gateway.url}/admin/servers", headers=headers).status_code == 403
+                assert httpx.put(f"{gateway.url}/admin/modes", json=change, headers=headers).status_code == 403
+            assert httpx.get(f"{gateway.url}/admin/modes").status_code == 403
+            assert http_ok(f"{gateway.url}/healthz") and http_ok(f"{gateway.url}/metrics")  # probes stay open
+            assert "the last client API key is gone" in gateway.log_text()
+            # A new key restores service, for its holder only.
+            fresh = _create(tmp_path, "fresh", "--servers", "*")
+            assert wait_until(lambda: _post_initialize(gateway.mcp_url(), _bearer(fresh)).status_code == 200)
+            assert _post_initialize(gateway.mcp_url(), {}).status_code == 401
+        else:
+            assert httpx.put(f"{gateway.url}/admin/modes", json=change).status_code == 200

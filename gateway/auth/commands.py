@@ -2,7 +2,8 @@
 clients that present one (`Authorization: Bearer <key>`), and each sees and calls only what its key allows.
 
 The key file is `--keys-file FILE`, else the one of `--config FILE` (`gateway.keys_path`, else
-STATE_DIR/keys.json), else `.simgate/keys.json`. A serving gateway picks up changes at once.
+STATE_DIR/keys.json), else `.simgate/keys.json`. A serving gateway picks up changes at once; once it
+has required keys, removing the last one makes it refuse every client (unless served with `--insecure`).
 The key itself is printed once, by `create`; only its sha256 is kept.
 """
 
@@ -112,7 +113,8 @@ def _list(args: argparse.Namespace) -> int:
         print(json.dumps(keys, indent=2))
         return 0
     if not keys:
-        print(f"no keys in {store.path}: the gateway admits every client on loopback", file=sys.stderr)
+        print(f"no keys in {store.path}: a gateway that has never required keys admits every client on loopback; "
+              "one that has refuses every client (unless served with --insecure)", file=sys.stderr)
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -131,4 +133,7 @@ def _rm(args: argparse.Namespace) -> int:
     store, _ = _store(args)
     key = store.remove(args.key)
     print(f"revoked key {key.name!r} (id {key.id})")
+    if not store.keys():
+        print(f"that was the last key in {store.path}: a serving gateway that used it now refuses every client "
+              "until a key is created (unless it was started with --insecure)", file=sys.stderr)
     return 0

@@ -2,8 +2,10 @@
 
 Health, readiness and metrics stay open (probes and scrapers carry no keys). The key that was
 presented travels to the MCP handlers in `scope["state"]`, where the downstream server filters what
-the client sees and the `Authorize` stage checks each call. A key file that has become unreadable
-closes the gateway (503) rather than opening it.
+the client sees and the `Authorize` stage checks each call. Failures close the gateway rather than
+open it: a key file that has become unreadable answers 503, and once this gateway has required keys
+(it started with some, or one was created while it ran), removing the last one refuses every client
+(403) instead of turning authentication off, unless it was started with `--insecure`.
 """
 
 from __future__ import annotations
@@ -28,10 +30,20 @@ def presented_key(scope: Scope) -> ApiKey | None:
     return state.get(STATE_KEY) if isinstance(state, dict) else None
 
 
+NO_KEYS_LEFT = ("no API keys are configured: this gateway has required keys, so it refuses every client until "
+                "one is created with `simgate keys create`")
+
+
 class RequireApiKey:
-    def __init__(self, app: ASGIApp, keys: KeyStore) -> None:
+    """`required`: keys were in force when the gateway started. `keyless_allowed` (`--insecure`): the
+    gateway may serve without keys, so removing the last one turns authentication off again."""
+
+    def __init__(self, app: ASGIApp, keys: KeyStore, *, required: bool = False, keyless_allowed: bool = False) -> None:
         self.app = app
         self.keys = keys
+        self._required = required
+        self._keyless_allowed = keyless_allowed
+        self._locked = False  # refusing everyone for want of keys (logged once per time it happens)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in _OPEN_PATHS:
@@ -44,13 +56,31 @@ class RequireApiKey:
             logger.error("key file unreadable; refusing clients", extra={"error": str(exc)})
             await JSONResponse({"error": "the gateway's key file is unreadable"}, status_code=503)(scope, receive, send)
             return
-        if enabled:
-            refusal = self._refusal(scope, key)
-            if refusal is not None:
-                await refusal(scope, receive, send)
+        if not enabled:
+            if self._required and not self._keyless_allowed:
+                self._lock()
+                await JSONResponse({"error": NO_KEYS_LEFT}, status_code=403)(scope, receive, send)
                 return
-            scope.setdefault("state", {})[STATE_KEY] = key
+            await self.app(scope, receive, send)
+            return
+        self._unlock()
+        refusal = self._refusal(scope, key)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        scope.setdefault("state", {})[STATE_KEY] = key
         await self.app(scope, receive, send)
+
+    def _lock(self) -> None:
+        if not self._locked:
+            self._locked = True
+            logger.warning("the last client API key is gone: refusing every client until one is created",
+                           extra={"keys_file": str(self.keys.path)})
+
+    def _unlock(self) -> None:
+        if not self._required:
+            logger.info("client API keys are now required", extra={"keys_file": str(self.keys.path)})
+        self._required, self._locked = True, False
 
     def _authenticate(self, scope: Scope) -> ApiKey | None:
         scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")

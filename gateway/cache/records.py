@@ -31,6 +31,7 @@ class Recording(BaseModel):
     episode: str = Field("", description="the session that recorded it (sequentially replayed tools)")
     position: int = Field(0, description="for sequentially replayed tools: the call's place in its episode")
     expires_at: float | None = Field(None, description="unix time after which the recording is stale")
+    recorded_by: str | None = Field(None, description="the id of the client key that recorded it (none: no key)")
 
     @property
     def is_error(self) -> bool:

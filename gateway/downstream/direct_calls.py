@@ -62,7 +62,7 @@ class DirectCalls:
     def __init__(self, manager: StreamableHTTPSessionManager, server: ProxyServer, security: TransportSecuritySettings,
                  max_body_bytes: int, longest_call: float) -> None:
         self._manager = manager
-        self._server = server  # its registered `tools/call` handler answers; `server.sessions`: the sessions it met
+        self._server = server  # its registered `tools/call` handler answers; `server.clients`: the sessions it met
         self._security = TransportSecurityMiddleware(security)
         self._body_limit = min(_PEEK_LIMIT, max_body_bytes)
         self._longest_call = longest_call  # seconds one call may take: its session is kept at least that long
@@ -75,10 +75,11 @@ class DirectCalls:
         session_id = request.headers.get("mcp-session-id")
         if not session_id or not _acceptable(request):
             return receive
-        session = self._server.sessions.get(session_id)
+        client = self._server.clients.get(session_id)
         transport = live_transport(self._manager, session_id)
-        if session is None or transport is None:
+        if client is None or transport is None:
             return receive
+        session = client.session
         if await self._security.validate_request(request, is_post=True) is not None:
             return receive
         body, receive = await peek_body(receive, self._body_limit)

@@ -221,8 +221,11 @@ class Exposure:
         _permit(allowed, upstream.name)
         return await upstream.request("completion/complete", forwarded, origin=origin)
 
-    async def set_logging_level(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    async def set_logging_level(self, params: Mapping[str, Any], allowed: ServerFilter = None) -> dict[str, Any]:
+        # A server's level is shared by all its clients: a key changes only the servers it may use.
         for upstream in self._capable("logging"):
+            if allowed is not None and not allowed(upstream.name):
+                continue
             try:
                 await upstream.request("logging/setLevel", params)
             except MCPError:

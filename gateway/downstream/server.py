@@ -11,11 +11,11 @@ from mcp.server.caching import CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
-from mcp.server.session import ServerSession
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway.auth.keys import ApiKey
 from gateway.auth.middleware import presented_key
+from gateway.downstream.audience import Listener
 from gateway.downstream.exposure import Exposure
 from gateway.downstream.origin import RequestOrigin
 from gateway.pipeline.call import Pipeline, ToolCall
@@ -44,7 +44,7 @@ class ProxyServer(Server[Any]):
         self.pipeline = pipeline
         # The SDK's per-request OpenTelemetry span duplicates the gateway's own call observation.
         self.middleware = []
-        self.sessions: dict[str, ServerSession] = {}
+        self.clients: dict[str, Listener] = {}  # the client sessions met, by id
         # The ids of the client sessions still open (set by the app, from its session manager).
         self.open_session_ids: Callable[[], Container[str]] | None = None
         for method, params_type, handler in (
@@ -98,14 +98,20 @@ class ProxyServer(Server[Any]):
 
     # ---------------------------------------------------------------- handlers
 
-    def _remember(self, ctx: Ctx) -> None:
+    def _remember(self, ctx: Ctx) -> Listener | None:
         session_id = _header(ctx, "mcp-session-id")
-        if session_id and session_id not in self.sessions:
+        if not session_id:
+            return None
+        client = self.clients.get(session_id)
+        if client is None:
             if self.open_session_ids is not None:  # forget the sessions that ended, as a new one comes
                 open_ids = self.open_session_ids()
-                for ended in [known for known in self.sessions if known not in open_ids]:
-                    del self.sessions[ended]
-            self.sessions[session_id] = ctx.session
+                for ended in [known for known in self.clients if known not in open_ids]:
+                    del self.clients[ended]
+            client = self.clients[session_id] = Listener(ctx.session, _api_key(ctx))
+        else:
+            client.key = _api_key(ctx)  # what it may hear follows the key it presents now
+        return client
 
     async def _initialized(self, ctx: Ctx, params: Any) -> None:
         self._remember(ctx)
@@ -148,21 +154,25 @@ class ProxyServer(Server[Any]):
         return await self.exposure.list_resource_templates(ctx.params, _server_filter(ctx))
 
     async def _resource_request(self, ctx: Ctx, params: Any) -> dict[str, Any]:
-        self._remember(ctx)
-        return await self.exposure.resource_request(ctx.method, ctx.params or {}, RequestOrigin(ctx),
-                                                    _server_filter(ctx))
+        client = self._remember(ctx)
+        result = await self.exposure.resource_request(ctx.method, ctx.params or {}, RequestOrigin(ctx),
+                                                      _server_filter(ctx))
+        if client is not None and ctx.method != "resources/read":
+            client.subscribed(ctx.method, str((ctx.params or {}).get("uri", "")))
+        return result
 
     async def _complete(self, ctx: Ctx, params: Any) -> dict[str, Any]:
         return await self.exposure.complete(ctx.params or {}, RequestOrigin(ctx), _server_filter(ctx))
 
     async def _set_logging_level(self, ctx: Ctx, params: Any) -> dict[str, Any]:
         self._remember(ctx)
-        return await self.exposure.set_logging_level(ctx.params or {})
+        return await self.exposure.set_logging_level(ctx.params or {}, _server_filter(ctx))
 
     # ---------------------------------------------------------------- upstream notifications
 
     async def broadcast(self, server: str, notification: types.ServerNotification) -> None:
-        """Pass an upstream's notification on to every client session of this endpoint."""
+        """Pass an upstream's notification that belongs to no request on to the client sessions of this
+        endpoint that may hear it (see `Listener.hears`)."""
         if server not in self.exposure.servers:
             return
         if isinstance(notification, types.LoggingMessageNotification) and self.exposure.aggregate:
@@ -171,11 +181,13 @@ class ProxyServer(Server[Any]):
             notification = types.LoggingMessageNotification(params=params)
         elif isinstance(notification, types.ProgressNotification | types.ElicitCompleteNotification):
             return  # request-scoped; progress travels with its request
-        for session_id, session in list(self.sessions.items()):
+        for session_id, client in list(self.clients.items()):
+            if not client.hears(server, notification):
+                continue
             try:
-                await session.send_notification(notification)
+                await client.session.send_notification(notification)
             except Exception:
-                self.sessions.pop(session_id, None)  # the client session is gone
+                self.clients.pop(session_id, None)  # the client session is gone
 
 
 def _for_both_eras(handler: Handler) -> Handler:

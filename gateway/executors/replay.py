@@ -50,7 +50,9 @@ class ReplayExecutor:
     def miss(self, call: ToolCall) -> ReplayMiss:
         recorded: list[Recording] = []
         for key in self._store.tool_keys(call.server, call.tool):
-            recorded.extend(self._store.get(key)[:1])
+            shown = next((recording for recording in self._store.get(key) if shown_to(recording, call)), None)
+            if shown is not None:
+                recorded.append(shown)
         near = [recorded[i] for i in nearest(call.arguments, [r.arguments for r in recorded], NEAREST)]
         described: list[dict[str, Any]] = [{"arguments": r.arguments, "cache_key": r.key,
                                             "same_schema": r.tool_fingerprint == call.tool_fingerprint}
@@ -61,7 +63,17 @@ class ReplayExecutor:
                                      for d in described)
             hint = f"nearest recorded: {nearest_text}"
         else:
-            hint = "nothing of this tool is recorded"
+            hint = "nothing of this tool is recorded that this client may see"
         return ReplayMiss(f"replay miss for tool {call.exposed_name!r}{where} with arguments {call.arguments}: {hint}",
                           data={"tool": call.exposed_name, "server": call.server, "cache_key": call.cache_key,
                                 "position": call.position, "nearest": described})
+
+
+def shown_to(recording: Recording, call: ToolCall) -> bool:
+    """Whether a miss may name this recording's arguments to the caller. A sequence is its session's own;
+    a key sees what it recorded and what no key recorded (before keys, or imported); no key (keys not
+    in use) or an admin key sees the rest too."""
+    if recording.sequential and recording.episode != (call.session_id or ""):
+        return False
+    key = call.api_key
+    return key is None or key.admin or recording.recorded_by in (None, key.id)

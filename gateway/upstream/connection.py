@@ -23,6 +23,7 @@ from pydantic import TypeAdapter
 
 from gateway.config.models import GatewaySettings, ServerConfig
 from gateway.errors import RESULT_TOO_LARGE, ResultTooLarge, UpstreamTimeout, UpstreamUnavailable
+from gateway.upstream.correlation import Callers, unmarked, without_mark
 from gateway.upstream.errlog import rotating_errlog
 from gateway.upstream.origin import Origin
 from gateway.upstream.raw_calls import RawCalls
@@ -91,8 +92,7 @@ class Upstream:
         self._session: ClientSession | None = None
         self._raw_calls: RawCalls | None = None  # tool calls beside the session, on the same transport
         self._changed = anyio.Event()  # set (and renewed) whenever the upstream comes up or goes down
-        self._origins: dict[int, Origin] = {}
-        self._next_origin = 0
+        self._callers = Callers(name)  # client requests in flight: where request-scoped messages go back
         self._restart_now = anyio.Event()
         self._closed: anyio.Event | None = None  # set to end the current session (see `restart`)
         self._stale = False  # the config changed while the server was (re)starting
@@ -145,7 +145,7 @@ class Upstream:
     async def _serve_once(self, dirs: ServerDirs, stderr: IO[str]) -> None:
         self._stale = False
         async with (
-            open_transport(self.name, self.config, dirs, stderr, self.egress_decisions,
+            open_transport(self.name, self.config, dirs, stderr, self.egress_decisions, self._callers,
                            self._settings.max_result_bytes) as (read, write),
             ClientSession(
                 read,
@@ -263,16 +263,16 @@ class Upstream:
         timeout = timeout or self.config.call_timeout
         session = await self.wait_ready(min(timeout, self.config.startup_timeout))
         raw_calls = self._raw_calls
-        origin_id = self._register(origin)
         try:
-            if method == "tools/call" and raw_calls is not None and (origin is None or not origin.wants_progress()):
-                return await raw_calls.request(method, _strip_modern_meta(params), timeout)
-            return await session.send_request(
-                _RawRequest(method=method, params=_strip_modern_meta(params)),
-                _RAW_RESULT,
-                request_read_timeout_seconds=timeout,
-                progress_callback=origin.progress if origin is not None else None,
-            )
+            with self._callers.sending(origin):
+                if method == "tools/call" and raw_calls is not None and (origin is None or not origin.wants_progress()):
+                    return await raw_calls.request(method, _strip_modern_meta(params), timeout)
+                return await session.send_request(
+                    _RawRequest(method=method, params=_strip_modern_meta(params)),
+                    _RAW_RESULT,
+                    request_read_timeout_seconds=timeout,
+                    progress_callback=origin.progress if origin is not None else None,
+                )
         except MCPError as exc:
             if exc.code == types.REQUEST_TIMEOUT:
                 self._restart_now.set()  # check liveness now rather than at the next interval
@@ -286,43 +286,30 @@ class Upstream:
                     f"upstream server {self.name!r} failed during {method} ({reason}); it is being restarted",
                     data={"server": self.name}) from None
             raise
-        finally:
-            self._origins.pop(origin_id, None)
 
     async def notify(self, method: str, params: Mapping[str, Any] | None) -> None:
         if self._session is not None:
             await self._session.send_notification(
                 _RawNotification(method=method, params=dict(params) if params is not None else None))  # type: ignore[arg-type]
 
-    def _register(self, origin: Origin | None) -> int:
-        self._next_origin += 1
-        if origin is not None:
-            self._origins[self._next_origin] = origin
-        return self._next_origin
-
     # ------------------------------------------------- server-to-client, routed back
 
-    def _origin_for(self, method: str) -> Origin | None:
-        # stdio carries no link from a server request to the client request that caused it; the most
-        # recent request in flight on this upstream whose client can answer is the best match.
-        for origin in reversed(list(self._origins.values())):
-            if origin.supports(method):
-                return origin
-        return None
-
-    async def _route_back(self, method: str, params: types.BaseModel | None) -> dict[str, Any] | types.ErrorData:
-        origin = self._origin_for(method)
-        if origin is None:
-            return types.ErrorData(code=types.INVALID_REQUEST,
-                                   message=f"no client request in flight through simgate can answer {method}")
+    async def _route_back(self, method: str, params: types.BaseModel | None, ctx: ClientRequestContext
+                          ) -> dict[str, Any] | types.ErrorData:
+        """Pass a server-to-client request to the client whose request it belongs to (see `correlation`)."""
+        placement = self._callers.place(ctx.meta, unmarked_is_unsolicited=False)
+        origin = placement.origin
+        if origin is None or not origin.supports(method):
+            reason = placement.reason if origin is None else "the client whose request it belongs to cannot answer it"
+            return types.ErrorData(code=types.INVALID_REQUEST, message=f"simgate cannot pass {method} on: {reason}")
         dumped = params.model_dump(by_alias=True, mode="json", exclude_none=True) if params is not None else None
         try:
-            return await origin.request(method, dumped)
+            return await origin.request(method, unmarked(dumped))
         except MCPError as exc:
             return exc.error
 
     async def _on_sampling(self, ctx: ClientRequestContext, params: types.CreateMessageRequestParams) -> Any:
-        result = await self._route_back("sampling/createMessage", params)
+        result = await self._route_back("sampling/createMessage", params, ctx)
         if isinstance(result, types.ErrorData):
             return result
         if isinstance(result.get("content"), list):  # tool-use results carry a list of blocks
@@ -330,11 +317,11 @@ class Upstream:
         return types.CreateMessageResult.model_validate(result)
 
     async def _on_elicitation(self, ctx: ClientRequestContext, params: types.ElicitRequestParams) -> Any:
-        result = await self._route_back("elicitation/create", params)
+        result = await self._route_back("elicitation/create", params, ctx)
         return result if isinstance(result, types.ErrorData) else types.ElicitResult.model_validate(result)
 
     async def _on_list_roots(self, ctx: ClientRequestContext) -> Any:
-        result = await self._route_back("roots/list", None)
+        result = await self._route_back("roots/list", None, ctx)
         return result if isinstance(result, types.ErrorData) else types.ListRootsResult.model_validate(result)
 
     async def _on_message(self, message: types.ServerNotification | Exception) -> None:
@@ -347,10 +334,17 @@ class Upstream:
             except MCPError as exc:
                 logger.warning("upstream %s: re-listing tools failed: %s", self.name, exc.message)
         if isinstance(message, types.LoggingMessageNotification):
-            # A log line belongs to the call that is running, not to every client of the server.
-            origin = next(reversed(self._origins.values()), None)
-            if origin is not None:
-                await origin.notify(message)
+            # A log line of a request goes to that request's client alone; one of no request, to every
+            # client that may see this server. Over HTTP an unmarked line came on no request's stream.
+            placement = self._callers.place(message.params.meta,
+                                            unmarked_is_unsolicited=self.config.transport != "stdio")
+            message = types.LoggingMessageNotification(
+                params=message.params.model_copy(update={"meta": without_mark(message.params.meta)}))
+            if placement.origin is not None:
+                await placement.origin.notify(message)
+                return
+            if placement.solicited:
+                logger.debug("upstream %s: a log line not passed on: %s", self.name, placement.reason)
                 return
         if self._on_notification is not None:
             await self._on_notification(self.name, message)

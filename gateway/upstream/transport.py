@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from gateway.config.models import DEFAULT_MAX_RESULT_BYTES, ServerConfig
 from gateway.errors import RESULT_TOO_LARGE
+from gateway.upstream.correlation import RELATED_META_KEY, Callers
 from gateway.upstream.http_limit import BoundedTransport
 from gateway.upstream.install import server_command
 from gateway.upstream.raw_calls import RawCalls
@@ -42,13 +43,16 @@ class UpstreamReader(AsyncResource):
 
     Non-JSON lines (banners, logs printed on stdout) arrive as exceptions: they are logged and
     skipped in place, without another stream and task between the upstream and the session. Answers to
-    `raw_calls` are taken off here too.
+    `raw_calls` are taken off here too. Log lines and server-to-client requests are marked with the
+    caller whose request's stream they came on, when the transport says (see `correlation`).
     """
 
-    def __init__(self, name: str, inner: ReadStream[SessionMessage | Exception], raw_calls: RawCalls) -> None:
+    def __init__(self, name: str, inner: ReadStream[SessionMessage | Exception], raw_calls: RawCalls,
+                 callers: Callers | None = None) -> None:
         self._name = name
         self._inner = inner
         self.raw_calls = raw_calls
+        self._callers = callers
         self.closed = anyio.Event()
         self.skipped = 0
 
@@ -67,7 +71,7 @@ class UpstreamReader(AsyncResource):
             if self.raw_calls.take(item):
                 continue
             if not isinstance(item, Exception):
-                return item
+                return self._mark(item)
             self.skipped += 1
             # A flood of garbage must not become a flood of logs: the first few, then every 1000th.
             if self.skipped <= 5 or self.skipped % 1000 == 0:
@@ -88,6 +92,26 @@ class UpstreamReader(AsyncResource):
         logger.warning("upstream %s: %s; request %r fails", self._name, oversized, request_id)
         error = too_large(self._name, oversized.limit, oversized.size)
         return SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=request_id, error=error))
+
+    def _mark(self, item: SessionMessage) -> SessionMessage:
+        """A log line or server-to-client request, with the caller noted whose request's stream it came on."""
+        message = item.message
+        if not (isinstance(message, types.JSONRPCRequest)
+                or (isinstance(message, types.JSONRPCNotification) and message.method == "notifications/message")):
+            return item
+        caller = self._callers.caller_of(getattr(self._inner, "last_context", None)) if self._callers else None
+        params = dict(message.params or {})
+        meta = dict(params["_meta"]) if isinstance(params.get("_meta"), dict) else {}
+        if caller is None and RELATED_META_KEY not in meta:
+            return item
+        meta.pop(RELATED_META_KEY, None)  # only the gateway notes callers; an upstream cannot name one
+        if caller is not None:
+            meta[RELATED_META_KEY] = caller
+        if meta:
+            params["_meta"] = meta
+        else:
+            params.pop("_meta", None)
+        return SessionMessage(message.model_copy(update={"params": params or None}), metadata=item.metadata)
 
     def __aiter__(self) -> UpstreamReader:
         return self
@@ -110,15 +134,16 @@ class UpstreamReader(AsyncResource):
 @asynccontextmanager
 async def open_transport(
     name: str, config: ServerConfig, dirs: ServerDirs, stderr: IO[str], egress_decisions: Counter[str] | None = None,
-    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+    callers: Callers | None = None, max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
 ) -> AsyncIterator[tuple[UpstreamReader, WriteStream[SessionMessage]]]:
     """Yield (read, write); `read.closed` is set when the upstream's stream ends. `egress_decisions` counts
-    what the egress proxy of a server with a network allowlist allows and denies. A message over
-    `max_result_bytes` (the server's own setting first) is dropped as it is read, and the request it
-    answered fails with `ResultTooLarge`."""
+    what the egress proxy of a server with a network allowlist allows and denies; `callers` are the client
+    requests in flight, whose messages are marked as they arrive. A message over `max_result_bytes` (the
+    server's own setting first) is dropped as it is read, and the request it answered fails with
+    `ResultTooLarge`."""
     limit = config.max_result_bytes or max_result_bytes
     async with _raw_transport(name, config, dirs, stderr, egress_decisions, limit) as (read, write):
-        reader = UpstreamReader(name, read, RawCalls(write))
+        reader = UpstreamReader(name, read, RawCalls(write), callers)
         try:
             yield reader, write
         finally:  # however the session ended (restart, wall clock, shutdown): no raw call waits on

@@ -1,12 +1,16 @@
-"""`simgate export trajectories IN.jsonl --format toucan|sharegpt --out OUT.jsonl`."""
+"""`simgate export trajectories IN.jsonl --format toucan|openai|sharegpt --out OUT.jsonl|OUT.parquet`."""
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from gateway.cli import command_group
 from runner.export.formats import FORMATS, ExportError
@@ -18,7 +22,8 @@ def register(commands: Any) -> None:
     export = group.add_parser("trajectories", help="trajectories of `simgate run` in TOUCAN's columns or ShareGPT")
     export.add_argument("trajectories", help="a JSONL file written by `simgate run`")
     export.add_argument("--format", choices=sorted(FORMATS), default="toucan")
-    export.add_argument("--out", required=True, help="the JSONL file to write (replaced whole, never half-written)")
+    export.add_argument("--out", required=True, help="the file to write: JSONL, or Parquet when it ends in .parquet "
+                        "(replaced whole, never half-written)")
     export.add_argument("--only-passed", action="store_true", help="only trajectories whose checks passed")
     export.set_defaults(handler=_export)
 
@@ -31,7 +36,7 @@ def _export(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"simgate: cannot read {source}: {exc.strerror}", file=sys.stderr)
         return 2
-    rows: list[bytes] = []
+    rows: list[dict[str, Any]] = []
     skipped = 0
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -43,11 +48,21 @@ def _export(args: argparse.Namespace) -> int:
             if args.only_passed and not (trajectory.get("checks") or {}).get("passed"):
                 skipped += 1
                 continue
-            rows.append(json.dumps(convert(trajectory), ensure_ascii=False).encode() + b"\n")
+            rows.append(convert(trajectory))
         except (json.JSONDecodeError, ExportError) as exc:
             print(f"simgate: {source}:{number}: {exc}", file=sys.stderr)
             return 2
-    atomic_write(Path(args.out), rows)
+    write_rows(Path(args.out), rows)
     print(f"wrote {len(rows)} {args.format} rows to {args.out}" + (f" ({skipped} without passed checks left out)"
                                                                     if skipped else ""))
     return 0
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """JSONL, or Parquet for a `.parquet` path (the layout `datasets` loads); whole or not at all."""
+    if path.suffix == ".parquet":
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows), buffer)
+        atomic_write(path, buffer.getvalue())
+    else:
+        atomic_write(path, [json.dumps(row, ensure_ascii=False).encode() + b"\n" for row in rows])

@@ -39,22 +39,89 @@ def trajectory_uuid(trajectory: dict[str, Any]) -> str:
     return str(uuid.uuid5(_NAMESPACE, identity))
 
 
+def toucan_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI chat messages in the published dataset's shape (Qwen-Agent's): one assistant message per
+    call with `function_call` {name, arguments (a JSON string)}, each answer a `function` message
+    with the tool's name; text an assistant wrote before its calls stays a message of its own."""
+    shaped: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
+    for message in messages:
+        role = message.get("role")
+        if role == "assistant" and message.get("tool_calls"):
+            if _text(message.get("content")):
+                shaped.append({"role": "assistant", "content": _text(message.get("content"))})
+            for call in message["tool_calls"]:
+                function = call.get("function") or {}
+                arguments = function.get("arguments")
+                names[str(call.get("id"))] = function.get("name", "")
+                shaped.append({"role": "assistant", "content": "", "function_call": {
+                    "name": function.get("name", ""),
+                    "arguments": arguments if isinstance(arguments, str) else _dumps(arguments or {})}})
+        elif role == "tool":
+            shaped.append({"role": "function", "name": names.get(str(message.get("tool_call_id")), ""),
+                           "content": _text(message.get("content"))})
+        elif role in ("system", "user", "assistant"):
+            shaped.append({"role": role, "content": _text(message.get("content"))})
+        else:
+            raise ExportError(f"unknown message role {role!r}")
+    return shaped
+
+
+def _mcp_servers(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `metadata.mcp_servers` of the published rows: each server with its tools (own names, schemas)."""
+    servers: dict[str, list[dict[str, Any]]] = {}
+    for tool in tools:
+        function = tool.get("function", tool)
+        server, _, name = str(function.get("name", "")).partition("__")
+        servers.setdefault(server if name else "", []).append(
+            {"name": name or server, "description": function.get("description", ""),
+             "input_schema": function.get("parameters", {})})
+    return [{"server_name": server, "remote_server_response": {"tools": listed}} for server, listed in servers.items()]
+
+
+def _response_assessment(trajectory: dict[str, Any]) -> dict[str, Any] | None:
+    """The judge's completeness and conciseness (TOUCAN's keys), their mean, and the target-tool metrics."""
+    judged = trajectory.get("response_quality_assessment")
+    checks = trajectory.get("checks") or {}
+    if not isinstance(judged, dict) or judged.get("error"):
+        return None
+    scores = [value["score"] for key, value in judged.items() if key in ("completeness", "conciseness")
+              and isinstance(value, dict) and isinstance(value.get("score"), int)]
+    return {**judged, "overall_score": sum(scores) / len(scores) if scores else None,
+            "desired_tools_used_percentage": checks.get("target_tool_share"),
+            "order_correctness": checks.get("target_order_kept"), "rule_checks": checks}
+
+
 def to_toucan(trajectory: dict[str, Any], subset_name: str | None = None) -> dict[str, Any]:
+    """A row of the published dataset; judge scores in the assessment columns (None where not judged)."""
     _require(trajectory, "id", "question", "messages", "tools")
     metadata = {key: trajectory.get(key) for key in
                 ("id", "mode", "repeat", "session", "outcome", "error", "final_answer", "tool_events", "usage",
                  "agent", "created_at")}
+    metadata["mcp_servers"] = _mcp_servers(trajectory["tools"])
+    if isinstance(trajectory.get("metadata"), dict):
+        metadata["task"] = trajectory["metadata"]
+    question_assessment = trajectory.get("question_quality_assessment")
+    if not isinstance(question_assessment, dict) or question_assessment.get("error"):
+        question_assessment = None
+    response_assessment = _response_assessment(trajectory)
     return {
         "uuid": trajectory_uuid(trajectory),
-        "subset_name": subset_name or f"simgate-{trajectory.get('mode', 'unknown')}",
+        "subset_name": subset_name or trajectory.get("subset_name") or f"simgate-{trajectory.get('mode', 'unknown')}",
         "question": trajectory["question"],
         "target_tools": ", ".join(trajectory.get("target_tools") or []),
         "available_tools": _dumps(trajectory["tools"]),
-        "messages": _dumps(trajectory["messages"]),
-        "question_quality_assessment": None,  # simgate does not judge questions (yet)
-        "response_quality_assessment": _dumps(trajectory.get("checks") or {}),
+        "messages": _dumps(toucan_messages(trajectory["messages"])),
+        "question_quality_assessment": _dumps(question_assessment) if question_assessment else None,
+        "response_quality_assessment": _dumps(response_assessment) if response_assessment else None,
         "metadata": _dumps(metadata),
     }
+
+
+def to_openai(trajectory: dict[str, Any]) -> dict[str, Any]:
+    """The trajectory as an OpenAI chat fine-tuning row: `messages` and `tools` as they were."""
+    _require(trajectory, "id", "messages", "tools")
+    return {"id": trajectory_uuid(trajectory), "messages": trajectory["messages"], "tools": trajectory["tools"]}
 
 
 def _text(content: Any) -> str:
@@ -120,4 +187,4 @@ def to_sharegpt(trajectory: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-FORMATS = {"toucan": to_toucan, "sharegpt": to_sharegpt}
+FORMATS = {"toucan": to_toucan, "openai": to_openai, "sharegpt": to_sharegpt}

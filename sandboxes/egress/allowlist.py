@@ -57,7 +57,8 @@ class NetworkAllow(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    allow: list[str] = Field(min_length=1, description="host:port pairs the server may connect to")
+    allow: list[str] = Field(description="host:port pairs the server may connect to; empty: none, but every "
+                             "attempt is logged (how `simgate onboard` finds out which hosts a tool needs)")
 
     @field_validator("allow")
     @classmethod

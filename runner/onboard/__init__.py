@@ -1,0 +1,1 @@
+"""Onboarding: server specs in, a probed, classified, recorded gateway config out (`simgate onboard`)."""

@@ -1,0 +1,237 @@
+"""From what was observed to what it means: each tool's class and the settings to serve it with.
+
+Plain functions over `ProbeCall`s (no I/O), so each rule can be tested on made-up observations and
+on real ones alike.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from runner.onboard.observations import (
+    CallOutcome,
+    ProbeCall,
+    ProposedSettings,
+    ToolClassification,
+    ToolStatus,
+)
+
+# Error text that means a credential is missing or refused.
+_CREDENTIAL_TEXT = re.compile(
+    r"api[ _-]?key|access[ _-]?token|auth[ _-]?token|\btoken\b.*(missing|required|invalid|not set)|credential|"
+    r"unauthori[sz]ed|\b401\b|forbidden|\b403\b|authenticat|not authenticated|permission denied for api|"
+    r"environment variable|env var|must be set|is not set|missing .*(key|token|secret)",
+    re.IGNORECASE)
+# Names of environment variables that carry secrets, as error texts and docs write them.
+_ENV_NAME = re.compile(r"\b([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*_(?:API_KEY|KEY|TOKEN|SECRET|PASSWORD|PAT|ID|URL))\b")
+_ANY_ENV_NAME = re.compile(r"\b([A-Z][A-Z0-9]*_[A-Z0-9_]+)\b")
+# Error text that means the network was needed (what offline and behind a closed proxy looks like).
+_NETWORK_TEXT = re.compile(
+    r"ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT|getaddrinfo|name or service not known|"
+    r"temporary failure in name resolution|network is unreachable|no route to host|failed to resolve|"
+    r"fetch failed|connection refused|connecterror|connection error|could not connect|"
+    r"failed to establish a new connection|max retries exceeded|proxyerror|tunnel connection failed|"
+    r"403 forbidden.*proxy|not in the allowlist|nodename nor servname|socket hang up|timed out while connecting",
+    re.IGNORECASE)
+# Error text in a result that is not flagged isError ("soft errors").
+_SOFT_ERROR_TEXT = re.compile(
+    r"^\s*(error|exception|traceback|failed|failure)\b|\berror:|\bexception:|not found|no such|invalid|"
+    r"cannot |can't |could not|unable to|does not exist|is required|missing required",
+    re.IGNORECASE)
+# Values that are clocks: ISO dates and times, and epoch seconds or milliseconds of this century.
+_TIME_VALUE = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}|\b\d{2}:\d{2}:\d{2}\b|\b1[6-9]\d{8}(\d{3})?\b")
+
+TIME_DEPENDENT_TTL = 3600.0  # a clock's answer is kept an hour, then recorded again
+
+
+def result_text(result: dict[str, Any] | None) -> str:
+    if not result:
+        return ""
+    parts = [block.get("text", "") for block in result.get("content") or [] if isinstance(block, dict)]
+    return "\n".join(part for part in parts if isinstance(part, str))
+
+
+def outcome_of(result: dict[str, Any] | None, error_code: int | None, timed_out: bool) -> CallOutcome:
+    if timed_out or error_code == -32002:
+        return CallOutcome.TIMEOUT
+    if error_code is not None:
+        return CallOutcome.RPC_ERROR
+    if result is None or result.get("isError"):
+        return CallOutcome.SOFT_ERROR
+    structured = result.get("structuredContent")
+    text = result_text(result)
+    if structured is None and text and _SOFT_ERROR_TEXT.search(text[:400]):
+        return CallOutcome.SOFT_ERROR
+    return CallOutcome.OK
+
+
+def answer_value(result: dict[str, Any] | None) -> Any:
+    """The comparable answer: structured content, else JSON parsed from the text, else the text."""
+    if not result:
+        return None
+    if result.get("structuredContent") is not None:
+        return result["structuredContent"]
+    text = result_text(result)
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def changed_paths(first: Any, second: Any, path: str = "$") -> list[str]:
+    """JSON paths whose values differ between two answers (lists compared index by index)."""
+    if isinstance(first, dict) and isinstance(second, dict):
+        found: list[str] = []
+        for key in sorted(set(first) | set(second), key=str):
+            if key not in first or key not in second:
+                found.append(f"{path}.{key}")
+            else:
+                found += changed_paths(first[key], second[key], f"{path}.{key}")
+        return found
+    if isinstance(first, list) and isinstance(second, list):
+        if len(first) != len(second):
+            return [path]
+        found = []
+        for index, (a, b) in enumerate(zip(first, second, strict=True)):
+            found += changed_paths(a, b, f"{path}[{index}]")
+        return found
+    return [] if first == second else [path]
+
+
+def _value_at(value: Any, path: str) -> Any:
+    for part in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
+        key, index = part
+        try:
+            value = value[key] if key else value[int(index)]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return value
+
+
+def env_names(texts: list[str]) -> list[str]:
+    """Environment variables named in error texts (secret-looking names first, else any NAME_LIKE_THIS
+    next to the words 'environment' or 'env')."""
+    found: list[str] = []
+    for text in texts:
+        names = _ENV_NAME.findall(text)
+        if not names and re.search(r"environment|\benv\b", text, re.IGNORECASE):
+            names = _ANY_ENV_NAME.findall(text)
+        for name in names:
+            if name not in found:
+                found.append(name)
+    return found
+
+
+def classify_tool(calls: list[ProbeCall], annotations: dict[str, Any] | None = None) -> ToolClassification:
+    """One tool's class from its probe calls (valid ones decide; the invalid call only shows how it refuses)."""
+    valid = [call for call in calls if call.valid]
+    evidence: list[str] = []
+    writes = sorted({path for call in calls for path in call.files_changed})
+    hosts = sorted({host for call in calls for host in call.egress})
+    failures = [call for call in valid if call.outcome is not CallOutcome.OK]
+    texts = [call.text for call in failures]
+    needs_env = env_names(texts)
+    read_only = [text for text in texts if re.search(r"EROFS|read-only file system", text, re.IGNORECASE)]
+    if read_only:
+        evidence.append(f"tried to write outside its own dirs (read-only in the sandbox): {read_only[0][:160]!r}; "
+                        "point it at its work dir with an argument or variable")
+    if writes:
+        evidence.append(f"wrote {len(writes)} file(s) in its own dirs, e.g. {writes[0]}")
+    deterministic, unstable, time_dependent = _determinism(valid)
+    if deterministic is False:
+        evidence.append(f"two identical calls differed at {', '.join(unstable[:4])}")
+    status: ToolStatus
+    if any(call.outcome is CallOutcome.OK for call in valid):
+        status = ToolStatus.WORKS
+    elif hosts or any(_NETWORK_TEXT.search(text) for text in texts):
+        status = ToolStatus.NEEDS_NETWORK
+        evidence.append(f"tried to reach {', '.join(hosts)}" if hosts else "failed with a network error offline")
+    elif needs_env or any(_CREDENTIAL_TEXT.search(text) for text in texts):
+        status = ToolStatus.NEEDS_CREDENTIALS
+        evidence.append("failed asking for credentials" + (f" ({', '.join(needs_env)})" if needs_env else ""))
+    elif valid and all(call.outcome is CallOutcome.TIMEOUT for call in valid):
+        status = ToolStatus.TIMEOUT
+        evidence.append("every call timed out")
+    elif any(call.outcome is CallOutcome.SOFT_ERROR for call in valid):
+        status = ToolStatus.SOFT_ERROR
+        evidence.append(f"answered with an error: {texts[0][:120]!r}" if texts else "answered with an error")
+    else:
+        status = ToolStatus.RPC_ERROR
+        evidence.append(f"JSON-RPC error: {texts[0][:120]!r}" if texts else "no valid call could be made")
+    if status is ToolStatus.WORKS and hosts:
+        evidence.append(f"also tried to reach {', '.join(hosts)}")
+    return ToolClassification(status=status, deterministic=deterministic, unstable_paths=unstable,
+                              time_dependent=time_dependent, writes_files=bool(writes), needs_env=needs_env,
+                              network_hosts=hosts, evidence=evidence)
+
+
+def _determinism(valid: list[ProbeCall]) -> tuple[bool | None, list[str], bool]:
+    """Compare each set's two attempts (successful ones): (deterministic, unstable paths, clock-like)."""
+    by_kind: dict[str, dict[int, ProbeCall]] = {}
+    for call in valid:
+        if call.outcome is CallOutcome.OK:
+            by_kind.setdefault(call.kind, {})[call.attempt] = call
+    unstable: list[str] = []
+    time_dependent = False
+    compared = False
+    for attempts in by_kind.values():
+        if 1 not in attempts or 2 not in attempts:
+            continue
+        compared = True
+        first, second = answer_value(attempts[1].result), answer_value(attempts[2].result)
+        for path in changed_paths(first, second):
+            if path not in unstable:
+                unstable.append(path)
+            if any(isinstance(v, (str, int, float)) and _TIME_VALUE.search(str(v))
+                   for v in (_value_at(first, path), _value_at(second, path))):
+                time_dependent = True
+    if not compared:
+        return None, [], False
+    return not unstable, unstable, time_dependent
+
+
+def ignorable_arguments(calls: list[ProbeCall]) -> list[str]:
+    """Arguments whose change did not change a deterministic answer: `vary:ARG` calls that answered
+    exactly as the `minimal` call did."""
+    minimal = next((call for call in calls if call.kind == "minimal" and call.outcome is CallOutcome.OK), None)
+    if minimal is None:
+        return []
+    base = answer_value(minimal.result)
+    names = []
+    for call in calls:
+        if call.kind.startswith("vary:") and call.outcome is CallOutcome.OK and answer_value(call.result) == base:
+            name = call.kind.removeprefix("vary:")
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def changes_state(tool: str, annotations: dict[str, Any] | None) -> bool:
+    """A tool that says it changes something: by its annotations, else by the verb its name starts with.
+    An identical answer twice does not prove the absence of a side effect (a database insert answers
+    "ok" both times), so such tools replay in sequence."""
+    annotations = annotations or {}
+    if annotations.get("readOnlyHint") is True:
+        return False
+    if annotations.get("destructiveHint") is True or annotations.get("readOnlyHint") is False:
+        return True
+    return bool(_MUTATING_NAME.match(tool))
+
+
+_MUTATING_NAME = re.compile(
+    r"^(create|add|append|insert|update|upsert|delete|remove|write|set|save|put|post|send|move|rename|edit|"
+    r"modify|patch|drop|clear|reset|execute|start|stop|kill|install|upload|commit|push|merge|store|record|"
+    r"log|register|enable|disable|assign|close|submit|book|cancel)(_|-|[A-Z])", re.IGNORECASE)
+
+
+def propose_settings(classification: ToolClassification, calls: list[ProbeCall],
+                     annotations: dict[str, Any] | None = None, tool: str = "") -> ProposedSettings:
+    """Replay by key only what answered the same twice and changed nothing; everything else in sequence."""
+    side_effects = classification.writes_files or changes_state(tool, annotations)
+    cacheable = (classification.status is ToolStatus.WORKS and classification.deterministic is True
+                 and not side_effects)
+    ignore = ignorable_arguments(calls) if cacheable else []
+    ttl = TIME_DEPENDENT_TTL if classification.time_dependent else None
+    return ProposedSettings(cacheable=cacheable, ignore_args=ignore, ttl=ttl)

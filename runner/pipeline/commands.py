@@ -1,0 +1,180 @@
+"""The data pipeline's stages on the command line: `simgate synth`, `dedup`, `judge tasks|trajectories`
+and `filter`. Each reads the previous stage's JSONL and writes its own (resumable where an LLM is
+called: a re-run picks up where a kill stopped it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from gateway.cli import command_group, guarded
+from runner.errors import RunnerError
+from runner.output import read_records, repair
+from runner.pipeline.catalogue import fetch_catalogue
+from runner.pipeline.dedup import dedup_embeddings, dedup_minhash
+from runner.pipeline.filters import PRESETS, compile_filter, passes
+from runner.pipeline.judge import judge_tasks, judge_trajectories, record_key
+from runner.pipeline.strategies import Strategy, plan_tasks
+from runner.pipeline.synth import synthesize
+from runner.structured import Endpoint, EndpointPool
+from sandboxes.files import atomic_write
+
+
+def _models(parser: argparse.ArgumentParser, role: str) -> None:
+    parser.add_argument("--llm-base-url", required=True, metavar="URL",
+                        help=f"the {role}'s OpenAI-compatible API (vllm serve, llama.cpp, OpenAI)")
+    parser.add_argument("--model", required=True, action="append",
+                        help=f"the {role} model; repeat for several (with --weights, or round-robin)")
+    parser.add_argument("--weights", help="comma-separated weights, one per --model (default: round-robin)")
+    parser.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key")
+    parser.add_argument("--max-tokens", type=int, default=1024, help="cap on one answer (default 1024)")
+    parser.add_argument("--concurrency", type=int, default=2, help="requests at once (default 2)")
+
+
+def _pool(args: argparse.Namespace, seed: int = 0) -> EndpointPool:
+    key = os.environ.get(args.api_key_env, "") if args.api_key_env else "not-needed"
+    weights = [float(w) for w in args.weights.split(",")] if args.weights else [1.0] * len(args.model)
+    if len(weights) != len(args.model):
+        raise RunnerError(f"--weights gives {len(weights)} weights for {len(args.model)} models")
+    endpoints = [Endpoint(base_url=args.llm_base_url, model=model, api_key=key or "not-needed", weight=weight,
+                          max_tokens=args.max_tokens) for model, weight in zip(args.model, weights, strict=True)]
+    return EndpointPool(endpoints, weighted=bool(args.weights), seed=seed)
+
+
+def register(commands: Any) -> None:
+    synth = commands.add_parser("synth", help="generate tasks from the gateway's tools with one or more LLMs")
+    synth.add_argument("--gateway", required=True, metavar="URL", help="the gateway, e.g. http://127.0.0.1:8808/mcp")
+    synth.add_argument("--strategy", choices=[s.value for s in Strategy], default=Strategy.SINGLE_RANDOM.value)
+    synth.add_argument("--count", type=int, default=10, help="tasks to plan (default 10)")
+    synth.add_argument("--per-server", type=int, default=1, help="with single:uniform: tasks per server")
+    synth.add_argument("--featured", help="comma-separated servers for single:featured and multi:brainstorm")
+    synth.add_argument("--usage-rank", help="comma-separated servers, most used first (single:power_law)")
+    synth.add_argument("--alpha", type=float, default=1.0, help="power-law exponent (default 1)")
+    synth.add_argument("--servers", help="only these servers (comma-separated)")
+    synth.add_argument("--onboard-report", type=Path, help="onboard.json: categories and descriptions of servers")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--temperature", type=float, default=0.7)
+    synth.add_argument("--subset-name", help="the dataset subset the tasks belong to")
+    synth.add_argument("--out", required=True, type=Path, help="tasks JSONL (appended; a re-run resumes)")
+    _models(synth, "generator")
+    synth.set_defaults(handler=guarded(_synth, RunnerError, prefix="simgate synth"))
+
+    dedup = commands.add_parser("dedup", help="drop exact and near-duplicate questions")
+    dedup.add_argument("tasks", type=Path)
+    dedup.add_argument("--out", required=True, type=Path)
+    dedup.add_argument("--threshold", type=float, help="near-duplicate threshold (default 0.7 Jaccard for MinHash, "
+                       "0.9 cosine for embeddings)")
+    dedup.add_argument("--embeddings-url", metavar="URL", help="an OpenAI-compatible /v1 with /embeddings")
+    dedup.add_argument("--embeddings-model", help="the embedding model (with --embeddings-url)")
+    dedup.set_defaults(handler=guarded(_dedup, RunnerError, prefix="simgate dedup"))
+
+    judge = command_group(commands, "judge", "an LLM judges tasks or trajectories (1-5 per dimension)")
+    tasks = judge.add_parser("tasks", help="TOUCAN's six question-quality dimensions")
+    tasks.add_argument("tasks", type=Path)
+    tasks.add_argument("--gateway", required=True, metavar="URL", help="the gateway (the judge sees the tools)")
+    tasks.add_argument("--out", required=True, type=Path)
+    tasks.add_argument("--retry-failed", action="store_true", help="judge again the records whose judgement failed")
+    _models(tasks, "judge")
+    tasks.set_defaults(handler=guarded(_judge_tasks, RunnerError, prefix="simgate judge tasks"))
+    trajectories = judge.add_parser("trajectories", help="completeness and conciseness of trajectories")
+    trajectories.add_argument("trajectories", type=Path)
+    trajectories.add_argument("--out", required=True, type=Path)
+    trajectories.add_argument("--tool-output-budget", type=int, default=1000,
+                              help="characters of each tool output the judge reads (default 1000)")
+    trajectories.add_argument("--retry-failed", action="store_true")
+    _models(trajectories, "judge")
+    trajectories.set_defaults(handler=guarded(_judge_trajectories, RunnerError, prefix="simgate judge trajectories"))
+
+    filter_ = commands.add_parser("filter", help="keep tasks or trajectories that pass a preset or an expression")
+    filter_.add_argument("records", type=Path)
+    filter_.add_argument("--where", required=True,
+                         help=f"a preset ({', '.join(PRESETS)}) or an expression, e.g. 'question_quality >= 4'")
+    filter_.add_argument("--out", required=True, type=Path)
+    filter_.set_defaults(handler=guarded(_filter, RunnerError, prefix="simgate filter"))
+
+
+def _csv(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def _synth(args: argparse.Namespace) -> int:
+    async def run() -> Any:
+        catalogue = await fetch_catalogue(args.gateway, onboard_report=args.onboard_report,
+                                          servers=_csv(args.servers))
+        plans = plan_tasks(catalogue, Strategy(args.strategy), args.count, seed=args.seed,
+                           per_server=args.per_server, featured=_csv(args.featured),
+                           usage_rank=_csv(args.usage_rank), alpha=args.alpha)
+        return await synthesize(plans, catalogue, _pool(args, args.seed), args.out, seed=args.seed,
+                                temperature=args.temperature, concurrency=args.concurrency,
+                                subset_name=args.subset_name)
+
+    stats = anyio.run(run)
+    print(json.dumps(stats.model_dump(mode="json"), sort_keys=True))
+    return 0
+
+
+def _read(path: Path, what: str) -> list[dict[str, Any]]:
+    if not path.exists():
+        raise RunnerError(f"{path}: no such file")
+    repair(path)
+    return list(read_records(path, record_key, what))
+
+
+def _write(path: Path, records: list[dict[str, Any]]) -> None:
+    atomic_write(path, [json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in records])
+
+
+def _dedup(args: argparse.Namespace) -> int:
+    tasks = _read(args.tasks, "task")
+    if args.embeddings_url:
+        if not args.embeddings_model:
+            raise RunnerError("--embeddings-url needs --embeddings-model")
+        result = anyio.run(lambda: dedup_embeddings(tasks, args.embeddings_url, args.embeddings_model,
+                                                    args.threshold or 0.9))
+    else:
+        result = dedup_minhash(tasks, args.threshold or 0.7)
+    _write(args.out, result.kept)
+    print(json.dumps({"tasks": len(tasks), "kept": len(result.kept), "exact_duplicates": len(result.exact),
+                      "near_duplicates": len(result.near), "method": result.method}, sort_keys=True))
+    return 0
+
+
+def _judge_tasks(args: argparse.Namespace) -> int:
+    async def run() -> Any:
+        catalogue = await fetch_catalogue(args.gateway)
+        tools = {tool.name: {"name": tool.name, "description": tool.description, "server": server.name}
+                 for server in catalogue.servers for tool in server.tools}
+        return await judge_tasks(args.tasks, args.out, _pool(args), tools, concurrency=args.concurrency,
+                                 retry_failed=args.retry_failed)
+
+    print(json.dumps(anyio.run(run).model_dump(), sort_keys=True))
+    return 0
+
+
+def _judge_trajectories(args: argparse.Namespace) -> int:
+    stats = anyio.run(lambda: judge_trajectories(args.trajectories, args.out, _pool(args),
+                                                 tool_output_budget=args.tool_output_budget,
+                                                 concurrency=args.concurrency, retry_failed=args.retry_failed))
+    print(json.dumps(stats.model_dump(), sort_keys=True))
+    return 0
+
+
+def _filter(args: argparse.Namespace) -> int:
+    expression = compile_filter(args.where)
+    records = _read(args.records, "record")
+    kept, why_not = [], {}
+    for record in records:
+        ok, why = passes(record, expression)
+        if ok:
+            kept.append(record)
+        elif why:
+            why_not[why] = why_not.get(why, 0) + 1
+    _write(args.out, kept)
+    print(json.dumps({"records": len(records), "kept": len(kept), "expression": expression,
+                      "not_evaluable": why_not}, sort_keys=True))
+    return 0

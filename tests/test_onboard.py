@@ -1,0 +1,208 @@
+"""`simgate onboard`: real servers installed, probed offline under bubblewrap behind a closed egress
+proxy, classified against hand labels written before the classifier, then served and replayed from
+the written config with no hand edit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness import FIXTURES, REPO_ROOT, mcp_session, provenance, running_gateway
+from runner.onboard.classify import changed_paths, classify_tool, env_names, propose_settings
+from runner.onboard.observations import CallOutcome, ProbeCall, ToolStatus
+from runner.onboard.specs import OnboardSpecError, candidates_from
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+
+# Hand labels of tests/fixtures/onboard_server.py, written from its code before the classifier ran.
+FIXTURE_LABELS: dict[str, dict[str, Any]] = {
+    "add": {"status": "works", "deterministic": True, "cacheable": True},
+    "now": {"status": "works", "deterministic": False, "time_dependent": True, "cacheable": False},
+    "new_id": {"status": "works", "deterministic": False, "time_dependent": False, "cacheable": False},
+    "save_note": {"status": "works", "writes_files": True, "cacheable": False},
+    "weather": {"status": "needs_network", "network_hosts": ["api.weather.example:443"], "cacheable": False},
+    "lookup": {"status": "needs_credentials", "needs_env": ["ACME_API_KEY"], "cacheable": False},
+    "shout": {"status": "works", "deterministic": True, "cacheable": True, "ignore_args": ["request_id"]},
+}
+
+
+def onboard(tmp_path: Path, *specs: str, jobs: int = 2) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "onboard", *specs, "--jobs", str(jobs), "--no-progress",
+         "--config", "onboarded.yaml", "--out", "reports", "--call-timeout", "15"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    reports = json.loads((tmp_path / "reports" / "onboard.json").read_text())
+    config = yaml.safe_load((tmp_path / "onboarded.yaml").read_text())
+    return reports, config
+
+
+def by_name(reports: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {report["name"]: report for report in reports}
+
+
+def test_specs_of_every_kind_become_candidates(tmp_path: Path) -> None:
+    assert candidates_from("pypi:mcp-server-time==2026.10.19")[0].entry == {"package": "pypi:mcp-server-time==2026.10.19"}
+    npm = candidates_from("npm:@modelcontextprotocol/server-memory@2026.8.31")[0]
+    assert npm.name == "server-memory"
+    uvx = candidates_from("uvx --from mcp-server-time==2026.10.19 mcp-server-time --local-timezone UTC")[0]
+    assert uvx.name == "mcp-server-time" and uvx.entry["command"] == "uvx"
+    assert uvx.entry["args"][-2:] == ["--local-timezone", "UTC"]
+    clients = tmp_path / "claude.json"
+    clients.write_text(json.dumps({"mcpServers": {"a": {"command": "npx", "args": ["-y", "x"]}, "b": {"url": "http://h/mcp"}}}))
+    assert [c.name for c in candidates_from(str(clients))] == ["a", "b"]
+    registry = tmp_path / "server.json"
+    registry.write_text(json.dumps({
+        "name": "io.github.acme/weather", "description": "Weather", "version": "1.2.0",
+        "packages": [{"registryType": "npm", "identifier": "@acme/weather-mcp", "version": "1.2.0",
+                      "transport": {"type": "stdio"},
+                      "packageArguments": [{"type": "named", "name": "--units", "value": "metric"}],
+                      "environmentVariables": [{"name": "WEATHER_API_KEY", "isRequired": True, "isSecret": True}]},
+                     {"registryType": "oci", "identifier": "acme/weather", "transport": {"type": "stdio"}}]}))
+    [weather] = candidates_from(str(registry))
+    assert weather.entry == {"package": "npm:@acme/weather-mcp@1.2.0", "args": ["--units", "metric"]}
+    assert [need.name for need in weather.declared_env] == ["WEATHER_API_KEY"]
+    for bad, message in (("", "an empty SPEC"), ("pypi:", "no package name"), ("nothing-like-a-spec", "expected pypi:"),
+                         ("uvx", "no package to run")):
+        with pytest.raises(OnboardSpecError, match=message):
+            candidates_from(bad)
+    only_oci = tmp_path / "oci.json"
+    only_oci.write_text(json.dumps({"name": "x", "packages": [{"registryType": "oci", "identifier": "a/b"}]}))
+    with pytest.raises(OnboardSpecError, match="no stdio pypi or npm package"):
+        candidates_from(str(only_oci))
+
+
+def _call(kind: str, attempt: int, outcome: CallOutcome, result: Any = None, text: str = "", **extra: Any) -> ProbeCall:
+    return ProbeCall(kind=kind, arguments={}, valid=True, attempt=attempt, outcome=outcome, text=text,
+                     result=result, latency_ms=1.0, **extra)
+
+
+def test_classification_rules_can_come_out_each_way() -> None:
+    same = {"content": [{"type": "text", "text": "42"}]}
+    pure = [_call("minimal", 1, CallOutcome.OK, same), _call("minimal", 2, CallOutcome.OK, same)]
+    assert classify_tool(pure).deterministic is True
+    clock = [_call("minimal", 1, CallOutcome.OK, {"structuredContent": {"t": "2026-01-01T10:00:00Z", "n": 1}}),
+             _call("minimal", 2, CallOutcome.OK, {"structuredContent": {"t": "2026-01-01T10:00:01Z", "n": 1}})]
+    classified = classify_tool(clock)
+    assert classified.deterministic is False and classified.unstable_paths == ["$.t"] and classified.time_dependent
+    assert propose_settings(classified, clock).cacheable is False
+    # One successful call alone proves nothing about determinism.
+    assert classify_tool(pure[:1]).deterministic is None
+    failing = [_call("minimal", 1, CallOutcome.SOFT_ERROR, text="Error: GITHUB_PERSONAL_ACCESS_TOKEN is not set")]
+    assert classify_tool(failing).status is ToolStatus.NEEDS_CREDENTIALS
+    offline = [_call("minimal", 1, CallOutcome.SOFT_ERROR, text="getaddrinfo ENOTFOUND api.example.com")]
+    assert classify_tool(offline).status is ToolStatus.NEEDS_NETWORK
+    assert env_names(["set OPENAI_API_KEY and OPENAI_API_KEY", "the environment variable DB_DSN"]) == [
+        "OPENAI_API_KEY", "DB_DSN"]
+    assert changed_paths({"a": [1, 2], "b": {"c": 1}}, {"a": [1, 3], "b": {"c": 1}, "d": 0}) == ["$.a[1]", "$.d"]
+    # A deterministic tool whose name says it changes state is still replayed in sequence.
+    assert propose_settings(classify_tool(pure), pure, tool="create_record").cacheable is False
+    assert propose_settings(classify_tool(pure), pure, {"readOnlyHint": True}, tool="create_record").cacheable
+
+
+def test_onboarding_classifies_the_fixture_as_labelled_and_the_config_serves_and_replays(tmp_path: Path) -> None:
+    fixture = str(FIXTURES / "onboard_server.py")
+    clients = tmp_path / "servers.json"
+    clients.write_text(json.dumps({"mcpServers": {
+        "fixture": {"command": sys.executable, "args": [fixture]},
+        "keyed": {"command": sys.executable, "args": [fixture, "--require-key"]}}}))
+    reports, config = onboard(tmp_path, str(clients))
+    servers = by_name(reports)
+    assert servers["keyed"]["status"] == "needs_credentials", servers["keyed"]
+    assert servers["keyed"]["needs_env"] == ["ACME_API_KEY"]
+    fixture_report = servers["fixture"]
+    assert fixture_report["status"] == "usable"
+    tools = {tool["name"]: tool for tool in fixture_report["tools"]}
+    assert set(tools) == set(FIXTURE_LABELS)
+    agree = 0
+    disagreements = []
+    for name, labels in FIXTURE_LABELS.items():
+        seen = {**tools[name]["classification"], **tools[name]["settings"]}
+        wrong = {key: (value, seen.get(key)) for key, value in labels.items() if seen.get(key) != value}
+        agree += not wrong
+        if wrong:
+            disagreements.append((name, wrong))
+    assert agree == len(FIXTURE_LABELS), disagreements
+    # The config: usable servers enabled with their proposals, the others disabled with the reason.
+    entry = config["mcpServers"]["fixture"]
+    assert entry["sandbox"] == {"backend": "bwrap", "network": {"allow": ["api.weather.example:443"]}}
+    assert entry["tool_settings"]["add"] == {"cacheable": True}
+    assert entry["tool_settings"]["now"]["ttl"] == 3600.0
+    assert entry["env"] == {"ACME_API_KEY": "vault:acme_api_key"}
+    assert config["mcpServers"]["keyed"]["disabled"] is True
+    assert "ACME_API_KEY" in config["mcpServers"]["keyed"]["onboarding"]["reason"]
+    # The written config serves as it is (the credential placeholder needs the secret first).
+    secret = subprocess.run([sys.executable, "-m", "gateway", "vault", "set", "acme_api_key", "--config",
+                             str(tmp_path / "onboarded.yaml")], input="k-123\n", capture_output=True, text=True,
+                            cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert secret.returncode == 0, secret.stderr
+    served = yaml.safe_load((tmp_path / "onboarded.yaml").read_text())
+    served["gateway"].update({"state_dir": config["gateway"]["state_dir"]})
+    import anyio
+
+    async def call(gateway_url: str, mode: str) -> Any:
+        async with mcp_session(gateway_url, headers={"X-Simgate-Mode": mode}) as session:
+            return await session.call_tool("fixture__add", tools["add"]["calls"][0]["arguments"])
+
+    with running_gateway(served, tmp_path / "serve") as gateway:
+        live = anyio.run(call, gateway.mcp_url(), "live")
+        assert live.content[0].text == str(sum(tools["add"]["calls"][0]["arguments"].values()))
+    # Replay of the seeded recordings with the upstream gone (its command no longer exists).
+    served["mcpServers"]["fixture"]["args"] = [str(tmp_path / "gone.py")]
+    with running_gateway(served, tmp_path / "replay", wait_ready=False) as gateway:
+        replayed = anyio.run(call, gateway.mcp_url(), "replay")
+        assert replayed.content[0].text == live.content[0].text
+        assert provenance(replayed)["source"] == "cache"
+    # Drift: the same config re-probed, now with the secret in the vault, finds exactly that: the
+    # credential-gated tool and server work now, nothing else changed; after an "upgrade", what changed.
+    check = [sys.executable, "-m", "gateway", "onboard", "--check", "onboarded.yaml", "--out", "reports",
+             "--no-progress", "--fail-on-drift", "--call-timeout", "15"]
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)}
+    same = subprocess.run(check, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    drift = {d["server"]: d for d in json.loads((tmp_path / "reports" / "drift.json").read_text())}
+    assert same.returncode == 1, same.stdout + same.stderr
+    assert not any(drift["fixture"][key] for key in ("new_tools", "removed_tools", "changed_schemas",
+                                                     "stopped_working")), drift["fixture"]
+    assert drift["fixture"]["started_working"] == ["lookup"]
+    assert drift["keyed"]["status"] == ["needs_credentials", "usable"]
+    upgraded = yaml.safe_load((tmp_path / "onboarded.yaml").read_text())
+    upgraded["mcpServers"]["fixture"]["args"].append("--changed")
+    (tmp_path / "onboarded.yaml").write_text(yaml.safe_dump(upgraded))
+    changed = subprocess.run(check, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert changed.returncode == 1, changed.stdout + changed.stderr
+    drift = {d["server"]: d for d in json.loads((tmp_path / "reports" / "drift.json").read_text())}
+    assert drift["fixture"]["new_tools"] == ["subtract"] and drift["fixture"]["removed_tools"] == ["shout"]
+    assert drift["fixture"]["changed_schemas"] == ["add"] and drift["fixture"]["stopped_working"] == ["new_id"]
+
+
+def test_real_servers_from_pypi_and_npm_including_one_that_needs_mcp_below_2(tmp_path: Path) -> None:
+    reports, config = onboard(
+        tmp_path, "pypi:mcp-server-calculator==0.2.1",
+        "uvx --from mcp-server-sqlite==2025.4.25 mcp-server-sqlite --db-path probe.db",
+        "npx -y @modelcontextprotocol/server-memory@2026.8.31", jobs=3)
+    servers = by_name(reports)
+    calculator = {t["name"]: t for t in servers["mcp-server-calculator"]["tools"]}
+    assert calculator["calculate"]["classification"]["status"] == "works"
+    assert calculator["calculate"]["settings"]["cacheable"] is True
+    sqlite = servers["mcp-server-sqlite"]
+    assert sqlite["status"] == "usable" and any("mcp<2" in fix for fix in sqlite["fixes"]), sqlite
+    assert "--with" in config["mcpServers"]["mcp-server-sqlite"]["args"]
+    sqlite_tools = {t["name"]: t for t in sqlite["tools"]}
+    assert sqlite_tools["list_tables"]["classification"]["status"] == "works"
+    assert sqlite_tools["write_query"]["settings"]["cacheable"] is False
+    memory = {t["name"]: t for t in servers["server-memory"]["tools"]}
+    assert memory["read_graph"]["classification"]["status"] == "works"
+    # It writes its file beside its package, which is read-only in the sandbox: said, not hidden.
+    assert any("read-only" in line for line in memory["create_entities"]["classification"]["evidence"])
+    assert servers["server-memory"]["category"]["primary"] == "Memory Management"
+    # A re-run with the same specs does nothing again.
+    again, _ = onboard(tmp_path, "pypi:mcp-server-calculator==0.2.1")
+    assert by_name(again)["mcp-server-calculator"]["onboarded_at"] == servers["mcp-server-calculator"]["onboarded_at"]
