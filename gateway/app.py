@@ -25,8 +25,9 @@ from gateway.auth.rebinding import CheckHostAndOrigin, rebinding_settings
 from gateway.cache.store import DiskStore
 from gateway.config.models import GatewayConfig
 from gateway.downstream.bodies import BoundedBodies
-from gateway.downstream.direct_calls import DirectCalls, live_transports
+from gateway.downstream.direct_calls import DirectCalls
 from gateway.downstream.exposure import exposures_for
+from gateway.downstream.inbound import InboundCheck, live_transports
 from gateway.downstream.server import ProxyServer
 from gateway.errors import ConfigError, GatewayError
 from gateway.executors.hybrid import HybridExecutor
@@ -124,13 +125,15 @@ class Gateway:
         }
         for endpoint, server in self.servers.items():
             server.open_session_ids = partial(live_transports, self.managers[endpoint])
+        # Every POST body is checked once, in front of the SDK (see `inbound`).
+        self.inbound = {endpoint: InboundCheck(manager, security, config.gateway.max_body_bytes)
+                        for endpoint, manager in self.managers.items()}
         # Most tool calls are answered in their request's own task (see `direct_calls`); the rest by the SDK.
         longest_call = max((server.call_timeout for server in config.servers.values()), default=0.0)
         self.direct_calls = {
-            endpoint: DirectCalls(self.managers[endpoint], server, security, config.gateway.max_body_bytes,
-                                  longest_call)
+            endpoint: DirectCalls(self.managers[endpoint], server, longest_call)
             for endpoint, server in self.servers.items()
-        }
+        } if config.gateway.fast_paths else {}
         for server in self.servers.values():
             self.pool.add_listener(server.broadcast)
         self.metrics.watch_pool(self.pool, _LiveSessions(self.managers))
@@ -246,10 +249,13 @@ class _McpEndpoint:
             await response(scope, receive, send)
             return
         if scope["method"] == "POST":
-            unanswered = await self._gateway.direct_calls[endpoint](scope, receive, send)
-            if unanswered is None:
+            inbound = await self._gateway.inbound[endpoint](scope, receive, send)
+            if inbound is None:
+                return  # refused by the check
+            receive = inbound.receive
+            direct = self._gateway.direct_calls.get(endpoint)
+            if direct is not None and await direct(scope, send, inbound):
                 return
-            receive = unanswered
         await manager.handle_request(scope, receive, send)
 
 

@@ -3,7 +3,8 @@
 Baseline: `tests/fixtures/conformance_server.py --http PORT` (the SDK's own streamable
 HTTP in front of the fixture) must pass every check of the suite's default ("active")
 server run. Then the same fixture, launched over stdio by the gateway, must produce
-exactly the same per-check statuses at `/servers/conf/mcp`.
+exactly the same per-check statuses at `/servers/conf/mcp`: with the gateway's fast paths
+(the direct path downstream, raw calls upstream) and without them (`gateway.fast_paths: false`).
 
 Needs Node 22 and `@modelcontextprotocol/conformance@0.1.16` under $SIMGATE_SERVERS_DIR
 (see tests/conformance.py); skipped with the install command when they are missing.
@@ -181,13 +182,14 @@ def test_fixture_scores_directly(direct_result: ConformanceResult) -> None:
     assert result.returncode == 0, result.describe()
 
 
+@pytest.mark.parametrize("fast_paths", [True, False], ids=["fast-paths", "sdk-only"])
 def test_gateway_scores_same_as_direct(
-    direct_result: ConformanceResult, conformance_root: Path, tmp_path: Path
+    direct_result: ConformanceResult, conformance_root: Path, tmp_path: Path, fast_paths: bool
 ) -> None:
     config = tmp_path / "gateway.json"
-    config.write_text(
-        json.dumps({"mcpServers": {"conf": {"command": sys.executable, "args": [str(FIXTURE)]}}}, indent=2)
-    )
+    config.write_text(json.dumps({"gateway": {"fast_paths": fast_paths},
+                                  "mcpServers": {"conf": {"command": sys.executable, "args": [str(FIXTURE)]}}},
+                                 indent=2))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with started(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from harness import fixture_server, running_gateway
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -152,3 +153,21 @@ def test_requests_the_direct_path_does_not_take_get_the_sdk_answers(tmp_path: Pa
         # A terminated session is not answered, whichever way its calls would go.
         assert httpx.delete(url, headers=headers).status_code == 200
         assert _call(url, headers, 5).status_code == 404
+
+
+@pytest.mark.parametrize("fast_paths", [True, False])
+def test_fast_paths_can_be_turned_off(tmp_path: Path, fast_paths: bool) -> None:
+    """`gateway.fast_paths: false`: every call through the SDK's transport downstream (SSE) and the SDK's
+    session upstream (whose ids count from 0; raw calls use ids from 2**40 on)."""
+    config = {"gateway": {"fast_paths": fast_paths}, "mcpServers": {"ids": fixture_server("request_id_server.py")}}
+    with running_gateway(config, tmp_path) as gateway:
+        url = gateway.mcp_url("ids")
+        headers = _session(url, {})
+        time.sleep(0.5)  # the SDK handles the notification after answering it 202
+        responses = [_call(url, headers, request_id, tool="request_id", arguments={}) for request_id in (1, 2)]
+    kinds = {response.headers["content-type"].split(";")[0] for response in responses}
+    upstream_ids = [int(_result(response)["result"]["content"][0]["text"]) for response in responses]
+    if fast_paths:
+        assert kinds == {"application/json"} and all(upstream_id >= 2**40 for upstream_id in upstream_ids)
+    else:
+        assert kinds == {"text/event-stream"} and all(upstream_id < 2**40 for upstream_id in upstream_ids)

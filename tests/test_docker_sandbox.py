@@ -275,3 +275,39 @@ async def test_a_node_server_runs_behind_the_egress_forwarder(docker_engine: Doc
         command = container.attrs["Config"]["Cmd"]
         assert any(part.endswith("egress/forwarder.py") for part in command), command
         assert container.attrs["HostConfig"]["NetworkMode"] == "none"
+
+
+DEBIAN_PYTHON = "/usr/bin/python3.11"  # Debian's own interpreter: dist-packages, no site-packages
+
+
+@pytest.mark.skipif(not Path(DEBIAN_PYTHON).exists(), reason=f"no distribution Python at {DEBIAN_PYTHON}")
+def test_image_files_follow_a_distributions_python_layout() -> None:
+    """Its package directories are the ones it names itself (dist-packages, some outside the standard
+    library); none is made up, so listing and fingerprinting its files work."""
+    from sandboxes.docker.runtime import python_files
+
+    probe = "import json, site; print(json.dumps(site.getsitepackages()))"
+    named = json.loads(subprocess.run([DEBIAN_PYTHON, "-I", "-S", "-c", probe], capture_output=True, text=True,
+                                      check=True).stdout)
+    files = python_files(DEBIAN_PYTHON)
+    fingerprint = files.fingerprint()  # stats every entry: a made-up directory raised FileNotFoundError
+    assert len(fingerprint) == len(files.entries)
+    package_dirs = sorted(path for path in files.entries if path.endswith(("/site-packages", "/dist-packages")))
+    assert package_dirs == sorted(path for path in named if Path(path).is_dir()) and package_dirs
+    assert all(path.endswith("/dist-packages") for path in package_dirs)
+
+
+@pytest.mark.skipif(not Path(DEBIAN_PYTHON).exists(), reason=f"no distribution Python at {DEBIAN_PYTHON}")
+def test_build_images_with_a_distributions_python(docker_engine: DockerEngine) -> None:  # noqa: F811
+    env = {**os.environ, "DOCKER_HOST": docker_engine.host}
+    built = subprocess.run([sys.executable, "-m", "gateway", "sandbox", "build-images", "--python", DEBIAN_PYTHON,
+                            "--node", ""], capture_output=True, text=True, cwd=REPO_ROOT, timeout=600, env=env,
+                           check=False)
+    assert built.returncode == 0, built.stdout + built.stderr
+    python_line = next(line for line in built.stdout.splitlines() if line.startswith("python:"))
+    tag = python_line.split(": ", 1)[1]
+    assert tag.startswith("simgate-python:"), built.stdout
+    with docker_engine.client() as client:  # the image's interpreter runs, with its standard library
+        output = client.containers.run(tag, [DEBIAN_PYTHON, "-I", "-c", "import ssl, sqlite3, sys; print(sys.prefix)"],
+                                       network_mode="none", remove=True)
+    assert output.decode().strip() == "/usr"

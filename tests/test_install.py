@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import mcp_types as types
 import pytest
@@ -364,3 +365,60 @@ def test_the_install_of_a_sandboxed_server_is_jailed_too(tmp_path: Path) -> None
     assert not outside.exists()
     assert "PROBE wrote=True read=True" in install("free")  # the control: unjailed, it could
     assert outside.read_text() == "escaped"
+
+
+_PATH_PROBE_SETUP = '''
+import os
+from setuptools import setup
+if os.environ.get("PATH_PROBE_INSTALL") != "yes":  # as packages do that need a variable set to install
+    raise SystemExit("set PATH_PROBE_INSTALL=yes to install this package")
+setup(name="simgate-path-probe", version="0.1", py_modules=["path_probe"],
+      entry_points={"console_scripts": ["simgate-path-probe=path_probe:serve",
+                                        "simgate-path-helper=path_probe:helper"]})
+'''
+_PATH_PROBE_MODULE = '''
+import json, subprocess, sys
+
+def helper():
+    print("helper ran from PATH")
+
+def serve():
+    for line in sys.stdin:
+        request = json.loads(line)
+        method, rid = request.get("method"), request.get("id")
+        if rid is None:
+            continue
+        if method == "initialize":
+            result = {"protocolVersion": request["params"]["protocolVersion"], "capabilities": {"tools": {}},
+                      "serverInfo": {"name": "path-probe", "version": "0.1"}}
+        elif method == "tools/list":
+            result = {"tools": [{"name": "helper", "inputSchema": {"type": "object"}}]}
+        elif method == "tools/call":  # the helper is found on PATH only (uvx puts the install's bin/ there)
+            done = subprocess.run(["simgate-path-helper"], capture_output=True, text=True)
+            result = {"content": [{"type": "text", "text": done.stdout.strip()}]}
+        else:
+            result = {}
+        print(json.dumps({"jsonrpc": "2.0", "id": rid, "result": result}), flush=True)
+'''
+
+
+@needs_bwrap
+def test_an_install_gets_the_servers_env_and_the_server_its_own_bin_on_path(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "src" / "simgate-path-probe-0.1"
+    source.mkdir(parents=True)
+    (source / "setup.py").write_text(_PATH_PROBE_SETUP)
+    (source / "path_probe.py").write_text(_PATH_PROBE_MODULE)
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    shutil.make_archive(str(dist / "simgate-path-probe-0.1"), "gztar", source.parent, source.name)
+    config = {"gateway": {"state_dir": str(tmp_path / "state")}, "mcpServers": {"probe": {
+        "package": "pypi:simgate-path-probe==0.1", "env": {"PATH_PROBE_INSTALL": "yes"},
+        "sandbox": {"backend": "bwrap"}}}}
+    monkeypatch.setenv("UV_FIND_LINKS", str(dist))  # the gateway process inherits it (a local wheelhouse)
+    with running_gateway(config, tmp_path / "gw", ready_timeout=300) as running:
+        async def call() -> str:
+            async with mcp_session(running.mcp_url("probe")) as session:
+                return _text(await session.call_tool("helper", {}))
+
+        assert anyio.run(call) == "helper ran from PATH"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, PrivateAttr, model_validator
 
 from gateway.config.limits import FaultConfig, RateLimit, UpstreamQuota
 from gateway.vault import refs as vault_refs
@@ -101,6 +101,18 @@ class ServerConfig(BaseModel):
     max_result_bytes: PositiveInt | None = Field(
         None, description="bytes one message from this server may have (default: the gateway's max_result_bytes)")
 
+    # Names of `env` entries whose values came from the vault (set when secrets are resolved): the
+    # server gets them, its package's install never does.
+    _secret_env: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    @property
+    def secret_env(self) -> frozenset[str]:
+        return self._secret_env
+
+    @secret_env.setter
+    def secret_env(self, names: frozenset[str]) -> None:
+        self._secret_env = names
+
     def settings_for(self, tool: str) -> ToolSettings:
         return self.tool_settings.get(tool) or ToolSettings()
 
@@ -188,6 +200,9 @@ class GatewaySettings(BaseModel):
     vault_check_interval: PositiveFloat = Field(2.0, description="seconds between checks for changed vault secrets")
     keys_path: str | None = Field(None, description="client API keys (default: STATE_DIR/keys.json); "
                                   "with any key in it, every client must present one")
+    fast_paths: bool = Field(True, description="answer plain tool calls without the SDK's per-request machinery, "
+                             "downstream (one JSON body) and upstream (raw requests); false: the SDK all the way "
+                             "(the answers are the same either way)")
 
     @model_validator(mode="after")
     def _check_order(self) -> GatewaySettings:

@@ -6,16 +6,15 @@ on top. For a call after which nothing can come back but its result, that machin
 the gateway's own cost per call (benchmarks/gateway_latency.py). So a POST is answered here, by the
 same handler the SDK would run, when the SDK would answer it with exactly one JSON-RPC response:
 
-- its session is live in the session manager and its headers are what the SDK's transport accepts
-  (transport security, `Accept` with application/json, `Content-Type` application/json, no or a
-  handshake-era `MCP-Protocol-Version`);
-- it is one JSON-RPC `tools/call` request of at most 64 KiB (and the endpoint's body limit) without
-  a progress token;
+- the check in front (`inbound`) read it: its headers are what the SDK's transport takes, its body is
+  within the endpoint's limit and parsed, and it names a live handshake-era session;
+- it is one JSON-RPC `tools/call` request without a progress token;
 - its session's client declared neither sampling, elicitation nor roots, so no server-to-client
   request and (see `RequestOrigin.notify`) no request-scoped notification can belong to it.
 
-Everything else, every malformed request included, goes to the SDK unchanged, so its answers and
-errors stay the SDK's. A client's `notifications/cancelled` for a call answered here cancels it
+Everything else goes to the SDK unchanged (a malformed body is refused in front of both, by
+`inbound`), so its answers and errors stay the SDK's; `gateway.fast_paths: false` sends everything
+there. A client's `notifications/cancelled` for a call answered here cancels it
 (answered with the SDK's 2025-era `Request cancelled`), and such calls keep their session from
 expiring as idle, as requests through the SDK do.
 """
@@ -32,17 +31,17 @@ import anyio
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.session import ServerSession
-from mcp.server.streamable_http import REQUEST_CANCELLED, StreamableHTTPServerTransport, check_accept_headers
+from mcp.server.streamable_http import REQUEST_CANCELLED, StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data, progress_token_from_params
 from mcp_types.methods import serialize_server_result, validate_client_request
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
+
+from gateway.downstream.inbound import Inbound
 
 if TYPE_CHECKING:  # the server's module imports this one (through `origin`)
     from gateway.downstream.server import ProxyServer
@@ -50,7 +49,6 @@ if TYPE_CHECKING:  # the server's module imports this one (through `origin`)
 logger = logging.getLogger("simgate.downstream")
 
 STATE_KEY = "simgate_json_response"
-_PEEK_LIMIT = 64 * 1024  # larger bodies are passed on untouched (and answered by the SDK)
 _CAPABILITIES_WITH_REQUESTS = ("sampling", "elicitation", "roots")
 
 InFlight = dict[tuple[str, int | str], anyio.CancelScope]
@@ -59,40 +57,27 @@ InFlight = dict[tuple[str, int | str], anyio.CancelScope]
 class DirectCalls:
     """The direct path of one MCP endpoint."""
 
-    def __init__(self, manager: StreamableHTTPSessionManager, server: ProxyServer, security: TransportSecuritySettings,
-                 max_body_bytes: int, longest_call: float) -> None:
+    def __init__(self, manager: StreamableHTTPSessionManager, server: ProxyServer, longest_call: float) -> None:
         self._manager = manager
         self._server = server  # its registered `tools/call` handler answers; `server.clients`: the sessions it met
-        self._security = TransportSecurityMiddleware(security)
-        self._body_limit = min(_PEEK_LIMIT, max_body_bytes)
         self._longest_call = longest_call  # seconds one call may take: its session is kept at least that long
         self._in_flight: InFlight = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
-        """Answer the POST and return None; or return the `receive` to hand the SDK, which then reads the
-        request exactly as it came."""
-        request = Request(scope)
-        session_id = request.headers.get("mcp-session-id")
-        if not session_id or not _acceptable(request):
-            return receive
+    async def __call__(self, scope: Scope, send: Send, inbound: Inbound) -> bool:
+        """Whether the POST was answered here; if not, the SDK reads it from `inbound.receive` as it came."""
+        message, transport = inbound.message, inbound.transport
+        if message is None or transport is None or not transport.mcp_session_id:
+            return False
+        session_id = transport.mcp_session_id
+        if message.get("method") == "notifications/cancelled":
+            self._cancel(session_id, message)
+            return False  # the SDK accepts it (202) as well
         client = self._server.clients.get(session_id)
-        transport = live_transport(self._manager, session_id)
-        if client is None or transport is None:
-            return receive
-        session = client.session
-        if await self._security.validate_request(request, is_post=True) is not None:
-            return receive
-        body, receive = await peek_body(receive, self._body_limit)
-        if body is None:
-            return receive
-        if b'"notifications/cancelled"' in body:
-            self._cancel(session_id, body)
-            return receive  # the SDK accepts it (202) as well
-        message = _direct_call(body, session)
-        if message is None:
-            return receive
-        await self._answer(scope, receive, send, message, session, transport, request)
-        return None
+        session = client.session if client is not None else None
+        if session is None or not _direct_call(message, session):
+            return False
+        await self._answer(scope, inbound.receive, send, message, session, transport, Request(scope))
+        return True
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send, message: dict[str, Any],
                       session: ServerSession, transport: StreamableHTTPServerTransport, request: Request) -> None:
@@ -140,58 +125,24 @@ class DirectCalls:
             logger.exception("handler for 'tools/call' returned an invalid result")
             raise MCPError(code=types.INTERNAL_ERROR, message="Handler returned an invalid result") from None
 
-    def _cancel(self, session_id: str, body: bytes) -> None:
-        try:
-            message = json.loads(body)
-        except ValueError:
-            return
-        params = message.get("params") if isinstance(message, dict) else None
+    def _cancel(self, session_id: str, message: dict[str, Any]) -> None:
+        params = message.get("params")
         request_id = params.get("requestId") if isinstance(params, dict) else None
         if isinstance(request_id, int | str) and (scope := self._in_flight.get((session_id, request_id))) is not None:
             scope.cancel()
 
 
-def live_transport(manager: StreamableHTTPSessionManager, session_id: str) -> StreamableHTTPServerTransport | None:
-    """The session's transport while the session lives (the manager keeps its sessions privately)."""
-    transport = live_transports(manager).get(session_id)
-    return None if transport is None or transport.is_terminated else transport
-
-
-def live_transports(manager: StreamableHTTPSessionManager) -> dict[str, StreamableHTTPServerTransport]:
-    return getattr(manager, "_server_instances", {})
-
-
-def _acceptable(request: Request) -> bool:
-    """Headers the SDK's transport takes a handshake-era POST with (in JSON-response mode)."""
-    version = request.headers.get("mcp-protocol-version")
-    if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
-        return False
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    has_json, _ = check_accept_headers(request)
-    return media_type == "application/json" and has_json
-
-
-def _direct_call(body: bytes, session: ServerSession) -> dict[str, Any] | None:
-    """The request, when it is a `tools/call` without a progress token from a client that takes no
-    server-to-client requests."""
-    if b'"tools/call"' not in body:  # most other POSTs are told apart without parsing them
-        return None
-    try:
-        message = json.loads(body)
-    except ValueError:
-        return None  # the SDK answers it (-32700)
-    if not (isinstance(message, dict) and message.get("jsonrpc") == "2.0" and message.get("method") == "tools/call"
+def _direct_call(message: dict[str, Any], session: ServerSession) -> bool:
+    """Whether the message is a `tools/call` request without a progress token from a client that takes
+    no server-to-client requests."""
+    if not (message.get("jsonrpc") == "2.0" and message.get("method") == "tools/call"
             and isinstance(message.get("id"), int | str) and not isinstance(message.get("id"), bool)):
-        return None
+        return False
     params = message.get("params")
-    if not isinstance(params, dict):
-        return None
-    if progress_token_from_params(params) is not None:
-        return None
+    if not isinstance(params, dict) or progress_token_from_params(params) is not None:
+        return False
     caps = session.client_capabilities
-    if caps is None or any(getattr(caps, name, None) is not None for name in _CAPABILITIES_WITH_REQUESTS):
-        return None
-    return message
+    return caps is not None and not any(getattr(caps, name, None) is not None for name in _CAPABILITIES_WITH_REQUESTS)
 
 
 def _hold(transport: StreamableHTTPServerTransport, idle_timeout: float | None, seconds: float) -> None:
@@ -201,31 +152,6 @@ def _hold(transport: StreamableHTTPServerTransport, idle_timeout: float | None, 
     if idle_timeout is None or idle_scope is None or idle_scope.cancel_called or math.isinf(idle_scope.deadline):
         return
     idle_scope.deadline = max(idle_scope.deadline, anyio.current_time() + seconds + idle_timeout)
-
-
-async def peek_body(receive: Receive, limit: int) -> tuple[bytes | None, Receive]:
-    """The request body when it is complete within `limit` bytes (else None), and a `receive` that
-    replays what was read before going on with the original."""
-    taken: list[Message] = []
-    size = 0
-    complete = False
-    while True:
-        message = await receive()
-        taken.append(message)
-        if message["type"] != "http.request":
-            break
-        size += len(message.get("body", b""))
-        if size > limit:
-            break
-        if not message.get("more_body", False):
-            complete = True
-            break
-
-    async def replay() -> Message:
-        return taken.pop(0) if taken else await receive()
-
-    body = b"".join(m.get("body", b"") for m in taken if m["type"] == "http.request") if complete else None
-    return body, replay
 
 
 def answered_directly(scope: Mapping[str, Any] | None) -> bool:

@@ -75,9 +75,11 @@ class Upstream:
         state_dir: Path,
         on_notification: NotificationSink | None = None,
         snapshots: ToolSnapshots | None = None,
+        raw_calls: bool = True,
         settings: GatewaySettings | None = None,
     ) -> None:
         self.name = name
+        self._use_raw_calls = raw_calls  # tool calls beside the session (see `raw_calls`); else through it
         self.config = config
         self._settings = settings or GatewaySettings()  # the gateway's limits: result size, stderr.log size
         self._state_dir = state_dir
@@ -160,7 +162,8 @@ class Upstream:
             launched = anyio.current_time()  # the process is running (any install is done): its clock starts
             with anyio.fail_after(self.config.startup_timeout):
                 self.initialize_result = await session.initialize()
-                self._session, self._raw_calls = session, read.raw_calls
+                self._session = session
+                self._raw_calls = read.raw_calls if self._use_raw_calls else None
                 self.tools = await self._list_tools(session)
             if self._snapshots is not None:
                 self._snapshots.save_tools(self.name, self.tools)

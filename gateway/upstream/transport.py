@@ -154,15 +154,16 @@ async def open_transport(
 async def _raw_transport(name: str, config: ServerConfig, dirs: ServerDirs, stderr: IO[str],
                          egress_decisions: Counter[str] | None, limit: int) -> AsyncIterator[Streams]:
     if config.transport == "stdio":
-        command, args = await server_command(name, config, dirs)  # installs once if it names a package
+        command, args, installed_env = await server_command(name, config, dirs)  # installs once if it names a package
+        env = {**config.env, **installed_env}
         async with egress_for(name, config.sandbox, egress_decisions) as egress:  # the allowlist proxy, if any
             if config.sandbox is not None and config.sandbox.backend == "docker":
                 instance = gateway_instance(dirs.root.parent.parent)  # dirs.root is STATE_DIR/servers/NAME
-                async with docker_stdio_client(name, command, args, config.env, config.cwd or str(dirs.work),
+                async with docker_stdio_client(name, command, args, env, config.cwd or str(dirs.work),
                                                dirs, config.sandbox, instance, stderr, limit, egress=egress) as streams:
                     yield streams
                 return
-            launch = prepare_launch(command, args, config.env, config.cwd or str(dirs.work), dirs, config.sandbox,
+            launch = prepare_launch(command, args, env, config.cwd or str(dirs.work), dirs, config.sandbox,
                                     name, egress=egress)
             async with stdio_streams(launch.command, launch.args, launch.env, launch.cwd, stderr, limit) as streams:
                 yield streams

@@ -107,7 +107,9 @@ def resolve_server(name: str, server: ServerConfig, values: dict[str, str], vaul
                                   "HTTP header (only printable ASCII, no line breaks)")
         return out
 
-    return server.model_copy(update={"env": resolved("env", server.env), "headers": resolved("headers", server.headers)})
+    copy = server.model_copy(update={"env": resolved("env", server.env), "headers": resolved("headers", server.headers)})
+    copy.secret_env = frozenset(key for key, value in server.env.items() if refs.names_in(value))
+    return copy
 
 
 def _header_safe(value: str) -> bool:

@@ -64,7 +64,7 @@ async def fetch_catalogue(gateway: str, *, onboard_report: Path | None = None, s
         if status.get("state") != "ready" or (servers is not None and name not in servers):
             continue
         tools, instructions = await _server_tools(f"{base}/servers/{name}/mcp", headers or {})
-        exposed = exposed_names(name, [tool.name for tool in tools])
+        exposed = {original: shown for shown, original in exposed_names(name, [tool.name for tool in tools]).items()}
         entries = [CatalogueTool(name=exposed[tool.name], tool=tool.name, description=tool.description or "",
                                  input_schema=tool.input_schema or {}) for tool in tools]
         if not entries:

@@ -16,6 +16,7 @@ from gateway.cli import command_group, guarded
 from runner.errors import RunnerError
 from runner.output import read_records, repair
 from runner.pipeline.catalogue import fetch_catalogue
+from runner.pipeline.declared import load_pipeline, run_pipeline
 from runner.pipeline.dedup import dedup_embeddings, dedup_minhash
 from runner.pipeline.filters import PRESETS, compile_filter, passes
 from runner.pipeline.judge import judge_tasks, judge_trajectories, record_key
@@ -89,6 +90,11 @@ def register(commands: Any) -> None:
     trajectories.add_argument("--retry-failed", action="store_true")
     _models(trajectories, "judge")
     trajectories.set_defaults(handler=guarded(_judge_trajectories, RunnerError, prefix="simgate judge trajectories"))
+
+    pipeline = command_group(commands, "pipeline", "the whole data pipeline declared in one file")
+    run = pipeline.add_parser("run", help="run (or resume) every stage of PIPELINE.yaml")
+    run.add_argument("pipeline", type=Path, metavar="PIPELINE.yaml")
+    run.set_defaults(handler=guarded(_pipeline_run, RunnerError, prefix="simgate pipeline run"))
 
     filter_ = commands.add_parser("filter", help="keep tasks or trajectories that pass a preset or an expression")
     filter_.add_argument("records", type=Path)
@@ -177,4 +183,12 @@ def _filter(args: argparse.Namespace) -> int:
     _write(args.out, kept)
     print(json.dumps({"records": len(records), "kept": len(kept), "expression": expression,
                       "not_evaluable": why_not}, sort_keys=True))
+    return 0
+
+
+def _pipeline_run(args: argparse.Namespace) -> int:
+    config = load_pipeline(args.pipeline)
+    for manifest in anyio.run(run_pipeline, config):
+        print(json.dumps({"stage": manifest["stage"], "output": manifest["output"], **manifest["counts"]},
+                         sort_keys=True, default=str))
     return 0

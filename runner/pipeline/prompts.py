@@ -39,7 +39,7 @@ TRAJECTORY_DIMENSIONS: dict[str, str] = {
 
 def rating_schema(dimensions: dict[str, str]) -> dict[str, Any]:
     """Each dimension: reasoning first (so the rating follows from it), then an integer 1–5."""
-    item = {"type": "object", "properties": {"reasoning": {"type": "string", "maxLength": 800},
+    item = {"type": "object", "properties": {"reasoning": {"type": "string", "maxLength": 300},
                                              "score": {"type": "integer", "minimum": 1, "maximum": 5}},
             "required": ["reasoning", "score"], "additionalProperties": False}
     return {"type": "object", "properties": {name: item for name in dimensions}, "required": list(dimensions),

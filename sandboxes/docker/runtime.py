@@ -37,8 +37,9 @@ BASE_TOOLS = ("/bin/sh", "/usr/bin/env")
 MANYLINUX_LIBRARIES = ("libgcc_s.so.1", "libstdc++.so.6", "libm.so.6", "libdl.so.2", "librt.so.1", "libc.so.6",
                        "libnsl.so.1", "libutil.so.1", "libpthread.so.0", "libresolv.so.2", "libz.so.1")
 _PROBE = (
-    "import json, os, sys, sysconfig; "
+    "import json, os, site, sys, sysconfig; "
     "print(json.dumps({'executable': os.path.realpath(sys.executable), 'stdlib': sysconfig.get_path('stdlib'), "
+    "'site': sorted({*site.getsitepackages(), sysconfig.get_path('purelib'), sysconfig.get_path('platlib')}), "
     "'platstdlib': sysconfig.get_path('platstdlib'), 'libdir': sysconfig.get_config_var('LIBDIR'), "
     "'ldlibrary': sysconfig.get_config_var('LDLIBRARY'), 'shared': sysconfig.get_config_var('Py_ENABLE_SHARED'), "
     "'version': '%d.%d.%d' % sys.version_info[:3]}))"
@@ -235,7 +236,12 @@ def python_files(interpreter: str) -> FileSet:
     stdlib_skip = _STDLIB_SKIP | {p.name for p in Path(info["stdlib"]).glob("config-*")}
     for tree in {info["stdlib"], info["platstdlib"]}:
         files.add_tree(tree, skip=stdlib_skip)
-        files.add_dir(Path(tree) / "site-packages")  # empty: servers bring their own in their venvs
+    # The interpreter's own package directories, as it names them (site-packages, or dist-packages on
+    # Debian and Ubuntu, possibly outside the standard library): present but empty, since servers bring
+    # their packages in their venvs. One that does not exist on the host is not made up.
+    for directory in info["site"]:
+        if Path(directory).is_dir():
+            files.add_dir(Path(directory))
     elf = [str(executable)]
     if info.get("shared") and info.get("libdir") and info.get("ldlibrary"):
         library = Path(info["libdir"]) / info["ldlibrary"]

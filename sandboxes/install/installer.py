@@ -82,6 +82,12 @@ class InstalledServer(BaseModel):
     manifest: InstallManifest
     reused: bool
 
+    def bin_dirs(self) -> list[Path]:
+        """The install's own executables, put first on the server's PATH (as uvx and npx do): a server
+        that runs a tool it depends on finds it."""
+        found = [self.directory / "bin", self.directory / "node_modules" / ".bin"]
+        return [path for path in found if path.is_dir()]
+
     def argv(self) -> list[str]:
         """The command that runs the entry point directly: no uvx/npx, no network."""
         entry = str(self.directory / self.manifest.entry)
@@ -108,9 +114,11 @@ def installed(tools: Path, spec: PackageSpec) -> InstalledServer | None:
 
 
 async def ensure_installed(tools: Path, server: str, spec: PackageSpec, *, timeout: float = 900,
-                           isolation: InstallIsolation | None = None) -> InstalledServer:
+                           isolation: InstallIsolation | None = None,
+                           env: dict[str, str] | None = None) -> InstalledServer:
     """Reuse this spec's install, or install it now (once, even with several callers at the same time);
-    under `isolation` (bubblewrap, see `isolation_for`) when the server runs sandboxed."""
+    under `isolation` (bubblewrap, see `isolation_for`) when the server runs sandboxed. `env`: the
+    server's own variables (no secrets), which a package's install may need (e.g. to skip a download)."""
     found = installed(tools, spec)
     if found is not None:
         return found
@@ -126,21 +134,21 @@ async def ensure_installed(tools: Path, server: str, spec: PackageSpec, *, timeo
         tools.chmod(0o755)
         _sweep(tools, keep=spec.key())
         try:
-            return await _install(tools, server, spec, timeout, isolation)
+            return await _install(tools, server, spec, timeout, isolation, env or {})
         finally:
             with contextlib.suppress(OSError):
                 tools.rmdir()  # only when empty: a failed first install leaves no directory at all
 
 
 async def _install(tools: Path, server: str, spec: PackageSpec, timeout: float,
-                   isolation: InstallIsolation | None) -> InstalledServer:
+                   isolation: InstallIsolation | None, env: dict[str, str]) -> InstalledServer:
     key = spec.key()
     partial = Path(tempfile.mkdtemp(prefix=f".partial-{key}-", dir=tools))
     started = time.monotonic()
     logger.info("installing %s for server %s", spec.describe(), server)
     try:
         with anyio.fail_after(timeout):
-            run = _Runner(server, spec, partial, isolation)
+            run = _Runner(server, spec, partial, isolation, env)
             manifest = await (_install_pypi(run) if spec.registry == "pypi" else _install_npm(run))
         manifest.seconds = round(time.monotonic() - started, 3)
         write_manifest(partial, manifest)
@@ -252,10 +260,11 @@ def _node_runner(script: Path) -> str:
 class _Runner:
     """Runs one install's commands in its directory, with the installer's environment, isolated if asked."""
 
-    def __init__(self, server: str, spec: PackageSpec, directory: Path, isolation: InstallIsolation | None) -> None:
+    def __init__(self, server: str, spec: PackageSpec, directory: Path, isolation: InstallIsolation | None,
+                 env: dict[str, str] | None = None) -> None:
         self.server, self.spec, self.directory = server, spec, directory
         self._isolation = isolation
-        self._env = _installer_env()
+        self._env = _installer_env() | (env or {})
 
     async def __call__(self, argv: list[str]) -> str:
         command, env, cwd = argv, self._env, str(self.directory)

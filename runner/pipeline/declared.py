@@ -1,0 +1,207 @@
+"""`simgate pipeline run PIPELINE.yaml`: the stages declared once, each writing a file the next reads.
+
+    dir: out/                              # every stage's output and manifest
+    gateway: http://127.0.0.1:8808/mcp
+    llm: {base_url: http://127.0.0.1:8000/v1, model: qwen}   # every role's default model
+    stages:
+      synth: {strategy: single:uniform, per_server: 2, models: [a, b]}
+      dedup: {threshold: 0.7}
+      judge_tasks: {}
+      run: {mode: simulated, agent: prompted, max_turns: 4}     # live, replay or simulated: a setting
+      judge_trajectories: {tool_output_budget: 1000}
+      filter: {where: sft}
+      export: {format: toucan, file: dataset.parquet}
+
+Stages run in that order (those not declared are skipped, their input passed on). A finished stage
+leaves `NN-stage.manifest.json` (its settings, the prompt versions, simgate's version, counts) and
+is not run again; a stage killed midway resumes (synth, judge and run append and skip what is done;
+the others rewrite their file whole). Changing a finished stage's settings is refused, naming the
+stage, instead of mixing two settings in one dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from runner.errors import RunnerError
+from runner.export.commands import write_rows
+from runner.export.formats import FORMATS
+from runner.output import read_records, repair
+from runner.pipeline import prompts
+from runner.pipeline.catalogue import fetch_catalogue
+from runner.pipeline.dedup import dedup_minhash
+from runner.pipeline.filters import compile_filter, passes
+from runner.pipeline.judge import judge_tasks, judge_trajectories, record_key
+from runner.pipeline.strategies import Strategy, plan_tasks
+from runner.pipeline.synth import synthesize
+from runner.run import run_tasks
+from runner.settings import RunSettings
+from runner.structured import Endpoint, EndpointPool
+from runner.tasks import load_tasks
+from sandboxes.files import atomic_write
+
+STAGES = ("synth", "dedup", "judge_tasks", "run", "judge_trajectories", "filter", "export")
+
+
+class LLMSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str
+    model: str
+    api_key: str = "not-needed"
+    max_tokens: int = 1024
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dir: Path
+    gateway: str
+    llm: LLMSettings
+    stages: dict[str, dict[str, Any]] = Field(description="stage name → its settings")
+
+
+def load_pipeline(path: Path) -> PipelineConfig:
+    try:
+        data = yaml.safe_load(path.read_text())
+        config = PipelineConfig.model_validate(data)
+    except (OSError, yaml.YAMLError) as exc:
+        raise RunnerError(f"{path}: {exc}") from None
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        raise RunnerError(f"{path}: {'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+    unknown = [name for name in config.stages if name not in STAGES]
+    if unknown:
+        raise RunnerError(f"{path}: unknown stage {unknown[0]!r}; the stages are {', '.join(STAGES)}")
+    if not config.stages:
+        raise RunnerError(f"{path}: no stages")
+    if not config.dir.is_absolute():
+        config.dir = path.parent / config.dir
+    return config
+
+
+def _simgate_version() -> str:
+    try:
+        return version("simgate")
+    except PackageNotFoundError:
+        return "source"
+
+
+def _pool(config: PipelineConfig, settings: dict[str, Any]) -> EndpointPool:
+    models = settings.get("models") or [settings.get("model") or config.llm.model]
+    weights = settings.get("weights")
+    endpoints = [Endpoint(base_url=settings.get("base_url", config.llm.base_url), model=model,
+                          api_key=config.llm.api_key, max_tokens=int(settings.get("max_tokens", config.llm.max_tokens)),
+                          weight=float(weights[i]) if weights else 1.0) for i, model in enumerate(models)]
+    return EndpointPool(endpoints, weighted=bool(weights), seed=int(settings.get("seed", 0)))
+
+
+def _records(path: Path, what: str) -> list[dict[str, Any]]:
+    repair(path)
+    return list(read_records(path, record_key, what))
+
+
+def _write_records(path: Path, records: list[dict[str, Any]]) -> None:
+    atomic_write(path, [json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in records])
+
+
+async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, source: Path | None,
+                 out: Path) -> dict[str, Any]:
+    """Run one stage from `source` into `out`; its counts."""
+    if name == "synth":
+        catalogue = await fetch_catalogue(config.gateway, servers=settings.get("servers"))
+        plans = plan_tasks(catalogue, Strategy(settings.get("strategy", "single:random")), int(settings.get("count", 10)),
+                           seed=int(settings.get("seed", 0)), per_server=int(settings.get("per_server", 1)),
+                           featured=settings.get("featured"), usage_rank=settings.get("usage_rank"),
+                           alpha=float(settings.get("alpha", 1.0)))
+        stats = await synthesize(plans, catalogue, _pool(config, settings), out, seed=int(settings.get("seed", 0)),
+                                 temperature=float(settings.get("temperature", 0.7)),
+                                 concurrency=int(settings.get("concurrency", 2)),
+                                 subset_name=settings.get("subset_name"))
+        return stats.model_dump(mode="json")
+    assert source is not None
+    if name == "dedup":
+        tasks = _records(source, "task")
+        result = dedup_minhash(tasks, float(settings.get("threshold", 0.7)))
+        _write_records(out, result.kept)
+        return {"tasks": len(tasks), "kept": len(result.kept), "exact_duplicates": len(result.exact),
+                "near_duplicates": len(result.near)}
+    if name == "judge_tasks":
+        catalogue = await fetch_catalogue(config.gateway)
+        tools = {tool.name: {"name": tool.name, "description": tool.description, "server": server.name}
+                 for server in catalogue.servers for tool in server.tools}
+        stats = await judge_tasks(source, out, _pool(config, settings), tools,
+                                  concurrency=int(settings.get("concurrency", 2)))
+        return stats.model_dump()
+    if name == "run":
+        known = set(RunSettings.model_fields) - {"gateway", "llm_base_url", "model", "progress"}
+        extra = sorted(set(settings) - known - {"base_url"})
+        if extra:
+            raise RunnerError(f"stage run: unknown setting {extra[0]!r}")
+        run_settings = RunSettings(gateway=config.gateway, llm_base_url=settings.get("base_url", config.llm.base_url),
+                                   model=settings.get("model", config.llm.model), progress=False,
+                                   **{k: v for k, v in settings.items() if k in known})
+        trajectories = await run_tasks(load_tasks(source), run_settings, out)
+        return {"trajectories": len(trajectories), "mode": run_settings.mode}
+    if name == "judge_trajectories":
+        stats = await judge_trajectories(source, out, _pool(config, settings),
+                                         tool_output_budget=int(settings.get("tool_output_budget", 1000)),
+                                         concurrency=int(settings.get("concurrency", 2)))
+        return stats.model_dump()
+    if name == "filter":
+        expression = compile_filter(str(settings.get("where", "sft")))
+        records = _records(source, "record")
+        kept = [record for record in records if passes(record, expression)[0]]
+        _write_records(out, kept)
+        return {"records": len(records), "kept": len(kept), "expression": expression}
+    if name == "export":
+        convert = FORMATS[settings.get("format", "toucan")]
+        records = _records(source, "trajectory")
+        write_rows(out, [convert(record) for record in records])
+        return {"rows": len(records), "format": settings.get("format", "toucan")}
+    raise RunnerError(f"unknown stage {name!r}")
+
+
+async def run_pipeline(config: PipelineConfig) -> list[dict[str, Any]]:
+    """Every declared stage in order; finished ones (same settings) are skipped. Returns the manifests."""
+    config.dir.mkdir(parents=True, exist_ok=True)
+    manifests = []
+    source: Path | None = None
+    for number, name in enumerate(STAGES, start=1):
+        if name not in config.stages:
+            continue
+        settings = config.stages[name] or {}
+        stem = f"{number:02d}-{name}"
+        if name == "export":
+            out = config.dir / str(settings.get("file", "dataset.jsonl"))
+        else:
+            out = config.dir / f"{stem}.jsonl"
+        manifest_path = config.dir / f"{stem}.manifest.json"
+        fingerprint = hashlib.sha256(json.dumps({"settings": settings, "gateway": config.gateway,
+                                                 "llm": config.llm.model_dump(exclude={"api_key"}),
+                                                 "input": str(source)}, sort_keys=True, default=str).encode()
+                                     ).hexdigest()[:16]
+        if manifest_path.exists():
+            manifest = json.loads(manifest_path.read_text())
+            if manifest.get("fingerprint") != fingerprint:
+                raise RunnerError(f"stage {name} already ran with other settings (see {manifest_path}); remove "
+                                  f"its output and manifest, or use another dir")
+            manifests.append(manifest)
+            source = out
+            continue
+        counts = await _stage(name, settings, config, source, out)
+        manifest = {"stage": name, "fingerprint": fingerprint, "settings": settings, "input": str(source),
+                    "output": str(out), "counts": counts, "simgate": _simgate_version(),
+                    "prompt_versions": {"synth": prompts.SYNTH_VERSION, "judge_task": prompts.JUDGE_TASK_VERSION,
+                                        "judge_trajectory": prompts.JUDGE_TRAJECTORY_VERSION}}
+        atomic_write(manifest_path, json.dumps(manifest, indent=1).encode())
+        manifests.append(manifest)
+        source = out
+    return manifests
