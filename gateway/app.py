@@ -96,7 +96,7 @@ class Gateway:
         simulator = build_simulator(simulator_config) if simulator_config is not None else None
         self.simulator = simulator
         live = RecordingLive(LiveExecutor(self.pool), self.store, config, self.pool, redactor=self.redactor)
-        replay = ReplayExecutor(self.store)
+        replay = ReplayExecutor(self.store, config)
         simulated = SimulatedExecutor(simulator, RedactingStore(self.store, self.redactor), self.sessions, self.pool,
                                       examples=simulator_config.examples if simulator_config else 5)
         self.shadow = ShadowExecutor(live, simulated, self.shadow_log)

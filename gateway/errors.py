@@ -89,6 +89,10 @@ class TooManySubscriptions(GatewayError):
     code_value = types.INVALID_REQUEST
 
 
+class InvalidHoldout(GatewayError):
+    code_value = types.INVALID_PARAMS
+
+
 
 class Forbidden(GatewayError):
     """The client's API key does not allow this server, tool, prompt or resource."""

@@ -1,4 +1,13 @@
-"""Per-session state the pipeline needs: the session's mode, its call positions, its recent calls."""
+"""Per-session state the pipeline needs: the session's mode, its call positions, its recent calls.
+
+Two things are called a session here. A session *name* (`X-Simgate-Session`, `_meta["simgate/session"]`,
+else the MCP session id) names what is recorded and what a replay reads; modes set with
+`simgate mode set --session NAME` belong to it. The *state* of a run — sequential replay positions and
+the history the simulator is shown — belongs to one client connection (its MCP session) using that
+name: a fresh connection that names recorded session S starts at S's first position, and sees none of
+the calls earlier connections made under any name. A client without an MCP session (the sessionless
+2026-07-28 era) has only the name to go by.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +24,13 @@ class SessionState:
     mode: str | None = None
     positions: dict[str, int] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def state_key(name: str | None, client_session: str | None) -> str | None:
+    """Where a call's run state lives: its connection's use of a name (or the name alone, sessionless)."""
+    if client_session is None:
+        return name
+    return f"{client_session}\x00{name or ''}"
 
 
 class Sessions:

@@ -37,8 +37,10 @@ def agent_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-timeout", type=float, default=600.0, help="seconds one trajectory may take")
     parser.add_argument("--concurrency", type=int, default=1, help="trajectories run at once (default 1)")
     parser.add_argument("--session-prefix", default="",
-                        help="prefix of the per-trajectory gateway session ids (replay finds a recording's "
-                             "sequences under the same ids)")
+                        help="prefix of the per-trajectory gateway session ids")
+    parser.add_argument("--run-id", default="",
+                        help="names the run in the gateway session ids, {prefix}{run}/{mode}/{task}#{repeat} "
+                             "(default none: {prefix}{mode}/{task}#{repeat})")
     parser.add_argument("--max-string-length", type=int, help="bound unbounded strings of the prompted answer schema")
     parser.add_argument("--max-array-items", type=int, help="bound unbounded arrays of the prompted answer schema")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -51,7 +53,7 @@ def settings_from(args: argparse.Namespace, mode: str, **overrides: Any) -> RunS
         "max_tokens": args.max_tokens, "parallel_tool_calls": args.parallel_tool_calls,
         "first_tool_choice": args.first_tool_choice, "agents_sdk_tool_calls": args.agents_sdk_tool_calls,
         "temperature": args.temperature, "seed": args.seed, "task_timeout": args.task_timeout,
-        "concurrency": args.concurrency, "session_prefix": args.session_prefix,
+        "concurrency": args.concurrency, "session_prefix": args.session_prefix, "run_id": args.run_id,
         "max_string_length": args.max_string_length, "max_array_items": args.max_array_items,
         "progress": not args.no_progress}
     return RunSettings(**{**values, **overrides})
@@ -66,6 +68,11 @@ def register(commands: Any) -> None:
     run.add_argument("--out", required=True, metavar="FILE",
                      help="trajectories, JSONL; trajectories already in it are skipped (resume)")
     run.add_argument("--repeat", type=int, default=0, help="the repeat index written into each trajectory")
+    run.add_argument("--replay-of", metavar="RUN",
+                     help="--mode replay: the --run-id of the live run to replay (default: this run's --run-id)")
+    run.add_argument("--holdout", choices=("none", "call", "task"), default="none",
+                     help="simulated/hybrid calls: keep the simulator from seeing recorded answers of the call "
+                          "itself, or of every call recorded for the task (for evaluating it; default none)")
     agent_arguments(run)
     run.set_defaults(handler=guarded("run", _run))
 
@@ -123,7 +130,7 @@ def _run(args: argparse.Namespace) -> int:
     from runner.tasks import load_tasks
 
     tasks = load_tasks(Path(args.tasks))
-    settings = settings_from(args, args.mode, repeat=args.repeat)
+    settings = settings_from(args, args.mode, repeat=args.repeat, replay_of=args.replay_of, holdout=args.holdout)
     out = Path(args.out)
 
     async def main() -> Any:

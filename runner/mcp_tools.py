@@ -22,12 +22,22 @@ from runner.trajectory import Source, ToolEvent
 PROVENANCE = "simgate/provenance"
 MODE_HEADER = "X-Simgate-Mode"
 SESSION_HEADER = "X-Simgate-Session"
+TASK_HEADER = "X-Simgate-Task"
+HOLDOUT_HEADER = "X-Simgate-Holdout"
 _SOURCES = {"live", "cache", "simulator"}
 
 
-def session_headers(mode: str, session: str) -> dict[str, str]:
-    """Sent on every request of the trajectory: the gateway resolves mode and session per call."""
-    return {MODE_HEADER: mode, SESSION_HEADER: session}
+def session_headers(mode: str, session: str, *, task: str | None = None,
+                    holdout: str | None = None) -> dict[str, str]:
+    """Sent on every request of the trajectory: the gateway resolves mode and session per call. The task
+    labels what a live run records; a hold-out keeps the simulator from being shown recorded answers of
+    the call (or of the whole task) it is evaluated on."""
+    headers = {MODE_HEADER: mode, SESSION_HEADER: session}
+    if task is not None:
+        headers[TASK_HEADER] = task
+    if holdout is not None and holdout != "none":
+        headers[HOLDOUT_HEADER] = holdout
+    return headers
 
 
 def openai_tool(tool: types.Tool) -> dict[str, Any]:
@@ -150,13 +160,15 @@ def _describe(exc: BaseException) -> str:
 
 @asynccontextmanager
 async def gateway_session(url: str, *, mode: str, session: str, servers: list[str] | None = None,
-                          timeout: float = 300.0) -> AsyncIterator[GatewaySession]:
+                          timeout: float = 300.0, task: str | None = None,
+                          holdout: str | None = None) -> AsyncIterator[GatewaySession]:
     """Open the trajectory's session and list its tools (sorted by name, so the prompt is stable)."""
     opened = False
     try:
         async with AsyncExitStack() as stack:
             http = await stack.enter_async_context(httpx2.AsyncClient(
-                headers=session_headers(mode, session), timeout=httpx2.Timeout(30, read=timeout)))
+                headers=session_headers(mode, session, task=task, holdout=holdout),
+                timeout=httpx2.Timeout(30, read=timeout)))
             read, write = await stack.enter_async_context(streamable_http_client(url, http_client=http))
             client = await stack.enter_async_context(ClientSession(read, write))
             await client.initialize()

@@ -80,7 +80,8 @@ async def run_one(task: Task, settings: RunSettings) -> Trajectory:
     with anyio.move_on_after(settings.task_timeout) as scope:
         try:
             async with gateway_session(settings.gateway, mode=settings.mode, session=session,
-                                       servers=task.servers, timeout=settings.task_timeout) as gateway:
+                                       servers=task.servers, timeout=settings.task_timeout, task=task.id,
+                                       holdout=settings.holdout) as gateway:
                 if task.servers and not gateway.tools:
                     # A gateway set-up problem, not the agent's: not written, so a fixed gateway retries it.
                     raise GatewayUnreachable(f"the gateway offers no tool of the task's server(s) "
@@ -106,7 +107,7 @@ async def run_one(task: Task, settings: RunSettings) -> Trajectory:
                           target_tools=task.target_tools),
         agent=AgentInfo(kind=settings.agent, model=settings.model, temperature=settings.temperature,
                         seed=settings.seed, max_turns=settings.max_turns),
-        created_at=utc_now())
+        created_at=utc_now(), task_extra=task.extra)
 
 
 def _progress(enabled: bool, total: int) -> Any:

@@ -33,6 +33,11 @@ class RunSettings(BaseModel):
     task_timeout: float = Field(600.0, gt=0, description="seconds one trajectory may take")
     concurrency: int = Field(1, ge=1, le=256, description="trajectories run at once")
     session_prefix: str = Field("", description="prepended to each trajectory's gateway session id")
+    run_id: str = Field("", description="names the run in its session ids ({prefix}{run}/{mode}/{task}#{repeat})")
+    replay_of: str | None = Field(None, description="replay mode: the run whose live sessions are replayed "
+                                  "(default: this run's id)")
+    holdout: Literal["none", "call", "task"] = Field(
+        "none", description="simulated and hybrid calls: what the simulator is not shown (X-Simgate-Holdout)")
     repeat: int = Field(0, ge=0, description="the repeat index written into each trajectory")
     llm_timeout: float = Field(300.0, gt=0, description="seconds one model request may take")
     progress: bool = Field(True, description="show a progress bar on stderr")
@@ -54,6 +59,21 @@ class RunSettings(BaseModel):
         # `--gateway http://host:port` means its aggregated endpoint.
         return value if value.endswith("/mcp") else value + "/mcp"
 
+    @field_validator("run_id", "replay_of")
+    @classmethod
+    def _no_slash(cls, value: str | None) -> str | None:
+        if value is not None and "/" in value:
+            raise ValueError(f"must not contain '/' (it separates the parts of a session id), got {value!r}")
+        return value
+
     def session_id(self, task_id: str, repeat: int) -> str:
-        """Deterministic, so a replaying run finds the episodes its recording run wrote."""
-        return f"{self.session_prefix}{task_id}#{repeat}"
+        """The trajectory's gateway session: the run, the mode, the task and the repeat.
+
+        Deterministic, so a replay finds what its recording run wrote: a replay names the live session
+        it replays (`{prefix}{replay_of or run}/live/{task}#{repeat}`); the gateway starts every fresh
+        connection at the first position of the recorded session it names."""
+        if self.mode == "replay":
+            run, mode = (self.replay_of if self.replay_of is not None else self.run_id), "live"
+        else:
+            run, mode = self.run_id, self.mode
+        return f"{self.session_prefix}{run + '/' if run else ''}{mode}/{task_id}#{repeat}"

@@ -71,6 +71,8 @@ class Trajectory(BaseModel):
     checks: dict[str, Any]
     agent: AgentInfo
     created_at: str
+    task_extra: dict[str, Any] = Field(
+        default_factory=dict, description="the task's own keys beyond the known ones (subset_name, metadata, ...)")
 
     def to_line(self) -> str:
         """One JSONL line (no newline), in the key order of the model."""

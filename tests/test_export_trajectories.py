@@ -66,7 +66,7 @@ def test_toucan_columns() -> None:
     assert row["question_quality_assessment"] is None and row["response_quality_assessment"] is None
     judged = to_toucan(_trajectory(
         checks={"passed": True, "target_tool_share": 1.0, "target_order_kept": True},
-        question_quality_assessment={"question_quality": {"reasoning": "clear", "score": 5}},
+        task_extra={"question_quality_assessment": {"question_quality": {"reasoning": "clear", "score": 5}}},
         response_quality_assessment={"completeness": {"reasoning": "a", "score": 5},
                                      "conciseness": {"reasoning": "b", "score": 3}, "judge": {"model": "m"}}))
     assert json.loads(judged["question_quality_assessment"])["question_quality"]["score"] == 5
@@ -76,6 +76,20 @@ def test_toucan_columns() -> None:
     assert json.loads(row["metadata"])["tool_events"][0]["source"] == "cache"
     # Stable per (id, mode, repeat): re-exports deduplicate; another repeat is another row.
     assert row["uuid"] == to_toucan(_trajectory())["uuid"] != to_toucan(_trajectory(repeat=1))["uuid"]
+
+
+def test_a_tasks_own_keys_are_kept_in_every_format() -> None:
+    extra = {"subset_name": "multi-server", "question_quality_assessment": {"clarity": 5}, "source": "toucan"}
+    row = to_toucan(_trajectory(task_extra=extra))
+    assert row["subset_name"] == "multi-server"  # not simgate-replay: the task's own subset
+    assert json.loads(row["question_quality_assessment"]) == {"clarity": 5}
+    assert json.loads(row["metadata"])["task"] == extra
+    assert to_toucan(_trajectory(task_extra=extra), subset_name="chosen")["subset_name"] == "chosen"
+    record = to_sharegpt(_trajectory(task_extra={**extra, "tools": "not the record's"}))
+    assert record["subset_name"] == "multi-server" and record["source"] == "toucan"
+    assert json.loads(record["tools"]) == [TOOLS[0]["function"]]  # the record's own fields win
+    with pytest.raises(ExportError, match="task_extra must be an object"):
+        to_toucan(_trajectory(task_extra=["x"]))
 
 
 def test_sharegpt_turns_with_parallel_calls() -> None:

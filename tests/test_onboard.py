@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 from harness import FIXTURES, REPO_ROOT, mcp_session, provenance, running_gateway
+from llm_server import LLMServer, llm_server  # noqa: F401  (the session-scoped fixture)
+from runner.onboard.categories import CATEGORIES
 from runner.onboard.classify import changed_paths, classify_tool, env_names, propose_settings
 from runner.onboard.observations import CallOutcome, ProbeCall, ToolStatus
 from runner.onboard.specs import OnboardSpecError, candidates_from
@@ -206,3 +208,18 @@ def test_real_servers_from_pypi_and_npm_including_one_that_needs_mcp_below_2(tmp
     # A re-run with the same specs does nothing again.
     again, _ = onboard(tmp_path, "pypi:mcp-server-calculator==0.2.1")
     assert by_name(again)["mcp-server-calculator"]["onboarded_at"] == servers["mcp-server-calculator"]["onboarded_at"]
+
+
+@pytest.mark.timeout(900)
+def test_with_an_llm_it_writes_arguments_and_labels_the_server(tmp_path: Path, llm_server: LLMServer) -> None:  # noqa: F811
+    clients = tmp_path / "servers.json"
+    clients.write_text(json.dumps({"mcpServers": {
+        "fixture": {"command": sys.executable, "args": [str(FIXTURES / "onboard_server.py")]}}}))
+    reports, _ = onboard(tmp_path, str(clients), "--llm-base-url", llm_server.base_url, "--model", "gemma")
+    report = by_name(reports)["fixture"]
+    # The model's labels are constrained to TOUCAN's categories; its arguments, to each tool's schema.
+    assert report["category"]["method"] == "llm gemma", report["category"]
+    assert report["category"]["primary"] in CATEGORIES
+    llm_calls = [call for tool in report["tools"] for call in tool["calls"] if call["kind"] == "llm"]
+    assert llm_calls, "no LLM-written argument set was probed"
+    assert all(call["valid"] for call in llm_calls)

@@ -2,7 +2,8 @@
 through a real gateway in live mode with recording on; the same tasks replay byte-identically with
 every upstream gone; simulated mode runs with no upstream at all; the OpenAI Agents SDK works
 through the gateway unchanged; a runner killed mid-run resumes with no duplicate and no lost line;
-`simgate fidelity trajectories` hands the report writer what it promised."""
+`simgate fidelity trajectories` hands the report writer what it promised, and its replay on the same
+gateway equals live; a task's own keys are kept in the trajectory and its exports."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import real_servers as rs
 from harness import REPO_ROOT, GatewayProcess, fixture_server, running_gateway
 from llm_server import LLMServer, llm_server  # noqa: F401  (the session-scoped fixture)
 
+from runner.export.formats import to_sharegpt, to_toucan
 from runner.run import run_tasks
 from runner.settings import RunSettings
 from runner.tasks import Task, parse_tasks
@@ -32,7 +34,7 @@ GONE = {"command": "/bin/false"}  # an upstream that cannot start
 # The everything server has many tools; two keep the prompt (and the tiny model's time) small.
 EVERYTHING_TOOLS = {"allow": ["echo", "get-sum"]}
 TRAJECTORY_KEYS = {"id", "question", "mode", "repeat", "session", "messages", "tools", "target_tools", "tool_events",
-                   "final_answer", "outcome", "error", "usage", "checks", "agent", "created_at"}
+                   "final_answer", "outcome", "error", "usage", "checks", "agent", "created_at", "task_extra"}
 EVENT_KEYS = {"step", "call_id", "name", "server", "tool", "arguments", "source", "cache_key", "latency_ms",
               "is_error"}
 TASKS = [
@@ -77,7 +79,11 @@ def _check_shape(trajectory: dict[str, Any], task: dict[str, Any], mode: str, *,
                  prefix: str = "") -> None:
     assert set(trajectory) == TRAJECTORY_KEYS
     assert trajectory["id"] == task["id"] and trajectory["mode"] == mode and trajectory["repeat"] == 0
-    assert trajectory["session"] == f"{prefix}{task['id']}#0" and trajectory["target_tools"] == task["target_tools"]
+    # the session names the mode; a replay names the live session it replays
+    session = f"{prefix}{'live' if mode == 'replay' else mode}/{task['id']}#0"
+    assert trajectory["session"] == session and trajectory["target_tools"] == task["target_tools"]
+    assert trajectory["task_extra"] == {k: v for k, v in task.items() if k not in ("id", "question", "servers",
+                                                                                 "target_tools")}
     assert trajectory["outcome"] in ("final_answer", "max_turns", "timeout", "error")
     assert trajectory["agent"] == {"kind": kind, "model": "gemma", "temperature": 0.0, "seed": 0, "max_turns": 2}
     messages = trajectory["messages"]
@@ -117,6 +123,8 @@ def test_live_then_replay_with_upstreams_gone_then_simulated_with_none(
     assert events and all(e["source"] == "live" and e["cache_key"] for e in events)
     assert any(not e["is_error"] for e in events)  # a real server answered
     assert any(t["checks"]["has_tool_call"] for t in lines)
+    assert to_toucan(lines[0])["subset_name"] == "single-server"  # the task's own key, kept through run and export
+    assert to_sharegpt(lines[0])["subset_name"] == "single-server"
 
     # Replay: a second gateway on the same recordings whose upstreams cannot even start; its default
     # mode is live, so it is the runner's X-Simgate-Mode header that makes every call a replay.
@@ -131,6 +139,7 @@ def test_live_then_replay_with_upstreams_gone_then_simulated_with_none(
         assert json.dumps(got["messages"]) == json.dumps(want["messages"])  # byte-identical at temperature 0
         assert got["tools"] == want["tools"] and got["final_answer"] == want["final_answer"]
         assert got["outcome"] == want["outcome"] and got["mode"] == "replay"
+        assert got["session"] == want["session"] and got["task_extra"] == want["task_extra"]
     replay_events = _events(replayed)
     assert all(e["source"] == "cache" for e in replay_events)
     assert [e["cache_key"] for e in replay_events] == [e["cache_key"] for e in events]
@@ -145,6 +154,20 @@ def test_live_then_replay_with_upstreams_gone_then_simulated_with_none(
         _check_shape(trajectory, task, "simulated")
     sim_events = _events(simulated)
     assert sim_events and all(e["source"] == "simulator" for e in sim_events)
+
+
+def test_replay_straight_after_live_on_one_gateway_equals_live(
+        live_gateway: GatewayProcess, llm_server: LLMServer) -> None:  # noqa: F811
+    # The same gateway, the same session names: each trajectory's fresh connection replays the
+    # recorded session from its first call, not from where the live run left the name.
+    tasks = [Task(**TASKS[0])]
+    settings = _settings(live_gateway, llm_server, "live", session_prefix="again/")
+    (live,) = anyio.run(run_tasks, tasks, settings, None)
+    (replayed,) = anyio.run(run_tasks, tasks, settings.model_copy(update={"mode": "replay"}), None)
+    assert live.tool_events and all(e.source == "live" for e in live.tool_events)
+    assert json.dumps(replayed.messages) == json.dumps(live.messages)
+    assert [e.source for e in replayed.tool_events] == ["cache"] * len(live.tool_events)
+    assert replayed.session == live.session == "again/live/calc-1#0"
 
 
 def test_native_agent_calls_the_gateway_tools_as_functions(
@@ -203,7 +226,7 @@ def test_agents_sdk_adapter_runs_a_task_through_the_gateway(
                          session_prefix="sdk/")
     (trajectory,) = anyio.run(run_tasks, [task], settings, tmp_path / "sdk.jsonl")
     assert trajectory.error is None and trajectory.outcome in ("final_answer", "max_turns")
-    assert trajectory.session == "sdk/sdk-1#0" and trajectory.agent.kind == "agents-sdk"
+    assert trajectory.session == "sdk/live/sdk-1#0" and trajectory.agent.kind == "agents-sdk"
     messages = trajectory.messages
     assert [m["role"] for m in messages[:2]] == ["system", "user"]
     asked = [c for m in messages if m["role"] == "assistant" for c in m.get("tool_calls") or []]
@@ -284,27 +307,35 @@ def test_fidelity_trajectories_runs_k_times_per_mode_and_reports(
     tasks.write_text(json.dumps(TASKS[0]) + "\n")
     out = tmp_path / "fidelity"
     args = build_parser().parse_args([
-        "fidelity", "trajectories", "--tasks", str(tasks), "--gateway", live_gateway.url, "--modes", "live,simulated",
+        "fidelity", "trajectories", "--tasks", str(tasks), "--gateway", live_gateway.url,
+        "--modes", "live,replay,simulated",
         "--k", "2", "--llm-base-url", llm_server.base_url, "--model", "gemma", "--out", str(out), "--max-turns", "1",
         "--max-tokens", "64", "--max-string-length", "24", "--no-progress", "--session-prefix", "fid/",
         "--concurrency", "2"])
     assert args.handler(args) == 0
     written = [json.loads(line) for line in (out / "trajectories.jsonl").read_text().splitlines()]
-    assert len(written) == 4
+    assert len(written) == 6
     # Written as they finish (concurrency 2): ordered here by repeat.
     by_mode = {mode: sorted((t for t in written if t["mode"] == mode), key=lambda t: t["repeat"])
-               for mode in ("live", "simulated")}
+               for mode in ("live", "replay", "simulated")}
+    sources_of = {"live": "live", "replay": "cache", "simulated": "simulator"}
     for mode, trajectories in by_mode.items():
         assert [(t["id"], t["repeat"]) for t in trajectories] == [("calc-1", 0), ("calc-1", 1)]
-        assert {t["session"] for t in trajectories} == {f"fid/{mode}/calc-1#0", f"fid/{mode}/calc-1#1"}
+        named = "live" if mode == "replay" else mode  # a replay names the live session it replays
+        assert [t["session"] for t in trajectories] == [f"fid/{named}/calc-1#0", f"fid/{named}/calc-1#1"]
         sources = {e["source"] for t in trajectories for e in t["tool_events"]}
-        assert sources <= {"live" if mode == "live" else "simulator"}
-    # The simulated runs' calls, replayed against live: with one turn at temperature 0 they are the
+        assert sources <= {sources_of[mode]}
+    # On the same gateway, right after the live runs, each replay is its live run.
+    for live_run, replayed in zip(by_mode["live"], by_mode["replay"], strict=True):
+        assert live_run["tool_events"] and json.dumps(replayed["messages"]) == json.dumps(live_run["messages"])
+        assert [e["cache_key"] for e in replayed["tool_events"]] == [e["cache_key"] for e in live_run["tool_events"]]
+    # The non-live runs' calls, replayed against live: with one turn at temperature 0 they are the
     # live runs' own first calls, so live must judge them exactly as it answered the live runs.
     replay = json.loads((out / "live_replay.json").read_text())
     simulated_events = [e for t in by_mode["simulated"] for e in t["tool_events"]]
+    non_live_events = [e for mode in ("replay", "simulated") for t in by_mode[mode] for e in t["tool_events"]]
     live_events = {(t["repeat"], e["step"]): e for t in by_mode["live"] for e in t["tool_events"]}
-    assert replay["calls"] == len(simulated_events) > 0
+    assert replay["calls"] == len(non_live_events) > 0
     for call in replay["per_call"]:
         twin = live_events[(call["repeat"], call["step"])]
         assert (call["name"], call["arguments"]) == (twin["name"], twin["arguments"])
@@ -314,18 +345,23 @@ def test_fidelity_trajectories_runs_k_times_per_mode_and_reports(
     # the live replay folded in; the HTML page beside it.
     report = json.loads((out / "report.json").read_text())
     assert report["baseline"] == "live" and {m: s["trajectories"] for m, s in report["modes"].items()} == {
-        "live": 2, "simulated": 2}
-    [comparison] = report["comparisons"]
-    assert comparison["mode"] == "simulated" and comparison["pairs"]["pairs"] == 2  # repeat i with repeat i
+        "live": 2, "replay": 2, "simulated": 2}
+    # what answered each mode, and what the simulator was shown: the task's recordings held out by itself
+    assert set(report["shown"]) == {"live", "replay", "simulated"} and "hold-out 'task'" in report["shown"]["simulated"]
+    comparisons = {c["mode"]: c for c in report["comparisons"]}
+    assert comparisons["replay"]["pairs"]["edit_distance"] == 0 and comparisons["replay"]["pairs"]["pairs"] == 2
+    comparison = comparisons["simulated"]
+    assert comparison["pairs"]["pairs"] == 2  # repeat i with repeat i
     assert comparison["live_vs_live"]["pairs"] == 1
     assert comparison["gap"]["ci_low"] <= comparison["gap"]["gap"] <= comparison["gap"]["ci_high"]
     assert comparison["replay"]["calls"] == len(simulated_events)
-    assert comparison["replay"]["valid_calls"] == replay["valid"]
+    assert comparison["replay"]["valid_calls"] == sum(not c["live_is_error"] for c in replay["per_call"]
+                                                      if c["mode"] == "simulated")
     html = (out / "report.html").read_text()
     assert "<table" in html and "<svg" in html and "simulated" in html
     # a second run finds everything done and runs nothing
     again = build_parser().parse_args([*args_list(args)])
-    assert again.handler(again) == 0 and (out / "trajectories.jsonl").read_text().count("\n") == 4
+    assert again.handler(again) == 0 and (out / "trajectories.jsonl").read_text().count("\n") == 6
 
 
 def args_list(args: Any) -> list[str]:

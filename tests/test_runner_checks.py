@@ -171,7 +171,14 @@ def test_settings_normalize_the_gateway_url_and_keep_session_ids_deterministic()
     settings = RunSettings(gateway="http://127.0.0.1:8808/", llm_base_url="http://127.0.0.1:1/v1", model="m",
                            session_prefix="run1/")
     assert settings.gateway == "http://127.0.0.1:8808/mcp"
-    assert settings.session_id("t1", 2) == "run1/t1#2"
+    # the mode and the run are in the id; a replay names the live session it replays
+    assert settings.session_id("t1", 2) == "run1/live/t1#2"
+    named = settings.model_copy(update={"run_id": "r7", "mode": "simulated"})
+    assert named.session_id("t1", 2) == "run1/r7/simulated/t1#2"
+    assert named.model_copy(update={"mode": "replay"}).session_id("t1", 0) == "run1/r7/live/t1#0"
+    assert named.model_copy(update={"mode": "replay", "replay_of": "r6"}).session_id("t1", 0) == "run1/r6/live/t1#0"
+    with pytest.raises(ValueError, match="must not contain '/'"):
+        RunSettings(gateway="http://x/mcp", llm_base_url="http://x/v1", model="m", run_id="a/b")
     with pytest.raises(ValueError, match="must start with http"):
         RunSettings(gateway="127.0.0.1:8808", llm_base_url="http://x/v1", model="m")
 

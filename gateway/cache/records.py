@@ -32,6 +32,8 @@ class Recording(BaseModel):
     position: int = Field(0, description="for sequentially replayed tools: the call's place in its episode")
     expires_at: float | None = Field(None, description="unix time after which the recording is stale")
     recorded_by: str | None = Field(None, description="the id of the client key that recorded it (none: no key)")
+    task: str | None = Field(None, description="the task whose call recorded it (X-Simgate-Task): a simulator "
+                             "evaluated on that task is not shown it (hold-out `task`)")
 
     @property
     def is_error(self) -> bool:

@@ -188,3 +188,12 @@ def episode_for(recordings: list[Recording], episode: str, position: int) -> Rec
         if recording.episode == first and recording.position == position:
             return recording
     return None
+
+
+def last_of_episode(recordings: list[Recording], episode: str) -> Recording | None:
+    """The last recording of the episode `episode_for` replays for a session (its own, else the first)."""
+    if not recordings:
+        return None
+    own = [r for r in recordings if r.episode == episode]
+    chosen = own or [r for r in recordings if r.episode == recordings[0].episode]
+    return max(chosen, key=lambda r: r.position)

@@ -53,6 +53,8 @@ class ToolSettings(BaseModel):
     record: RecordMode | None = None
     cacheable: bool | None = Field(None, description="replay by key (default: readOnlyHint or idempotentHint)")
     ignore_args: list[str] = Field(default_factory=list, description="arguments left out of the cache key")
+    deterministic: bool = Field(False, description="the same arguments always get the same answer: a sequentially "
+                                "replayed call past the end of its recorded sequence repeats its last recording")
     ttl: PositiveFloat | None = Field(None, description="seconds a recording stays fresh")
     rate_limit: RateLimit | None = Field(None, description="per (client, tool) bucket; replaces the server's")
     faults: FaultConfig | None = Field(None, description="fault injection for this tool; replaces the server's")

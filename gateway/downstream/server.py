@@ -18,6 +18,7 @@ from gateway.auth.middleware import presented_key
 from gateway.downstream.audience import Listener
 from gateway.downstream.exposure import Exposure
 from gateway.downstream.origin import RequestOrigin
+from gateway.errors import InvalidHoldout
 from gateway.pipeline.call import Pipeline, ToolCall
 
 logger = logging.getLogger("simgate.downstream")
@@ -31,6 +32,11 @@ MODE_HEADER = "x-simgate-mode"
 MODE_META_KEY = "simgate/mode"
 SESSION_HEADER = "x-simgate-session"
 SESSION_META_KEY = "simgate/session"
+TASK_HEADER = "x-simgate-task"
+TASK_META_KEY = "simgate/task"
+HOLDOUT_HEADER = "x-simgate-holdout"
+HOLDOUT_META_KEY = "simgate/holdout"
+HOLDOUTS = ("none", "call", "task")
 
 
 class ProxyServer(Server[Any]):
@@ -126,6 +132,10 @@ class ProxyServer(Server[Any]):
         raw = dict(ctx.params or {})
         entry = self.exposure.resolve_tool(params.name)
         meta = raw.get("_meta") if isinstance(raw.get("_meta"), dict) else None
+        holdout = (meta or {}).get(HOLDOUT_META_KEY) or _header(ctx, HOLDOUT_HEADER)
+        if holdout is not None and holdout not in HOLDOUTS:
+            raise InvalidHoldout(f"unknown hold-out {holdout!r}; expected one of {', '.join(HOLDOUTS)}",
+                                 data={"holdout": holdout})
         call = ToolCall(
             server=entry.server,
             tool=entry.tool,
@@ -135,6 +145,9 @@ class ProxyServer(Server[Any]):
             tool_definition=entry.definition,
             session_id=(meta or {}).get(SESSION_META_KEY) or _header(ctx, SESSION_HEADER)
             or _header(ctx, "mcp-session-id"),
+            client_session=_header(ctx, "mcp-session-id"),
+            task=_text((meta or {}).get(TASK_META_KEY)) or _header(ctx, TASK_HEADER),
+            holdout=None if holdout == "none" else holdout,
             mode=(meta or {}).get(MODE_META_KEY) or _header(ctx, MODE_HEADER),
             origin=RequestOrigin(ctx),
             api_key=_api_key(ctx),
@@ -200,6 +213,10 @@ def _for_both_eras(handler: Handler) -> Handler:
         return result
 
     return run
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _header(ctx: Ctx, name: str) -> str | None:

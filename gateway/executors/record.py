@@ -72,6 +72,7 @@ class RecordingLive:
             sequential=call.sequential, episode=(call.session_id or "") if call.sequential else "",
             position=call.position if call.sequential else 0, expires_at=time.time() + ttl if ttl else None,
             recorded_by=call.api_key.id if call.api_key is not None else None,
+            task=call.task,
         )
         recording = redact_recording(self._redactor, recording)
         # SQLite commits off the event loop; the call waits for it so a completed call is a stored call.

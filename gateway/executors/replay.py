@@ -8,7 +8,8 @@ from typing import Any
 from mcp.shared.exceptions import MCPError
 
 from gateway.cache.records import Recording
-from gateway.cache.store import CacheStore, episode_for
+from gateway.cache.store import CacheStore, episode_for, last_of_episode
+from gateway.config.models import GatewayConfig
 from gateway.errors import ReplayMiss
 from gateway.pipeline.call import CallResult, ToolCall
 from simulators.similarity import nearest
@@ -17,8 +18,13 @@ NEAREST = 3
 
 
 class ReplayExecutor:
-    def __init__(self, store: CacheStore) -> None:
+    def __init__(self, store: CacheStore, config: GatewayConfig | None = None) -> None:
         self._store = store
+        self._config = config
+
+    def _deterministic(self, call: ToolCall) -> bool:
+        server = self._config.servers.get(call.server) if self._config is not None else None
+        return server is not None and server.settings_for(call.tool).deterministic
 
     def lookup(self, call: ToolCall) -> Recording | None:
         assert call.cache_key is not None
@@ -27,11 +33,19 @@ class ReplayExecutor:
         # replaying gateway's own settings say.
         if recordings and recordings[0].sequential:
             recording = episode_for(recordings, call.session_id or "", call.position)
+            if recording is None and call.position > 0 and self._deterministic(call):
+                # The same call again, past the end of the recorded sequence: a tool configured as
+                # deterministic answers it as it answered the last time (provenance says so).
+                recording = last_of_episode(recordings, call.session_id or "")
+                if recording is not None:
+                    call.provenance["deterministic_repeat"] = {"recorded_position": recording.position,
+                                                               "position": call.position}
         else:
             recording = recordings[0] if recordings else None
         if recording is None:
             return None
         if recording.expires_at is not None and recording.expires_at < time.time():
+            call.provenance.pop("deterministic_repeat", None)
             return None
         return recording
 
@@ -58,13 +72,19 @@ class ReplayExecutor:
                                             "same_schema": r.tool_fingerprint == call.tool_fingerprint}
                                            for r in near]
         where = f" (call #{call.position + 1} of this session)" if call.sequential else ""
+        repeated = ""
+        if call.sequential and call.position > 0 and not self._deterministic(call):
+            repeated = (f" (the same call was made {call.position} time(s) before in this session, more than "
+                        f"recorded; a tool that always answers the same arguments alike can be marked so: "
+                        f"tool_settings {call.tool}: {{deterministic: true}})")
         if described:
             nearest_text = "; ".join(str(d["arguments"]) + ("" if d["same_schema"] else " [older schema]")
                                      for d in described)
             hint = f"nearest recorded: {nearest_text}"
         else:
             hint = "nothing of this tool is recorded that this client may see"
-        return ReplayMiss(f"replay miss for tool {call.exposed_name!r}{where} with arguments {call.arguments}: {hint}",
+        return ReplayMiss(f"replay miss for tool {call.exposed_name!r}{where} with arguments {call.arguments}: "
+                          f"{hint}{repeated}",
                           data={"tool": call.exposed_name, "server": call.server, "cache_key": call.cache_key,
                                 "position": call.position, "nearest": described})
 

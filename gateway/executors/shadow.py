@@ -35,15 +35,15 @@ class ShadowExecutor:
         return live
 
     def _beside(self, call: ToolCall, live: dict[str, Any]) -> None:
-        shadow = call.model_copy(update={"provenance": {}, "origin": None})
+        # The live answer may already be recorded under this key: the simulator must not peek at it.
+        shadow = call.model_copy(update={"provenance": {}, "origin": None, "holdout": call.holdout or "call"})
         if self.background is None:
             return
         self.background.start_soon(self._simulate, shadow, live)
 
     async def _simulate(self, call: ToolCall, live: dict[str, Any]) -> None:
         try:
-            # The live answer may already be recorded under this key: the simulator must not peek at it.
-            simulated: dict[str, Any] = await self._simulated.answer(call, hold_out=call.cache_key)
+            simulated: dict[str, Any] = await self._simulated.answer(call)
         except MCPError as exc:
             simulated = {"error": {"code": exc.code, "message": exc.message, "data": exc.data}}
         except Exception:

@@ -1,6 +1,13 @@
 """Executor: answer from a simulator of `simulators/`, given the tool, recorded examples and the session so far.
 
 Credentials never reach a simulator: it sees the tool's description and recorded (redacted) answers only.
+
+What it is shown: the k recorded calls of the tool nearest to the arguments, and the earlier calls of
+the client's own session (its connection's, never another session's). When the simulator is evaluated,
+a hold-out (`X-Simgate-Holdout` or `_meta["simgate/holdout"]`) keeps the answer it is judged against out
+of both: `call` leaves out every recording of the call's own cache key (and any answer to the same call
+in the session's history that the simulator did not itself produce); `task` also leaves out every
+recording made for the call's task (`X-Simgate-Task`).
 """
 
 from __future__ import annotations
@@ -8,7 +15,7 @@ from __future__ import annotations
 import time
 
 from gateway.cache.store import CacheStore
-from gateway.errors import NoSimulator, SimulationFailed
+from gateway.errors import InvalidHoldout, NoSimulator, SimulationFailed
 from gateway.pipeline.call import CallResult, ToolCall
 from gateway.sessions import Sessions
 from gateway.upstream.pool import UpstreamPool
@@ -26,16 +33,29 @@ class SimulatedExecutor:
         self._examples = examples
 
     def request_for(self, call: ToolCall, *, hold_out: str | None = None) -> SimulationRequest:
+        held_keys = {key for key in (hold_out, call.cache_key if call.holdout else None) if key is not None}
+        held_task = None
+        if call.holdout == "task":
+            if not call.task:
+                raise InvalidHoldout("hold-out 'task' needs the call's task (the X-Simgate-Task header or "
+                                     "_meta[\"simgate/task\"])",
+                                     data={"tool": call.exposed_name})
+            held_task = call.task
         recorded: list[Example] = []
         for key in self._store.tool_keys(call.server, call.tool):
-            if key == hold_out:
+            if key in held_keys:
                 continue
             for recording in self._store.get(key):
+                if held_task is not None and recording.task == held_task:
+                    continue
                 error = recording.error.model_dump() if recording.error else None
                 recorded.append(Example(arguments=recording.arguments, result=recording.result, error=error))
         chosen = [recorded[i] for i in nearest(call.arguments, [e.arguments for e in recorded], self._examples)]
-        state = self._sessions.get(call.session_id)
-        history = [Example.model_validate(entry) for entry in state.history] if state else []
+        state = self._sessions.get(call.state_key)
+        history = [Example.model_validate(entry) for entry in (state.history if state else [])
+                   if not (entry.get("key") in held_keys and entry.get("source") != "simulator")]
+        if call.holdout or hold_out:
+            call.provenance["holdout"] = call.holdout or "call"
         server = self._pool.upstreams.get(call.server)
         description = server.config.description if server is not None else None
         return SimulationRequest(server=call.server, server_description=description,

@@ -30,11 +30,16 @@ class CallsOptions:
 
 def _request(world: RecordedWorld, index: int, setting: str, k: int,
              descriptions: dict[str, str | None]) -> SimulationRequest:
+    """What the simulator is shown. Both settings show the session's earlier calls (the world's state) and
+    never the recorded answer being scored: few-shot adds the k nearest recordings of the tool with other
+    arguments, and its history leaves out earlier answers to the same call; zero-shot shows no recording of
+    the tool at all (no examples, and the history keeps other tools' calls only)."""
     recording = world.recordings[index]
+    few_shot = setting == "few_shot"
     return SimulationRequest(server=recording.server, server_description=descriptions.get(recording.server),
                              tool=world.spec(recording), arguments=recording.arguments,
-                             examples=world.examples(recording, k) if setting == "few_shot" else [],
-                             history=world.history(recording))
+                             examples=world.examples(recording, k) if few_shot else [],
+                             history=world.history(recording, hold_out="call" if few_shot else "tool"))
 
 
 async def _simulate(simulator: Simulator, request: SimulationRequest) -> tuple[dict[str, Any] | None, str | None,

@@ -36,11 +36,19 @@ class RecordedWorld:
         chosen = nearest(recording.arguments, [r.arguments for r in others], k)
         return [example_of(others[i]) for i in chosen]
 
-    def history(self, recording: Recording) -> list[Example]:
-        """Earlier calls of the same recorded session (only sequentially replayed tools carry one)."""
+    def history(self, recording: Recording, *, hold_out: str | None = None) -> list[Example]:
+        """Earlier calls of the same recorded session (only sequentially replayed tools carry one).
+
+        `hold_out="call"` leaves out every earlier answer to the same call (its cache key: the same
+        tool with the same arguments), `"tool"` every earlier answer of the tool: what is scored is
+        never shown, however often the session made it."""
         if not recording.episode:
             return []
         earlier = [r for r in self.recordings if r.episode == recording.episode and r.recorded_at < recording.recorded_at]
+        if hold_out == "call":
+            earlier = [r for r in earlier if r.key != recording.key]
+        elif hold_out == "tool":
+            earlier = [r for r in earlier if (r.server, r.tool) != (recording.server, recording.tool)]
         return [example_of(r, with_tool=True) for r in earlier]
 
 

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
 from gateway.auth.keys import ApiKey
+from gateway.sessions import state_key
 from gateway.upstream.origin import Origin
 
 CallResult = dict[str, Any]
@@ -30,7 +31,10 @@ class ToolCall(BaseModel):
     arguments: dict[str, Any] = Field(default_factory=dict)
     meta: dict[str, Any] | None = None
     tool_definition: dict[str, Any] = Field(default_factory=dict)
-    session_id: str | None = None
+    session_id: str | None = Field(None, description="the session's name: what is recorded, what a replay reads")
+    client_session: str | None = Field(None, description="the client's MCP session: where run state lives")
+    task: str | None = Field(None, description="the task the call serves (runner), kept on recordings")
+    holdout: str | None = Field(None, description="what the simulator must not be shown: call or task")
     client: str | None = None
     mode: str | None = None
     origin: SkipValidation[Origin | None] = Field(default=None, exclude=True)
@@ -42,6 +46,11 @@ class ToolCall(BaseModel):
     sequential: bool = False
     position: int = 0
     provenance: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def state_key(self) -> str | None:
+        """Where this call's replay positions and simulator history live (see `gateway.sessions`)."""
+        return state_key(self.session_id, self.client_session)
 
     def upstream_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"name": self.tool, "arguments": self.arguments}

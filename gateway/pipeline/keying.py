@@ -35,10 +35,13 @@ class AssignCacheKey:
         server = self._config.servers.get(call.server)
         settings = server.settings_for(call.tool) if server is not None else None
         call.tool_fingerprint = self._fingerprint(call.tool_definition)
+        input_schema = call.tool_definition.get("inputSchema")
         call.cache_key = cache_key(call.server, call.tool, call.tool_fingerprint, call.arguments,
-                                   settings.ignore_args if settings else ())
+                                   settings.ignore_args if settings else (),
+                                   input_schema if isinstance(input_schema, dict) else None)
         call.sequential = not is_cacheable(call.tool_definition, settings.cacheable if settings else None)
         # A replayed session sees the same sequence of answers it recorded (pop on use). Counted for
-        # every key, since replay follows how a tool was recorded, not how it is configured now.
-        call.position = self._sessions.next_position(call.session_id, call.cache_key)
+        # every key, since replay follows how a tool was recorded, not how it is configured now; counted
+        # per client connection, so a fresh connection naming a recorded session starts at its start.
+        call.position = self._sessions.next_position(call.state_key, call.cache_key)
         return await call_next(call)

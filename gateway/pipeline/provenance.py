@@ -1,4 +1,5 @@
-"""Stage: every result says where it came from (`_meta["simgate/provenance"]`), and joins the session's history."""
+"""Stage: every result says where it came from (`_meta["simgate/provenance"]`), and joins the history of
+the client's session (its connection's, see `gateway.sessions`)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,17 @@ class AttachProvenance:
         except MCPError as exc:
             if call.provenance and (exc.error.data is None or isinstance(exc.error.data, dict)):
                 exc.error.data = {**(exc.error.data or {}), PROVENANCE_KEY: self._provenance(call)}
-            self._sessions.remember(call.session_id, {
-                "arguments": call.arguments, "error": {"code": exc.code, "message": exc.message}, "tool": call.tool})
+            self._sessions.remember(call.state_key, {
+                "arguments": call.arguments, "error": {"code": exc.code, "message": exc.message}, "tool": call.tool,
+                **self._origin(call)})
             raise
         meta = result.get("_meta") if isinstance(result.get("_meta"), dict) else {}
         result = {**result, "_meta": {**meta, PROVENANCE_KEY: self._provenance(call)}}
-        self._sessions.remember(call.session_id, {"arguments": call.arguments, "result": result, "tool": call.tool})
+        self._sessions.remember(call.state_key, {"arguments": call.arguments, "result": result, "tool": call.tool,
+                                                 **self._origin(call)})
         return result
+
+    @staticmethod
+    def _origin(call: ToolCall) -> dict[str, Any]:
+        # What a hold-out needs to know of a history entry: which call it was, and who answered it.
+        return {"server": call.server, "key": call.cache_key, "source": call.provenance.get("source")}

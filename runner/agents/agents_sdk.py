@@ -71,7 +71,8 @@ class AgentsSDKAgent:
                 turns[0] += 1
 
         server = WatchedGateway(
-            params={"url": settings.gateway, "headers": session_headers(settings.mode, session),
+            params={"url": settings.gateway, "headers": session_headers(settings.mode, session, task=task.id,
+                                                                          holdout=settings.holdout),
                     "timeout": 30, "sse_read_timeout": settings.task_timeout},
             name="simgate", cache_tools_list=True, client_session_timeout_seconds=settings.task_timeout,
             tool_filter=create_static_tool_filter(allowed_tool_names=sorted(gateway.names)))

@@ -8,6 +8,11 @@ Plain functions on plain data, so a converter is trivially testable and reusable
   are JSON strings, so the rows load into the same `datasets` schema.
 - `to_sharegpt`: LLaMA-Factory's ShareGPT layout with function calling (`conversations` of
   `system`/`human`/`gpt`/`function_call`/`observation` turns, `tools` as a JSON string).
+
+The task's own keys (`task_extra`: a TOUCAN task's `subset_name`, its assessments, anything else) are
+kept: in TOUCAN rows a key that is one of its columns fills that column (a task's `subset_name` wins
+over the default) and all of them are in `metadata["task"]`; in ShareGPT records each becomes a
+field of its own, unless the record already has one of that name.
 """
 
 from __future__ import annotations
@@ -92,27 +97,41 @@ def _response_assessment(trajectory: dict[str, Any]) -> dict[str, Any] | None:
             "order_correctness": checks.get("target_order_kept"), "rule_checks": checks}
 
 
+def _task_extra(trajectory: dict[str, Any]) -> dict[str, Any]:
+    extra = trajectory.get("task_extra") or {}
+    if not isinstance(extra, dict):
+        raise ExportError(f"trajectory {trajectory.get('id', '?')!r}: task_extra must be an object")
+    return extra
+
+
+def _column(value: Any) -> Any:
+    """A task's value for a TOUCAN column: text as it is, structures as JSON text (as the dataset has them)."""
+    return value if value is None or isinstance(value, str) else _dumps(value)
+
+
 def to_toucan(trajectory: dict[str, Any], subset_name: str | None = None) -> dict[str, Any]:
     """A row of the published dataset; judge scores in the assessment columns (None where not judged)."""
     _require(trajectory, "id", "question", "messages", "tools")
+    extra = _task_extra(trajectory)
     metadata = {key: trajectory.get(key) for key in
                 ("id", "mode", "repeat", "session", "outcome", "error", "final_answer", "tool_events", "usage",
                  "agent", "created_at")}
     metadata["mcp_servers"] = _mcp_servers(trajectory["tools"])
-    if isinstance(trajectory.get("metadata"), dict):
-        metadata["task"] = trajectory["metadata"]
-    question_assessment = trajectory.get("question_quality_assessment")
-    if not isinstance(question_assessment, dict) or question_assessment.get("error"):
-        question_assessment = None
+    if extra:
+        metadata["task"] = extra
+    question_assessment = extra.get("question_quality_assessment")
+    if isinstance(question_assessment, dict) and question_assessment.get("error"):
+        question_assessment = None  # a failed judgement is no assessment
     response_assessment = _response_assessment(trajectory)
     return {
         "uuid": trajectory_uuid(trajectory),
-        "subset_name": subset_name or trajectory.get("subset_name") or f"simgate-{trajectory.get('mode', 'unknown')}",
+        "subset_name": (subset_name or _column(extra.get("subset_name"))
+                        or f"simgate-{trajectory.get('mode', 'unknown')}"),
         "question": trajectory["question"],
         "target_tools": ", ".join(trajectory.get("target_tools") or []),
         "available_tools": _dumps(trajectory["tools"]),
         "messages": _dumps(toucan_messages(trajectory["messages"])),
-        "question_quality_assessment": _dumps(question_assessment) if question_assessment else None,
+        "question_quality_assessment": _column(question_assessment),
         "response_quality_assessment": _dumps(response_assessment) if response_assessment else None,
         "metadata": _dumps(metadata),
     }
@@ -184,6 +203,8 @@ def to_sharegpt(trajectory: dict[str, Any]) -> dict[str, Any]:
                               "tools": _dumps(functions)}
     if system:
         record["system"] = system
+    for key, value in _task_extra(trajectory).items():
+        record.setdefault(key, value)
     return record
 
 

@@ -33,6 +33,10 @@ def register(commands: Any) -> None:
                              "the first is the reference")
     parser.add_argument("--k", type=int, default=3, help="runs of each task per mode (default 3)")
     parser.add_argument("--out", required=True, metavar="DIR", help="where trajectories.jsonl and the report go")
+    parser.add_argument("--holdout", choices=("none", "call", "task"), default="task",
+                        help="what the simulator of simulated/hybrid runs is not shown: recorded answers of the task's "
+                             "calls (default: task, everything recorded for the task, e.g. by this command's live "
+                             "runs), of the call itself (call), or nothing held out (none)")
     parser.add_argument("--no-live-replay", action="store_true",
                         help="do not replay the tool calls of the non-live runs against live (DIR/live_replay.json)")
     agent_arguments(parser)
@@ -47,6 +51,50 @@ def parse_modes(text: str) -> list[str]:
     if len(modes) < 1 or len(set(modes)) != len(modes):
         raise RunnerError("--modes: give one or more distinct modes, e.g. live,simulated")
     return modes
+
+
+_HELD_OUT = {
+    "task": "no recording made for the task (its live runs' answers included), so only other tasks' recordings "
+            "of the tool",
+    "call": "no recording of the call itself (same tool, same arguments), but other recordings of the tool, "
+            "this task's included",
+    "none": "every recording of the tool, the call's own answer included (not an evaluation)",
+}
+
+
+def shown_to_simulator(mode: str, holdout: str) -> str:
+    """What answered a mode's calls, and what its simulator was shown (for the report)."""
+    if mode == "live":
+        return "the real servers answered."
+    if mode == "replay":
+        return "the recordings of the live session of the same task and repeat answered, from its first call."
+    where = "the simulator answered" if mode == "simulated" else "the gateway's hybrid order answered"
+    history = "the earlier calls of the same trajectory (its own session only)"
+    if holdout != "none":
+        history += ", without any answer to the simulated call that the simulator did not itself produce"
+    return (f"{where}; the simulator was shown the tool's definition, {_HELD_OUT[holdout]}, and {history} "
+            f"(hold-out {holdout!r}).")
+
+
+def merge_results(results: list[Any]) -> Any:
+    """The runs of several modes as one result: trajectories in order, the summaries added up."""
+    from runner.run import RunResult, RunSummary
+
+    summary = RunSummary()
+    for part in results:
+        one = part.summary
+        summary.total += one.total
+        summary.skipped += one.skipped
+        summary.written += one.written
+        summary.not_written += one.not_written
+        summary.tool_calls += one.tool_calls
+        summary.tool_errors += one.tool_errors
+        summary.rules_passed += one.rules_passed
+        summary.elapsed_s = round(summary.elapsed_s + one.elapsed_s, 3)
+        summary.failures = (summary.failures + one.failures)[:5]
+        for outcome, count in one.outcomes.items():
+            summary.outcomes[outcome] = summary.outcomes.get(outcome, 0) + count
+    return RunResult(trajectories=[t for part in results for t in part.trajectories], summary=summary)
 
 
 def load_report_writer() -> Any:
@@ -78,20 +126,25 @@ def _trajectories(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise RunnerError(f"--out: {out_dir} is not a directory")
-    # Each mode gets its own session ids: the gateway keeps per-session state (sequential replay
-    # positions, the simulator's history), which must not leak from a live run into a simulated one.
-    settings = {mode: settings_from(args, mode, session_prefix=f"{args.session_prefix}{mode}/") for mode in modes}
-    jobs = [Job(task=task, settings=settings[mode].model_copy(update={"repeat": repeat}))
-            for mode in modes for repeat in range(args.k) for task in tasks]
+    # Session ids name the run and the mode ({prefix}{run}/{mode}/{task}#{repeat}); a replay names the
+    # live session of the same task and repeat, which the gateway replays from its first position. The
+    # simulator of a simulated (or hybrid) run is evaluated, so what was recorded for the task is held out.
+    holdout = {mode: args.holdout if mode in ("simulated", "hybrid") else "none" for mode in modes}
+    settings = {mode: settings_from(args, mode, holdout=holdout[mode]) for mode in modes}
+    jobs = {mode: [Job(task=task, settings=settings[mode].model_copy(update={"repeat": repeat}))
+                   for repeat in range(args.k) for task in tasks] for mode in modes}
     concurrency = settings[modes[0]].concurrency
+    shown = {mode: shown_to_simulator(mode, holdout[mode]) for mode in modes}
 
     live_replay = not args.no_live_replay and any(mode != "live" for mode in modes)
 
     async def main() -> Any:
         for mode in modes:
             await preflight(settings[mode])
-        result = await execute(jobs, out_dir / TRAJECTORIES, concurrency=concurrency,
-                               progress=not args.no_progress)
+        # One mode after the other: a replay needs its live session recorded first.
+        results = [await execute(jobs[mode], out_dir / TRAJECTORIES, concurrency=concurrency,
+                                 progress=not args.no_progress) for mode in modes]
+        result = merge_results(results)
         replay = None
         if live_replay:
             from runner.fidelity.live_replay import replay_against_live
@@ -113,9 +166,9 @@ def _trajectories(args: argparse.Namespace) -> int:
     if replay is not None:
         from runner.fidelity.live_replay import replays_by_trajectory
 
-        report = write_report(by_mode, out_dir, replays=replays_by_trajectory(replay))
+        report = write_report(by_mode, out_dir, replays=replays_by_trajectory(replay), shown=shown)
     else:
-        report = write_report(by_mode, out_dir)
+        report = write_report(by_mode, out_dir, shown=shown)
     print(f"report: {out_dir / 'report.json'}, {out_dir / 'report.html'}")
     for mode, summary in (report.get("modes") or {}).items():
         rate = summary.get("success_rate")

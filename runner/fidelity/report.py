@@ -64,6 +64,8 @@ class TrajectoryFidelityReport(BaseModel):
     comparisons: list[ModeComparison]
     bootstrap_samples: int
     seed: int
+    shown: dict[str, str] = Field(default_factory=dict,
+                                  description="per mode: what answered the calls and what the simulator was shown")
 
 
 def _summary(trajectories: list[dict[str, Any]]) -> ModeSummary:
@@ -97,7 +99,7 @@ def _replay(trajectories: list[dict[str, Any]], replays: dict[str, list[dict[str
 
 def build_report(trajectories_by_mode: dict[str, list[dict[str, Any]]], *,
                  replays: dict[str, list[dict[str, Any]]] | None = None, samples: int = BOOTSTRAP_SAMPLES,
-                 seed: int = 0) -> TrajectoryFidelityReport:
+                 seed: int = 0, shown: dict[str, str] | None = None) -> TrajectoryFidelityReport:
     """Compare every mode with the baseline (`live` when present, else the first mode)."""
     if not trajectories_by_mode or not any(trajectories_by_mode.values()):
         raise ValueError("no trajectories to compare")
@@ -122,7 +124,7 @@ def build_report(trajectories_by_mode: dict[str, list[dict[str, Any]]], *,
     return TrajectoryFidelityReport(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"), baseline=baseline,
         modes={mode: _summary(ts) for mode, ts in trajectories_by_mode.items()}, comparisons=comparisons,
-        bootstrap_samples=samples, seed=seed)
+        bootstrap_samples=samples, seed=seed, shown=dict(shown or {}))
 
 
 def _pair_values(summary: PairSummary | None) -> list[float | None]:
@@ -138,7 +140,7 @@ def render_report(report: TrajectoryFidelityReport) -> str:
         heading="Modes",
         notes=[(f"Baseline: {report.baseline}. A trajectory succeeds when it ends in a final answer and its checks "
                 f"pass. Success-rate gaps carry a {report.bootstrap_samples}-sample task-level bootstrap 95% CI "
-                f"(seed {report.seed}).")],
+                f"(seed {report.seed})."), *(f"{mode}: {text}" for mode, text in report.shown.items())],
         charts=[BarChart(title="Success rate per mode", categories=modes,
                          series={"success rate": [report.modes[m].success_rate for m in modes]}, max_value=1.0)],
         tables=[Table(title="Per mode", columns=["mode", "trajectories", "tasks", "success rate", "mean tool calls",
@@ -185,12 +187,12 @@ def render_report(report: TrajectoryFidelityReport) -> str:
 
 def write_report(trajectories_by_mode: dict[str, list[dict[str, Any]]], out_dir: Path, *,
                  replays: dict[str, list[dict[str, Any]]] | None = None, samples: int = BOOTSTRAP_SAMPLES,
-                 seed: int = 0) -> dict[str, Any]:
+                 seed: int = 0, shown: dict[str, str] | None = None) -> dict[str, Any]:
     """Write `report.json` and `report.html` into `out_dir`; return the report as a dict.
 
     `replays` (optional): live re-executions of non-baseline trajectories' tool calls, keyed by
     `mode:id#repeat` (or `task_key(trajectory)`, `id#repeat`, when one mode is compared), each a list of `{"call_id", "is_error"}` (see `replay_validity`)."""
-    report = build_report(trajectories_by_mode, replays=replays, samples=samples, seed=seed)
+    report = build_report(trajectories_by_mode, replays=replays, samples=samples, seed=seed, shown=shown)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
     (out_dir / "report.html").write_text(render_report(report), encoding="utf-8")

@@ -26,8 +26,10 @@ PRESETS: dict[str, str] = {
 
 
 def variables(record: dict[str, Any]) -> dict[str, Any]:
+    """A task's or a trajectory's names (a trajectory carries its task's keys in `task_extra`)."""
+    task = record.get("task_extra") if isinstance(record.get("task_extra"), dict) else record
     names: dict[str, Any] = {}
-    names.update(ratings(record.get(TASK_FIELD)))
+    names.update(ratings(task.get(TASK_FIELD)))
     names.update(ratings(record.get(TRAJECTORY_FIELD)))
     checks = record.get("checks")
     if isinstance(checks, dict):
@@ -35,7 +37,7 @@ def variables(record: dict[str, Any]) -> dict[str, Any]:
     for key in ("outcome", "mode"):
         if key in record:
             names[key] = record[key]
-    metadata = record.get("metadata")
+    metadata = task.get("metadata")
     if isinstance(metadata, dict) and "num_tools" in metadata:
         names["num_tools"] = metadata["num_tools"]
     return names

@@ -90,8 +90,9 @@ def render_call_report(report: CallFidelityReport) -> str:
         heading="Overall",
         notes=[f"Backend {report.backend}" + (f" ({report.model})" if report.model else "") +
                f"; {len(report.calls) // max(len(report.settings), 1)} recorded live call(s) from {report.store}; "
-               f"few-shot shows the k={report.examples} most similar other recordings of the tool, zero-shot "
-               "holds out all of the tool's recordings.",
+               f"few-shot shows the k={report.examples} most similar recordings of the tool with other arguments "
+               "and the session's earlier calls without any answer to the scored call; zero-shot shows no "
+               "recording of the tool at all (the session's earlier calls of other tools only).",
                ("Value fidelity counts paths that two live calls agree on when a second live call was made "
                 "(else every path of the live answer). Embedding cosine: " + report.embedding + "."),
                ("A simulator failure (no answer) counts as schema-invalid with outcome 'error': through the "
