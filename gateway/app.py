@@ -24,6 +24,7 @@ from gateway.auth.middleware import RequireApiKey
 from gateway.auth.rebinding import CheckHostAndOrigin, rebinding_settings
 from gateway.cache.store import DiskStore
 from gateway.config.models import GatewayConfig
+from gateway.downstream.bodies import BoundedBodies
 from gateway.downstream.direct_calls import DirectCalls
 from gateway.downstream.exposure import exposures_for
 from gateway.downstream.inbound import InboundCheck, live_transports
@@ -177,6 +178,7 @@ class Gateway:
         logger.info("gateway stopped; every upstream is closed")
 
     def app(self) -> Starlette:
+        settings = self.config.gateway
         return Starlette(
             routes=[
                 Route("/mcp", endpoint=_McpEndpoint(self, "/mcp"), methods=["GET", "POST", "DELETE"]),
@@ -191,7 +193,9 @@ class Gateway:
             middleware=[Middleware(RedactResponses, redactor=self.redactor),
                         Middleware(CheckHostAndOrigin, settings=self.security),
                         Middleware(RequireApiKey, keys=self.keys, required=self.keys_at_start,
-                                   keyless_allowed=self.insecure)],
+                                   keyless_allowed=self.insecure),
+                        Middleware(BoundedBodies, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout,
+                                   max_pending=settings.max_pending_body_bytes)],
         )
 
     async def _healthz(self, request: Request) -> Response:

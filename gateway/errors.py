@@ -15,6 +15,7 @@ NO_SIMULATOR = -32004
 SIMULATION_FAILED = -32005
 RATE_LIMITED = -32006
 FORBIDDEN = -32007
+RESULT_TOO_LARGE = -32008
 
 
 class ConfigError(Exception):
@@ -50,6 +51,12 @@ class UpstreamUnavailable(GatewayError):
 
 class UpstreamTimeout(GatewayError):
     code_value = UPSTREAM_TIMEOUT
+
+
+class ResultTooLarge(GatewayError):
+    """An upstream's answer was over `max_result_bytes`: dropped as it was read, never held whole."""
+
+    code_value = RESULT_TOO_LARGE
 
 
 class ReplayMiss(GatewayError):

@@ -10,6 +10,7 @@ import uvicorn
 
 from gateway.app import Gateway
 from gateway.config.models import GatewayConfig
+from gateway.downstream.headers import header_deadline_protocol
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging
 
@@ -28,6 +29,10 @@ def serve(config: GatewayConfig, *, host: str | None = None, port: int | None = 
     server = uvicorn.Server(uvicorn.Config(
         gateway.app(), host=host, port=port, log_config=None, access_log=False, lifespan="on",
         timeout_graceful_shutdown=5,
+        # Past this many connections (or requests in progress), a new request is answered 503 at once;
+        # headers that do not arrive in time end their connection, and a body is cut off by the app (`BoundedBodies`).
+        limit_concurrency=config.gateway.max_connections,
+        http=header_deadline_protocol(config.gateway.header_timeout),
     ))
     logger.info("serving", extra={"url": f"http://{_url_host(host)}:{port}/mcp"})
     server.run()

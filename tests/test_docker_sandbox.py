@@ -117,6 +117,19 @@ async def test_a_crash_fails_the_call_at_once_and_the_server_restarts(gateway: G
     await _friend_still_answers(gateway)
 
 
+async def test_a_result_over_max_result_bytes_fails_at_once_and_the_container_stays(gateway: GatewayProcess) -> None:
+    """The same framer and limit as for a child process (the gateway default, 32 MiB), over the attach stream."""
+    async with mcp_session(gateway.mcp_url("crashy")) as session:
+        before = _text(await session.call_tool("counter", {}))
+        started = anyio.current_time()
+        with anyio.fail_after(40), pytest.raises(MCPError) as too_large:
+            await session.call_tool("huge", {"megabytes": 20})  # 40 MB: content and structuredContent
+        assert anyio.current_time() - started < 20
+        assert too_large.value.error.code == -32008 and "max_result_bytes" in too_large.value.error.message
+        # The same container answers next (its counter goes on): it was not restarted.
+        assert int(_text(await session.call_tool("counter", {}))) == int(before) + 1
+
+
 async def test_out_of_memory_is_a_clear_error_and_a_restart(gateway: GatewayProcess) -> None:
     # No address-space limit here: 3 GB meets the 2 GB memory cgroup, and the kernel kills the server.
     async with mcp_session(gateway.mcp_url("greedy")) as session:

@@ -22,6 +22,8 @@ Mode = Literal["live", "replay", "simulated", "hybrid", "shadow"]
 RecordMode = Literal["none", "once", "new_episodes", "all"]
 Source = Literal["cache", "live", "simulator"]
 MODES: tuple[str, ...] = ("live", "replay", "simulated", "hybrid", "shadow")
+# Results with images run to megabytes; one of hundreds of MB is a mistake that must not take the gateway's memory.
+DEFAULT_MAX_RESULT_BYTES = 32 * 1024 * 1024
 
 # Spellings of `type` found in client configs (Claude Desktop, Cursor, VS Code, Cline...).
 _HTTP_TYPES = {"http", "streamable-http", "streamablehttp", "streamable_http"}
@@ -98,6 +100,8 @@ class ServerConfig(BaseModel):
     rate_limit: RateLimit | None = Field(None, description="per (client, tool) bucket for this server's tools")
     quota: UpstreamQuota | None = Field(None, description="calls/s this upstream may receive from all clients")
     faults: FaultConfig | None = Field(None, description="fault injection for this server's tools; off by default")
+    max_result_bytes: PositiveInt | None = Field(
+        None, description="bytes one message from this server may have (default: the gateway's max_result_bytes)")
 
     # Names of `env` entries whose values came from the vault (set when secrets are resolved): the
     # server gets them, its package's install never does.
@@ -168,6 +172,23 @@ class GatewaySettings(BaseModel):
     port: Annotated[int, Field(ge=0, le=65535)] = 8808
     state_dir: str = Field(".simgate", description="where per-server HOME/TMPDIR/work dirs and logs live")
     max_body_bytes: PositiveInt = 4 * 1024 * 1024
+    max_result_bytes: PositiveInt = Field(
+        DEFAULT_MAX_RESULT_BYTES, description="bytes one message from an upstream may have (a stdio line, an HTTP "
+        "body or SSE event); a larger one is dropped as it is read and its call fails with -32008")
+    stderr_log_bytes: PositiveInt = Field(
+        10 * 1024 * 1024, description="size at which a server's stderr.log is rotated to stderr.log.1")
+    stderr_log_backups: Annotated[int, Field(ge=1, le=20)] = Field(
+        1, description="rotated stderr logs kept per server (stderr.log.1, .2 ...)")
+    header_timeout: PositiveFloat = Field(
+        10.0, description="seconds a client has to send a request's headers (from connecting, or from the request's "
+        "first byte on a kept-alive connection); else its connection is closed")
+    body_timeout: PositiveFloat = Field(
+        30.0, description="seconds a client has to send a request's whole body, once its headers are in (else 408)")
+    max_pending_body_bytes: PositiveInt = Field(
+        64 * 1024 * 1024, description="bytes that request bodies still arriving may hold together; a request that "
+        "would go over is answered 503 (one-piece bodies, as ordinary MCP requests, never count)")
+    max_connections: PositiveInt = Field(
+        256, description="client connections (and requests) served at once; more are answered 503 at once")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     name: str = "simgate"
     mode: Mode = Field("live", description="the default execution mode")

@@ -21,9 +21,10 @@ from mcp.client.session import ClientRequestContext, ClientSession
 from mcp.shared.exceptions import MCPError
 from pydantic import TypeAdapter
 
-from gateway.config.models import ServerConfig
-from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.config.models import GatewaySettings, ServerConfig
+from gateway.errors import RESULT_TOO_LARGE, ResultTooLarge, UpstreamTimeout, UpstreamUnavailable
 from gateway.upstream.correlation import Callers, unmarked, without_mark
+from gateway.upstream.errlog import rotating_errlog
 from gateway.upstream.origin import Origin
 from gateway.upstream.raw_calls import RawCalls
 from gateway.upstream.transport import open_transport
@@ -75,10 +76,12 @@ class Upstream:
         on_notification: NotificationSink | None = None,
         snapshots: ToolSnapshots | None = None,
         raw_calls: bool = True,
+        settings: GatewaySettings | None = None,
     ) -> None:
         self.name = name
         self._use_raw_calls = raw_calls  # tool calls beside the session (see `raw_calls`); else through it
         self.config = config
+        self._settings = settings or GatewaySettings()  # the gateway's limits: result size, stderr.log size
         self._state_dir = state_dir
         self._on_notification = on_notification
         self.state = UpstreamState.STARTING
@@ -105,7 +108,9 @@ class Upstream:
         dirs = prepare_server_dirs(self._state_dir, self.name)
         from gateway.pipeline.redact import redacting_pipe  # here: the pipeline imports this package
 
-        with (open(dirs.root / "stderr.log", "a", encoding="utf-8") as log_file,
+        settings = self._settings
+        with (rotating_errlog(dirs.root / "stderr.log", settings.stderr_log_bytes, settings.stderr_log_backups,
+                              self.name) as log_file,
               redacting_pipe(log_file, self.errlog_redactor, self.name) as stderr):
             try:
                 await self._supervise(dirs, stderr)
@@ -142,7 +147,8 @@ class Upstream:
     async def _serve_once(self, dirs: ServerDirs, stderr: IO[str]) -> None:
         self._stale = False
         async with (
-            open_transport(self.name, self.config, dirs, stderr, self.egress_decisions, self._callers) as (read, write),
+            open_transport(self.name, self.config, dirs, stderr, self.egress_decisions, self._callers,
+                           self._settings.max_result_bytes) as (read, write),
             ClientSession(
                 read,
                 write,
@@ -275,6 +281,8 @@ class Upstream:
                 self._restart_now.set()  # check liveness now rather than at the next interval
                 raise UpstreamTimeout(f"upstream server {self.name!r} did not answer {method} within {timeout:g}s",
                                       data={"server": self.name, "timeout": timeout}) from None
+            if exc.code == RESULT_TOO_LARGE:
+                raise ResultTooLarge(exc.error.message, data=exc.error.data) from None
             if exc.code == types.CONNECTION_CLOSED:
                 reason = self.last_error or "it closed its connection"
                 raise UpstreamUnavailable(

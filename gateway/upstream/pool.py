@@ -30,7 +30,7 @@ class UpstreamPool:
                               if server.sandbox is not None and server.sandbox.backend == "docker"}
         self.upstreams: dict[str, Upstream] = {
             name: Upstream(name, server, state_dir, on_notification=self._fan_out, snapshots=snapshots,
-                           raw_calls=config.gateway.fast_paths)
+                           raw_calls=config.gateway.fast_paths, settings=config.gateway)
             for name, server in config.active_servers.items()
         }
 

@@ -94,6 +94,10 @@ class RawCalls:
             waiter.done.set()
         return True
 
+    def only_waiting(self) -> int | None:
+        """The id of the one request in flight, if exactly one is."""
+        return next(iter(self._waiting)) if len(self._waiting) == 1 else None
+
     def close(self, reason: str) -> None:
         """The transport ended: every request in flight fails now, and later ones at once."""
         self._closed = reason

@@ -18,75 +18,41 @@ from contextlib import asynccontextmanager, suppress
 from typing import IO, Any
 
 import anyio
-import mcp_types as types
 from anyio.abc import AsyncResource, ByteReceiveStream, ByteSendStream, Process
 from mcp.client.stdio import get_default_environment
 from mcp.os.posix.utilities import terminate_posix_process_tree
 from mcp.shared.message import SessionMessage
+
+from sandboxes.framing import LineFramer
 
 logger = logging.getLogger("simgate.upstream")
 
 _EXIT_GRACE = 2.0  # seconds between closing stdin and signalling the group
 _KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL, and then for the kill to be seen
 _EXIT_POLL = 0.01
-# A message larger than this is dropped (and reported) rather than held in memory: results with images
-# run to megabytes, not to hundreds of them.
-MAX_LINE_BYTES = 256 * 1024 * 1024
 _PIPE_ERRORS = (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError)
 
 
 class PipeReader(AsyncResource):
-    """Messages from the server's stdout; a line that is not JSON-RPC arrives as its parse error."""
+    """Messages from the server's stdout; a line that is not JSON-RPC arrives as its parse error, and one
+    over the limit as `OversizedMessage` (see `sandboxes.framing`)."""
 
-    def __init__(self, stdout: ByteReceiveStream, max_line: int = MAX_LINE_BYTES) -> None:
+    def __init__(self, stdout: ByteReceiveStream, max_line: int) -> None:
         self._stdout = stdout
-        self._max_line = max_line
-        self._lines: deque[bytes | Exception] = deque()
-        self._pieces: list[bytes] = []  # the line being read, in pieces: joined once, when it ends
-        self._size = 0
-        self._oversized = False  # the line being read is over the limit: dropped up to its newline
+        self._framer = LineFramer(max_line)
+        self._ready: deque[SessionMessage | Exception] = deque()
 
     async def receive(self) -> SessionMessage | Exception:
-        while True:
-            while not self._lines:
-                try:
-                    chunk = await self._stdout.receive()
-                except _PIPE_ERRORS:
-                    self._end_line(b"")  # a last line without its newline
-                    if self._lines:
-                        break
-                    raise anyio.EndOfStream from None
-                self._take(chunk)
-            line = self._lines.popleft()
-            if isinstance(line, Exception):
-                return line
-            if line.strip():  # blank lines carry nothing
-                return _parse(line)
-
-    def _take(self, chunk: bytes) -> None:
-        *ends, rest = chunk.split(b"\n")
-        for end in ends:
-            self._end_line(end)
-        if rest:
-            self._add(rest)
-
-    def _add(self, piece: bytes) -> None:
-        self._size += len(piece)
-        if self._size > self._max_line and not self._oversized:
-            self._oversized = True
-            self._pieces.clear()
-        if not self._oversized:
-            self._pieces.append(piece)
-
-    def _end_line(self, piece: bytes) -> None:
-        self._add(piece)
-        if self._oversized:
-            self._lines.append(ValueError(f"a line of {self._size} bytes (more than {self._max_line}) was skipped"))
-        elif self._size:
-            self._lines.append(b"".join(self._pieces))
-        self._pieces.clear()
-        self._size = 0
-        self._oversized = False
+        while not self._ready:
+            try:
+                chunk = await self._stdout.receive()
+            except _PIPE_ERRORS:
+                self._ready.extend(self._framer.end())  # a last line without its newline
+                if self._ready:
+                    break
+                raise anyio.EndOfStream from None
+            self._ready.extend(self._framer.feed(chunk))
+        return self._ready.popleft()
 
     def __aiter__(self) -> PipeReader:
         return self
@@ -121,14 +87,15 @@ class PipeWriter(AsyncResource):
 
 
 @asynccontextmanager
-async def stdio_streams(command: str, args: list[str], env: dict[str, str], cwd: str,
-                        errlog: IO[str]) -> AsyncIterator[tuple[PipeReader, PipeWriter]]:
-    """Start the server and yield (read, write) on its pipes; stop it, and everything it started, on exit."""
+async def stdio_streams(command: str, args: list[str], env: dict[str, str], cwd: str, errlog: IO[str],
+                        max_line: int) -> AsyncIterator[tuple[PipeReader, PipeWriter]]:
+    """Start the server and yield (read, write) on its pipes; stop it, and everything it started, on exit.
+    A message over `max_line` bytes is dropped as it is read (and reported)."""
     process = await anyio.open_process([command, *args], env=get_default_environment() | env, stderr=errlog,
                                        cwd=cwd, start_new_session=True)
     assert process.stdin is not None and process.stdout is not None
     try:
-        yield PipeReader(process.stdout), PipeWriter(process.stdin)
+        yield PipeReader(process.stdout, max_line), PipeWriter(process.stdin)
     finally:
         with anyio.CancelScope(shield=True):
             await _stop(process)
@@ -170,10 +137,3 @@ async def _exited(process: Process, timeout: float) -> bool:
         await anyio.sleep(_EXIT_POLL)
     return True
 
-
-def _parse(line: bytes) -> SessionMessage | Exception:
-    try:
-        text = line.decode("utf-8", errors="replace")  # as text, so a skipped line is logged readably
-        return SessionMessage(types.jsonrpc_message_adapter.validate_json(text, by_name=False))
-    except ValueError as exc:  # pydantic's ValidationError included
-        return exc

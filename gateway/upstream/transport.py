@@ -18,19 +18,23 @@ from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
-from gateway.config.models import ServerConfig
+from gateway.config.models import DEFAULT_MAX_RESULT_BYTES, ServerConfig
+from gateway.errors import RESULT_TOO_LARGE
 from gateway.upstream.correlation import RELATED_META_KEY, Callers
+from gateway.upstream.http_limit import BoundedTransport
 from gateway.upstream.install import server_command
 from gateway.upstream.raw_calls import RawCalls
 from gateway.upstream.stdio import stdio_streams
 from sandboxes.docker.container import gateway_instance
 from sandboxes.docker.stdio import docker_stdio_client
 from sandboxes.egress.runtime import egress_for
+from sandboxes.framing import OversizedMessage
 from sandboxes.launch import prepare_launch
 from sandboxes.workdir import ServerDirs
 
 logger = logging.getLogger("simgate.upstream")
 
+_SSE_SLACK = 64 * 1024  # an event's `event:`/`id:` lines around its data
 Streams = tuple[ReadStream[SessionMessage | Exception], WriteStream[SessionMessage]]
 
 
@@ -59,6 +63,11 @@ class UpstreamReader(AsyncResource):
             except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
                 self._end()
                 raise anyio.EndOfStream from None
+            if isinstance(item, OversizedMessage):
+                answer = self._refusal(item)
+                if answer is None:
+                    continue
+                item = answer
             if self.raw_calls.take(item):
                 continue
             if not isinstance(item, Exception):
@@ -68,6 +77,21 @@ class UpstreamReader(AsyncResource):
             if self.skipped <= 5 or self.skipped % 1000 == 0:
                 logger.warning("upstream %s: skipped a line that is not JSON-RPC (%d so far): %s",
                                self._name, self.skipped, _offending_line(item))
+
+    def _refusal(self, oversized: OversizedMessage) -> SessionMessage | None:
+        """The error that answers the request an oversized message answered, in its place."""
+        if oversized.kind == "request":
+            logger.warning("upstream %s: %s (a request or notification of its own)", self._name, oversized)
+            return None
+        request_id = oversized.request_id
+        if request_id is None:  # its id could not be read from either end: only a call alone in flight is surely its
+            request_id = self.raw_calls.only_waiting()
+        if request_id is None:
+            logger.warning("upstream %s: %s (which request it answered could not be told)", self._name, oversized)
+            return None
+        logger.warning("upstream %s: %s; request %r fails", self._name, oversized, request_id)
+        error = too_large(self._name, oversized.limit, oversized.size)
+        return SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=request_id, error=error))
 
     def _mark(self, item: SessionMessage) -> SessionMessage:
         """A log line or server-to-client request, with the caller noted whose request's stream it came on."""
@@ -110,12 +134,15 @@ class UpstreamReader(AsyncResource):
 @asynccontextmanager
 async def open_transport(
     name: str, config: ServerConfig, dirs: ServerDirs, stderr: IO[str], egress_decisions: Counter[str] | None = None,
-    callers: Callers | None = None,
+    callers: Callers | None = None, max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
 ) -> AsyncIterator[tuple[UpstreamReader, WriteStream[SessionMessage]]]:
     """Yield (read, write); `read.closed` is set when the upstream's stream ends. `egress_decisions` counts
     what the egress proxy of a server with a network allowlist allows and denies; `callers` are the client
-    requests in flight, whose messages are marked as they arrive."""
-    async with _raw_transport(name, config, dirs, stderr, egress_decisions) as (read, write):
+    requests in flight, whose messages are marked as they arrive. A message over `max_result_bytes` (the
+    server's own setting first) is dropped as it is read, and the request it answered fails with
+    `ResultTooLarge`."""
+    limit = config.max_result_bytes or max_result_bytes
+    async with _raw_transport(name, config, dirs, stderr, egress_decisions, limit) as (read, write):
         reader = UpstreamReader(name, read, RawCalls(write), callers)
         try:
             yield reader, write
@@ -125,7 +152,7 @@ async def open_transport(
 
 @asynccontextmanager
 async def _raw_transport(name: str, config: ServerConfig, dirs: ServerDirs, stderr: IO[str],
-                         egress_decisions: Counter[str] | None = None) -> AsyncIterator[Streams]:
+                         egress_decisions: Counter[str] | None, limit: int) -> AsyncIterator[Streams]:
     if config.transport == "stdio":
         command, args, installed_env = await server_command(name, config, dirs)  # installs once if it names a package
         env = {**config.env, **installed_env}
@@ -133,19 +160,37 @@ async def _raw_transport(name: str, config: ServerConfig, dirs: ServerDirs, stde
             if config.sandbox is not None and config.sandbox.backend == "docker":
                 instance = gateway_instance(dirs.root.parent.parent)  # dirs.root is STATE_DIR/servers/NAME
                 async with docker_stdio_client(name, command, args, env, config.cwd or str(dirs.work),
-                                               dirs, config.sandbox, instance, stderr, egress=egress) as streams:
+                                               dirs, config.sandbox, instance, stderr, limit, egress=egress) as streams:
                     yield streams
                 return
             launch = prepare_launch(command, args, env, config.cwd or str(dirs.work), dirs, config.sandbox,
                                     name, egress=egress)
-            async with stdio_streams(launch.command, launch.args, launch.env, launch.cwd, stderr) as streams:
+            async with stdio_streams(launch.command, launch.args, launch.env, launch.cwd, stderr, limit) as streams:
                 yield streams
     else:
         assert config.url is not None
         timeout = httpx2.Timeout(30.0, read=config.call_timeout + 30.0)
-        async with httpx2.AsyncClient(headers=config.headers, timeout=timeout, follow_redirects=True) as client:
-            async with streamable_http_client(config.url, http_client=client) as streams:
+
+        def refusal(request_id: int | str) -> bytes:
+            error = types.JSONRPCError(jsonrpc="2.0", id=request_id, error=too_large(name, limit, None))
+            return error.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+        bounded = BoundedTransport(httpx2.AsyncHTTPTransport(), limit, refusal)
+        async with httpx2.AsyncClient(headers=config.headers, timeout=timeout, follow_redirects=True,
+                                      transport=bounded) as client:
+            # The SDK's own cap on an SSE event (1 MiB) gives way to this one, enforced by `bounded`.
+            async with streamable_http_client(config.url, http_client=client,
+                                              max_sse_event_size=limit + _SSE_SLACK) as streams:
                 yield streams
+
+
+def too_large(server: str, limit: int, size: int | None) -> types.ErrorData:
+    """The error that answers a request whose answer was over `max_result_bytes`."""
+    return types.ErrorData(
+        code=RESULT_TOO_LARGE,
+        message=f"upstream server {server!r} answered with a message over max_result_bytes ({limit} bytes); "
+                "it was dropped",
+        data={"server": server, "max_result_bytes": limit, "size": size})
 
 
 def _offending_line(error: Exception) -> str:

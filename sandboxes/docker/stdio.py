@@ -1,10 +1,10 @@
 """MCP over a container's attach socket, with the shape of `mcp.client.stdio.stdio_client`.
 
 The container is created with stdin open (StdinOnce), attached before it starts (so no output is
-lost), and its multiplexed output is split by the 8-byte frame headers: stdout lines become
-`SessionMessage`s (or the parse error, which the upstream reader skips), stderr goes to the server's
-log. The socket is driven by the event loop; the blocking docker SDK calls run in worker threads.
-When the server exits, crashes or is killed (memory, wall clock), the read stream ends exactly as
+lost), and its multiplexed output is split by the 8-byte frame headers: stdout goes through the same
+line framer and limit as a child process's (`sandboxes.framing`), stderr to the server's log. The
+socket is driven by the event loop; the blocking docker SDK calls run in worker threads. When the
+server exits, crashes or is killed (memory, wall clock), the read stream ends exactly as
 when a child process exits. On the way out: stdin is closed, the container gets a short grace
 period, then it is removed by force, shielded from cancellation so no container outlives the call.
 """
@@ -24,7 +24,6 @@ from typing import IO, Any
 import anyio
 import anyio.abc
 import docker
-import mcp_types as types
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from docker.errors import APIError, DockerException, NotFound
 from mcp.shared.message import SessionMessage
@@ -32,6 +31,7 @@ from mcp.shared.message import SessionMessage
 from sandboxes.docker.container import SERVER_LABEL, ContainerSpec, prepare_container
 from sandboxes.docker.engine import connect
 from sandboxes.egress.mount import EgressMount
+from sandboxes.framing import LineFramer
 from sandboxes.launch import SandboxUnavailable
 from sandboxes.policy import SandboxPolicy
 from sandboxes.workdir import ServerDirs
@@ -40,20 +40,20 @@ logger = logging.getLogger("simgate.sandbox")
 
 _HEADER = struct.Struct(">BxxxL")
 _STDOUT, _STDERR = 1, 2
-_MAX_LINE = 32 * 1024 * 1024  # a line longer than this is dropped, not buffered without end
 _STOP_GRACE = 2.0  # seconds a server gets to exit after its stdin closes
 
 
 @asynccontextmanager
 async def docker_stdio_client(name: str, command: str, args: list[str], env: dict[str, str], cwd: str,
                               dirs: ServerDirs, policy: SandboxPolicy, instance: str, errlog: IO[str],
-                              egress: EgressMount | None = None) -> AsyncIterator[tuple[MemoryObjectReceiveStream[SessionMessage | Exception],
+                              max_line: int, egress: EgressMount | None = None
+                              ) -> AsyncIterator[tuple[MemoryObjectReceiveStream[SessionMessage | Exception],
                                                        MemoryObjectSendStream[SessionMessage]]]:
     client = await anyio.to_thread.run_sync(connect, policy.docker_host)
     try:
         spec = await anyio.to_thread.run_sync(
             partial(prepare_container, client, name, command, args, env, cwd, dirs, policy, instance, egress))
-        async with _running(client, spec, policy, errlog) as streams:
+        async with _running(client, spec, policy, errlog, max_line) as streams:
             yield streams
     finally:
         with anyio.CancelScope(shield=True):
@@ -61,8 +61,8 @@ async def docker_stdio_client(name: str, command: str, args: list[str], env: dic
 
 
 @asynccontextmanager
-async def _running(client: docker.DockerClient, spec: ContainerSpec, policy: SandboxPolicy, errlog: IO[str]
-                   ) -> AsyncIterator[tuple[MemoryObjectReceiveStream[SessionMessage | Exception],
+async def _running(client: docker.DockerClient, spec: ContainerSpec, policy: SandboxPolicy, errlog: IO[str],
+                   max_line: int) -> AsyncIterator[tuple[MemoryObjectReceiveStream[SessionMessage | Exception],
                                             MemoryObjectSendStream[SessionMessage]]]:
     api = client.api
     try:
@@ -86,7 +86,7 @@ async def _running(client: docker.DockerClient, spec: ContainerSpec, policy: San
                 raise SandboxUnavailable(f"docker: cannot start the container: {exc}") from None
             logger.info("sandbox %s: container %s started (%s)", spec.labels.get(SERVER_LABEL), spec.name,
                         spec.image)
-            async with _bridge(api, container, spec, stream, policy, errlog) as streams:
+            async with _bridge(api, container, spec, stream, errlog, max_line) as streams:
                 yield streams
     finally:
         with anyio.CancelScope(shield=True):
@@ -118,7 +118,7 @@ def _remove(api: docker.APIClient, container: str) -> None:
 
 @asynccontextmanager
 async def _bridge(api: docker.APIClient, container: str, spec: ContainerSpec, stream: anyio.abc.SocketStream,
-                  policy: SandboxPolicy, errlog: IO[str]
+                  errlog: IO[str], max_line: int
                   ) -> AsyncIterator[tuple[MemoryObjectReceiveStream[SessionMessage | Exception],
                                            MemoryObjectSendStream[SessionMessage]]]:
     read_writer, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
@@ -127,7 +127,7 @@ async def _bridge(api: docker.APIClient, container: str, spec: ContainerSpec, st
 
     async def reader() -> None:
         async with read_writer:
-            await _read_frames(stream, read_writer, errlog)
+            await _read_frames(stream, read_writer, errlog, max_line)
         await _report_exit(api, container, spec, errlog)
 
     async def writer() -> None:
@@ -165,58 +165,50 @@ def _wait(api: docker.APIClient, container: str, timeout: float) -> None:
 
 
 async def _read_frames(stream: anyio.abc.SocketStream, out: MemoryObjectSendStream[SessionMessage | Exception],
-                       errlog: IO[str]) -> None:
-    buffer = bytearray()
-    line = bytearray()
+                       errlog: IO[str], max_line: int) -> None:
+    """Split the attach stream by its frame headers. A payload is passed on as it arrives: a header can
+    announce gigabytes, so nothing here waits for a whole frame."""
+    framer = LineFramer(max_line)
     stderr = codecs.getincrementaldecoder("utf-8")("replace")
+    header = bytearray()
+    kind, remaining = 0, 0
     while True:
         try:
             chunk = await stream.receive(65536)
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+            await _send_all(framer.end(), out)
             return
-        buffer += chunk
         offset = 0
-        while len(buffer) - offset >= _HEADER.size:
-            kind, size = _HEADER.unpack_from(buffer, offset)
-            end = offset + _HEADER.size + size
-            if len(buffer) < end:
-                break
-            payload = bytes(buffer[offset + _HEADER.size:end])
-            offset = end
+        while offset < len(chunk):
+            if remaining == 0:
+                need = _HEADER.size - len(header)
+                header += chunk[offset:offset + need]
+                offset += need
+                if len(header) == _HEADER.size:
+                    kind, remaining = _HEADER.unpack(header)
+                    header.clear()
+                continue
+            payload = chunk[offset:offset + remaining]
+            offset += len(payload)
+            remaining -= len(payload)
             if kind == _STDOUT:
-                line += payload
-                if not await _send_lines(line, out):
+                if not await _send_all(framer.feed(payload), out):
                     return
             elif kind == _STDERR:
                 text = stderr.decode(payload)
                 if text:
                     await anyio.to_thread.run_sync(_write, errlog, text)
-        del buffer[:offset]
 
 
-async def _send_lines(line: bytearray, out: MemoryObjectSendStream[SessionMessage | Exception]) -> bool:
-    """Send every complete line in `line` (consumed in place); False once nobody is listening."""
-    while (newline := line.find(b"\n")) >= 0:
-        text = line[:newline].decode("utf-8", errors="replace").rstrip("\r")
-        del line[:newline + 1]
-        if not text.strip():
-            continue
+async def _send_all(items: list[SessionMessage | Exception], out: MemoryObjectSendStream[SessionMessage | Exception]
+                    ) -> bool:
+    """False once nobody is listening."""
+    for item in items:
         try:
-            await out.send(_parse(text))
+            await out.send(item)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             return False
-    if len(line) > _MAX_LINE:
-        del line[:]
-        with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-            await out.send(ValueError(f"a line of more than {_MAX_LINE} bytes without a newline was dropped"))
     return True
-
-
-def _parse(text: str) -> SessionMessage | Exception:
-    try:
-        return SessionMessage(types.jsonrpc_message_adapter.validate_json(text, by_name=False))
-    except ValueError as exc:
-        return exc
 
 
 async def _report_exit(api: docker.APIClient, container: str, spec: ContainerSpec, errlog: IO[str]) -> None:
