@@ -133,6 +133,10 @@ def test_onboarding_classifies_the_fixture_as_labelled_and_the_config_serves_and
         if wrong:
             disagreements.append((name, wrong))
     assert agree == len(FIXTURE_LABELS), disagreements
+    # The fidelity baseline: a model-free simulator measured on every tool's probe calls.
+    baseline = {name: tool["fidelity"]["examples-schema"] for name, tool in tools.items()}
+    assert all(figures["calls"] >= 1 for figures in baseline.values()), baseline
+    assert baseline["add"]["outcome_agreement"] == 1.0 and baseline["weather"]["outcome_agreement"] is not None
     # The config: usable servers enabled with their proposals, the others disabled with the reason.
     entry = config["mcpServers"]["fixture"]
     assert entry["sandbox"] == {"backend": "bwrap", "network": {"allow": ["api.weather.example:443"]}}

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from gateway.cache.shadow import ShadowPair
-from sandboxes.files import atomic_write
+from sandboxes.files import atomic_write, exclusive_lock
 from simulators.fidelity import metrics as m
 from simulators.fidelity.gate import EvidenceFile, ToolEvidence, evidence_from_report, simulator_identity
 
@@ -43,8 +43,9 @@ def read_evidence(store_dir: Path) -> EvidenceFile:
 def write_evidence(store_dir: Path, report: object) -> Path:
     """Put a `CallFidelityReport`'s per-tool figures in place of older evidence of the same tools."""
     path = evidence_path(store_dir)
-    merged = read_evidence(store_dir).merged(evidence_from_report(report))
-    atomic_write(path, merged.model_dump_json(indent=2).encode())
+    with exclusive_lock(path.with_name(path.name + ".lock")):  # several runs on one store (onboard --jobs)
+        merged = read_evidence(store_dir).merged(evidence_from_report(report))
+        atomic_write(path, merged.model_dump_json(indent=2).encode())
     return path
 
 

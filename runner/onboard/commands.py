@@ -139,6 +139,7 @@ def _check(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="simgate-onboard-check-") as scratch:
         settings = _settings(args, Path(scratch), force=True)
         settings.probe.store_dir = Path(scratch) / "store"  # a check records nothing into the real store
+        settings.baseline = False
         now = _run(candidates, settings, args.no_progress)
     drifts = []
     for report in now:

@@ -67,6 +67,16 @@ class ProposedSettings(BaseModel):
     ttl: float | None = None
 
 
+class ToolFidelity(BaseModel):
+    """How well a simulator backend imitated this tool's probe calls (few-shot, `simgate fidelity calls`)."""
+
+    calls: int
+    outcome_agreement: float | None = None
+    value_fidelity: float | None = None
+    bleu4: float | None = None
+    simulator_failures: int = 0
+
+
 class ToolReport(BaseModel):
     name: str
     description: str | None = None
@@ -76,6 +86,8 @@ class ToolReport(BaseModel):
     classification: ToolClassification | None = None
     settings: ProposedSettings | None = None
     expected: dict[str, Any] | None = Field(None, description="hand labels, when a corpus gives them")
+    fidelity: dict[str, ToolFidelity] = Field(default_factory=dict, description="simulator backend → its "
+                                              "fidelity baseline on the probe calls")
 
 
 class Category(BaseModel):
@@ -102,3 +114,4 @@ class ServerReport(BaseModel):
     category: Category | None = None
     seconds: float = 0.0
     onboarded_at: str | None = None
+    notes: list[str] = Field(default_factory=list, description="what could not be done, and why (not fatal)")

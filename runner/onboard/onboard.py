@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, Field
 
+from runner.onboard.baseline import measure_baseline
 from runner.onboard.categories import keyword_category
 from runner.onboard.classify import classify_tool, env_names, propose_settings
 from runner.onboard.llm import LLMHelper
@@ -35,6 +36,7 @@ class OnboardSettings(BaseModel):
     jobs: int = Field(1, ge=1)
     force: bool = False
     llm: Endpoint | None = None
+    baseline: bool = Field(True, description="measure each tool's simulator fidelity on its probe calls")
 
 
 def vault_name(variable: str) -> str:
@@ -129,6 +131,9 @@ async def onboard_one(candidate: Candidate, settings: OnboardSettings, llm: LLMH
         report.network_hosts = sorted({host for tool in report.tools
                                        for host in tool.classification.network_hosts})  # type: ignore[union-attr]
         report.status, report.reason = server_status(report)
+        if settings.baseline and report.tools:
+            report.notes += await measure_baseline(report, settings.probe.store_dir, settings.out_dir, settings.llm,
+                                                   settings.probe.python)
         break
     report.fixes = fixes
     tools_listing = [{"name": tool.name, "description": tool.description} for tool in report.tools]

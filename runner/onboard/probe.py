@@ -168,11 +168,13 @@ class ProbedGateway:
         return StartFailure(ServerStatus.CRASHED_ON_START, _short(f"{last_error}; stderr: {stderr}"))
 
     def stderr_tail(self, limit: int = 4000) -> str:
+        """The end of the server's stderr, each line once (a server restarted at start says it again and again)."""
         try:
             data = (self.server_dir / "stderr.log").read_bytes()[-limit:]
         except OSError:
             return ""
-        return data.decode(errors="replace").strip()
+        lines = data.decode(errors="replace").strip().splitlines()
+        return "\n".join(dict.fromkeys(line for line in lines if line.strip()))
 
     def log_tail(self, limit: int = 4000) -> str:
         try:

@@ -70,15 +70,22 @@ def html_report(reports: list[ServerReport]) -> str:
         if not report.tools:
             continue
         tools = Table(title=report.name, columns=["tool", "class", "deterministic", "writes files", "cacheable",
-                                                  "ttl", "ignore_args", "evidence"], rows=[])
+                                                  "ttl", "ignore_args", "simulated outcome / value", "evidence"],
+                      rows=[])
         for tool in report.tools:
             c, s = tool.classification, tool.settings
+            fidelity = "; ".join(f"{backend} {_fig(f.outcome_agreement)} / {_fig(f.value_fidelity)}"
+                                 for backend, f in tool.fidelity.items())
             tools.rows.append([tool.name, c.status.value if c else "", c.deterministic if c else None,
                                c.writes_files if c else None, s.cacheable if s else None, s.ttl if s else None,
-                               ", ".join(s.ignore_args) if s else "", "; ".join(c.evidence) if c else ""])
+                               ", ".join(s.ignore_args) if s else "", fidelity, "; ".join(c.evidence) if c else ""])
         sections.append(Section(heading=f"{report.name} ({report.status.value})", tables=[tools],
                                 notes=[f"spec: {report.spec}"]))
     return render_html("simgate onboard", f"{usable} of {len(reports)} servers usable offline", sections)
+
+
+def _fig(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
 
 
 def write_reports(out_dir: Path, reports: list[ServerReport]) -> None:
