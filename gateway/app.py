@@ -187,6 +187,7 @@ class Gateway:
                 Route("/readyz", self._readyz),
                 Route("/metrics", self._metrics),
                 Route("/admin/servers", self._servers),
+                Route("/admin/servers/{name}/restart", self._restart, methods=["POST"]),
                 Route("/admin/modes", self._modes, methods=["GET", "PUT"]),
             ],
             lifespan=self.lifespan,
@@ -201,9 +202,28 @@ class Gateway:
     async def _healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def _restart(self, request: Request) -> Response:
+        """Start a server again: a failed install is tried once more, a running server restarted."""
+        name = request.path_params["name"]
+        upstream = self.pool.upstreams.get(name)
+        if upstream is None:
+            return JSONResponse({"error": f"unknown server {name!r}", "known": sorted(self.pool.upstreams)},
+                                status_code=404)
+        upstream.retry()
+        return JSONResponse({"server": name, "state": upstream.state.value}, status_code=202)
+
     async def _readyz(self, request: Request) -> Response:
+        """Ready: every server of `gateway.ready_when` (default all) is up, or those of `?servers=a,b`;
+        `any` is ready as soon as one is. The body gives each server's state either way."""
         states = {name: upstream.state.value for name, upstream in self.pool.upstreams.items()}
-        return JSONResponse({"ready": self.pool.ready, "servers": states}, status_code=200 if self.pool.ready else 503)
+        asked = request.query_params.get("servers")
+        wanted: list[str] | str = [n for n in asked.split(",") if n] if asked else self.config.gateway.ready_when
+        if isinstance(wanted, list) and (unknown := [name for name in wanted if name not in states]):
+            return JSONResponse({"error": f"unknown server(s) {', '.join(map(repr, unknown))}",
+                                 "known": sorted(states)}, status_code=400)
+        up = [states[name] == "ready" for name in (states if isinstance(wanted, str) else wanted)]
+        ready = any(up) if wanted == "any" else all(up)
+        return JSONResponse({"ready": ready, "servers": states}, status_code=200 if ready else 503)
 
     async def _metrics(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

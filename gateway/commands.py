@@ -32,6 +32,8 @@ def register(commands: Any) -> None:
     servers = commands.add_parser("servers", help="list the servers of a running gateway")
     servers.add_argument("--url", default=DEFAULT_URL, help=f"the gateway (default {DEFAULT_URL})")
     servers.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    servers.add_argument("--restart", metavar="SERVER", help="start SERVER again (a failed install is tried once "
+                         "more, a running server restarted)")
     servers.set_defaults(handler=_servers)
 
     call = commands.add_parser("call", help="call one tool through a running gateway")
@@ -96,6 +98,11 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _servers(args: argparse.Namespace) -> int:
+    if args.restart:
+        code, answer = _admin("POST", args.url, path=f"/admin/servers/{args.restart}/restart", expect=202)
+        if code == 0:
+            print(f"{answer['server']}: starting again (was {answer['state']})")
+        return code
     try:
         response = httpx.get(f"{args.url.rstrip('/')}/admin/servers", headers=auth_headers(), timeout=10)
     except httpx.HTTPError as exc:
@@ -119,14 +126,15 @@ def _servers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _admin(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+def _admin(method: str, url: str, body: dict[str, Any] | None = None, *, path: str = "/admin/modes",
+           expect: int = 200) -> tuple[int, Any]:
     try:
-        response = httpx.request(method, f"{url.rstrip('/')}/admin/modes", json=body, headers=auth_headers(),
+        response = httpx.request(method, f"{url.rstrip('/')}{path}", json=body, headers=auth_headers(),
                                  timeout=10)
     except httpx.HTTPError as exc:
         print(f"simgate: cannot reach the gateway at {url}: {exc}", file=sys.stderr)
         return 1, None
-    if response.status_code != 200:
+    if response.status_code != expect:
         print(f"simgate: {_error_text(response)}", file=sys.stderr)
         return 2, None
     return 0, response.json()

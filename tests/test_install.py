@@ -316,6 +316,16 @@ def test_serve_reports_a_failed_install(tmp_path: Path) -> None:
         assert error.startswith("InstallError: server 'bad': cannot install pypi:simgate-no-such-package-zz==1.0")
         assert "simgate-no-such-package-zz was not found" in error
         assert httpx.get(running.url + "/readyz", timeout=5).status_code == 503
+        # A failed install is the server's state, not retried again and again (an install is long) ...
+        assert wait_until(lambda: status()["state"] == "failed", timeout=30)
+        time.sleep(3)
+        assert status()["restarts"] == 0 and status()["state"] == "failed"
+        # ... until asked: it is tried once more, and fails the same way.
+        restarted = subprocess.run([sys.executable, "-m", "gateway", "servers", "--restart", "bad", "--url",
+                                    running.url], capture_output=True, text=True, timeout=60,
+                                   env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        assert restarted.returncode == 0 and "bad: starting again (was failed)" in restarted.stdout, restarted.stderr
+        assert wait_until(lambda: status()["restarts"] == 1 and status()["state"] == "failed", timeout=60)
     assert not (tmp_path / "state" / "servers" / "bad" / "tools").exists()
 
 

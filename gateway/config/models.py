@@ -200,6 +200,8 @@ class GatewaySettings(BaseModel):
     vault_path: str | None = Field(None, description="the encrypted secrets file (default: STATE_DIR/vault.json)")
     vault_key_file: str | None = Field(None, description="the vault's key file (default: vault.key beside the vault)")
     vault_check_interval: PositiveFloat = Field(2.0, description="seconds between checks for changed vault secrets")
+    ready_when: Literal["all", "any"] | list[str] = Field(
+        "all", description="what /readyz waits for: all servers, any one, or the servers named")
     keys_path: str | None = Field(None, description="client API keys (default: STATE_DIR/keys.json); "
                                   "with any key in it, every client must present one")
     fast_paths: bool = Field(True, description="answer plain tool calls without the SDK's per-request machinery, "
@@ -236,6 +238,11 @@ class GatewayConfig(BaseModel):
         for name in self.servers:
             if not name or name != name.strip() or "/" in name:
                 raise ValueError(f"server name {name!r} must be non-empty, without '/' or surrounding spaces")
+        if isinstance(self.gateway.ready_when, list):
+            unknown = [name for name in self.gateway.ready_when if name not in self.servers]
+            if unknown:
+                raise ValueError(f"gateway.ready_when names no server {unknown[0]!r} (servers: "
+                                 f"{', '.join(self.servers)})")
         return self
 
     def record_mode(self, server: str, tool: str) -> RecordMode:

@@ -28,6 +28,7 @@ from gateway.upstream.errlog import rotating_errlog
 from gateway.upstream.origin import Origin
 from gateway.upstream.raw_calls import RawCalls
 from gateway.upstream.transport import open_transport
+from sandboxes.install import InstallError
 from sandboxes.workdir import ServerDirs, prepare_server_dirs
 
 logger = logging.getLogger("simgate.upstream")
@@ -52,7 +53,11 @@ class UpstreamState(StrEnum):
     STARTING = "starting"
     READY = "ready"
     RESTARTING = "restarting"
+    FAILED = "failed"  # its install failed: not retried by itself (an install is long), only on request
     STOPPED = "stopped"
+
+# A failed install is tried again on request (`POST /admin/servers/NAME/restart`), or after this long.
+INSTALL_RETRY_SECONDS = 3600.0
 
 
 class _RawRequest(types.Request[dict[str, Any] | None, str]):
@@ -94,6 +99,7 @@ class Upstream:
         self._session: ClientSession | None = None
         self._raw_calls: RawCalls | None = None  # tool calls beside the session, on the same transport
         self._changed = anyio.Event()  # set (and renewed) whenever the upstream comes up or goes down
+        self._retry = anyio.Event()  # set to try a failed install again
         self._callers = Callers(name)  # client requests in flight: where request-scoped messages go back
         self._restart_now = anyio.Event()
         self._closed: anyio.Event | None = None  # set to end the current session (see `restart`)
@@ -124,19 +130,38 @@ class Upstream:
         if self._closed is not None:
             self._closed.set()
 
+    def retry(self, reason: str = "restart requested") -> None:
+        """Start again now: a failed install is tried once more, a running server is restarted."""
+        if self.state == UpstreamState.FAILED:
+            self._retry.set()
+        else:
+            self.restart(reason)
+
     async def _supervise(self, dirs: ServerDirs, stderr: IO[str]) -> None:
         backoff = 0.5
         while True:
             started = time.monotonic()
+            install_failed = False
             try:
                 await self._serve_once(dirs, stderr)
                 self.last_error = self.last_error or "the server closed its connection"
             except Exception as exc:  # anything an upstream does must not take the gateway down
                 self.consecutive_failures += 1
                 self.last_error = _describe(exc)
+                install_failed = isinstance(exc, InstallError)
                 logger.warning("upstream %s failed: %s", self.name, self.last_error)
             finally:
                 self._mark_down()
+            if install_failed:
+                self.state = UpstreamState.FAILED
+                self._signal_change()
+                self._retry = anyio.Event()
+                logger.warning("upstream %s: its install failed; not retried until asked (POST "
+                               "/admin/servers/%s/restart) or for %.0fs", self.name, self.name, INSTALL_RETRY_SECONDS)
+                with anyio.move_on_after(INSTALL_RETRY_SECONDS):
+                    await self._retry.wait()
+                self.restarts += 1
+                continue
             if time.monotonic() - started > 60:
                 backoff = 0.5  # it ran well for a while: restart promptly
             logger.info("upstream %s: restarting in %.1fs (%s)", self.name, backoff, self.last_error)
@@ -242,7 +267,7 @@ class Upstream:
         """The live session, waiting up to `timeout` for a (re)start; a server that keeps failing to
         start is not waited for, so that callers (hybrid mode) move on at once."""
         deadline = anyio.current_time() + timeout
-        while self._session is None and self.consecutive_failures < 2:
+        while self._session is None and self.consecutive_failures < 2 and self.state != UpstreamState.FAILED:
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
                 break

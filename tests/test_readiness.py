@@ -1,0 +1,43 @@
+"""What `/readyz` waits for: every server by default, any one, a named set (config or query) — so a
+gateway serving 34 of 37 servers can say it is ready for what its users need."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from harness import fixture_server, running_gateway, wait_until
+
+from gateway.config import parse_config
+from gateway.errors import ConfigError
+
+BROKEN = {"command": "/bin/false"}  # exits at once: never ready
+
+
+def _status(url: str, query: str = "") -> tuple[int, dict]:
+    answer = httpx.get(f"{url}/readyz{query}", timeout=5)
+    return answer.status_code, answer.json()
+
+
+@pytest.mark.parametrize("ready_when", ["all", "any", ["good"]])
+def test_readyz_waits_for_what_the_config_names(tmp_path: Path, ready_when: object) -> None:
+    config = {"gateway": {"ready_when": ready_when},
+              "mcpServers": {"good": fixture_server("raw_stdio_server.py"), "broken": BROKEN}}
+    with running_gateway(config, tmp_path / "gw", wait_ready=False) as gateway:
+        assert wait_until(lambda: _status(gateway.url)[1]["servers"]["good"] == "ready", timeout=60)
+        code, body = _status(gateway.url)
+        assert body["servers"]["broken"] != "ready"
+        assert code == (503 if ready_when == "all" else 200) and body["ready"] is (ready_when != "all")
+        # A client may ask for its own set, whatever the config says.
+        assert _status(gateway.url, "?servers=good")[0] == 200
+        assert _status(gateway.url, "?servers=good,broken")[0] == 503
+        code, body = _status(gateway.url, "?servers=nope")
+        assert code == 400 and body["known"] == ["broken", "good"]
+
+
+def test_ready_when_must_name_configured_servers() -> None:
+    config = {"gateway": {"ready_when": ["good", "typo"]}, "mcpServers": {"good": BROKEN}}
+    with pytest.raises(ConfigError, match="gateway.ready_when names no server 'typo'"):
+        parse_config(json.dumps(config), source="c.json", json_only=True)
