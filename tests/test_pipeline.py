@@ -179,3 +179,34 @@ def test_pipeline_run_declared_once_resumes_and_refuses_changed_settings(gateway
     changed = subprocess.run([sys.executable, "-m", "gateway", "pipeline", "run", str(path)], cwd=tmp_path,
                              capture_output=True, text=True, timeout=120, env=ENV)
     assert changed.returncode == 2 and "stage dedup already ran with other settings" in changed.stderr
+
+
+@pytest.mark.timeout(900)
+def test_extensions_persona_and_irrelevance(gateway: GatewayProcess, llm_server: LLMServer,  # noqa: F811
+                                            tmp_path: Path) -> None:
+    tasks = [{"id": "calc-1", "question": "What is 2 to the power of 10, plus 3?", "servers": ["calculator"],
+              "target_tools": ["calculator__calculate"], "subset_name": "single-server",
+              "metadata": {"strategy": "hand"}},
+             {"id": "time-1", "question": "What time is it now in Tokyo?", "servers": ["time"],
+              "target_tools": ["time__get_current_time"], "metadata": {"strategy": "hand"}}]
+    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(task) + "\n" for task in tasks))
+    stats = simgate("extend", "persona", "tasks.jsonl", "--gateway", gateway.mcp_url(), "--count", "2",
+                    "--llm-base-url", llm_server.base_url, "--model", "gemma", "--max-tokens", "200",
+                    "--concurrency", "1", "--out", "personas.jsonl", cwd=tmp_path)
+    written = lines(tmp_path / "personas.jsonl")
+    assert stats["written"] + sum(stats["dropped"].values()) == 4 == stats["source_tasks"] * 2
+    assert len(written) == stats["written"] and len({t["id"] for t in written}) == len(written)
+    for task in written:
+        source = next(t for t in tasks if task["id"].startswith(t["id"] + "-persona-"))
+        assert task["target_tools"] == source["target_tools"] and task["servers"] == source["servers"]
+        assert task["metadata"]["source_id"] == source["id"] and task["metadata"]["extension"] == "persona"
+    # A re-run writes nothing twice.
+    again = simgate("extend", "persona", "tasks.jsonl", "--gateway", gateway.mcp_url(), "--count", "2",
+                    "--llm-base-url", llm_server.base_url, "--model", "gemma", "--max-tokens", "200",
+                    "--out", "personas.jsonl", cwd=tmp_path)
+    assert len(lines(tmp_path / "personas.jsonl")) == len(written) and again["written"] <= 4 - len(written)
+    irrelevant = simgate("extend", "irrelevance", "tasks.jsonl", "--gateway", gateway.mcp_url(), "--out",
+                         "irrelevant.jsonl", cwd=tmp_path)
+    made = lines(tmp_path / "irrelevant.jsonl")
+    assert irrelevant["written"] == len(made) == 2
+    assert all(t["target_tools"] == [] and t["servers"][0] not in src["servers"] for t, src in zip(made, tasks))

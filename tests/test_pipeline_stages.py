@@ -134,3 +134,21 @@ def test_the_judge_reads_tool_outputs_shortened_to_the_budget() -> None:
     assert "sys" not in text and "[user] Q?" in text and "[assistant calls a__b] {}" in text
     assert "x" * 300 + "… [4700 more characters]" in text and "x" * 301 not in text
     assert shorten("short", 10) == "short"
+
+
+def test_irrelevance_pairs_a_question_with_another_categorys_tools() -> None:
+    from runner.pipeline.extensions import irrelevance_tasks
+
+    tasks = [{"id": "t1", "question": "Will it rain in Oslo?", "servers": ["alpha"], "target_tools": ["alpha__tool_0"],
+              "metadata": {"strategy": "single:random"}}]
+    [made] = irrelevance_tasks(tasks, CATALOGUE, seed=3)
+    assert made["id"] == "t1-irrelevant" and made["target_tools"] == [] and made["subset_name"] == "irrelevance"
+    # alpha is Weather; so is beta: another category is chosen when there is one
+    assert made["servers"][0] in {"gamma", "delta"}
+    assert made["metadata"]["source_id"] == "t1" and made["metadata"]["extension"] == "irrelevance"
+    # A correct irrelevance trajectory answers without calling a tool; one that calls a tool fails.
+    irrelevance = compile_filter("irrelevance")
+    assert passes({"checks": {"has_final_answer": True, "has_tool_call": False}}, irrelevance)[0]
+    assert not passes({"checks": {"has_final_answer": True, "has_tool_call": True}}, irrelevance)[0]
+    # A server alone in the catalogue has no other server to pair with: nothing is made up.
+    assert irrelevance_tasks(tasks, Catalogue(servers=[_server("alpha", "Weather")])) == []

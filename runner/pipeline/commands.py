@@ -18,6 +18,7 @@ from runner.output import read_records, repair
 from runner.pipeline.catalogue import fetch_catalogue
 from runner.pipeline.declared import load_pipeline, run_pipeline
 from runner.pipeline.dedup import dedup_embeddings, dedup_minhash
+from runner.pipeline.extensions import IRRELEVANCE_FILTER, irrelevance_tasks, persona_tasks
 from runner.pipeline.filters import PRESETS, compile_filter, passes
 from runner.pipeline.judge import judge_tasks, judge_trajectories, record_key
 from runner.pipeline.strategies import Strategy, plan_tasks
@@ -90,6 +91,26 @@ def register(commands: Any) -> None:
     trajectories.add_argument("--retry-failed", action="store_true")
     _models(trajectories, "judge")
     trajectories.set_defaults(handler=guarded(_judge_trajectories, RunnerError, prefix="simgate judge trajectories"))
+
+    extend = command_group(commands, "extend", "more tasks from a task set (TOUCAN's extensions)")
+    irrelevance = extend.add_parser("irrelevance", help="each question with another server's tools: the right "
+                                    "trajectory calls no tool (keep them with --where irrelevance)")
+    irrelevance.add_argument("tasks", type=Path)
+    irrelevance.add_argument("--gateway", required=True, metavar="URL")
+    irrelevance.add_argument("--seed", type=int, default=0)
+    irrelevance.add_argument("--out", required=True, type=Path)
+    irrelevance.set_defaults(handler=guarded(_irrelevance, RunnerError, prefix="simgate extend irrelevance"))
+    persona = extend.add_parser("persona", help="N rewrites of each question (new persona, or added "
+                                "constraints), same target tools")
+    persona.add_argument("tasks", type=Path)
+    persona.add_argument("--gateway", required=True, metavar="URL")
+    persona.add_argument("--count", type=int, default=2, help="rewrites per question (default 2)")
+    persona.add_argument("--style", choices=("persona", "constraints"), default="persona")
+    persona.add_argument("--seed", type=int, default=0)
+    persona.add_argument("--temperature", type=float, default=0.7)
+    persona.add_argument("--out", required=True, type=Path, help="appended; a re-run resumes")
+    _models(persona, "rewriter")
+    persona.set_defaults(handler=guarded(_persona, RunnerError, prefix="simgate extend persona"))
 
     pipeline = command_group(commands, "pipeline", "the whole data pipeline declared in one file")
     run = pipeline.add_parser("run", help="run (or resume) every stage of PIPELINE.yaml")
@@ -191,4 +212,28 @@ def _pipeline_run(args: argparse.Namespace) -> int:
     for manifest in anyio.run(run_pipeline, config):
         print(json.dumps({"stage": manifest["stage"], "output": manifest["output"], **manifest["counts"]},
                          sort_keys=True, default=str))
+    return 0
+
+
+def _irrelevance(args: argparse.Namespace) -> int:
+    tasks = _read(args.tasks, "task")
+    catalogue = anyio.run(lambda: fetch_catalogue(args.gateway))
+    made = irrelevance_tasks(tasks, catalogue, seed=args.seed)
+    _write(args.out, made)
+    print(json.dumps({"tasks": len(tasks), "written": len(made), "filter": IRRELEVANCE_FILTER}, sort_keys=True))
+    return 0
+
+
+def _persona(args: argparse.Namespace) -> int:
+    if args.count < 1:
+        raise RunnerError("--count must be at least 1")
+    tasks = _read(args.tasks, "task")
+
+    async def run() -> Any:
+        catalogue = await fetch_catalogue(args.gateway)
+        return await persona_tasks(tasks, catalogue, _pool(args, args.seed), args.out, count=args.count,
+                                   style=args.style, seed=args.seed, temperature=args.temperature,
+                                   concurrency=args.concurrency)
+
+    print(json.dumps(anyio.run(run).model_dump(mode="json"), sort_keys=True))
     return 0

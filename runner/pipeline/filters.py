@@ -21,6 +21,8 @@ PRESETS: dict[str, str] = {
            "and target_tool_share == 1",
     "tasks-good": "question_quality >= 4 and scenario_realism >= 4 and verifiable >= 3",
     "rules": "passed",
+    # irrelevance tasks (`simgate extend irrelevance`): a correct trajectory answers and calls no tool
+    "irrelevance": "has_final_answer and not has_tool_call",
     "complete": "completeness >= 4 and passed",
 }
 

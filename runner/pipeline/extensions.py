@@ -1,0 +1,112 @@
+"""TOUCAN's extensions of a task set: `irrelevance` (a question paired with another server's tools, so a
+correct trajectory calls no tool) and `persona` (N rewrites of each question — a new persona or
+domain, or added constraints — that keep its target tools). New tasks get new stable ids and say where
+they came from (`metadata.extension`, `metadata.source_id`)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import anyio
+from pydantic import BaseModel, Field
+
+from runner.output import JsonlWriter
+from runner.pipeline.catalogue import Catalogue
+from runner.pipeline.filters import PRESETS
+from runner.pipeline.synth import names_a_tool
+from runner.structured import EndpointPool, json_completion
+
+PERSONA_VERSION = "persona-v1"
+IRRELEVANCE_FILTER = PRESETS["irrelevance"]  # what keeps correct irrelevance trajectories
+
+
+class ExtensionStats(BaseModel):
+    source_tasks: int = 0
+    written: int = 0
+    already_done: int = 0
+    dropped: Counter[str] = Field(default_factory=Counter)
+
+
+def irrelevance_tasks(tasks: list[dict[str, Any]], catalogue: Catalogue, *, seed: int = 0) -> list[dict[str, Any]]:
+    """Each task's question with the tools of one server it does not use (of another category when there
+    is one); no target tools: the right answer says the tools cannot help."""
+    rng = random.Random(f"irrelevance/{seed}")
+    categories = {server.name: server.category for server in catalogue.servers}
+    made = []
+    for task in tasks:
+        own = set(task.get("servers") or [])
+        others = [name for name in categories if name not in own]
+        if not others:
+            continue
+        own_categories = {categories.get(name) for name in own}
+        elsewhere = [name for name in others if categories[name] not in own_categories]
+        server = rng.choice(elsewhere or others)
+        made.append({"id": f"{task['id']}-irrelevant", "question": task["question"], "servers": [server],
+                     "target_tools": [], "subset_name": "irrelevance",
+                     "metadata": {**(task.get("metadata") or {}), "extension": "irrelevance",
+                                  "source_id": task["id"], "expected": "no tool call",
+                                  "filter": IRRELEVANCE_FILTER}})
+    return made
+
+
+def persona_schema(count: int) -> dict[str, Any]:
+    return {"type": "object", "properties": {"questions": {
+        "type": "array", "minItems": count, "maxItems": count,
+        "items": {"type": "string", "minLength": 10, "maxLength": 1500}}},
+        "required": ["questions"], "additionalProperties": False}
+
+
+def persona_prompt(question: str, count: int, style: str) -> str:
+    how = ("each asked by a different kind of person, in a different domain or situation" if style == "persona"
+           else "each adding realistic constraints or details (limits, formats, conditions)")
+    return (f"Rewrite this question {count} times, {how}. Each rewrite must still need exactly the same tools "
+            f"to answer, give every detail those tools need, and name no tool.\n\nQuestion: {question}\n\n"
+            f"Answer in JSON.")
+
+
+async def persona_tasks(tasks: list[dict[str, Any]], catalogue: Catalogue, generators: EndpointPool, out: Path, *,
+                        count: int = 2, style: str = "persona", seed: int = 0, temperature: float = 0.7,
+                        concurrency: int = 2) -> ExtensionStats:
+    """N rewrites per task, appended to `out` (resumable by id)."""
+    stats = ExtensionStats(source_tasks=len(tasks))
+    writer = JsonlWriter(out)
+    done = {str(record["id"]) for record in writer.open(key=lambda r: str(r["id"]), what="task")}
+    limiter = anyio.CapacityLimiter(concurrency)
+
+    async def one(index: int, task: dict[str, Any]) -> None:
+        ids = [f"{task['id']}-{style}-{i}" for i in range(count)]
+        if all(i in done for i in ids):
+            stats.already_done += count
+            return
+        async with limiter:
+            endpoint, client = generators.pick(index)
+            value, why = await json_completion(client, endpoint, persona_prompt(str(task["question"]), count, style),
+                                               persona_schema(count), "rewrites", temperature=temperature,
+                                               seed=seed * 100003 + index)
+        if value is None:
+            stats.dropped[(why or "no answer").split(":")[0]] += count
+            return
+        for new_id, question in zip(ids, value["questions"], strict=True):
+            if new_id in done:
+                continue
+            servers = [name for name in task.get("servers") or [] if any(s.name == name for s in catalogue.servers)]
+            if names_a_tool(question, catalogue, servers) is not None:
+                stats.dropped["question names a tool or server"] += 1
+                continue
+            await writer.write_record({
+                **{key: value for key, value in task.items() if key not in ("id", "question", "metadata")},
+                "id": new_id, "question": question.strip(),
+                "metadata": {**(task.get("metadata") or {}), "extension": style, "source_id": task["id"],
+                             "generator": endpoint.model, "prompt_version": PERSONA_VERSION}})
+            stats.written += 1
+
+    try:
+        async with anyio.create_task_group() as group:
+            for index, task in enumerate(tasks):
+                group.start_soon(one, index, task)
+    finally:
+        writer.close()
+    return stats
