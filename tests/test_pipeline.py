@@ -204,7 +204,10 @@ def test_extensions_persona_and_irrelevance(gateway: GatewayProcess, llm_server:
     again = simgate("extend", "persona", "tasks.jsonl", "--gateway", gateway.mcp_url(), "--count", "2",
                     "--llm-base-url", llm_server.base_url, "--model", "gemma", "--max-tokens", "200",
                     "--out", "personas.jsonl", cwd=tmp_path)
-    assert len(lines(tmp_path / "personas.jsonl")) == len(written) and again["written"] <= 4 - len(written)
+    # A re-run keeps what was written and retries only what was dropped: no id twice.
+    after = lines(tmp_path / "personas.jsonl")
+    assert after[:len(written)] == written and len({t["id"] for t in after}) == len(after) <= 4
+    assert again["already_done"] + again["written"] + sum(again["dropped"].values()) == 4
     irrelevant = simgate("extend", "irrelevance", "tasks.jsonl", "--gateway", gateway.mcp_url(), "--out",
                          "irrelevant.jsonl", cwd=tmp_path)
     made = lines(tmp_path / "irrelevant.jsonl")

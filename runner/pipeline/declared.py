@@ -148,6 +148,9 @@ async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, so
         run_settings = RunSettings(gateway=config.gateway, llm_base_url=settings.get("base_url", config.llm.base_url),
                                    model=settings.get("model", config.llm.model), progress=False,
                                    **{k: v for k, v in settings.items() if k in known})
+        if not _records(source, "task"):  # an earlier stage kept nothing: an empty run, not an error
+            out.touch()
+            return {"trajectories": 0, "mode": run_settings.mode}
         trajectories = await run_tasks(load_tasks(source), run_settings, out)
         return {"trajectories": len(trajectories), "mode": run_settings.mode}
     if name == "judge_trajectories":

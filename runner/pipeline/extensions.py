@@ -78,8 +78,9 @@ async def persona_tasks(tasks: list[dict[str, Any]], catalogue: Catalogue, gener
 
     async def one(index: int, task: dict[str, Any]) -> None:
         ids = [f"{task['id']}-{style}-{i}" for i in range(count)]
-        if all(i in done for i in ids):
-            stats.already_done += count
+        missing = [new_id for new_id in ids if new_id not in done]
+        stats.already_done += count - len(missing)
+        if not missing:
             return
         async with limiter:
             endpoint, client = generators.pick(index)
@@ -87,17 +88,17 @@ async def persona_tasks(tasks: list[dict[str, Any]], catalogue: Catalogue, gener
                                                persona_schema(count), "rewrites", temperature=temperature,
                                                seed=seed * 100003 + index)
         if value is None:
-            stats.dropped[(why or "no answer").split(":")[0]] += count
+            stats.dropped[(why or "no answer").split(":")[0]] += len(missing)
             return
         for new_id, question in zip(ids, value["questions"], strict=True):
-            if new_id in done:
+            if new_id not in missing:
                 continue
             servers = [name for name in task.get("servers") or [] if any(s.name == name for s in catalogue.servers)]
             if names_a_tool(question, catalogue, servers) is not None:
                 stats.dropped["question names a tool or server"] += 1
                 continue
             await writer.write_record({
-                **{key: value for key, value in task.items() if key not in ("id", "question", "metadata")},
+                **{k: v for k, v in task.items() if k not in ("id", "question", "metadata")},
                 "id": new_id, "question": question.strip(),
                 "metadata": {**(task.get("metadata") or {}), "extension": style, "source_id": task["id"],
                              "generator": endpoint.model, "prompt_version": PERSONA_VERSION}})
