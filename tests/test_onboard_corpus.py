@@ -93,13 +93,18 @@ def test_classifier_rules_found_by_the_corpus() -> None:
     assert outcome_of({"content": [], "structuredContent": {"result": "42"}}, None, False) is CallOutcome.OK
     # The current time, identical in two calls within one second, is still a clock.
     now = 1_796_000_000.0
-    stamp = {"content": [{"type": "text", "text": "Current UTC time is 2026-11-30 01:33:20."}]}
+    stamp = {"content": [{"type": "text", "text": "Current UTC time is 2026-11-30 00:53:20."}]}
     clock = [_call(1, stamp, started_at=now), _call(2, stamp, started_at=now + 0.05)]
     classified = classify_tool(clock)
     assert classified.time_dependent and classified.deterministic is False
     assert propose_settings(classified, clock).cacheable is False
+    paris = {"content": [{"type": "text", "text": "Il est 2026-11-30T01:53 à Paris"}]}
+    assert classify_tool([_call(1, paris, started_at=now + 30), _call(2, paris, started_at=now + 30)]).time_dependent
     millis = {"content": [{"type": "text", "text": f"The current timestamp is {int(now * 1000)} ms."}]}
     assert classify_tool([_call(1, millis, started_at=now), _call(2, millis, started_at=now)]).time_dependent
+    # A time stored before the call (a file's mtime, a record made earlier) is state, not the clock.
+    stored = {"content": [{"type": "text", "text": f'{{"modified": {int(now) - 5}, "at": "2026-11-30 00:53:15"}}'}]}
+    assert classify_tool([_call(1, stored, started_at=now), _call(2, stored, started_at=now)]).deterministic
     # ... but a date given in the arguments and echoed back is not.
     echoed = {"content": [{"type": "text", "text": "2026-01-15 12:00 is a Thursday"}]}
     assert classify_tool([_call(1, echoed, started_at=now), _call(2, echoed, started_at=now)]).deterministic

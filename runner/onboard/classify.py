@@ -45,7 +45,7 @@ _SOFT_ERROR_TEXT = re.compile(
 _TIME_VALUE = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}|\b\d{2}:\d{2}:\d{2}\b|\b1[6-9]\d{8}(\d{3})?\b")
 
 # A date and time in an answer (ISO-like, to the minute), and epoch seconds or milliseconds.
-_DATE_TIME = re.compile(r"\b(\d{4})[-/](\d{2})[-/](\d{2})[T ](\d{2}):(\d{2})")
+_DATE_TIME = re.compile(r"\b(\d{4})[-/](\d{2})[-/](\d{2})[T ](\d{2}):(\d{2})(?::(\d{2}))?")
 _EPOCH = re.compile(r"\b(1[6-9]\d{8})(\d{3})?\b")
 # Descriptions that say the answer depends on the clock ("the current month", "relative to now").
 _CLOCK_DESCRIPTION = re.compile(
@@ -210,22 +210,27 @@ def _created_on_first_use(calls: list[ProbeCall]) -> bool:
 
 
 def _current_time_in(valid: list[ProbeCall]) -> str | None:
-    """Evidence that a successful answer carries the time it was made at (a date and time, or epoch
-    seconds or milliseconds, within hours of the call), else None."""
+    """Evidence that a successful answer carries the time it was made at, else None: a date and time (in
+    any time zone: offsets are whole quarter hours) or epoch seconds or milliseconds that fall inside the
+    call itself, to the value's resolution. A time stored earlier (a file's mtime, a record made by an
+    earlier call) falls before the call and is state, not clock."""
     for call in valid:
         if call.outcome is not CallOutcome.OK or call.started_at is None or not call.result:
             continue
+        start, end = call.started_at, call.started_at + call.latency_ms / 1000
         text = result_text(call.result) + " " + json.dumps(call.result.get("structuredContent"), default=str)
         for match in _DATE_TIME.finditer(text):
             try:
-                when = dt.datetime(*(int(part) for part in match.groups()), tzinfo=dt.UTC).timestamp()
+                when = dt.datetime(*(int(part or 0) for part in match.groups()), tzinfo=dt.UTC).timestamp()
             except ValueError:
                 continue
-            if abs(when - call.started_at) <= NOW_WINDOW:
+            resolution = 1.0 if match[6] else 60.0
+            offset = round((when - start) / 900) * 900  # the answer's time zone, to the quarter hour
+            if abs(offset) <= NOW_WINDOW and start - resolution <= when - offset <= end + 1:
                 return f"answered with the time of the call ({match[0]!r})"
         for match in _EPOCH.finditer(text):
-            when = int(match[0]) / (1000 if match[2] else 1)
-            if abs(when - call.started_at) <= 24 * 3600:
+            when, resolution = (int(match[0]) / 1000, 0.001) if match[2] else (int(match[0]), 1.0)
+            if start - resolution <= when <= end + 1:
                 return f"answered with the time of the call ({match[0]!r} since the epoch)"
     return None
 
