@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import anyio
 import pytest
 import yaml
 
+from gateway.naming import exposed_name
 from harness import REPO_ROOT, mcp_session, provenance, running_gateway
 from runner.onboard.classify import classify_tool, outcome_of, propose_settings
 from runner.onboard.observations import CallOutcome, ProbeCall
@@ -38,6 +40,13 @@ def corpus() -> list[dict[str, Any]]:
 
 def server_name(entry: dict[str, Any]) -> str:
     return candidates_from(entry["spec"])[0].name
+
+
+def package_of(spec: str) -> str:
+    """The registry package a spec installs (pypi:NAME==V, npm:NAME@V, uvx --from NAME==V ...)."""
+    words = spec.split()
+    text = words[words.index("--from") + 1] if "--from" in words else spec.split(":", 1)[1]
+    return re.split(r"==|(?<=.)@", text, maxsplit=1)[0]
 
 
 def observed(tool: dict[str, Any]) -> dict[str, Any]:
@@ -70,8 +79,8 @@ def test_corpus_is_of_every_kind_and_unused_elsewhere() -> None:
     assert {entry["spec"].split(":", 1)[0] for entry in entries if ":" in entry["spec"]} == {"pypi", "npm"}
     real_servers = (Path(__file__).parent / "real_servers.py").read_text()
     for entry in entries:
-        package = candidates_from(entry["spec"])[0].name
-        assert f'"{package}"' not in real_servers, f"{package} is already used by tests/real_servers.py"
+        package = package_of(entry["spec"])
+        assert f'package="{package}"' not in real_servers, f"{package} is already used by tests/real_servers.py"
         for label in entry["labels"].values():
             assert label["status"] in ("works", "soft_error", "rpc_error", "timeout", "needs_credentials",
                                        "needs_network"), label
@@ -150,7 +159,7 @@ def recorded_text(call: dict[str, Any]) -> str:
 @pytest.mark.timeout(1500)
 def test_corpus_classified_as_labelled_served_and_replayed(tmp_path: Path) -> None:
     entries = corpus()
-    reports, config = onboard_corpus(tmp_path)
+    reports, _ = onboard_corpus(tmp_path)
     by_name = {report["name"]: report for report in reports}
     compared, wrong, servers_wrong = 0, [], []
     for entry in entries:
@@ -169,7 +178,12 @@ def test_corpus_classified_as_labelled_served_and_replayed(tmp_path: Path) -> No
           f"server status (label, observed) where they differ: {servers_wrong}")
     assert agreement >= AGREEMENT, f"agreement {agreement:.1%} < {AGREEMENT:.0%}; disagreements:\n{table}"
 
-    # The written config serves every usable server as it is: one call each, live.
+    serve_and_replay(tmp_path, reports, tmp_path / "onboarded.yaml")
+
+
+def serve_and_replay(workdir: Path, reports: list[dict[str, Any]], config_path: Path) -> None:
+    """The written config serves every usable server as it is (one call each, live); then, with every
+    upstream gone, replay answers each call from the onboarding's recordings."""
     usable = [report for report in reports if report["status"] == "usable"]
     assert len(usable) >= 10
     chosen: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -180,16 +194,17 @@ def test_corpus_classified_as_labelled_served_and_replayed(tmp_path: Path) -> No
         # Prefer a tool replayed by key: its recording answers whatever the session did before.
         tool = next((tool for tool in tools if tool["settings"]["cacheable"]), tools[0])
         chosen[report["name"]] = (tool["name"], probe_call(tool))  # type: ignore[assignment]
-    served = yaml.safe_load((tmp_path / "onboarded.yaml").read_text())
+    served = yaml.safe_load(config_path.read_text())
+    config = yaml.safe_load(config_path.read_text())
 
     async def call_each(url: str, mode: str) -> dict[str, Any]:
         answers = {}
         async with mcp_session(url, headers={"X-Simgate-Mode": mode}) as session:
             for server, (tool, call) in chosen.items():
-                answers[server] = await session.call_tool(f"{server}__{tool}", call["arguments"])
+                answers[server] = await session.call_tool(exposed_name(server, tool), call["arguments"])
         return answers
 
-    with running_gateway(served, tmp_path / "serve", ready_timeout=300) as gateway:
+    with running_gateway(served, workdir / "serve", ready_timeout=300) as gateway:
         live = anyio.run(call_each, gateway.mcp_url(), "live")
     for server, result in live.items():
         assert not result.is_error, (server, chosen[server][0], answer_text(result))
@@ -198,9 +213,10 @@ def test_corpus_classified_as_labelled_served_and_replayed(tmp_path: Path) -> No
     gone = served
     for name in gone["mcpServers"]:
         entry = gone["mcpServers"][name]
-        entry.pop("package", None)
-        entry.update(command=str(tmp_path / "gone" / name), args=[])
-    with running_gateway(gone, tmp_path / "replay", wait_ready=False) as gateway:
+        for key in ("package", "constraints", "entry"):
+            entry.pop(key, None)
+        entry.update(command=str(workdir / "gone" / name), args=[])
+    with running_gateway(gone, workdir / "replay", wait_ready=False) as gateway:
         replayed = anyio.run(call_each, gateway.mcp_url(), "replay")
     for server, result in replayed.items():
         tool, call = chosen[server]
