@@ -6,6 +6,7 @@ on real ones alike.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
@@ -43,6 +44,15 @@ _SOFT_ERROR_TEXT = re.compile(
 # Values that are clocks: ISO dates and times, and epoch seconds or milliseconds of this century.
 _TIME_VALUE = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}|\b\d{2}:\d{2}:\d{2}\b|\b1[6-9]\d{8}(\d{3})?\b")
 
+# A date and time in an answer (ISO-like, to the minute), and epoch seconds or milliseconds.
+_DATE_TIME = re.compile(r"\b(\d{4})[-/](\d{2})[-/](\d{2})[T ](\d{2}):(\d{2})(?::(\d{2}))?")
+_EPOCH = re.compile(r"\b(1[6-9]\d{8})(\d{3})?\b")
+# Descriptions that say the answer depends on the clock ("the current month", "relative to now").
+_CLOCK_DESCRIPTION = re.compile(
+    r"\b(current|today'?s|present)\s+(date|time|datetime|timestamp|day|week|month|year)\b|\bfrom now\b|"
+    r"\brelative to (now|today)\b", re.IGNORECASE)
+NOW_WINDOW = 15 * 3600.0  # an answer's local time can be up to 14 hours off UTC
+
 TIME_DEPENDENT_TTL = 3600.0  # a clock's answer is kept an hour, then recorded again
 
 
@@ -64,7 +74,20 @@ def outcome_of(result: dict[str, Any] | None, error_code: int | None, timed_out:
     text = result_text(result)
     if structured is None and text and _SOFT_ERROR_TEXT.search(text[:400]):
         return CallOutcome.SOFT_ERROR
+    if structured is not None and _structured_error(structured):
+        return CallOutcome.SOFT_ERROR
     return CallOutcome.OK
+
+
+def _structured_error(structured: Any) -> bool:
+    """Structured content that reports a failure: an `error` member without a success flag
+    (`{"error": "not found"}`), or a plain return value the SDK wrapped as `{"result": "Error: ..."}`."""
+    if not isinstance(structured, dict) or structured.get("success") is True or structured.get("ok") is True:
+        return False
+    if structured.get("error") not in (None, False, "", [], {}):
+        return True
+    result = structured.get("result")
+    return set(structured) == {"result"} and isinstance(result, str) and bool(_SOFT_ERROR_TEXT.search(result[:400]))
 
 
 def answer_value(result: dict[str, Any] | None) -> Any:
@@ -124,11 +147,16 @@ def env_names(texts: list[str]) -> list[str]:
     return found
 
 
-def classify_tool(calls: list[ProbeCall], annotations: dict[str, Any] | None = None) -> ToolClassification:
+def classify_tool(calls: list[ProbeCall], annotations: dict[str, Any] | None = None,
+                  description: str | None = None) -> ToolClassification:
     """One tool's class from its probe calls (valid ones decide; the invalid call only shows how it refuses)."""
     valid = [call for call in calls if call.valid]
     evidence: list[str] = []
     writes = sorted({path for call in calls for path in call.files_changed})
+    if writes and _created_on_first_use(calls):
+        evidence.append(f"created {', '.join(writes[:3])} on its first call only and wrote nothing after: the "
+                        "server's storage made on first use, not a write of this tool")
+        writes = []
     hosts = sorted({host for call in calls for host in call.egress})
     failures = [call for call in valid if call.outcome is not CallOutcome.OK]
     texts = [call.text for call in failures]
@@ -142,6 +170,13 @@ def classify_tool(calls: list[ProbeCall], annotations: dict[str, Any] | None = N
     deterministic, unstable, time_dependent = _determinism(valid)
     if deterministic is False:
         evidence.append(f"two identical calls differed at {', '.join(unstable[:4])}")
+    clock = _current_time_in(valid)
+    if deterministic is not None and clock is None and description and _CLOCK_DESCRIPTION.search(description):
+        clock = f"its description says it depends on the clock ({_CLOCK_DESCRIPTION.search(description)[0]!r})"
+    if clock is not None and not time_dependent:
+        # Two calls within the same second answer alike; the answer still changes as the clock moves.
+        time_dependent, deterministic = True, False
+        evidence.append(clock)
     status: ToolStatus
     if any(call.outcome is CallOutcome.OK for call in valid):
         status = ToolStatus.WORKS
@@ -165,6 +200,39 @@ def classify_tool(calls: list[ProbeCall], annotations: dict[str, Any] | None = N
     return ToolClassification(status=status, deterministic=deterministic, unstable_paths=unstable,
                               time_dependent=time_dependent, writes_files=bool(writes), needs_env=needs_env,
                               network_hosts=hosts, evidence=evidence)
+
+
+def _created_on_first_use(calls: list[ProbeCall]) -> bool:
+    """Files changed only by the very first call, and by none of the calls after it (its identical second
+    attempt included): the server created its storage lazily, which is no effect of this tool."""
+    changed = [index for index, call in enumerate(calls) if call.files_changed]
+    return changed == [0] and len(calls) > 1 and calls[0].attempt == 1 and calls[1].attempt == 2
+
+
+def _current_time_in(valid: list[ProbeCall]) -> str | None:
+    """Evidence that a successful answer carries the time it was made at, else None: a date and time (in
+    any time zone: offsets are whole quarter hours) or epoch seconds or milliseconds that fall inside the
+    call itself, to the value's resolution. A time stored earlier (a file's mtime, a record made by an
+    earlier call) falls before the call and is state, not clock."""
+    for call in valid:
+        if call.outcome is not CallOutcome.OK or call.started_at is None or not call.result:
+            continue
+        start, end = call.started_at, call.started_at + call.latency_ms / 1000
+        text = result_text(call.result) + " " + json.dumps(call.result.get("structuredContent"), default=str)
+        for match in _DATE_TIME.finditer(text):
+            try:
+                when = dt.datetime(*(int(part or 0) for part in match.groups()), tzinfo=dt.UTC).timestamp()
+            except ValueError:
+                continue
+            resolution = 1.0 if match[6] else 60.0
+            offset = round((when - start) / 900) * 900  # the answer's time zone, to the quarter hour
+            if abs(offset) <= NOW_WINDOW and start - resolution <= when - offset <= end + 1:
+                return f"answered with the time of the call ({match[0]!r})"
+        for match in _EPOCH.finditer(text):
+            when, resolution = (int(match[0]) / 1000, 0.001) if match[2] else (int(match[0]), 1.0)
+            if start - resolution <= when <= end + 1:
+                return f"answered with the time of the call ({match[0]!r} since the epoch)"
+    return None
 
 
 def _determinism(valid: list[ProbeCall]) -> tuple[bool | None, list[str], bool]:

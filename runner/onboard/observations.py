@@ -45,6 +45,7 @@ class ProbeCall(BaseModel):
     text: str = Field("", description="the answer's text (or the error message), shortened")
     result: dict[str, Any] | None = Field(None, description="the CallToolResult as JSON (None for an error)")
     latency_ms: float
+    started_at: float | None = Field(None, description="wall-clock time (Unix seconds) the call was made")
     files_changed: list[str] = Field(default_factory=list, description="paths under the server's own dirs")
     egress: list[str] = Field(default_factory=list, description="host:port the server tried to reach (denied)")
 

@@ -124,7 +124,7 @@ async def onboard_one(candidate: Candidate, settings: OnboardSettings, llm: LLMH
             await anyio.to_thread.run_sync(gateway.stop)
         report.tools, report.prompts, report.resources, report.server_info = tools, prompts, resources, info
         for tool in report.tools:
-            tool.classification = classify_tool(tool.calls, tool.annotations)
+            tool.classification = classify_tool(tool.calls, tool.annotations, tool.description)
             tool.settings = propose_settings(tool.classification, tool.calls, tool.annotations, tool.name)
         report.needs_env = sorted({name for tool in report.tools for name in tool.classification.needs_env}
                                   | set(declared))  # type: ignore[union-attr]

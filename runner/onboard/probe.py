@@ -289,6 +289,7 @@ async def call_once(session: ClientSession, tool: str, arguments: ProbeArguments
                     gateway: ProbedGateway, timeout: float, session_name: str) -> ProbeCall:
     before = snapshot(gateway.server_dir)
     gateway.egress_since_last()
+    started_at = time.time()
     started = time.perf_counter()
     result: dict[str, Any] | None = None
     code: int | None = None
@@ -315,7 +316,7 @@ async def call_once(session: ClientSession, tool: str, arguments: ProbeArguments
     kept = result if result is not None and len(json.dumps(result)) <= RESULT_LIMIT else None
     return ProbeCall(kind=kind, arguments=arguments.arguments, valid=arguments.valid, attempt=attempt,
                      outcome=outcome_of(result, code, timed_out), error_code=code, text=text[:TEXT_LIMIT],
-                     result=kept, latency_ms=round(latency, 2), files_changed=files[:50],
+                     result=kept, latency_ms=round(latency, 2), started_at=started_at, files_changed=files[:50],
                      egress=gateway.egress_since_last())
 
 
