@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
+from gateway.config.exposure import check_sandboxed
 from gateway.config.limits import FaultConfig, RateLimit, UpstreamQuota
 from gateway.vault import refs as vault_refs
 from sandboxes.install import SpecError, install_request
@@ -198,6 +199,8 @@ class GatewayConfig(BaseModel):
         for name in self.servers:
             if not name or name != name.strip() or "/" in name:
                 raise ValueError(f"server name {name!r} must be non-empty, without '/' or surrounding spaces")
+        # A sandbox that would show the gateway's own files (vault, keys, store, state) is refused now.
+        check_sandboxed(self.gateway, self.servers)
         return self
 
     def record_mode(self, server: str, tool: str) -> RecordMode:

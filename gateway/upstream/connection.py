@@ -26,6 +26,7 @@ from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.upstream.origin import Origin
 from gateway.upstream.raw_calls import RawCalls
 from gateway.upstream.transport import open_transport
+from sandboxes.exposure import Exposure
 from sandboxes.workdir import ServerDirs, prepare_server_dirs
 
 logger = logging.getLogger("simgate.upstream")
@@ -73,10 +74,12 @@ class Upstream:
         state_dir: Path,
         on_notification: NotificationSink | None = None,
         snapshots: ToolSnapshots | None = None,
+        exposure: Exposure | None = None,
     ) -> None:
         self.name = name
         self.config = config
         self._state_dir = state_dir
+        self._exposure = exposure  # what its sandbox must never show
         self._on_notification = on_notification
         self.state = UpstreamState.STARTING
         self.last_error: str | None = None
@@ -140,7 +143,7 @@ class Upstream:
     async def _serve_once(self, dirs: ServerDirs, stderr: IO[str]) -> None:
         self._stale = False
         async with (
-            open_transport(self.name, self.config, dirs, stderr, self.egress_decisions) as (read, write),
+            open_transport(self.name, self.config, dirs, stderr, self.egress_decisions, self._exposure) as (read, write),
             ClientSession(
                 read,
                 write,

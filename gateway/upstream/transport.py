@@ -24,6 +24,7 @@ from gateway.upstream.stdio import stdio_streams
 from sandboxes.docker.container import gateway_instance
 from sandboxes.docker.stdio import docker_stdio_client
 from sandboxes.egress.runtime import egress_for
+from sandboxes.exposure import Exposure
 from sandboxes.launch import prepare_launch
 from sandboxes.workdir import ServerDirs
 
@@ -84,11 +85,13 @@ class UpstreamReader(AsyncResource):
 
 @asynccontextmanager
 async def open_transport(
-    name: str, config: ServerConfig, dirs: ServerDirs, stderr: IO[str], egress_decisions: Counter[str] | None = None
+    name: str, config: ServerConfig, dirs: ServerDirs, stderr: IO[str], egress_decisions: Counter[str] | None = None,
+    exposure: Exposure | None = None,
 ) -> AsyncIterator[tuple[UpstreamReader, WriteStream[SessionMessage]]]:
     """Yield (read, write); `read.closed` is set when the upstream's stream ends. `egress_decisions` counts
-    what the egress proxy of a server with a network allowlist allows and denies."""
-    async with _raw_transport(name, config, dirs, stderr, egress_decisions) as (read, write):
+    what the egress proxy of a server with a network allowlist allows and denies; `exposure` is what a
+    sandboxed server must never see."""
+    async with _raw_transport(name, config, dirs, stderr, egress_decisions, exposure) as (read, write):
         reader = UpstreamReader(name, read, RawCalls(write))
         try:
             yield reader, write
@@ -98,18 +101,20 @@ async def open_transport(
 
 @asynccontextmanager
 async def _raw_transport(name: str, config: ServerConfig, dirs: ServerDirs, stderr: IO[str],
-                         egress_decisions: Counter[str] | None = None) -> AsyncIterator[Streams]:
+                         egress_decisions: Counter[str] | None = None,
+                         exposure: Exposure | None = None) -> AsyncIterator[Streams]:
     if config.transport == "stdio":
         command, args = await server_command(name, config, dirs)  # installs once if it names a package
         async with egress_for(name, config.sandbox, egress_decisions) as egress:  # the allowlist proxy, if any
             if config.sandbox is not None and config.sandbox.backend == "docker":
-                instance = gateway_instance(dirs.root.parent.parent)  # dirs.root is STATE_DIR/servers/NAME
+                instance = gateway_instance(dirs.state_dir)
                 async with docker_stdio_client(name, command, args, config.env, config.cwd or str(dirs.work),
-                                               dirs, config.sandbox, instance, stderr, egress=egress) as streams:
+                                               dirs, config.sandbox, instance, stderr, egress=egress,
+                                               exposure=exposure) as streams:
                     yield streams
                 return
             launch = prepare_launch(command, args, config.env, config.cwd or str(dirs.work), dirs, config.sandbox,
-                                    name, egress=egress)
+                                    name, egress=egress, exposure=exposure)
             async with stdio_streams(launch.command, launch.args, launch.env, launch.cwd, stderr) as streams:
                 yield streams
     else:
