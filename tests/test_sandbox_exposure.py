@@ -92,6 +92,7 @@ def _loosen(state: Path) -> None:
 def exposed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     sandbox, engine = _sandbox(request, request.param)
     work = tmp_path_factory.mktemp(f"exposure-{request.param}")
+    work.chmod(0o755)  # as a gateway's directory is: the container's user (nobody) may enter it
     config = {"gateway": {"record": "all"}, "mcpServers": {
         "hostile": _hostile(work, sandbox, env={"PLANTED_TOKEN": PLANTED, "MINE": "vault:mine"}),
         "cwdy": _hostile(work, sandbox, cwd=str(work)),
@@ -150,7 +151,8 @@ async def test_the_gateway_files_are_out_of_sight(exposed: Setup, server: str) -
         # At most the way to its own directories is there.
         assert listed.startswith("DENIED") or listed in ("LISTED:", "LISTED:servers", f"LISTED:{server}"), listed
     own = exposed.state / "servers" / server / "work" / "note.txt"
-    assert await _call(exposed, server, "write_file", {"path": str(own), "text": "mine"}) == "WROTE"
+    wrote = await _call(exposed, server, "write_file", {"path": str(own), "text": "mine"})
+    assert wrote == "WROTE"
     assert own.read_text() == "mine"
 
 

@@ -73,7 +73,6 @@ class ContainerSpec(BaseModel):
     tmp_size_mb: int = DEFAULT_TMP_MB
     scratch: list[str] = []  # HOME and TMPDIR as capped tmpfs (limits.disk_mb)
     scratch_mb: int | None = None
-    masked_dirs: list[str] = []  # an empty directory no one in the container may write is mounted there
     masked_files: list[str] = []  # /dev/null is mounted there
 
     def preamble(self) -> bytes:
@@ -101,13 +100,13 @@ class ContainerSpec(BaseModel):
             memswap_limit=self.memory_bytes,  # no swap beyond the memory cap
             nano_cpus=self.nano_cpus,
             ulimits=ulimits or None,
-            tmpfs={"/tmp": f"rw,nosuid,nodev,size={self.tmp_size_mb}m",
-                   **{path: f"rw,nosuid,nodev,size={self.scratch_mb}m,mode=1777" for path in self.scratch},
-                   # Owned by root, searchable only: the server reaches its own directories inside
-                   # (a masked state directory) and can neither list nor write anything there.
-                   **{path: "rw,nosuid,nodev,noexec,size=64k,mode=0711" for path in self.masked_dirs}},
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={self.tmp_size_mb}m"},
             mounts=[*(Mount(target=m.target or m.path, source=m.path, type="bind", read_only=m.read_only)
                       for m in self.mounts),
+                    # tmpfs as mounts, not `tmpfs=`: those are filled with what lies beneath them first
+                    # ("tmpcopyup"), which for a mask is the very directory it hides.
+                    *(Mount(target=path, source=None, type="tmpfs", tmpfs_size=self.scratch_mb * 1024 * 1024,
+                            tmpfs_mode=0o1777) for path in self.scratch if self.scratch_mb is not None),
                     *(Mount(target=path, source="/dev/null", type="bind", read_only=True)
                       for path in self.masked_files)],
             # The engine keeps no copy of what the server prints (it may carry secrets): we read it live.
@@ -205,6 +204,7 @@ def prepare_container(client: docker.DockerClient, name: str, command: str, args
     for path in [*writable, work, *scratch]:
         path.mkdir(parents=True, exist_ok=True)
     mounts = [BindMount(path=str(m.source), target=str(m.target), read_only=m.read_only) for m in plan.mounts]
+    mounts += _masks(dirs, plan.masked_dirs, [*(m.target for m in plan.mounts), *scratch])
     mounts += egress_mounts
     memory_mb = limits.memory_mb or DEFAULT_MEMORY_MB
     return ContainerSpec(
@@ -213,7 +213,7 @@ def prepare_container(client: docker.DockerClient, name: str, command: str, args
         command=[executable, *args],
         env=inner_env,
         working_dir=str(work),
-        user=container_user(dirs, writable),
+        user=container_user(dirs, [*writable, *scratch]),
         labels={GATEWAY_LABEL: instance, SERVER_LABEL: name},
         mounts=mounts,
         network_mode="none" if egress is not None else str(policy.network),
@@ -228,9 +228,31 @@ def prepare_container(client: docker.DockerClient, name: str, command: str, args
         tmp_size_mb=limits.disk_mb or DEFAULT_TMP_MB,
         scratch=[str(p) for p in scratch],
         scratch_mb=limits.disk_mb,
-        masked_dirs=[str(p) for p in plan.masked_dirs],
         masked_files=[str(p) for p in plan.masked_files],
     )
+
+
+def _masks(dirs: ServerDirs, masked: list[Path], inside: list[Path]) -> list[BindMount]:
+    """Each masked directory gets an empty one mounted read-only over it: a skeleton holding only the
+    mount points of the server's own directories within, searchable but not listable by others.
+
+    Not a tmpfs: the engine gives a tmpfs the mode and owner of the directory it covers, and a state
+    directory of mode 0700 would then bar the server from its own directories inside it."""
+    mounts = []
+    for path in masked:
+        skeleton = dirs.root / "masks" / hashlib.sha256(str(path).encode()).hexdigest()[:16]
+        skeleton.mkdir(parents=True, exist_ok=True)
+        for target in inside:
+            if path in target.parents:
+                point = skeleton
+                for part in target.relative_to(path).parts:
+                    point = point / part
+                    point.mkdir(exist_ok=True)
+                    point.chmod(0o711)
+        skeleton.chmod(0o711)
+        (dirs.root / "masks").chmod(0o711)
+        mounts.append(BindMount(path=str(skeleton), target=str(path), read_only=True))
+    return mounts
 
 
 def _system(path: Path) -> bool:
