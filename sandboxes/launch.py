@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -20,6 +19,8 @@ from pydantic import BaseModel
 from sandboxes.cgroups import cgroup_prefix
 from sandboxes.egress.mount import SANDBOX_DIR as EGRESS_DIR
 from sandboxes.egress.mount import EgressMount
+from sandboxes.errors import SandboxUnavailable
+from sandboxes.exposure import Exposure, Protected, Wanted, code_root, plan_mounts
 from sandboxes.policy import DEFAULT_ENV_ALLOW, SandboxPolicy
 from sandboxes.workdir import ServerDirs
 
@@ -37,13 +38,11 @@ class LaunchSpec(BaseModel):
     cwd: str
 
 
-class SandboxUnavailable(Exception):
-    """The configured backend cannot run on this machine; the message says why."""
-
-
 def prepare_launch(command: str, args: list[str], env: dict[str, str], cwd: str, dirs: ServerDirs,
-                   policy: SandboxPolicy | None, name: str, egress: EgressMount | None = None) -> LaunchSpec:
-    """`egress`: the allowlist proxy's socket, for a policy with `network: {allow: [...]}`."""
+                   policy: SandboxPolicy | None, name: str, egress: EgressMount | None = None,
+                   exposure: Exposure | None = None) -> LaunchSpec:
+    """`egress`: the allowlist proxy's socket, for a policy with `network: {allow: [...]}`. `exposure`: what
+    the sandbox must never show (default: the state directory, but for the server's own directories)."""
     base_env = dirs.environment() | env
     if policy is None or policy.backend == "none":
         if egress is not None:
@@ -53,11 +52,17 @@ def prepare_launch(command: str, args: list[str], env: dict[str, str], cwd: str,
         return LaunchSpec(command=command, args=args, env=inherited | base_env, cwd=cwd)
     if policy.backend == "docker":
         raise SandboxUnavailable("a docker-sandboxed server is started by sandboxes.docker, not as a command")
-    return _bwrap(command, args, base_env, cwd, dirs, policy, name, egress)
+    return _bwrap(command, args, base_env, cwd, dirs, policy, name, egress, exposure or default_exposure(dirs))
+
+
+def default_exposure(dirs: ServerDirs) -> Exposure:
+    """At least the gateway's state directory (vault, keys, store, other servers) stays hidden."""
+    return Exposure(protected=[Protected(path=dirs.state_dir, what="the gateway's state directory")],
+                    own_root=dirs.root)
 
 
 def _bwrap(command: str, args: list[str], env: dict[str, str], cwd: str, dirs: ServerDirs,
-           policy: SandboxPolicy, name: str, egress: EgressMount | None = None) -> LaunchSpec:
+           policy: SandboxPolicy, name: str, egress: EgressMount | None, exposure: Exposure) -> LaunchSpec:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise SandboxUnavailable("bubblewrap is not installed (apt-get install bubblewrap)")
@@ -66,41 +71,66 @@ def _bwrap(command: str, args: list[str], env: dict[str, str], cwd: str, dirs: S
     argv = ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     if policy.network == "host":
         argv.append("--share-net")
+    # (depth, operation): applied outermost first, so a mount inside another (or inside a mask) lands on top.
+    ops: list[tuple[int, list[str]]] = []
     if egress is not None:
         # Still no network (--unshare-all): only the proxy's socket, and a forwarder in front of the server.
-        argv += ["--ro-bind", str(egress.host_dir), EGRESS_DIR]
+        ops.append((_depth(EGRESS_DIR), ["--ro-bind", str(egress.host_dir), EGRESS_DIR]))
         executable, args = egress.wrap(executable, args)
-    for path in _SYSTEM_READ_ONLY:
-        if Path(path).exists():
-            argv += ["--ro-bind", path, path]
+    wanted = [Wanted(path=Path(p), read_only=True, why="the system directory") for p in _SYSTEM_READ_ONLY
+              if Path(p).exists()]
     for link in _USR_LINKS:
         target = Path("/") / link
         if target.is_symlink():
             argv += ["--symlink", os.readlink(target), str(target)]
         elif target.is_dir():
-            argv += ["--ro-bind", str(target), str(target)]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-    read_only = sorted(tool_mounts(executable, args) | {Path(p).resolve() for p in policy.read_only})
-    for path in outermost(read_only):
-        if not _under_system(path):
-            argv += ["--ro-bind", str(path), str(path)]
-    own = [dirs.home, dirs.tmp, dirs.work, *(Path(p).resolve() for p in policy.read_write)]
-    if cwd and Path(cwd).resolve() not in own:
-        own.append(Path(cwd).resolve())
-    for path in own:
+            wanted.append(Wanted(path=target, read_only=True, why="the system directory"))
+    disk_mb = policy.limits.disk_mb
+    size = ["--size", str(disk_mb * 1024 * 1024)] if disk_mb is not None else []
+    ops += [(1, ["--proc", "/proc"]), (1, ["--dev", "/dev"]), (_depth("/tmp"), [*size, "--tmpfs", "/tmp"])]
+    wanted += [Wanted(path=p, read_only=True, why="its command's code") for p in tool_mounts(executable, args)
+               if not _under_system(p)]
+    wanted += [Wanted(path=Path(p).resolve(), read_only=True, why="sandbox.read_only path") for p in policy.read_only]
+    # With a disk cap, HOME and TMPDIR are capped tmpfs of their own (no host quota is needed for them).
+    scratch = [dirs.home, dirs.tmp] if disk_mb is not None else []
+    own = [Wanted(path=p, read_only=False, why="its own directory") for p in (dirs.home, dirs.tmp, dirs.work)
+           if p not in scratch]
+    own += [Wanted(path=Path(p).resolve(), read_only=False, why="sandbox.read_write path") for p in policy.read_write]
+    wanted += own
+    work = Path(cwd).resolve() if cwd else dirs.work
+    if not any(work == w or w in work.parents for w in [*(w.path for w in own), *scratch]):
+        # Outside its own directories, its cwd is only read: never a way to change the gateway's files.
+        wanted.append(Wanted(path=work, read_only=True, why="its cwd"))
+    plan = plan_mounts(wanted, exposure)
+    for path in [*(w.path for w in own), work, *scratch]:
         path.mkdir(parents=True, exist_ok=True)
-        argv += ["--bind", str(path), str(path)]
-    argv += ["--remount-ro", "/"]  # nothing but its own directories and /tmp can be written
+    for mount in plan.mounts:
+        ops.append((_depth(mount.target), ["--ro-bind" if mount.read_only else "--bind", str(mount.source),
+                                           str(mount.target)]))
+    ops += [(_depth(path), [*size, "--tmpfs", str(path)]) for path in scratch]
+    ops += [(_depth(path), ["--tmpfs", str(path)]) for path in plan.masked_dirs]
+    ops += [(_depth(path), ["--ro-bind", "/dev/null", str(path)]) for path in plan.masked_files]
+    for _, op in sorted(ops, key=lambda item: item[0]):
+        argv += op
+    # Nothing but its own directories and /tmp can be written; the masks neither (a remount is not recursive:
+    # its own directories inside a masked state directory stay writable).
+    argv += ["--remount-ro", "/"]
+    for path in plan.masked_dirs:
+        argv += ["--remount-ro", str(path)]
     # The environment reaches the sandbox through bwrap's own environment, never its command line,
     # where any local user could read injected secrets in /proc/PID/cmdline. Variables the MCP SDK
     # adds to every child's environment are dropped unless allowed.
     for key in _SDK_DEFAULT_ENV:
         if key not in inner_env:
             argv += ["--unsetenv", key]
-    argv += ["--chdir", cwd or str(dirs.work), "--", executable, *args]
+    argv += ["--chdir", str(work), "--", executable, *args]
     prefix = _limits_prefix(policy) + cgroup_prefix(name, policy.limits)
     full = [*prefix, bwrap, *argv]
     return LaunchSpec(command=full[0], args=full[1:], env=inner_env, cwd=str(dirs.work))
+
+
+def _depth(path: str | Path) -> int:
+    return len(Path(path).parts)
 
 
 def _limits_prefix(policy: SandboxPolicy) -> list[str]:
@@ -121,8 +151,9 @@ def _limits_prefix(policy: SandboxPolicy) -> list[str]:
 
 
 def tool_mounts(executable: str, args: list[str]) -> set[Path]:
-    """Directories the server's own code lives in: the install roots of its executable, its
-    interpreter (shebang, venv base) and any absolute path among its arguments."""
+    """What the server's own code needs mounted: the install root (or package root, or the file alone)
+    of its executable and of any absolute path among its arguments, and its interpreter's roots
+    (shebang, venv base)."""
     found: set[Path] = set()
     for token in [executable, *args]:
         if not token.startswith("/"):
@@ -131,7 +162,7 @@ def tool_mounts(executable: str, args: list[str]) -> set[Path]:
         if not path.exists():
             continue
         for candidate in {path, path.resolve()}:
-            found.add(install_root(candidate))
+            found.add(code_root(candidate))
             found |= _interpreter_roots(candidate)
     return found
 
@@ -168,14 +199,7 @@ def _interpreter_roots(path: Path) -> set[Path]:
     return roots
 
 
-def outermost(paths: Iterable[Path]) -> list[Path]:
-    """The paths not inside another of them (what to mount, without mounting anything twice)."""
-    kept: list[Path] = []
-    for path in sorted(paths, key=lambda p: len(p.parts)):
-        if not any(path == k or k in path.parents for k in kept):
-            kept.append(path)
-    return kept
-
-
 def _under_system(path: Path) -> bool:
-    return any(path == Path(root) or Path(root) in path.parents for root in _SYSTEM_READ_ONLY)
+    """Mounted already (or, for `/` itself, never: `/bin/sh`'s install root would be the whole host)."""
+    roots = [*_SYSTEM_READ_ONLY, *(f"/{link}" for link in _USR_LINKS)]
+    return path == Path("/") or any(path == Path(root) or Path(root) in path.parents for root in roots)

@@ -28,6 +28,10 @@ class Limits(BaseModel):
     open_files: PositiveInt | None = Field(None, description="open file descriptors (RLIMIT_NOFILE)")
     processes: PositiveInt | None = Field(None, description="processes and threads (the pids cgroup)")
     cpus: PositiveFloat | None = Field(None, description="CPU share in cores (docker: nano_cpus; default 1)")
+    disk_mb: PositiveInt | None = Field(None, description="size cap of each scratch directory it writes to: /tmp, "
+                                        "TMPDIR and HOME become private tmpfs of this size, emptied at each start "
+                                        "(docker: /tmp is 256 MB when unset); the work dir and read_write paths "
+                                        "are host directories, not capped")
 
 
 class SandboxPolicy(BaseModel):

@@ -21,6 +21,11 @@ class ServerDirs(BaseModel):
     tmp: Path
     work: Path
 
+    @property
+    def state_dir(self) -> Path:
+        """The gateway's state directory (`root` is STATE_DIR/servers/NAME)."""
+        return self.root.parent.parent
+
     def environment(self) -> dict[str, str]:
         return {"HOME": str(self.home), "TMPDIR": str(self.tmp), "TMP": str(self.tmp), "TEMP": str(self.tmp)}
 

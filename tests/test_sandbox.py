@@ -179,8 +179,9 @@ async def test_real_servers_run_offline_in_the_sandbox(name: str, tmp_path: Path
         pytest.skip(f"{name} not installed under {ROOT}: run .ci/install-servers")
     work = rs.prepare_work_dir(name, tmp_path / name)
     command, args, env = rs.server_command(name, ROOT, tmp_path / name)
+    # A cwd outside the server's own directories is read-only unless the policy lists it as writable.
     config = {"mcpServers": {name: {"command": command, "args": args, "env": env, "cwd": str(work),
-                                    "sandbox": {"backend": "bwrap"}}}}
+                                    "sandbox": {"backend": "bwrap", "read_write": [str(work)]}}}}
     with running_gateway(config, tmp_path / "gw", ready_timeout=60) as gateway:
         async with mcp_session(gateway.mcp_url(name)) as session:
             tools = {tool.name for tool in (await session.list_tools()).tools}

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, PrivateAttr, model_validator
 
+from gateway.config.exposure import check_sandboxed
 from gateway.config.limits import FaultConfig, RateLimit, UpstreamQuota
 from gateway.vault import refs as vault_refs
 from sandboxes.install import SpecError, install_request
@@ -243,6 +244,8 @@ class GatewayConfig(BaseModel):
             if unknown:
                 raise ValueError(f"gateway.ready_when names no server {unknown[0]!r} (servers: "
                                  f"{', '.join(self.servers)})")
+        # A sandbox that would show the gateway's own files (vault, keys, store, state) is refused now.
+        check_sandboxed(self.gateway, self.servers)
         return self
 
     def record_mode(self, server: str, tool: str) -> RecordMode:

@@ -29,6 +29,7 @@ from gateway.upstream.origin import Origin
 from gateway.upstream.raw_calls import RawCalls
 from gateway.upstream.transport import open_transport
 from sandboxes.install import InstallError
+from sandboxes.exposure import Exposure
 from sandboxes.workdir import ServerDirs, prepare_server_dirs
 
 logger = logging.getLogger("simgate.upstream")
@@ -82,12 +83,14 @@ class Upstream:
         snapshots: ToolSnapshots | None = None,
         raw_calls: bool = True,
         settings: GatewaySettings | None = None,
+        exposure: Exposure | None = None,
     ) -> None:
         self.name = name
         self._use_raw_calls = raw_calls  # tool calls beside the session (see `raw_calls`); else through it
         self.config = config
         self._settings = settings or GatewaySettings()  # the gateway's limits: result size, stderr.log size
         self._state_dir = state_dir
+        self._exposure = exposure  # what its sandbox must never show
         self._on_notification = on_notification
         self.state = UpstreamState.STARTING
         self.last_error: str | None = None
@@ -173,7 +176,7 @@ class Upstream:
         self._stale = False
         async with (
             open_transport(self.name, self.config, dirs, stderr, self.egress_decisions, self._callers,
-                           self._settings.max_result_bytes) as (read, write),
+                           self._settings.max_result_bytes, self._exposure) as (read, write),
             ClientSession(
                 read,
                 write,

@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import mcp_types as types
 
+from gateway.config.exposure import exposure_for
 from gateway.config.models import GatewayConfig
 from gateway.errors import UnknownServer
 from gateway.upstream.connection import ToolSnapshots, Upstream, UpstreamState
@@ -28,9 +29,11 @@ class UpstreamPool:
         # Engines of docker-sandboxed servers: containers an earlier run of this gateway left there are swept.
         self._docker_hosts = {server.sandbox.docker_host for server in config.active_servers.values()
                               if server.sandbox is not None and server.sandbox.backend == "docker"}
+        # What each sandboxed server must never see (the gateway's files, other servers' directories).
         self.upstreams: dict[str, Upstream] = {
             name: Upstream(name, server, state_dir, on_notification=self._fan_out, snapshots=snapshots,
-                           raw_calls=config.gateway.fast_paths, settings=config.gateway)
+                           raw_calls=config.gateway.fast_paths, settings=config.gateway,
+                           exposure=exposure_for(config.gateway, config.servers, name))
             for name, server in config.active_servers.items()
         }
 

@@ -28,6 +28,7 @@ from gateway.upstream.stdio import stdio_streams
 from sandboxes.docker.container import gateway_instance
 from sandboxes.docker.stdio import docker_stdio_client
 from sandboxes.egress.runtime import egress_for
+from sandboxes.exposure import Exposure
 from sandboxes.framing import OversizedMessage
 from sandboxes.launch import prepare_launch
 from sandboxes.workdir import ServerDirs
@@ -135,14 +136,15 @@ class UpstreamReader(AsyncResource):
 async def open_transport(
     name: str, config: ServerConfig, dirs: ServerDirs, stderr: IO[str], egress_decisions: Counter[str] | None = None,
     callers: Callers | None = None, max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+    exposure: Exposure | None = None,
 ) -> AsyncIterator[tuple[UpstreamReader, WriteStream[SessionMessage]]]:
     """Yield (read, write); `read.closed` is set when the upstream's stream ends. `egress_decisions` counts
     what the egress proxy of a server with a network allowlist allows and denies; `callers` are the client
     requests in flight, whose messages are marked as they arrive. A message over `max_result_bytes` (the
     server's own setting first) is dropped as it is read, and the request it answered fails with
-    `ResultTooLarge`."""
+    `ResultTooLarge`. `exposure` is what a sandboxed server must never see."""
     limit = config.max_result_bytes or max_result_bytes
-    async with _raw_transport(name, config, dirs, stderr, egress_decisions, limit) as (read, write):
+    async with _raw_transport(name, config, dirs, stderr, egress_decisions, limit, exposure) as (read, write):
         reader = UpstreamReader(name, read, RawCalls(write), callers)
         try:
             yield reader, write
@@ -152,19 +154,21 @@ async def open_transport(
 
 @asynccontextmanager
 async def _raw_transport(name: str, config: ServerConfig, dirs: ServerDirs, stderr: IO[str],
-                         egress_decisions: Counter[str] | None, limit: int) -> AsyncIterator[Streams]:
+                         egress_decisions: Counter[str] | None, limit: int,
+                         exposure: Exposure | None = None) -> AsyncIterator[Streams]:
     if config.transport == "stdio":
         command, args, installed_env = await server_command(name, config, dirs)  # installs once if it names a package
         env = {**config.env, **installed_env}
         async with egress_for(name, config.sandbox, egress_decisions) as egress:  # the allowlist proxy, if any
             if config.sandbox is not None and config.sandbox.backend == "docker":
-                instance = gateway_instance(dirs.root.parent.parent)  # dirs.root is STATE_DIR/servers/NAME
+                instance = gateway_instance(dirs.state_dir)
                 async with docker_stdio_client(name, command, args, env, config.cwd or str(dirs.work),
-                                               dirs, config.sandbox, instance, stderr, limit, egress=egress) as streams:
+                                               dirs, config.sandbox, instance, stderr, limit, egress=egress,
+                                               exposure=exposure) as streams:
                     yield streams
                 return
             launch = prepare_launch(command, args, env, config.cwd or str(dirs.work), dirs, config.sandbox,
-                                    name, egress=egress)
+                                    name, egress=egress, exposure=exposure)
             async with stdio_streams(launch.command, launch.args, launch.env, launch.cwd, stderr, limit) as streams:
                 yield streams
     else:

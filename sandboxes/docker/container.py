@@ -1,9 +1,15 @@
-"""A server's sandbox policy as a hardened container: what it sees, what it may use, how it is labelled."""
+"""A server's sandbox policy as a hardened container: what it sees, what it may use, how it is labelled.
+
+The server's environment is not part of the container's configuration (the engine stores that in
+clear: `docker inspect`, its config.v2.json on disk): a `sh` prologue reads it as the first line of
+the server's stdin, which the gateway writes right after the start, and execs the server with it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import shutil
 from pathlib import Path
@@ -18,7 +24,9 @@ from sandboxes.docker.runtime import detect_runtime, forwarder_python
 from sandboxes.egress.allowlist import NetworkAllow
 from sandboxes.egress.mount import SANDBOX_DIR as EGRESS_DIR
 from sandboxes.egress.mount import EgressMount
-from sandboxes.launch import SandboxUnavailable, install_root, outermost, tool_mounts
+from sandboxes.errors import SandboxUnavailable
+from sandboxes.exposure import Exposure, Wanted, plan_mounts
+from sandboxes.launch import default_exposure, install_root, tool_mounts
 from sandboxes.policy import SandboxPolicy
 from sandboxes.workdir import ServerDirs, directory_name
 
@@ -29,6 +37,11 @@ NOBODY = 65534
 DEFAULT_MEMORY_MB = 2048
 DEFAULT_PROCESSES = 256
 DEFAULT_CPUS = 1.0
+DEFAULT_TMP_MB = 256
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Reads the environment (one line of shell assignments the gateway writes first on stdin; `read` takes
+# it byte by byte, so the server's own stdin starts right after it), then runs the server.
+_PROLOGUE = 'IFS= read -r simgate_env || exit 125; eval "$simgate_env"; unset simgate_env; '
 _SYSTEM = (Path("/usr"), Path("/etc"), Path("/opt"), Path("/bin"), Path("/lib"), Path("/lib64"), Path("/sbin"))
 
 
@@ -39,7 +52,8 @@ class BindMount(BaseModel):
 
 
 class ContainerSpec(BaseModel):
-    """Everything needed to create the container; `env` goes through the API, never a command line."""
+    """Everything needed to create the container. `env` goes neither into the container's configuration
+    nor onto a command line: `preamble()` is written to its stdin once it runs."""
 
     name: str
     image: str
@@ -56,7 +70,19 @@ class ContainerSpec(BaseModel):
     nano_cpus: int
     cpu_seconds: int | None
     open_files: int | None
-    tmp_size_mb: int = 256
+    tmp_size_mb: int = DEFAULT_TMP_MB
+    scratch: list[str] = []  # HOME and TMPDIR as capped tmpfs (limits.disk_mb)
+    scratch_mb: int | None = None
+    masked_files: list[str] = []  # /dev/null is mounted there
+
+    def preamble(self) -> bytes:
+        """The environment as one line of `sh`: every byte an octal escape of `printf`, so any value
+        (newlines, quotes) survives; a trailing `x` keeps the command substitution from eating newlines."""
+        parts = []
+        for key, value in self.env.items():
+            escaped = "".join(f"\\{byte:03o}" for byte in value.encode())
+            parts.append(f"export {key}=\"$(printf '{escaped}x')\"; {key}=\"${{{key}%x}}\";")
+        return (" ".join(parts) + "\n").encode()
 
     def create_kwargs(self, api: docker.APIClient) -> dict[str, Any]:
         ulimits = []
@@ -75,19 +101,26 @@ class ContainerSpec(BaseModel):
             nano_cpus=self.nano_cpus,
             ulimits=ulimits or None,
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={self.tmp_size_mb}m"},
-            mounts=[Mount(target=m.target or m.path, source=m.path, type="bind", read_only=m.read_only) for m in self.mounts],
+            mounts=[*(Mount(target=m.target or m.path, source=m.path, type="bind", read_only=m.read_only)
+                      for m in self.mounts),
+                    # tmpfs as mounts, not `tmpfs=`: those are filled with what lies beneath them first
+                    # ("tmpcopyup"), which for a mask is the very directory it hides.
+                    *(Mount(target=path, source=None, type="tmpfs", tmpfs_size=self.scratch_mb * 1024 * 1024,
+                            tmpfs_mode=0o1777) for path in self.scratch if self.scratch_mb is not None),
+                    *(Mount(target=path, source="/dev/null", type="bind", read_only=True)
+                      for path in self.masked_files)],
             # The engine keeps no copy of what the server prints (it may carry secrets): we read it live.
             log_config=LogConfig(type="none"),
         )
         # stdin_open without detach sets OpenStdin, AttachStd* and StdinOnce: closing our end of the
         # attach socket closes the server's stdin, as for a child process.
-        command = self.command
+        script = _PROLOGUE
         if self.address_space_bytes is not None:
             # Not a docker ulimit: runc applies those to itself first, and its own start-up then fails
             # ("unable to init seccomp ... cannot allocate memory"). The image's shell sets it instead.
-            kilobytes = self.address_space_bytes // 1024
-            command = ["/bin/sh", "-c", f'ulimit -v {kilobytes} && exec "$@"', "simgate-sandbox", *command]
-        return {"image": self.image, "command": command, "environment": self.env, "user": self.user,
+            script += f"ulimit -v {self.address_space_bytes // 1024} && "
+        command = ["/bin/sh", "-c", script + 'exec "$@"', "simgate-sandbox", *self.command]
+        return {"image": self.image, "command": command, "user": self.user,
                 "working_dir": self.working_dir, "labels": self.labels, "name": self.name, "stdin_open": True,
                 "detach": False, "tty": False, "host_config": host_config, "network_disabled": False}
 
@@ -120,9 +153,10 @@ def _chown_tree(root: Path, uid: int) -> None:
 
 def prepare_container(client: docker.DockerClient, name: str, command: str, args: list[str], env: dict[str, str],
                       cwd: str, dirs: ServerDirs, policy: SandboxPolicy, instance: str,
-                      egress: EgressMount | None = None) -> ContainerSpec:
+                      egress: EgressMount | None = None, exposure: Exposure | None = None) -> ContainerSpec:
     """The container for one server (building its image if needed). Blocking: run it in a worker thread.
-    `egress`: the allowlist proxy's socket, for a policy with `network: {allow: [...]}`."""
+    `egress`: the allowlist proxy's socket, for a policy with `network: {allow: [...]}`. `exposure`: what
+    it must never see (default: the state directory, but for the server's own directories)."""
     if isinstance(policy.network, NetworkAllow) and egress is None:
         raise SandboxUnavailable("docker: a network allowlist needs the gateway's egress proxy")
     search_path = env.get("PATH") or os.environ.get("PATH")
@@ -142,25 +176,36 @@ def prepare_container(client: docker.DockerClient, name: str, command: str, args
         executable, args = egress.wrap(executable, args, python=python)
         egress_mounts.append(BindMount(path=str(egress.host_dir), target=EGRESS_DIR, read_only=True))
     inner_env = {key: os.environ[key] for key in policy.env_allow if key in os.environ} | dirs.environment() | env
+    for key in inner_env:
+        if not _ENV_NAME.match(key):
+            raise SandboxUnavailable(f"docker: environment variable {key!r} is not a shell name; the container "
+                                     "gets its environment through a shell, never through its stored configuration")
+    limits = policy.limits
+    scratch = [dirs.home, dirs.tmp] if limits.disk_mb is not None else []
+    own = [Wanted(path=p, read_only=False, why="its own directory") for p in (dirs.home, dirs.tmp, dirs.work)
+           if p not in scratch]
+    own += [Wanted(path=Path(p).resolve(), read_only=False, why="sandbox.read_write path") for p in policy.read_write]
     work = Path(cwd or dirs.work).resolve()
-    writable = [dirs.home, dirs.tmp, dirs.work, *(Path(p).resolve() for p in policy.read_write)]
-    if work not in writable:
-        writable.append(work)
-    for path in writable:
-        path.mkdir(parents=True, exist_ok=True)
     # The runtime is in the image; mounting its host directory over it would defeat the image.
     provided = {install_root(Path(runtime.interpreter))} if runtime is not None and policy.image is None else set()
     if egress is not None and policy.image is None:
         provided.add(install_root(Path(executable)))  # the forwarder's Python is in the image too
     # Host system directories found through the command are not mounted (the image has its own);
     # paths the policy lists explicitly are, wherever they are.
-    derived = {p for p in tool_mounts(executable, args) if p not in provided and not _system(p)}
-    read_only = derived | {Path(p).resolve() for p in policy.read_only}
-    mounts = [BindMount(path=str(p), read_only=True) for p in outermost(read_only)
-              if not any(p == w or w in p.parents for w in writable)]
-    mounts += [BindMount(path=str(p), read_only=False) for p in writable]
+    wanted = [Wanted(path=p, read_only=True, why="its command's code") for p in tool_mounts(executable, args)
+              if p not in provided and not _system(p)]
+    wanted += [Wanted(path=Path(p).resolve(), read_only=True, why="sandbox.read_only path") for p in policy.read_only]
+    wanted += own
+    if not any(work == w or w in work.parents for w in [*(w.path for w in own), *scratch]):
+        # Outside its own directories, its cwd is only read: never a way to change the gateway's files.
+        wanted.append(Wanted(path=work, read_only=True, why="its cwd"))
+    plan = plan_mounts(wanted, exposure or default_exposure(dirs))
+    writable = [w.path for w in own]
+    for path in [*writable, work, *scratch]:
+        path.mkdir(parents=True, exist_ok=True)
+    mounts = [BindMount(path=str(m.source), target=str(m.target), read_only=m.read_only) for m in plan.mounts]
+    mounts += _masks(dirs, plan.masked_dirs, [*(m.target for m in plan.mounts), *scratch])
     mounts += egress_mounts
-    limits = policy.limits
     memory_mb = limits.memory_mb or DEFAULT_MEMORY_MB
     return ContainerSpec(
         name=f"simgate-{directory_name(name)[:40]}-{secrets.token_hex(4)}",
@@ -168,7 +213,7 @@ def prepare_container(client: docker.DockerClient, name: str, command: str, args
         command=[executable, *args],
         env=inner_env,
         working_dir=str(work),
-        user=container_user(dirs, writable),
+        user=container_user(dirs, [*writable, *scratch]),
         labels={GATEWAY_LABEL: instance, SERVER_LABEL: name},
         mounts=mounts,
         network_mode="none" if egress is not None else str(policy.network),
@@ -180,7 +225,34 @@ def prepare_container(client: docker.DockerClient, name: str, command: str, args
         nano_cpus=int((limits.cpus or DEFAULT_CPUS) * 1e9),
         cpu_seconds=limits.cpu_seconds,
         open_files=limits.open_files,
+        tmp_size_mb=limits.disk_mb or DEFAULT_TMP_MB,
+        scratch=[str(p) for p in scratch],
+        scratch_mb=limits.disk_mb,
+        masked_files=[str(p) for p in plan.masked_files],
     )
+
+
+def _masks(dirs: ServerDirs, masked: list[Path], inside: list[Path]) -> list[BindMount]:
+    """Each masked directory gets an empty one mounted read-only over it: a skeleton holding only the
+    mount points of the server's own directories within, searchable but not listable by others.
+
+    Not a tmpfs: the engine gives a tmpfs the mode and owner of the directory it covers, and a state
+    directory of mode 0700 would then bar the server from its own directories inside it."""
+    mounts = []
+    for path in masked:
+        skeleton = dirs.root / "masks" / hashlib.sha256(str(path).encode()).hexdigest()[:16]
+        skeleton.mkdir(parents=True, exist_ok=True)
+        for target in inside:
+            if path in target.parents:
+                point = skeleton
+                for part in target.relative_to(path).parts:
+                    point = point / part
+                    point.mkdir(exist_ok=True)
+                    point.chmod(0o711)
+        skeleton.chmod(0o711)
+        (dirs.root / "masks").chmod(0o711)
+        mounts.append(BindMount(path=str(skeleton), target=str(path), read_only=True))
+    return mounts
 
 
 def _system(path: Path) -> bool:

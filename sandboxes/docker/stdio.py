@@ -1,10 +1,11 @@
 """MCP over a container's attach socket, with the shape of `mcp.client.stdio.stdio_client`.
 
 The container is created with stdin open (StdinOnce), attached before it starts (so no output is
-lost), and its multiplexed output is split by the 8-byte frame headers: stdout goes through the same
-line framer and limit as a child process's (`sandboxes.framing`), stderr to the server's log. The
-socket is driven by the event loop; the blocking docker SDK calls run in worker threads. When the
-server exits, crashes or is killed (memory, wall clock), the read stream ends exactly as
+lost), its environment is written first on its stdin (never into its stored configuration), and its
+multiplexed output is split by the 8-byte frame headers: stdout goes through the same line framer and
+limit as a child process's (`sandboxes.framing`), stderr to the server's log. The socket is driven by
+the event loop; the blocking docker SDK calls run in worker threads. When the server exits, crashes or
+is killed (memory, wall clock), the read stream ends exactly as
 when a child process exits. On the way out: stdin is closed, the container gets a short grace
 period, then it is removed by force, shielded from cancellation so no container outlives the call.
 """
@@ -31,8 +32,9 @@ from mcp.shared.message import SessionMessage
 from sandboxes.docker.container import SERVER_LABEL, ContainerSpec, prepare_container
 from sandboxes.docker.engine import connect
 from sandboxes.egress.mount import EgressMount
+from sandboxes.errors import SandboxUnavailable
+from sandboxes.exposure import Exposure
 from sandboxes.framing import LineFramer
-from sandboxes.launch import SandboxUnavailable
 from sandboxes.policy import SandboxPolicy
 from sandboxes.workdir import ServerDirs
 
@@ -46,13 +48,14 @@ _STOP_GRACE = 2.0  # seconds a server gets to exit after its stdin closes
 @asynccontextmanager
 async def docker_stdio_client(name: str, command: str, args: list[str], env: dict[str, str], cwd: str,
                               dirs: ServerDirs, policy: SandboxPolicy, instance: str, errlog: IO[str],
-                              max_line: int, egress: EgressMount | None = None
+                              max_line: int, egress: EgressMount | None = None, exposure: Exposure | None = None
                               ) -> AsyncIterator[tuple[MemoryObjectReceiveStream[SessionMessage | Exception],
                                                        MemoryObjectSendStream[SessionMessage]]]:
     client = await anyio.to_thread.run_sync(connect, policy.docker_host)
     try:
         spec = await anyio.to_thread.run_sync(
-            partial(prepare_container, client, name, command, args, env, cwd, dirs, policy, instance, egress))
+            partial(prepare_container, client, name, command, args, env, cwd, dirs, policy, instance, egress,
+                    exposure))
         async with _running(client, spec, policy, errlog, max_line) as streams:
             yield streams
     finally:
@@ -70,6 +73,8 @@ async def _running(client: docker.DockerClient, spec: ContainerSpec, policy: San
         with anyio.CancelScope(shield=True):
             created = await anyio.to_thread.run_sync(partial(api.create_container, **spec.create_kwargs(api)))
     except DockerException as exc:
+        with anyio.CancelScope(shield=True):  # created, but the answer was lost: no container is left behind
+            await anyio.to_thread.run_sync(_remove, api, spec.name)
         raise SandboxUnavailable(f"docker: cannot create the container: {exc}") from None
     container: str = created["Id"]
     try:
@@ -84,6 +89,8 @@ async def _running(client: docker.DockerClient, spec: ContainerSpec, policy: San
                 await anyio.to_thread.run_sync(api.start, container)
             except DockerException as exc:
                 raise SandboxUnavailable(f"docker: cannot start the container: {exc}") from None
+            # Its environment, first on its stdin (see `container`): never stored by the engine.
+            await stream.send(spec.preamble())
             logger.info("sandbox %s: container %s started (%s)", spec.labels.get(SERVER_LABEL), spec.name,
                         spec.image)
             async with _bridge(api, container, spec, stream, errlog, max_line) as streams:

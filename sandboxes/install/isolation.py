@@ -31,7 +31,8 @@ class InstallIsolation(BaseModel):
     def launch(self, argv: list[str], env: dict[str, str], cwd: Path) -> LaunchSpec:
         # Temporary files go to the server's own tmp directory (mounted), not to wherever the host's point.
         env = {key: value for key, value in env.items() if key not in ("TMPDIR", "TMP", "TEMP")}
-        policy = SandboxPolicy(backend="bwrap", network="host", read_write=[str(p) for p in _caches(env)],
+        # Writable: the install directory (its cwd; a cwd is read-only otherwise) and the caches.
+        policy = SandboxPolicy(backend="bwrap", network="host", read_write=[str(cwd), *(str(p) for p in _caches(env))],
                                read_only=[str(p) for p in _settings(env)], env_allow=[])
         return prepare_launch(argv[0], argv[1:], env, str(cwd), self.dirs, policy, f"{self.server}-install")
 

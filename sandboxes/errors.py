@@ -1,0 +1,7 @@
+"""The sandbox layer's errors (here, below every module that raises them)."""
+
+from __future__ import annotations
+
+
+class SandboxUnavailable(Exception):
+    """The configured backend cannot run on this machine, or cannot run this server; the message says why."""
