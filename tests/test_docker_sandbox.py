@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import pytest
 import real_servers as rs
-from docker_engine import DockerEngine, docker_engine  # noqa: F401  (the session fixture)
+from docker_engine import DockerEngine
 from harness import REPO_ROOT, GatewayProcess, fixture_server, mcp_session, running_gateway, wait_until
 from mcp.shared.exceptions import MCPError
 from test_real_servers_gateway import _decline, _decline_roots, _direct, _session_transcript

@@ -16,7 +16,6 @@ import anyio
 import httpx
 import mcp_types as types
 import pytest
-from docker_engine import docker_engine  # noqa: F401  (the session fixture, for the docker runs)
 from harness import GatewayProcess, fixture_server, mcp_session, running_gateway
 
 from gateway.config import parse_config

@@ -17,7 +17,7 @@ from fidelity_support import (
     render_in_chromium,
     simgate,
 )
-from llm_server import LLMServer, llm_server  # noqa: F401  (the session-scoped fixture)
+from llm_server import LLMServer
 
 from gateway.cache.store import DiskStore
 from gateway.fidelity.source import load_world

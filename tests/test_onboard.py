@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from harness import FIXTURES, REPO_ROOT, mcp_session, provenance, running_gateway
-from llm_server import LLMServer, llm_server  # noqa: F401  (the session-scoped fixture)
+from llm_server import LLMServer
 from runner.onboard.categories import CATEGORIES
 from runner.onboard.classify import changed_paths, classify_tool, env_names, propose_settings
 from runner.onboard.observations import CallOutcome, ProbeCall, ToolStatus

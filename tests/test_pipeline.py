@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import real_servers as rs
 from harness import REPO_ROOT, GatewayProcess, running_gateway
-from llm_server import LLMServer, llm_server  # noqa: F401  (the session-scoped fixture)
+from llm_server import LLMServer
 
 from runner.pipeline.prompts import TASK_DIMENSIONS, TRAJECTORY_DIMENSIONS
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 import real_servers as rs
 from harness import REPO_ROOT, GatewayProcess, fixture_server, running_gateway
-from llm_server import LLMServer, llm_server  # noqa: F401  (the session-scoped fixture)
+from llm_server import LLMServer
 
 from runner.export.formats import to_sharegpt, to_toucan
 from runner.run import run_tasks

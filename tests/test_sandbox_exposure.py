@@ -26,7 +26,7 @@ import anyio
 import httpx
 import mcp_types as types
 import pytest
-from docker_engine import DockerEngine, docker_engine  # noqa: F401  (the session fixture, for the docker runs)
+from docker_engine import DockerEngine
 from harness import FIXTURES, REPO_ROOT, GatewayProcess, fixture_server, mcp_session, running_gateway, wait_until
 
 from gateway.config import load_config

@@ -30,7 +30,7 @@ import jsonschema
 import mcp_types
 import pytest
 from harness import fixture_server, mcp_session, running_gateway
-from llm_server import LLMServer, llm_server  # noqa: F401  (the session-scoped fixture)
+from llm_server import LLMServer
 from pydantic import ValidationError
 
 from simulators.base import Example, SimulationError, SimulationRequest, ToolSpec
