@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -20,6 +20,7 @@ from runner.errors import OutputFileError
 from runner.trajectory import Trajectory
 
 DoneKey = tuple[str, str, int]  # (id, mode, repeat)
+Item = TypeVar("Item")
 _CHUNK = 1 << 16
 
 
@@ -130,3 +131,15 @@ def _write_whole(fd: int, line: bytes) -> None:
     while written < len(line):  # a short write (a full disk, a signal): finish the line
         written += os.write(fd, line[written:])
     os.fsync(fd)
+
+
+async def write_each(writer: JsonlWriter, items: Sequence[Item],
+                     one: Callable[[int, Item], Awaitable[None]]) -> None:
+    """`one(index, item)` for every item at once (each bounds its own concurrency and writes its own
+    lines), then the writer closed, however the run ended."""
+    try:
+        async with anyio.create_task_group() as group:
+            for index, item in enumerate(items):
+                group.start_soon(one, index, item)
+    finally:
+        writer.close()

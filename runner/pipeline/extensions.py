@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, Field
 
-from runner.output import JsonlWriter
+from runner.output import JsonlWriter, write_each
 from runner.pipeline.catalogue import Catalogue
 from runner.pipeline.filters import PRESETS
 from runner.pipeline.synth import names_a_tool
@@ -104,10 +104,5 @@ async def persona_tasks(tasks: list[dict[str, Any]], catalogue: Catalogue, gener
                              "generator": endpoint.model, "prompt_version": PERSONA_VERSION}})
             stats.written += 1
 
-    try:
-        async with anyio.create_task_group() as group:
-            for index, task in enumerate(tasks):
-                group.start_soon(one, index, task)
-    finally:
-        writer.close()
+    await write_each(writer, tasks, one)
     return stats

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 from pydantic import BaseModel
 
-from runner.output import JsonlWriter, read_records, repair
+from runner.output import JsonlWriter, read_records, repair, write_each
 from runner.pipeline.prompts import (
     JUDGE_TASK_VERSION,
     JUDGE_TRAJECTORY_VERSION,
@@ -88,12 +88,7 @@ async def _judge_file(source: Path, out: Path, judges: EndpointPool, *, field: s
                 assessment = {**value, "judge": judge}
             await writer.write_record({**record, field: assessment})
 
-    try:
-        async with anyio.create_task_group() as group:
-            for index, record in enumerate(todo):
-                group.start_soon(one, index, record)
-    finally:
-        writer.close()
+    await write_each(writer, todo, one)
     return stats
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, Field
 
-from runner.output import JsonlWriter
+from runner.output import JsonlWriter, write_each
 from runner.pipeline.catalogue import Catalogue
 from runner.pipeline.prompts import SYNTH_VERSION, synth_prompt, synth_schema
 from runner.pipeline.strategies import Plan, Strategy
@@ -74,7 +74,7 @@ async def synthesize(plans: list[Plan], catalogue: Catalogue, generators: Endpoi
     stats.already_done = len(plans) - len(todo)
     limiter = anyio.CapacityLimiter(concurrency)
 
-    async def one(plan: Plan) -> None:
+    async def one(_: int, plan: Plan) -> None:
         async with limiter:
             endpoint, client = generators.pick(plan.index)
             servers = [catalogue.server(name) for name in plan.servers]
@@ -100,10 +100,5 @@ async def synthesize(plans: list[Plan], catalogue: Catalogue, generators: Endpoi
                              "num_tools": plan.num_tools}})
             stats.written += 1
 
-    try:
-        async with anyio.create_task_group() as group:
-            for plan in todo:
-                group.start_soon(one, plan)
-    finally:
-        writer.close()
+    await write_each(writer, todo, one)
     return stats
