@@ -1,0 +1,72 @@
+"""The layering of DESIGN.md, checked on the source: imports point only down runner → gateway →
+simulators → sandboxes (anywhere in a module, deferred imports included), and no package has an import
+cycle among its modules' top-level imports."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LAYERS = ("runner", "gateway", "simulators", "sandboxes")  # each may import only those after it
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in LAYERS:
+        for path in (REPO_ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
+            found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def _imports(path: Path, *, top_level_only: bool) -> set[str]:
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    names: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_imports_point_only_down_the_layers() -> None:
+    wrong = []
+    for name, path in _modules().items():
+        layer = LAYERS.index(name.split(".")[0])
+        for imported in _imports(path, top_level_only=False):
+            top = imported.split(".")[0]
+            if top in LAYERS and LAYERS.index(top) < layer:
+                wrong.append(f"{name} imports {imported}")
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+@pytest.mark.parametrize("package", LAYERS)
+def test_no_import_cycle_inside_a_package(package: str) -> None:
+    modules = {name: path for name, path in _modules().items() if name.split(".")[0] == package}
+    graph = {name: {m for m in _imports(path, top_level_only=True) if m in modules and m != name}
+             for name, path in modules.items()}
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                cycles.append([*stack[stack.index(target):], target])
+            elif target not in state:
+                visit(target)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    assert not cycles, "\n".join(" -> ".join(cycle) for cycle in cycles)
