@@ -36,3 +36,15 @@ def test_an_undeclared_import_is_caught(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "sandboxes/install/spec.py" in result.stdout + result.stderr
     assert "'packaging'" in result.stdout + result.stderr
+
+
+def test_building_the_command_line_loads_no_heavy_library() -> None:
+    # Every `simgate` command builds every parser; `serve` must not carry the data pipeline's libraries
+    # (pyarrow, numpy and scipy: ~100 MB of the gateway's RSS when they were imported at module level).
+    code = ("import sys, gateway.cli; gateway.cli.build_parser(); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyarrow', 'numpy', 'scipy', 'datasets', "
+            "'datasketch'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=REPO_ROOT, env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

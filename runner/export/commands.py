@@ -9,9 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from gateway.cli import command_group
 from runner.export.formats import FORMATS, ExportError
 from sandboxes.files import atomic_write
@@ -61,6 +58,10 @@ def _export(args: argparse.Namespace) -> int:
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     """JSONL, or Parquet for a `.parquet` path (the layout `datasets` loads); whole or not at all."""
     if path.suffix == ".parquet":
+        # Imported here: every `simgate` command (serve too) builds this module's parser.
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         buffer = io.BytesIO()
         pq.write_table(pa.Table.from_pylist(rows), buffer)
         atomic_write(path, buffer.getvalue())

@@ -1,6 +1,7 @@
-"""The data pipeline's stages on the command line: `simgate synth`, `dedup`, `judge tasks|trajectories`
-and `filter`. Each reads the previous stage's JSONL and writes its own (resumable where an LLM is
-called: a re-run picks up where a kill stopped it)."""
+"""The data pipeline's stages on the command line: `simgate synth`, `dedup`, `judge tasks|trajectories`,
+`filter`, `extend` and `pipeline run`. Each reads the previous stage's JSONL and writes its own
+(resumable where an LLM is called: a re-run picks up where a kill stopped it). Every `simgate` command,
+`serve` included, builds these parsers: heavy libraries are imported by the handlers that use them."""
 
 from __future__ import annotations
 
@@ -16,8 +17,6 @@ from gateway.cli import command_group, guarded
 from runner.errors import RunnerError
 from runner.output import read_records, repair
 from runner.pipeline.catalogue import fetch_catalogue
-from runner.pipeline.declared import load_pipeline, run_pipeline
-from runner.pipeline.dedup import dedup_embeddings, dedup_minhash
 from runner.pipeline.extensions import IRRELEVANCE_FILTER, irrelevance_tasks, persona_tasks
 from runner.pipeline.filters import PRESETS, compile_filter, passes
 from runner.pipeline.judge import judge_tasks, judge_trajectories, record_key
@@ -157,6 +156,8 @@ def _write(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 def _dedup(args: argparse.Namespace) -> int:
+    from runner.pipeline.dedup import dedup_embeddings, dedup_minhash  # numpy and scipy: only when used
+
     tasks = _read(args.tasks, "task")
     if args.embeddings_url:
         if not args.embeddings_model:
@@ -208,6 +209,8 @@ def _filter(args: argparse.Namespace) -> int:
 
 
 def _pipeline_run(args: argparse.Namespace) -> int:
+    from runner.pipeline.declared import load_pipeline, run_pipeline  # the whole pipeline: only when used
+
     config = load_pipeline(args.pipeline)
     for manifest in anyio.run(run_pipeline, config):
         print(json.dumps({"stage": manifest["stage"], "output": manifest["output"], **manifest["counts"]},
