@@ -63,7 +63,9 @@ def test_keys_cli_stores_only_a_hash(tmp_path: Path) -> None:
     key = _create(tmp_path, "agent-1", "--servers", "a", "--tools", "read_*,a/write", "--rate", "5")
     keys_file = tmp_path / "st" / "keys.json"
     text = keys_file.read_text()
-    assert key not in text and key.split("_")[-1] not in text
+    # sgk_{id}_{secret}: the secret (base64url, which may itself hold "_") must not be in the file
+    secret = key.split("_", 2)[2]
+    assert key not in text and secret not in text
     assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
     record = json.loads(text)["keys"][0]
     assert record["name"] == "agent-1" and record["servers"] == ["a"] and record["tools"] == ["read_*", "a/write"]
