@@ -142,3 +142,30 @@ def test_export_command(tmp_path: Path) -> None:
     failed = _export(tmp_path, "run.jsonl", "--out", "out.jsonl")
     assert failed.returncode == 2 and "run.jsonl:2:" in failed.stderr and "Traceback" not in failed.stderr
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_dataset_card_counts_what_is_in_the_file_and_draws_the_scores(tmp_path: Path) -> None:
+    from runner.export.card import card_facts
+
+    def judged(mode: str, completeness: int, generator: str | None) -> dict[str, Any]:
+        return _trajectory(mode=mode, task_extra={"subset_name": "single-server", "metadata": (
+            {"generator": generator, "filter": "sft"} if generator else {})},
+            response_quality_assessment={"completeness": {"reasoning": "r", "score": completeness},
+                                         "judge": {"model": "m", "prompt_version": "v"}})
+    rows = [judged("live", 5, "gen-a"), judged("simulated", 4, "gen-b"), judged("simulated", 5, None),
+            _trajectory(mode="live", response_quality_assessment={"error": "not JSON", "judge": {}})]
+    facts = card_facts(rows)
+    assert facts.rows == 4 and facts.modes == {"live": 2, "simulated": 2}
+    assert facts.generators == {"gen-a": 1, "gen-b": 1, "hand-written": 2} and facts.filters == {"sft": 2}
+    assert facts.scores == {"completeness": {1: 0, 2: 0, 3: 0, 4: 1, 5: 2}}  # the failed judgement counts nowhere
+    source = tmp_path / "run.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = subprocess.run([sys.executable, "-m", "gateway", "export", "trajectories", str(source), "--format",
+                             "toucan", "--out", str(tmp_path / "data.parquet"), "--card"], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0, result.stderr
+    card = (tmp_path / "README.md").read_text()
+    assert card.startswith("---\nconfigs:") and "data_files: data.parquet" in card
+    assert "| simulated | 2 |" in card and "![completeness](card/completeness.svg)" in card
+    svg = (tmp_path / "card" / "completeness.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("<rect") >= 2

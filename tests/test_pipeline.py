@@ -169,6 +169,7 @@ def test_pipeline_run_declared_once_resumes_and_refuses_changed_settings(gateway
     trajectories = lines(out / "04-run.jsonl")
     assert len(trajectories) == len(tasks) and all(t["mode"] == "simulated" for t in trajectories)
     assert stages[-1]["rows"] == len(lines(out / "06-filter.jsonl")) == len(trajectories)
+    assert "| simulated |" in (out / "README.md").read_text() or not trajectories  # the dataset card
     # A second run does nothing again (every stage finished with the same settings).
     again = subprocess.run([sys.executable, "-m", "gateway", "pipeline", "run", str(path)], cwd=tmp_path,
                            capture_output=True, text=True, timeout=120, env=ENV)

@@ -22,6 +22,8 @@ def register(commands: Any) -> None:
     export.add_argument("--out", required=True, help="the file to write: JSONL, or Parquet when it ends in .parquet "
                         "(replaced whole, never half-written)")
     export.add_argument("--only-passed", action="store_true", help="only trajectories whose checks passed")
+    export.add_argument("--card", action="store_true", help="also write a dataset card (README.md, with score "
+                        "histograms in card/) beside the file")
     export.set_defaults(handler=_export)
 
 
@@ -34,6 +36,7 @@ def _export(args: argparse.Namespace) -> int:
         print(f"simgate: cannot read {source}: {exc.strerror}", file=sys.stderr)
         return 2
     rows: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
     skipped = 0
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -46,10 +49,17 @@ def _export(args: argparse.Namespace) -> int:
                 skipped += 1
                 continue
             rows.append(convert(trajectory))
+            kept.append(trajectory)
         except (json.JSONDecodeError, ExportError) as exc:
             print(f"simgate: {source}:{number}: {exc}", file=sys.stderr)
             return 2
-    write_rows(Path(args.out), rows)
+    out = Path(args.out)
+    write_rows(out, rows)
+    if args.card:
+        from runner.export.card import card_facts, write_card
+
+        card = write_card(out.parent, card_facts(kept), out.name, args.format)
+        print(f"wrote the dataset card {card}")
     print(f"wrote {len(rows)} {args.format} rows to {args.out}" + (f" ({skipped} without passed checks left out)"
                                                                     if skipped else ""))
     return 0

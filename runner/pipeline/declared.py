@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runner.errors import RunnerError
+from runner.export.card import card_facts, write_card
 from runner.export.commands import write_rows
 from runner.export.formats import FORMATS
 from runner.output import read_records, repair
@@ -168,6 +169,8 @@ async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, so
         convert = FORMATS[settings.get("format", "toucan")]
         records = _records(source, "trajectory")
         write_rows(out, [convert(record) for record in records])
+        if settings.get("card", True):
+            write_card(out.parent, card_facts(records), out.name, settings.get("format", "toucan"))
         return {"rows": len(records), "format": settings.get("format", "toucan")}
     raise RunnerError(f"unknown stage {name!r}")
 
