@@ -82,6 +82,15 @@ def read_records(path: Path, key: Callable[[dict[str, Any]], Any] = done_key,
             yield record
 
 
+def read_file(path: Path, what: str) -> list[dict[str, Any]]:
+    """Every record of a stage's JSONL (tasks, trajectories, judged records), a kill's partial last line
+    cut off; a missing file is an error that names it."""
+    if not path.exists():
+        raise OutputFileError(f"{path}: no such file")
+    repair(path)
+    return list(read_records(path, done_key, what))
+
+
 def repair_and_read(path: Path) -> list[dict[str, Any]]:
     """The complete lines of an existing output file; a partial last line is cut off the file."""
     repair(path)

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 import yaml
-
 from harness import FIXTURES, REPO_ROOT, mcp_session, provenance, running_gateway
 from llm_server import LLMServer
+
 from runner.onboard.categories import CATEGORIES
-from runner.onboard.classify import changed_paths, classify_tool, env_names, propose_settings
+from runner.onboard.classify import changed_values, classify_tool, env_names, propose_settings
 from runner.onboard.observations import CallOutcome, ProbeCall, ToolStatus
 from runner.onboard.specs import OnboardSpecError, candidates_from
 
@@ -104,7 +104,8 @@ def test_classification_rules_can_come_out_each_way() -> None:
     assert classify_tool(offline).status is ToolStatus.NEEDS_NETWORK
     assert env_names(["set OPENAI_API_KEY and OPENAI_API_KEY", "the environment variable DB_DSN"]) == [
         "OPENAI_API_KEY", "DB_DSN"]
-    assert changed_paths({"a": [1, 2], "b": {"c": 1}}, {"a": [1, 3], "b": {"c": 1}, "d": 0}) == ["$.a[1]", "$.d"]
+    assert changed_values({"a": [1, 2], "b": {"c": 1}}, {"a": [1, 3], "b": {"c": 1}, "d": 0}) == {
+        "$.a[1]": (2, 3), "$.d": (None, 0)}
     # A deterministic tool whose name says it changes state is still replayed in sequence.
     assert propose_settings(classify_tool(pure), pure, tool="create_record").cacheable is False
     assert propose_settings(classify_tool(pure), pure, {"readOnlyHint": True}, tool="create_record").cacheable

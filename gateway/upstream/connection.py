@@ -28,8 +28,8 @@ from gateway.upstream.errlog import rotating_errlog
 from gateway.upstream.origin import Origin
 from gateway.upstream.raw_calls import RawCalls
 from gateway.upstream.transport import open_transport
-from sandboxes.install import InstallError
 from sandboxes.exposure import Exposure
+from sandboxes.install import InstallError
 from sandboxes.workdir import ServerDirs, prepare_server_dirs
 
 logger = logging.getLogger("simgate.upstream")

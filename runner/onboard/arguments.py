@@ -17,7 +17,6 @@ from pydantic import BaseModel
 from simulators.results import schema_error
 from simulators.schema import SchemaSynthesisError, synthesize
 
-
 # Realistic values for properties by name, for schemas that give no example: a calculator's
 # `expression` gets an expression, not a random word. Only used where the value fits the schema.
 NAME_HINTS: tuple[tuple[re.Pattern[str], Any], ...] = tuple((re.compile(pattern, re.IGNORECASE), value) for pattern, value in (

@@ -18,6 +18,8 @@ from runner.onboard.observations import (
     ToolClassification,
     ToolStatus,
 )
+from simulators.fidelity.metrics import leaf_values
+from simulators.results import text_of
 
 # Error text that means a credential is missing or refused.
 _CREDENTIAL_TEXT = re.compile(
@@ -56,13 +58,6 @@ NOW_WINDOW = 15 * 3600.0  # an answer's local time can be up to 14 hours off UTC
 TIME_DEPENDENT_TTL = 3600.0  # a clock's answer is kept an hour, then recorded again
 
 
-def result_text(result: dict[str, Any] | None) -> str:
-    if not result:
-        return ""
-    parts = [block.get("text", "") for block in result.get("content") or [] if isinstance(block, dict)]
-    return "\n".join(part for part in parts if isinstance(part, str))
-
-
 def outcome_of(result: dict[str, Any] | None, error_code: int | None, timed_out: bool) -> CallOutcome:
     if timed_out or error_code == -32002:
         return CallOutcome.TIMEOUT
@@ -71,7 +66,7 @@ def outcome_of(result: dict[str, Any] | None, error_code: int | None, timed_out:
     if result is None or result.get("isError"):
         return CallOutcome.SOFT_ERROR
     structured = result.get("structuredContent")
-    text = result_text(result)
+    text = text_of(result)
     if structured is None and text and _SOFT_ERROR_TEXT.search(text[:400]):
         return CallOutcome.SOFT_ERROR
     if structured is not None and _structured_error(structured):
@@ -96,41 +91,19 @@ def answer_value(result: dict[str, Any] | None) -> Any:
         return None
     if result.get("structuredContent") is not None:
         return result["structuredContent"]
-    text = result_text(result)
+    text = text_of(result)
     try:
         return json.loads(text)
     except ValueError:
         return text
 
 
-def changed_paths(first: Any, second: Any, path: str = "$") -> list[str]:
-    """JSON paths whose values differ between two answers (lists compared index by index)."""
-    if isinstance(first, dict) and isinstance(second, dict):
-        found: list[str] = []
-        for key in sorted(set(first) | set(second), key=str):
-            if key not in first or key not in second:
-                found.append(f"{path}.{key}")
-            else:
-                found += changed_paths(first[key], second[key], f"{path}.{key}")
-        return found
-    if isinstance(first, list) and isinstance(second, list):
-        if len(first) != len(second):
-            return [path]
-        found = []
-        for index, (a, b) in enumerate(zip(first, second, strict=True)):
-            found += changed_paths(a, b, f"{path}[{index}]")
-        return found
-    return [] if first == second else [path]
-
-
-def _value_at(value: Any, path: str) -> Any:
-    for part in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
-        key, index = part
-        try:
-            value = value[key] if key else value[int(index)]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return value
+def changed_values(first: Any, second: Any) -> dict[str, tuple[Any, Any]]:
+    """JSON path → (first, second) for every leaf that differs between two answers (a leaf missing on
+    one side is None there)."""
+    a, b = leaf_values(first), leaf_values(second)
+    return {path: (a.get(path), b.get(path)) for path in sorted(a.keys() | b.keys())
+            if path not in a or path not in b or a[path] != b[path]}
 
 
 def env_names(texts: list[str]) -> list[str]:
@@ -218,7 +191,7 @@ def _current_time_in(valid: list[ProbeCall]) -> str | None:
         if call.outcome is not CallOutcome.OK or call.started_at is None or not call.result:
             continue
         start, end = call.started_at, call.started_at + call.latency_ms / 1000
-        text = result_text(call.result) + " " + json.dumps(call.result.get("structuredContent"), default=str)
+        text = text_of(call.result) + " " + json.dumps(call.result.get("structuredContent"), default=str)
         for match in _DATE_TIME.finditer(text):
             try:
                 when = dt.datetime(*(int(part or 0) for part in match.groups()), tzinfo=dt.UTC).timestamp()
@@ -249,11 +222,10 @@ def _determinism(valid: list[ProbeCall]) -> tuple[bool | None, list[str], bool]:
             continue
         compared = True
         first, second = answer_value(attempts[1].result), answer_value(attempts[2].result)
-        for path in changed_paths(first, second):
+        for path, values in changed_values(first, second).items():
             if path not in unstable:
                 unstable.append(path)
-            if any(isinstance(v, (str, int, float)) and _TIME_VALUE.search(str(v))
-                   for v in (_value_at(first, path), _value_at(second, path))):
+            if any(isinstance(v, (str, int, float)) and _TIME_VALUE.search(str(v)) for v in values):
                 time_dependent = True
     if not compared:
         return None, [], False

@@ -18,14 +18,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from gateway.cli import guarded
 from runner.errors import RunnerError
-from runner.structured import Endpoint
+from runner.onboard.drift import ServerDrift, probe_entry_of, server_drift
 from runner.onboard.observations import ServerReport
 from runner.onboard.onboard import OnboardSettings, onboard
 from runner.onboard.probe import ProbeSettings
-from runner.onboard.drift import ServerDrift, probe_entry_of, server_drift
 from runner.onboard.reports import dumps, load_reports, summary, write_config, write_reports
-from sandboxes.files import atomic_write
 from runner.onboard.specs import Candidate, candidates_from
+from runner.structured import Endpoint
+from sandboxes.files import atomic_write
 
 
 def register(commands: Any) -> None:

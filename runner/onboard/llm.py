@@ -16,7 +16,6 @@ from runner.onboard.observations import Category
 from runner.structured import Endpoint, client_for, json_completion
 
 
-
 class LLMHelper:
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint

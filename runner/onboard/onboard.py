@@ -21,11 +21,11 @@ from runner.onboard.baseline import measure_baseline
 from runner.onboard.categories import keyword_category
 from runner.onboard.classify import classify_tool, env_names, propose_settings
 from runner.onboard.llm import LLMHelper
-from runner.structured import Endpoint
 from runner.onboard.observations import ServerReport, ServerStatus, ToolStatus
 from runner.onboard.probe import ProbedGateway, ProbeSettings, StartFailure, probe_entry, probe_tools, start_fix
 from runner.onboard.reports import load_reports, save_reports
 from runner.onboard.specs import Candidate
+from runner.structured import Endpoint
 
 MAX_FIXES = 2
 

@@ -32,11 +32,11 @@ from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, Field
 
 from runner.onboard.arguments import ProbeArguments, name_hints, probe_arguments
-from runner.onboard.classify import env_names, outcome_of, result_text
+from runner.onboard.classify import env_names, outcome_of
 from runner.onboard.observations import CallOutcome, ProbeCall, ServerStatus, ToolReport
 from runner.onboard.specs import Candidate
 from sandboxes.workdir import directory_name
-from simulators.results import schema_error
+from simulators.results import schema_error, text_of
 from simulators.schema import SchemaSynthesisError, synthesize
 
 TEXT_LIMIT = 2000  # characters of an answer kept in the report
@@ -303,7 +303,7 @@ async def call_once(session: ClientSession, tool: str, arguments: ProbeArguments
         result.get("_meta", {}).pop("simgate/provenance", None)
         if not result.get("_meta"):
             result.pop("_meta", None)
-        text = result_text(result)
+        text = text_of(result)
     except MCPError as exc:
         code, text = exc.error.code, exc.error.message
     except TimeoutError:

@@ -15,9 +15,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 from runner.errors import RunnerError
 

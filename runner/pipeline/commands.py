@@ -15,15 +15,15 @@ import anyio
 
 from gateway.cli import command_group, guarded
 from runner.errors import RunnerError
-from runner.output import read_records, repair
+from runner.export.commands import write_rows
+from runner.output import read_file
 from runner.pipeline.catalogue import fetch_catalogue
 from runner.pipeline.extensions import IRRELEVANCE_FILTER, irrelevance_tasks, persona_tasks
 from runner.pipeline.filters import PRESETS, compile_filter, passes
-from runner.pipeline.judge import judge_tasks, judge_trajectories, record_key
+from runner.pipeline.judge import judge_tasks, judge_trajectories
 from runner.pipeline.strategies import Strategy, plan_tasks
 from runner.pipeline.synth import synthesize
 from runner.structured import Endpoint, EndpointPool
-from sandboxes.files import atomic_write
 
 
 def _models(parser: argparse.ArgumentParser, role: str) -> None:
@@ -144,21 +144,10 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read(path: Path, what: str) -> list[dict[str, Any]]:
-    if not path.exists():
-        raise RunnerError(f"{path}: no such file")
-    repair(path)
-    return list(read_records(path, record_key, what))
-
-
-def _write(path: Path, records: list[dict[str, Any]]) -> None:
-    atomic_write(path, [json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in records])
-
-
 def _dedup(args: argparse.Namespace) -> int:
     from runner.pipeline.dedup import dedup_embeddings, dedup_minhash  # numpy and scipy: only when used
 
-    tasks = _read(args.tasks, "task")
+    tasks = read_file(args.tasks, "task")
     if args.embeddings_url:
         if not args.embeddings_model:
             raise RunnerError("--embeddings-url needs --embeddings-model")
@@ -166,7 +155,7 @@ def _dedup(args: argparse.Namespace) -> int:
                                                     args.threshold or 0.9))
     else:
         result = dedup_minhash(tasks, args.threshold or 0.7)
-    _write(args.out, result.kept)
+    write_rows(args.out, result.kept)
     print(json.dumps({"tasks": len(tasks), "kept": len(result.kept), "exact_duplicates": len(result.exact),
                       "near_duplicates": len(result.near), "method": result.method}, sort_keys=True))
     return 0
@@ -194,7 +183,7 @@ def _judge_trajectories(args: argparse.Namespace) -> int:
 
 def _filter(args: argparse.Namespace) -> int:
     expression = compile_filter(args.where)
-    records = _read(args.records, "record")
+    records = read_file(args.records, "record")
     kept, why_not = [], {}
     for record in records:
         ok, why = passes(record, expression)
@@ -202,7 +191,7 @@ def _filter(args: argparse.Namespace) -> int:
             kept.append(record)
         elif why:
             why_not[why] = why_not.get(why, 0) + 1
-    _write(args.out, kept)
+    write_rows(args.out, kept)
     print(json.dumps({"records": len(records), "kept": len(kept), "expression": expression,
                       "not_evaluable": why_not}, sort_keys=True))
     return 0
@@ -219,10 +208,10 @@ def _pipeline_run(args: argparse.Namespace) -> int:
 
 
 def _irrelevance(args: argparse.Namespace) -> int:
-    tasks = _read(args.tasks, "task")
+    tasks = read_file(args.tasks, "task")
     catalogue = anyio.run(lambda: fetch_catalogue(args.gateway))
     made = irrelevance_tasks(tasks, catalogue, seed=args.seed)
-    _write(args.out, made)
+    write_rows(args.out, made)
     print(json.dumps({"tasks": len(tasks), "written": len(made), "filter": IRRELEVANCE_FILTER}, sort_keys=True))
     return 0
 
@@ -230,7 +219,7 @@ def _irrelevance(args: argparse.Namespace) -> int:
 def _persona(args: argparse.Namespace) -> int:
     if args.count < 1:
         raise RunnerError("--count must be at least 1")
-    tasks = _read(args.tasks, "task")
+    tasks = read_file(args.tasks, "task")
 
     async def run() -> Any:
         catalogue = await fetch_catalogue(args.gateway)

@@ -34,12 +34,12 @@ from runner.errors import RunnerError
 from runner.export.card import card_facts, write_card
 from runner.export.commands import write_rows
 from runner.export.formats import FORMATS
-from runner.output import read_records, repair
+from runner.output import read_file
 from runner.pipeline import prompts
 from runner.pipeline.catalogue import fetch_catalogue
 from runner.pipeline.dedup import dedup_minhash
 from runner.pipeline.filters import compile_filter, passes
-from runner.pipeline.judge import judge_tasks, judge_trajectories, record_key
+from runner.pipeline.judge import judge_tasks, judge_trajectories
 from runner.pipeline.strategies import Strategy, plan_tasks
 from runner.pipeline.synth import synthesize
 from runner.run import run_tasks
@@ -104,15 +104,6 @@ def _pool(config: PipelineConfig, settings: dict[str, Any]) -> EndpointPool:
     return EndpointPool(endpoints, weighted=bool(weights), seed=int(settings.get("seed", 0)))
 
 
-def _records(path: Path, what: str) -> list[dict[str, Any]]:
-    repair(path)
-    return list(read_records(path, record_key, what))
-
-
-def _write_records(path: Path, records: list[dict[str, Any]]) -> None:
-    atomic_write(path, [json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in records])
-
-
 async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, source: Path | None,
                  out: Path) -> dict[str, Any]:
     """Run one stage from `source` into `out`; its counts."""
@@ -129,9 +120,9 @@ async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, so
         return stats.model_dump(mode="json")
     assert source is not None
     if name == "dedup":
-        tasks = _records(source, "task")
+        tasks = read_file(source, "task")
         result = dedup_minhash(tasks, float(settings.get("threshold", 0.7)))
-        _write_records(out, result.kept)
+        write_rows(out, result.kept)
         return {"tasks": len(tasks), "kept": len(result.kept), "exact_duplicates": len(result.exact),
                 "near_duplicates": len(result.near)}
     if name == "judge_tasks":
@@ -149,7 +140,7 @@ async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, so
         run_settings = RunSettings(gateway=config.gateway, llm_base_url=settings.get("base_url", config.llm.base_url),
                                    model=settings.get("model", config.llm.model), progress=False,
                                    **{k: v for k, v in settings.items() if k in known})
-        if not _records(source, "task"):  # an earlier stage kept nothing: an empty run, not an error
+        if not read_file(source, "task"):  # an earlier stage kept nothing: an empty run, not an error
             out.touch()
             return {"trajectories": 0, "mode": run_settings.mode}
         trajectories = await run_tasks(load_tasks(source), run_settings, out)
@@ -161,13 +152,13 @@ async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, so
         return stats.model_dump()
     if name == "filter":
         expression = compile_filter(str(settings.get("where", "sft")))
-        records = _records(source, "record")
+        records = read_file(source, "record")
         kept = [record for record in records if passes(record, expression)[0]]
-        _write_records(out, kept)
+        write_rows(out, kept)
         return {"records": len(records), "kept": len(kept), "expression": expression}
     if name == "export":
         convert = FORMATS[settings.get("format", "toucan")]
-        records = _records(source, "trajectory")
+        records = read_file(source, "trajectory")
         write_rows(out, [convert(record) for record in records])
         if settings.get("card", True):
             write_card(out.parent, card_facts(records), out.name, settings.get("format", "toucan"))

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 from pydantic import BaseModel
 
-from runner.output import JsonlWriter, read_records, repair, write_each
+from runner.output import JsonlWriter, done_key, read_file, write_each
 from runner.pipeline.prompts import (
     JUDGE_TASK_VERSION,
     JUDGE_TRAJECTORY_VERSION,
@@ -48,29 +48,24 @@ def ratings(assessment: dict[str, Any] | None) -> dict[str, int]:
             if isinstance(value, dict) and isinstance(value.get("score"), int)}
 
 
-def record_key(record: dict[str, Any]) -> tuple[str, str, int]:
-    return (str(record["id"]), str(record.get("mode", "")), int(record.get("repeat", 0)))
-
-
 async def _judge_file(source: Path, out: Path, judges: EndpointPool, *, field: str, version: str,
                       dimensions: dict[str, str], prompt: Callable[[dict[str, Any]], str], what: str,
                       concurrency: int, retry_failed: bool) -> JudgeStats:
     stats = JudgeStats()
-    repair(source)
-    records = list(read_records(source, record_key, what))
+    records = read_file(source, what)
     stats.records = len(records)
     writer = JsonlWriter(out)
-    earlier = list(writer.open(record_key, f"judged {what}"))
-    done = {record_key(r) for r in earlier if not (retry_failed and (r.get(field) or {}).get("error"))}
+    earlier = list(writer.open(done_key, f"judged {what}"))
+    done = {done_key(r) for r in earlier if not (retry_failed and (r.get(field) or {}).get("error"))}
     if retry_failed and len(done) < len(earlier):  # failed ones are judged again: rewrite the file without them
         writer.close()
-        kept = [r for r in earlier if record_key(r) in done]
+        kept = [r for r in earlier if done_key(r) in done]
         out.unlink()
         writer = JsonlWriter(out)
-        writer.open(record_key, f"judged {what}")
+        writer.open(done_key, f"judged {what}")
         for record in kept:
             await writer.write_record(record)
-    todo = [record for record in records if record_key(record) not in done]
+    todo = [record for record in records if done_key(record) not in done]
     stats.already_done = len(records) - len(todo)
     schema = rating_schema(dimensions)
     limiter = anyio.CapacityLimiter(concurrency)
