@@ -5,3 +5,7 @@ from __future__ import annotations
 
 class SandboxUnavailable(Exception):
     """The configured backend cannot run on this machine, or cannot run this server; the message says why."""
+
+
+class DiskCapExceeded(Exception):
+    """A sandboxed server holds more than `limits.disk_mb` in a directory it writes to; it is stopped."""

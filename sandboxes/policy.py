@@ -28,10 +28,11 @@ class Limits(BaseModel):
     open_files: PositiveInt | None = Field(None, description="open file descriptors (RLIMIT_NOFILE)")
     processes: PositiveInt | None = Field(None, description="processes and threads (the pids cgroup)")
     cpus: PositiveFloat | None = Field(None, description="CPU share in cores (docker: nano_cpus; default 1)")
-    disk_mb: PositiveInt | None = Field(None, description="size cap of each scratch directory it writes to: /tmp, "
+    disk_mb: PositiveInt | None = Field(None, description="size cap of each directory it writes to: /tmp, "
                                         "TMPDIR and HOME become private tmpfs of this size, emptied at each start "
-                                        "(docker: /tmp is 256 MB when unset); the work dir and read_write paths "
-                                        "are host directories, not capped")
+                                        "(docker: /tmp is 256 MB when unset); its work dir an ext4 image of this "
+                                        "size where the gateway runs as root (else watched, like read_write paths: "
+                                        "past the cap the server is stopped, see sandboxes/diskcap.py)")
 
 
 class SandboxPolicy(BaseModel):

@@ -31,6 +31,7 @@ from harness import FIXTURES, REPO_ROOT, GatewayProcess, fixture_server, mcp_ses
 
 from gateway.config import load_config
 from gateway.errors import ConfigError
+from sandboxes.diskcap import loop_mount_possible
 from sandboxes.docker.container import GATEWAY_LABEL, SERVER_LABEL, gateway_instance
 
 pytestmark = pytest.mark.anyio
@@ -257,6 +258,38 @@ async def test_writes_past_the_disk_cap_fail_with_enospc(request: pytest.Fixture
             answer = await _call(setup, "capped", "fill", {"directory": directory, "megabytes": 8})
             assert answer.startswith("DENIED after") and "errno 28" in answer, (directory, answer)
             assert int(answer.split()[2]) <= 4
+        if loop_mount_possible():  # its work dir (its cwd) is an ext4 image of the cap's size
+            answer = await _call(setup, "capped", "fill", {"directory": ".", "megabytes": 8})
+            assert answer.startswith("DENIED after") and "errno 28" in answer, answer
+            assert int(answer.split()[2]) <= 4
         # Space freed, the server and the gateway keep going.
         assert await _call(setup, "capped", "fill", {"directory": "$TMPDIR", "megabytes": 2}) == "FILLED 2 MB"
+        assert await _call(setup, "other", "echo", {"text": "still here"}) == "still here"
+    # The image is unmounted with the server, and what it held stays in the server's own directory.
+    assert not any(Path(line.split()[4]).is_relative_to(tmp_path) for line in
+                   Path("/proc/self/mountinfo").read_text().splitlines())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_read_write_path_past_the_disk_cap_stops_the_server(request: pytest.FixtureRequest, backend: str,
+                                                                    tmp_path: Path) -> None:
+    """A `read_write` path is the user's own directory: no image over it; its size is watched."""
+    sandbox, _ = _sandbox(request, backend)
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)  # docker runs it as nobody
+    config = {"mcpServers": {"capped": _hostile(tmp_path, {**sandbox, "read_write": [str(shared)],
+                                                            "limits": {"disk_mb": 4}}, max_restart_backoff=60),
+                             "other": fixture_server("misbehaving_server.py")}}
+    with running_gateway(config, tmp_path, ready_timeout=180) as gateway:
+        setup = Setup(gateway=gateway, key="", backend=backend, engine=None)
+        assert await _call(setup, "capped", "fill", {"directory": str(shared), "megabytes": 2}) == "FILLED 2 MB"
+        (shared / "kept.bin").write_bytes(os.urandom(6 * 1024 * 1024))  # what the server would have left there
+
+        def capped() -> dict[str, Any]:
+            servers = httpx.get(gateway.url + "/admin/servers", timeout=5).json()["servers"]
+            return next(server for server in servers if server["name"] == "capped")
+
+        assert wait_until(lambda: "limits.disk_mb=4 MB" in (capped().get("last_error") or ""), timeout=30), capped()
+        assert str(shared) in capped()["last_error"]
         assert await _call(setup, "other", "echo", {"text": "still here"}) == "still here"

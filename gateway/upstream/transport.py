@@ -25,6 +25,7 @@ from gateway.upstream.http_limit import BoundedTransport
 from gateway.upstream.install import server_command
 from gateway.upstream.raw_calls import RawCalls
 from gateway.upstream.stdio import stdio_streams
+from sandboxes.diskcap import disk_cap
 from sandboxes.docker.container import gateway_instance
 from sandboxes.docker.stdio import docker_stdio_client
 from sandboxes.egress.runtime import egress_for
@@ -159,7 +160,8 @@ async def _raw_transport(name: str, config: ServerConfig, dirs: ServerDirs, stde
     if config.transport == "stdio":
         command, args, installed_env = await server_command(name, config, dirs)  # installs once if it names a package
         env = {**config.env, **installed_env}
-        async with egress_for(name, config.sandbox, egress_decisions) as egress:  # the allowlist proxy, if any
+        # The disk cap outlives the process (an image is unmounted after the server exits).
+        async with disk_cap(name, config.sandbox, dirs), egress_for(name, config.sandbox, egress_decisions) as egress:
             if config.sandbox is not None and config.sandbox.backend == "docker":
                 instance = gateway_instance(dirs.state_dir)
                 async with docker_stdio_client(name, command, args, env, config.cwd or str(dirs.work),
