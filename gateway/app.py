@@ -57,7 +57,7 @@ from gateway.pipeline.redact import (
     RedactResponses,
     RedactSecrets,
 )
-from gateway.pipeline.validate import ValidateArguments
+from gateway.pipeline.validate import ValidateArguments, unchecked_servers
 from gateway.upstream.pool import UpstreamPool
 from gateway.vault.runtime import GatewaySecrets
 from simulators.config import build_simulator
@@ -114,7 +114,7 @@ class Gateway:
         }
         self.pipeline = Pipeline(
             [ObserveCalls(self.metrics), RedactSecrets(self.redactor), AttachProvenance(self.sessions),
-             Authorize(), ValidateArguments(), ChooseMode(self.modes), RateLimits(config, metrics=self.metrics),
+             Authorize(), ValidateArguments(unchecked_servers(config)), ChooseMode(self.modes), RateLimits(config, metrics=self.metrics),
              InjectFaults(config, metrics=self.metrics), AssignCacheKey(config, self.sessions)],
             RouteByMode(executors),
         )

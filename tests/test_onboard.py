@@ -134,6 +134,11 @@ def test_onboarding_classifies_the_fixture_as_labelled_and_the_config_serves_and
         if wrong:
             disagreements.append((name, wrong))
     assert agree == len(FIXTURE_LABELS), disagreements
+    # The deliberately invalid call reached the server (not refused by the gateway's schema check): how
+    # the server itself refuses is what the report shows.
+    invalid = next(call for call in tools["add"]["calls"] if not call["valid"])
+    assert "invalid arguments for tool" not in invalid["text"] and invalid["error_code"] != -32602, invalid
+    assert tools["add"]["classification"]["invalid_input"] in ("soft_error", "rpc_error"), invalid
     # The fidelity baseline: a model-free simulator measured on every tool's probe calls.
     baseline = {name: tool["fidelity"]["examples-schema"] for name, tool in tools.items()}
     assert all(figures["calls"] >= 1 for figures in baseline.values()), baseline
@@ -228,3 +233,38 @@ def test_with_an_llm_it_writes_arguments_and_labels_the_server(tmp_path: Path, l
     llm_calls = [call for tool in report["tools"] for call in tool["calls"] if call["kind"] == "llm"]
     assert llm_calls, "no LLM-written argument set was probed"
     assert all(call["valid"] for call in llm_calls)
+
+
+def test_the_html_report_filters_rows_in_a_browser(tmp_path: Path) -> None:
+    """Typed in the page's filter box in a real browser: words match anywhere, `column=value` in one column."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the test extra) is not installed")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Debian's chromium is not installed on this machine")
+    from runner.onboard.observations import ServerReport, ServerStatus, ToolClassification, ToolReport
+    from runner.onboard.reports import write_reports
+
+    def tool(name: str, status: ToolStatus) -> ToolReport:
+        return ToolReport(name=name, classification=ToolClassification(status=status))
+
+    reports = [ServerReport(name="alpha", spec="pypi:alpha", spec_hash="a", status=ServerStatus.USABLE,
+                            tools=[tool("add", ToolStatus.WORKS), tool("fetch", ToolStatus.NEEDS_NETWORK)]),
+               ServerReport(name="beta", spec="npm:beta", spec_hash="b", status=ServerStatus.USABLE,
+                            tools=[tool("lookup", ToolStatus.NEEDS_CREDENTIALS), tool("echo", ToolStatus.WORKS)])]
+    write_reports(tmp_path, reports)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto((tmp_path / "onboard.html").as_uri())
+            visible = "[...document.querySelectorAll('tbody tr')].filter(r => !r.hidden).map(r => r.cells[0].textContent)"
+            assert sorted(page.evaluate(visible)) == ["add", "alpha", "beta", "echo", "fetch", "lookup"]
+            page.fill("#filter", "class=works")
+            assert sorted(page.evaluate(visible)) == ["add", "echo"]
+            page.fill("#filter", "class=works beta")  # every term must match: no tool row names beta
+            assert page.evaluate(visible) == []
+            page.fill("#filter", "needs")
+            assert sorted(page.evaluate(visible)) == ["fetch", "lookup"]
+            assert page.text_content("#shown") == "2 of 6 rows"
+            page.screenshot(path=str(tmp_path / "onboard-filtered.png"))
+        finally:
+            browser.close()

@@ -103,6 +103,9 @@ class ServerConfig(BaseModel):
     faults: FaultConfig | None = Field(None, description="fault injection for this server's tools; off by default")
     max_result_bytes: PositiveInt | None = Field(
         None, description="bytes one message from this server may have (default: the gateway's max_result_bytes)")
+    validate_arguments: bool = Field(
+        True, description="check a call's arguments against the tool's inputSchema before it goes upstream; false: "
+        "the server judges them (onboarding probes that way, to see how a server refuses invalid input)")
 
     # Names of `env` entries whose values came from the vault (set when secrets are resolved): the
     # server gets them, its package's install never does.

@@ -8,12 +8,14 @@ from typing import Any
 from jsonschema import exceptions as schema_errors
 from jsonschema import validators
 
+from gateway.config.models import GatewayConfig
 from gateway.errors import InvalidArguments
 from gateway.pipeline.call import CallNext, CallResult, ToolCall
 
 
 class ValidateArguments:
-    def __init__(self) -> None:
+    def __init__(self, unchecked: frozenset[str] = frozenset()) -> None:
+        self._unchecked = unchecked  # servers with `validate_arguments: false`
         # Compiled validators by schema: compiling costs far more than validating. Keyed by the schema
         # object (a tool list keeps its dicts until it is replaced) and, failing that, by its text.
         self._by_id: dict[int, tuple[dict[str, Any], Any]] = {}
@@ -21,7 +23,7 @@ class ValidateArguments:
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> CallResult:
         schema = call.tool_definition.get("inputSchema")
-        if isinstance(schema, dict) and schema:
+        if isinstance(schema, dict) and schema and call.server not in self._unchecked:
             error = self._first_error(schema, call.arguments)
             if error is not None:
                 path = _json_path(error.absolute_path)
@@ -63,3 +65,7 @@ def _json_path(parts: Any) -> str:
     for part in parts:
         path += f"[{part}]" if isinstance(part, int) else f".{part}"
     return path
+
+
+def unchecked_servers(config: GatewayConfig) -> frozenset[str]:
+    return frozenset(name for name, server in config.servers.items() if not server.validate_arguments)

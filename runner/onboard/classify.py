@@ -170,9 +170,13 @@ def classify_tool(calls: list[ProbeCall], annotations: dict[str, Any] | None = N
         evidence.append(f"JSON-RPC error: {texts[0][:120]!r}" if texts else "no valid call could be made")
     if status is ToolStatus.WORKS and hosts:
         evidence.append(f"also tried to reach {', '.join(hosts)}")
+    invalid = next((call for call in calls if not call.valid), None)
+    if invalid is not None and invalid.outcome is CallOutcome.OK:
+        evidence.append("accepted a call its own schema forbids (a simulator must not refuse such calls either)")
     return ToolClassification(status=status, deterministic=deterministic, unstable_paths=unstable,
                               time_dependent=time_dependent, writes_files=bool(writes), needs_env=needs_env,
-                              network_hosts=hosts, evidence=evidence)
+                              network_hosts=hosts, invalid_input=invalid.outcome if invalid else None,
+                              evidence=evidence)
 
 
 def _created_on_first_use(calls: list[ProbeCall]) -> bool:

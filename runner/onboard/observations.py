@@ -59,6 +59,8 @@ class ToolClassification(BaseModel):
     writes_files: bool = False
     needs_env: list[str] = Field(default_factory=list)
     network_hosts: list[str] = Field(default_factory=list)
+    invalid_input: CallOutcome | None = Field(None, description="how the server answered the deliberately invalid "
+                                              "call (ok: it accepted it); None: no invalid call could be made")
     evidence: list[str] = Field(default_factory=list, description="why, in short sentences")
 
 

@@ -22,7 +22,15 @@ from runner.onboard.categories import keyword_category
 from runner.onboard.classify import classify_tool, env_names, propose_settings
 from runner.onboard.llm import LLMHelper
 from runner.onboard.observations import ServerReport, ServerStatus, ToolStatus
-from runner.onboard.probe import ProbedGateway, ProbeSettings, StartFailure, probe_entry, probe_tools, start_fix
+from runner.onboard.probe import (
+    ProbedGateway,
+    ProbeSettings,
+    StartFailure,
+    forget_invalid_probes,
+    probe_entry,
+    probe_tools,
+    start_fix,
+)
 from runner.onboard.reports import load_reports, save_reports
 from runner.onboard.specs import Candidate
 from runner.structured import Endpoint
@@ -122,6 +130,7 @@ async def onboard_one(candidate: Candidate, settings: OnboardSettings, llm: LLMH
             break
         finally:
             await anyio.to_thread.run_sync(gateway.stop)
+            await anyio.to_thread.run_sync(forget_invalid_probes, settings.probe.store_dir, candidate.name)
         report.tools, report.prompts, report.resources, report.server_info = tools, prompts, resources, info
         for tool in report.tools:
             tool.classification = classify_tool(tool.calls, tool.annotations, tool.description)

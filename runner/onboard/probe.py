@@ -31,6 +31,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, Field
 
+from gateway.cache.store import DiskStore
 from runner.onboard.arguments import ProbeArguments, name_hints, probe_arguments
 from runner.onboard.classify import env_names, outcome_of
 from runner.onboard.observations import CallOutcome, ProbeCall, ServerStatus, ToolReport
@@ -41,6 +42,9 @@ from simulators.schema import SchemaSynthesisError, synthesize
 
 TEXT_LIMIT = 2000  # characters of an answer kept in the report
 RESULT_LIMIT = 64 * 1024  # bytes of an answer kept in the report (the store keeps it whole)
+# The task the deliberately invalid calls are recorded under, so they can be taken out of the seeded world: a
+# served gateway refuses such calls itself (`validate_arguments`), so they would only mislead a simulator.
+INVALID_INPUT_TASK = "onboard/invalid-input"
 
 # Start-up failures with a known remedy: the stderr signature, the fix, and what it changes in the entry.
 _MCP_DRIFT = re.compile(r"(ImportError|ModuleNotFoundError|AttributeError|TypeError)[^\n]*\bmcp\b|"
@@ -86,6 +90,7 @@ def probe_entry(entry: dict[str, Any], settings: ProbeSettings) -> dict[str, Any
     probed["startup_timeout"] = settings.startup_timeout
     probed["call_timeout"] = settings.call_timeout
     probed["health_interval"] = 3600  # a probe must not be interrupted by a liveness restart
+    probed["validate_arguments"] = False  # the invalid call must reach the server: how it refuses is evidence
     return probed
 
 
@@ -298,7 +303,8 @@ async def call_once(session: ClientSession, tool: str, arguments: ProbeArguments
     try:
         with anyio.fail_after(timeout + 15):
             answer = await session.call_tool(tool, arguments.arguments, read_timeout_seconds=timeout + 10,
-                                             meta={"simgate/session": session_name})
+                                             meta={"simgate/session": session_name,
+                                                   **({} if arguments.valid else {"simgate/task": INVALID_INPUT_TASK})})
         result = answer.model_dump(mode="json", by_alias=True, exclude_none=True)
         result.get("_meta", {}).pop("simgate/provenance", None)
         if not result.get("_meta"):
@@ -384,3 +390,13 @@ async def _names(lister: Any, field: str) -> list[str]:
     except Exception:  # a server without the capability answers -32601; nothing to list
         return []
     return [str(getattr(item, "name", None) or getattr(item, "uri", "")) for item in getattr(listed, field, [])]
+
+
+def forget_invalid_probes(store_dir: Path, server: str) -> int:
+    """Delete the recordings of the invalid probe calls of `server`; returns how many."""
+    store = DiskStore(store_dir)
+    try:
+        doomed = {r.key for r in store.all() if r.server == server and r.task == INVALID_INPUT_TASK}
+        return sum(store.delete(key) for key in doomed)
+    finally:
+        store.close()

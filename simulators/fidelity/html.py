@@ -109,8 +109,22 @@ def chart_svg(chart: BarChart) -> str:
     return f"<figure>{''.join(parts)}<figcaption>{escape(chart.title)}</figcaption></figure>"
 
 
+# Rows of every table are filtered as one types: words match anywhere in a row, `column=value` only in that
+# column (e.g. `class=works server`); all must match. Inline, so the page still needs nothing from outside.
+_FILTER = """<p><input id="filter" type="search" size="48" placeholder="filter rows: words, or column=value"
+aria-label="filter rows"> <span id="shown"></span></p><script>
+(()=>{const box=document.getElementById('filter'),shown=document.getElementById('shown');
+box.addEventListener('input',()=>{const terms=box.value.toLowerCase().split(/\\s+/).filter(Boolean);let n=0,all=0;
+for(const t of document.querySelectorAll('table')){const cols=[...t.querySelectorAll('thead th')].map(h=>h.textContent.toLowerCase());
+for(const r of t.querySelectorAll('tbody tr')){const cells=[...r.cells].map(c=>c.textContent.toLowerCase());
+const ok=terms.every(term=>{const i=term.indexOf('=');if(i>0){const c=cols.indexOf(term.slice(0,i));
+return c>=0&&cells[c]!==undefined&&cells[c].includes(term.slice(i+1));}return cells.some(c=>c.includes(term));});
+r.hidden=!ok;all++;if(ok)n++;}}shown.textContent=terms.length?`${n} of ${all} rows`:'';});})();
+</script>"""
+
+
 def render_html(title: str, subtitle: str, sections: list[Section]) -> str:
-    body: list[str] = [f"<h1>{escape(title)}</h1><p class=\"sub\">{escape(subtitle)}</p>"]
+    body: list[str] = [f"<h1>{escape(title)}</h1><p class=\"sub\">{escape(subtitle)}</p>", _FILTER]
     for section in sections:
         body.append(f"<section><h2>{escape(section.heading)}</h2>")
         body.extend(f'<p class="note">{escape(note)}</p>' for note in section.notes)
