@@ -12,6 +12,7 @@ import httpx
 
 from gateway.auth.keys import KeyFileError, KeyStore, auth_headers
 from gateway.cli import guarded
+from gateway.config.execution import mode_names
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError
 from gateway.net import is_loopback
@@ -42,7 +43,8 @@ def register(commands: Any) -> None:
     call.add_argument("arguments", nargs="*", metavar="key=value",
                       help="arguments; a value is parsed as JSON when it can be, else taken as a string")
     call.add_argument("--url", default=DEFAULT_URL, help=f"the gateway (default {DEFAULT_URL})")
-    call.add_argument("--mode", default=None, help="execution mode to request for this call")
+    # Modes are checked by the gateway (its message names the known ones), as any client's are.
+    call.add_argument("--mode", default=None, help=f"execution mode to request for this call: {mode_names()}")
     call.set_defaults(handler=_call)
 
     mode = commands.add_parser("mode", help="show or change execution modes of a running gateway")
@@ -51,7 +53,7 @@ def register(commands: Any) -> None:
     show.add_argument("--url", default=DEFAULT_URL, help=f"the gateway (default {DEFAULT_URL})")
     show.set_defaults(handler=_mode_show)
     set_mode = mode_commands.add_parser("set", help="set the mode of the gateway, a server, a tool or a session")
-    set_mode.add_argument("mode", help="live, replay, simulated, hybrid or shadow")
+    set_mode.add_argument("mode", help=mode_names())
     set_mode.add_argument("--server", help="only this server")
     set_mode.add_argument("--tool", help="only this tool (needs --server)")
     set_mode.add_argument("--session", help="only this session (its X-Simgate-Session or Mcp-Session-Id)")

@@ -10,8 +10,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gateway.config.execution import RUN_MODES, Mode
 from runner.errors import RunnerError
-from runner.settings import AGENT_KINDS, RUN_MODES, RunSettings
+from runner.settings import AGENT_KINDS, RunSettings
 
 
 def agent_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +65,7 @@ def register(commands: Any) -> None:
     run.add_argument("--tasks", required=True, metavar="FILE", help="tasks, JSONL: id, question[, servers, "
                                                                      "target_tools, ...]")
     run.add_argument("--gateway", required=True, metavar="URL", help="the gateway, e.g. http://127.0.0.1:8808/mcp")
-    run.add_argument("--mode", choices=RUN_MODES, default="live", help="execution mode of every call (default live)")
+    run.add_argument("--mode", choices=[mode.value for mode in RUN_MODES], default=Mode.LIVE.value, help="execution mode of every call (default live)")
     run.add_argument("--out", required=True, metavar="FILE",
                      help="trajectories, JSONL; trajectories already in it are skipped (resume)")
     run.add_argument("--repeat", type=int, default=0, help="the repeat index written into each trajectory")

@@ -84,6 +84,7 @@ class Upstream:
         raw_calls: bool = True,
         settings: GatewaySettings | None = None,
         exposure: Exposure | None = None,
+        errlog_redactor: Any = None,
     ) -> None:
         self.name = name
         self._use_raw_calls = raw_calls  # tool calls beside the session (see `raw_calls`); else through it
@@ -107,7 +108,7 @@ class Upstream:
         self._restart_now = anyio.Event()
         self._closed: anyio.Event | None = None  # set to end the current session (see `restart`)
         self._stale = False  # the config changed while the server was (re)starting
-        self.errlog_redactor: Any = None  # set when the server gets vault secrets: its stderr is redacted
+        self.errlog_redactor = errlog_redactor  # given when the server gets vault secrets: its stderr is redacted
         self.egress_decisions: Counter[str] = Counter()  # its network-allowlist proxy's, across restarts
 
     # ----------------------------------------------------------------- supervision
