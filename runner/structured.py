@@ -15,7 +15,7 @@ from typing import Any
 from openai import AsyncOpenAI, OpenAIError
 from pydantic import BaseModel, Field
 
-from simulators.results import schema_error
+from simgate.results import schema_error
 
 
 class Endpoint(BaseModel):

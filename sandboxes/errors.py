@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from simgate.errors import SimgateError
 
-class SandboxUnavailable(Exception):
+
+class SandboxUnavailable(SimgateError):
     """The configured backend cannot run on this machine, or cannot run this server; the message says why."""

@@ -21,8 +21,10 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+from simgate.canonical import digest
+from simgate.errors import SimgateError
+from simgate.results import schema_error, strip_meta, text_of, text_result
 from simulators.base import SimulationError, SimulationRequest, SimulationResult
-from simulators.results import digest, schema_error, strip_meta, text_of, text_result
 from simulators.similarity import nearest
 
 ATTEMPTS = 8
@@ -32,7 +34,7 @@ _WORDS = ("alpha", "bravo", "cedar", "delta", "ember", "falcon", "garnet", "harb
           "kestrel", "lumen", "maple", "nova", "onyx", "pine", "quartz", "river", "sierra", "tundra")
 
 
-class SchemaSynthesisError(Exception):
+class SchemaSynthesisError(SimgateError):
     pass
 
 

@@ -94,3 +94,24 @@ def test_a_mode_without_an_executor_fails_at_start() -> None:
 
     with pytest.raises(ValueError, match="no executor for mode.*shadow"):
         RouteByMode({mode: answer for mode in Mode if mode is not Mode.SHADOW})
+
+
+def test_one_canonical_json_where_1_and_1_0_are_the_same_value() -> None:
+    """The cache key, the simulators' seeds and memo, and the trajectory comparison agree on sameness."""
+    from gateway.cache.keys import cache_key
+    from runner.fidelity.metrics import tool_calls
+    from simgate.canonical import canonical_json, digest
+    from simulators.base import SimulationRequest, ToolSpec
+    from simulators.schema import SchemaSimulator
+
+    assert canonical_json({"b": [2.0, (1, 2.5)], "a": 1.0}) == '{"a":1,"b":[2,[1,2.5]]}'
+    assert digest({"x": 1.0}) == digest({"x": 1}) != digest({"x": 1.5})
+    assert cache_key("s", "t", "f", {"x": 1.0}) == cache_key("s", "t", "f", {"x": 1})
+    # The schema simulator seeds its answer from the arguments: the same call must get the same answer.
+    tool = ToolSpec(name="quote", output_schema={"type": "object", "required": ["price", "ref"], "properties": {
+        "price": {"type": "number"}, "ref": {"type": "string"}}})
+    answers = [SchemaSimulator().answer(SimulationRequest(server="s", tool=tool, arguments={"amount": amount}))
+               for amount in (1, 1.0, 2)]
+    assert answers[0] == answers[1] != answers[2]
+    events = [{"name": "s__t", "arguments": {"n": 1.0}}], [{"name": "s__t", "arguments": {"n": 1}}]
+    assert tool_calls({"tool_events": events[0]}) == tool_calls({"tool_events": events[1]})

@@ -10,8 +10,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from runner.pipeline.judge import TASK_FIELD, TRAJECTORY_FIELD, ratings
-from sandboxes.files import atomic_write
-from simulators.fidelity.html import BarChart, chart_svg
+from simgate.files import atomic_write
+from simgate.html import BarChart, chart_svg
 
 SCORES = tuple(range(1, 6))
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from gateway.cli import command_group
 from gateway.config.execution import RUN_MODES, SIMULATING_RUN_MODES, mode_names
-from runner.commands import agent_arguments, guarded, print_summary, settings_from
+from runner.commands import agent_arguments, guarded_run, print_summary, settings_from
 from runner.errors import DependencyMissing, RunnerError
-from sandboxes.files import atomic_write
+from simgate.files import atomic_write
 
 TRAJECTORIES = "trajectories.jsonl"
 LIVE_REPLAY = "live_replay.json"
@@ -40,7 +40,7 @@ def register(commands: Any) -> None:
     parser.add_argument("--no-live-replay", action="store_true",
                         help="do not replay the tool calls of the non-live runs against live (DIR/live_replay.json)")
     agent_arguments(parser)
-    parser.set_defaults(handler=guarded("fidelity trajectories", _trajectories))
+    parser.set_defaults(handler=guarded_run("fidelity trajectories", _trajectories))
 
 
 def parse_modes(text: str) -> list[str]:

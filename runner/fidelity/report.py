@@ -24,7 +24,7 @@ from runner.fidelity.metrics import (
     task_key,
     tool_calls,
 )
-from simulators.fidelity.html import BarChart, Section, Table, render_html
+from simgate.html import BarChart, Section, Table, render_html
 
 REPORT_VERSION = 1
 _PAIR_METRICS = ("f1_name", "f1_name_args", "answer_exact", "answer_f1", "success_agreement")

@@ -18,8 +18,8 @@ from runner.onboard.observations import (
     ToolClassification,
     ToolStatus,
 )
+from simgate.results import text_of
 from simulators.fidelity.metrics import leaf_values
-from simulators.results import text_of
 
 # Error text that means a credential is missing or refused.
 _CREDENTIAL_TEXT = re.compile(

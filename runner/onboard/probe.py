@@ -36,7 +36,7 @@ from runner.onboard.classify import env_names, outcome_of
 from runner.onboard.observations import CallOutcome, ProbeCall, ServerStatus, ToolReport
 from runner.onboard.specs import Candidate
 from sandboxes.workdir import directory_name
-from simulators.results import schema_error, text_of
+from simgate.results import schema_error, text_of
 from simulators.schema import SchemaSynthesisError, synthesize
 
 TEXT_LIMIT = 2000  # characters of an answer kept in the report

@@ -46,7 +46,7 @@ from runner.run import run_tasks
 from runner.settings import RunSettings
 from runner.structured import Endpoint, EndpointPool
 from runner.tasks import load_tasks
-from sandboxes.files import atomic_write
+from simgate.files import atomic_write
 
 STAGES = ("synth", "dedup", "judge_tasks", "run", "judge_trajectories", "filter", "export")
 
