@@ -115,3 +115,21 @@ def test_one_canonical_json_where_1_and_1_0_are_the_same_value() -> None:
     assert answers[0] == answers[1] != answers[2]
     events = [{"name": "s__t", "arguments": {"n": 1.0}}], [{"name": "s__t", "arguments": {"n": 1}}]
     assert tool_calls({"tool_events": events[0]}) == tool_calls({"tool_events": events[1]})
+
+
+def test_every_configurable_server_has_a_transport() -> None:
+    """Each way a config can describe a server (a URL, or a command under each sandbox backend) is one
+    class in the transport table."""
+    from typing import get_args
+
+    from gateway.config.models import ServerConfig
+    from gateway.upstream.transport import TRANSPORTS, Transport, transport_for
+    from sandboxes.policy import SandboxPolicy
+
+    chosen = {"http": type(transport_for(ServerConfig.model_validate({"url": "http://127.0.0.1:1/mcp"})))}
+    for backend in get_args(SandboxPolicy.model_fields["backend"].annotation):
+        config = ServerConfig.model_validate({"command": "true", "sandbox": {"backend": backend}})
+        chosen[backend] = type(transport_for(config))
+    assert {kind: cls.__name__ for kind, cls in chosen.items()} == {
+        "http": "HttpTransport", "none": "StdioTransport", "bwrap": "BwrapTransport", "docker": "DockerTransport"}
+    assert all(isinstance(transport, Transport) for transport in TRANSPORTS.values())
