@@ -69,7 +69,7 @@ def build_executors(config: GatewayConfig, *, pool: UpstreamPool, store: CacheSt
         simulator_source = gate
         simulated_mode = gated_simulated_mode(gate, settings.gate, {Source.CACHE: replay, Source.LIVE: live})
     shadow = ShadowExecutor(live, simulated, shadow_log, estimate=estimate)
-    sources: dict[Source, CallNext] = {Source.CACHE: replay, Source.LIVE: live, Source.SIMULATOR: simulator_source}
+    sources: dict[str, CallNext] = {Source.CACHE: replay, Source.LIVE: live, Source.SIMULATOR: simulator_source}
     by_mode: dict[Mode, CallNext] = {
         Mode.LIVE: live,
         Mode.REPLAY: replay,

@@ -43,7 +43,7 @@ def guarded(handler: Handler, *expected: type[BaseException], prefix: str = "sim
 
     `build_parser` guards every sub-command (plugins' too) with its own name as prefix; a package calls
     this itself only to add `expected` types or a `describe`."""
-    caught = (SimgateError, *expected)
+    caught: tuple[type[BaseException], ...] = (SimgateError, *expected)
 
     def run(args: argparse.Namespace) -> int:
         try:

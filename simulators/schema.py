@@ -231,8 +231,8 @@ class _Synthesizer:
         multiple = schema.get("multipleOf")
         if isinstance(multiple, (int, float)) and multiple > 0:
             k = self.rng.randint(math.ceil(low / multiple), max(math.ceil(low / multiple), math.floor(high / multiple)))
-            value = Decimal(k) * Decimal(str(multiple))
-            return int(value) if value == value.to_integral_value() else float(value)
+            exact = Decimal(k) * Decimal(str(multiple))
+            return int(exact) if exact == exact.to_integral_value() else float(exact)
         value = round(self.rng.uniform(low, high), 2)
         return min(max(value, low), high)
 

@@ -19,7 +19,7 @@ import anyio
 import mcp_types as types
 from mcp.client.session import ClientRequestContext, ClientSession
 from mcp.shared.exceptions import MCPError
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from gateway.config.models import GatewaySettings, ServerConfig
 from gateway.errors import RESULT_TOO_LARGE, ResultTooLarge, UpstreamTimeout, UpstreamUnavailable
@@ -326,7 +326,7 @@ class Upstream:
 
     # ------------------------------------------------- server-to-client, routed back
 
-    async def _route_back(self, method: str, params: types.BaseModel | None, ctx: ClientRequestContext
+    async def _route_back(self, method: str, params: BaseModel | None, ctx: ClientRequestContext
                           ) -> dict[str, Any] | types.ErrorData:
         """Pass a server-to-client request to the client whose request it belongs to (see `correlation`)."""
         placement = self._callers.place(ctx.meta, unmarked_is_unsolicited=False)

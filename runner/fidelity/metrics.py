@@ -164,7 +164,7 @@ def cross_pairs(reference: list[dict[str, Any]], other: list[dict[str, Any]]) ->
                                                                                             dict[str, Any]]]:
     """Runs of the same task in two modes, matched by repeat number (repeat i with repeat i)."""
     ref, oth = _by_task(reference), _by_task(other)
-    pairs = []
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for task in sorted(ref.keys() & oth.keys()):
         pairs.extend(zip(ref[task], oth[task], strict=False))
     return pairs

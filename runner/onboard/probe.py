@@ -298,7 +298,7 @@ async def call_once(session: ClientSession, tool: str, arguments: ProbeArguments
     try:
         with anyio.fail_after(timeout + 15):
             answer = await session.call_tool(tool, arguments.arguments, read_timeout_seconds=timeout + 10,
-                                             meta={"simgate/session": session_name})
+                                             meta={"simgate/session": session_name})  # type: ignore[call-overload]
         result = answer.model_dump(mode="json", by_alias=True, exclude_none=True)
         result.get("_meta", {}).pop("simgate/provenance", None)
         if not result.get("_meta"):
@@ -322,7 +322,7 @@ async def call_once(session: ClientSession, tool: str, arguments: ProbeArguments
 
 def varied_arguments(schema: dict[str, Any], base: ProbeArguments, limit: int) -> list[ProbeArguments]:
     """`base` plus one optional argument at a time, set to a value other than its default."""
-    properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    properties = found if isinstance(found := schema.get("properties"), dict) else {}
     hints = name_hints(schema)
     sets = []
     for name in [name for name in properties if name not in base.arguments][:limit]:

@@ -184,7 +184,8 @@ def _judge_trajectories(args: argparse.Namespace) -> int:
 def _filter(args: argparse.Namespace) -> int:
     expression = compile_filter(args.where)
     records = read_file(args.records, "record")
-    kept, why_not = [], {}
+    kept: list[dict[str, Any]] = []
+    why_not: dict[str, int] = {}
     for record in records:
         ok, why = passes(record, expression)
         if ok:
