@@ -542,9 +542,9 @@ def main() -> int:
         for name in [c for c in args.configs if c.endswith(MODERN)]:  # the same server, another client
             urls[name], roots[name] = urls[name.removesuffix(MODERN)], roots[name.removesuffix(MODERN)]
         results = anyio.run(run_benchmark, args, urls, roots)
-        import mcp  # noqa: F401
-
         from importlib.metadata import version
+
+        import mcp  # noqa: F401
 
         report = {
             "benchmark": "gateway_latency",

@@ -13,6 +13,7 @@ COPY gateway ./gateway
 COPY simulators ./simulators
 COPY sandboxes ./sandboxes
 COPY runner ./runner
+COPY simgate ./simgate
 RUN pip install --no-cache-dir . \
     && useradd --system --create-home --home-dir /var/lib/simgate simgate
 

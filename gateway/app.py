@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Container
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from gateway.assembly import build_executors, build_pipeline
 from gateway.auth.keys import KeyFileError, KeyStore
 from gateway.auth.middleware import RequireApiKey
 from gateway.auth.rebinding import CheckHostAndOrigin, rebinding_settings
@@ -30,34 +31,16 @@ from gateway.downstream.exposure import exposures_for
 from gateway.downstream.inbound import InboundCheck, live_transports
 from gateway.downstream.server import ProxyServer
 from gateway.errors import ConfigError, GatewayError
-from gateway.executors.gated import GatedSimulator, gated_simulated_mode
-from gateway.executors.hybrid import HybridExecutor
-from gateway.executors.live import LiveExecutor
-from gateway.executors.record import RecordingLive
-from gateway.executors.replay import ReplayExecutor
-from gateway.executors.shadow import ShadowExecutor
-from gateway.executors.simulated import SimulatedExecutor
-from gateway.fidelity.evidence import EvidenceBook, ShadowEstimate
 from gateway.logs import redact_logs
 from gateway.metrics import GatewayMetrics
-from gateway.pipeline.authorize import Authorize
-from gateway.pipeline.call import CallNext, Pipeline
-from gateway.pipeline.faults import InjectFaults
-from gateway.pipeline.keying import AssignCacheKey
-from gateway.pipeline.modes import ChooseMode, ModeResolver, RouteByMode
-from gateway.pipeline.observe import ObserveCalls
-from gateway.pipeline.provenance import AttachProvenance
-from gateway.pipeline.ratelimit import RateLimits
+from gateway.pipeline.modes import ModeResolver
 from gateway.pipeline.redact import (
     RedactingSessions,
     RedactingShadowLog,
     RedactingSnapshots,
-    RedactingStore,
     Redactor,
     RedactResponses,
-    RedactSecrets,
 )
-from gateway.pipeline.validate import ValidateArguments, unchecked_servers
 from gateway.upstream.pool import UpstreamPool
 from gateway.vault.runtime import GatewaySecrets
 from simulators.config import build_simulator
@@ -86,51 +69,36 @@ class Gateway:
             raise ConfigError(str(exc)) from None
         self.store = DiskStore(Path(config.gateway.cache_path))
         upstream_config = config.model_copy(update={"servers": {**config.servers, **resolved}}) if resolved else config
-        self.pool = UpstreamPool(upstream_config, state_dir, snapshots=RedactingSnapshots(self.store, self.redactor))
-        for name, server in resolved.items():
-            if server.transport == "stdio":
-                self.pool.upstreams[name].errlog_redactor = self.redactor
+        # The stderr of a stdio server given vault secrets is redacted on its way to stderr.log.
+        self.pool = UpstreamPool(upstream_config, state_dir, snapshots=RedactingSnapshots(self.store, self.redactor),
+                                 stderr_redactor=self.redactor,
+                                 redact_stderr_of={name for name, server in resolved.items() if server.transport == "stdio"})
         self.metrics = GatewayMetrics()
         self.sessions = RedactingSessions(self.redactor, keep_history=config.gateway.simulator is not None)
         self.modes = ModeResolver(config, self.sessions)
         self.shadow_log = RedactingShadowLog(Path(config.gateway.cache_path) / "shadow", self.redactor)
         simulator_config = config.gateway.simulator
-        simulator = build_simulator(simulator_config) if simulator_config is not None else None
-        self.simulator = simulator
-        live = RecordingLive(LiveExecutor(self.pool), self.store, config, self.pool, redactor=self.redactor)
-        replay = ReplayExecutor(self.store, config)
-        simulated = SimulatedExecutor(simulator, RedactingStore(self.store, self.redactor), self.sessions, self.pool,
-                                      examples=simulator_config.examples if simulator_config else 5)
-        self.gate: GatedSimulator | None = None
-        simulator_source, simulated_mode, estimate = self._gated(simulated, replay, live)
-        self.shadow = ShadowExecutor(live, simulated, self.shadow_log, estimate=estimate)
-        executors = {
-            "live": live,
-            "replay": replay,
-            "simulated": simulated_mode,
-            "hybrid": HybridExecutor(config.gateway.hybrid_order, {"cache": replay, "live": live,
-                                                                   "simulator": simulator_source}),
-            "shadow": self.shadow,
-        }
-        self.pipeline = Pipeline(
-            [ObserveCalls(self.metrics), RedactSecrets(self.redactor), AttachProvenance(self.sessions),
-             Authorize(), ValidateArguments(unchecked_servers(config)), ChooseMode(self.modes), RateLimits(config, metrics=self.metrics),
-             InjectFaults(config, metrics=self.metrics), AssignCacheKey(config, self.sessions)],
-            RouteByMode(executors),
-        )
+        self.simulator = build_simulator(simulator_config) if simulator_config is not None else None
+        executors = build_executors(config, pool=self.pool, store=self.store, sessions=self.sessions,
+                                    simulator=self.simulator, shadow_log=self.shadow_log, redactor=self.redactor)
+        self.shadow, self.gate = executors.shadow, executors.gate
+        self.pipeline = build_pipeline(config, executors, metrics=self.metrics, redactor=self.redactor,
+                                       sessions=self.sessions, modes=self.modes)
         aggregate, singles = exposures_for(self.pool, config.gateway.name)
         self.security = security = rebinding_settings(host or config.gateway.host)
-        self.servers: dict[str, ProxyServer] = {"/mcp": ProxyServer(aggregate, self.pipeline)}
-        self.servers.update({single.endpoint: ProxyServer(single, self.pipeline) for single in singles.values()})
-        for server in self.servers.values():
-            server.on_client_gone = self.sessions.forget_connection
-        self.managers = {
+        self.managers: dict[str, StreamableHTTPSessionManager] = {}
+        self.servers: dict[str, ProxyServer] = {
+            exposure.endpoint: ProxyServer(
+                exposure, self.pipeline, on_client_gone=self.sessions.forget_connection,
+                # The manager serving this endpoint is made from the server just below; read when called.
+                open_session_ids=partial(_open_session_ids, self.managers, exposure.endpoint))
+            for exposure in (aggregate, *singles.values())
+        }
+        self.managers.update({
             endpoint: StreamableHTTPSessionManager(app=server, security_settings=security,
                                                    max_request_body_size=config.gateway.max_body_bytes)
             for endpoint, server in self.servers.items()
-        }
-        for endpoint, server in self.servers.items():
-            server.open_session_ids = partial(live_transports, self.managers[endpoint])
+        })
         # Every POST body is checked once, in front of the SDK (see `inbound`).
         self.inbound = {endpoint: InboundCheck(manager, security, config.gateway.max_body_bytes)
                         for endpoint, manager in self.managers.items()}
@@ -144,19 +112,6 @@ class Gateway:
             self.pool.add_listener(server.broadcast)
         self.metrics.watch_pool(self.pool, _LiveSessions(self.managers))
 
-    def _gated(self, simulated: SimulatedExecutor, replay: CallNext, live: CallNext) \
-            -> tuple[CallNext, CallNext, ShadowEstimate | None]:
-        """(the simulator as a source of `hybrid`, the `simulated` mode, shadow's running estimate): behind
-        the fidelity gate when `gateway.simulator.gate` is set, else the simulator itself."""
-        settings = self.config.gateway.simulator
-        if settings is None or settings.gate is None:
-            return simulated, simulated, None
-        # Shadow pairs logged before this start count too (a bounded window per tool, read once).
-        estimate = ShadowEstimate.from_pairs(self.shadow_log.pairs())
-        book = EvidenceBook(Path(self.config.gateway.cache_path), estimate)
-        self.gate = GatedSimulator(simulated, settings.gate, book, settings.identity)
-        return self.gate, gated_simulated_mode(self.gate, settings.gate, {"cache": replay, "live": live}), estimate
-
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
@@ -165,7 +120,7 @@ class Gateway:
                 stack.push_async_callback(close_simulator)
             stack.callback(self.shadow_log.close)
             stack.callback(redact_logs(self.redactor))
-            self.shadow.background = await stack.enter_async_context(anyio.create_task_group())
+            await stack.enter_async_context(self.shadow.running())
             if self.secrets.servers:
                 watcher = await stack.enter_async_context(anyio.create_task_group())
                 stack.callback(watcher.cancel_scope.cancel)
@@ -296,6 +251,10 @@ class _McpEndpoint:
             if direct is not None and await direct(scope, send, inbound):
                 return
         await manager.handle_request(scope, receive, send)
+
+
+def _open_session_ids(managers: dict[str, StreamableHTTPSessionManager], endpoint: str) -> Container[str]:
+    return live_transports(managers[endpoint])
 
 
 class _LiveSessions(dict[str, int]):

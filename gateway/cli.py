@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
+from simgate.errors import SimgateError
+
 Handler = Callable[[argparse.Namespace], int]
 
 # The project's own commands, in the order `simgate --help` lists them.
@@ -33,21 +35,52 @@ PLUGIN_GROUP = "simgate.commands"
 
 
 def guarded(handler: Handler, *expected: type[BaseException], prefix: str = "simgate",
-            describe: Callable[[BaseException], str] = str) -> Handler:
-    """The sub-command with the errors it expects turned into one line on stderr and exit code 2 (no
-    traceback); Ctrl-C says so and exits 130."""
+            describe: Callable[[BaseException], str] = str, interrupted: str = "interrupted") -> Handler:
+    """The sub-command with its expected errors turned into one line on stderr and exit code 2 (no
+    traceback): every `SimgateError`, and the `expected` others (a store's `OSError`, a settings
+    `ValidationError`...) shown through `describe`. An error a task group wrapped alone is unwrapped
+    first. Ctrl-C prints `interrupted` and exits 130.
+
+    `build_parser` guards every sub-command (plugins' too) with its own name as prefix; a package calls
+    this itself only to add `expected` types or a `describe`."""
+    caught: tuple[type[BaseException], ...] = (SimgateError, *expected)
 
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
-        except expected as exc:
-            print(f"{prefix}: {describe(exc)}", file=sys.stderr)
-            return 2
+        except caught as exc:
+            error: BaseException = exc
+        except BaseExceptionGroup as group:  # anyio wraps what a task group raised
+            leaf: BaseException = group
+            while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+                leaf = leaf.exceptions[0]
+            if not isinstance(leaf, caught):
+                raise
+            error = leaf
         except KeyboardInterrupt:
-            print(f"{prefix}: interrupted", file=sys.stderr)
+            print(f"{prefix}: {interrupted}", file=sys.stderr)
             return 130
+        print(f"{prefix}: {one_line(describe(error))}", file=sys.stderr)
+        return 2
 
+    run.guarded = True  # type: ignore[attr-defined]
     return run
+
+
+def one_line(message: str) -> str:
+    """A message as one line: its lines joined with "; " (a config error may list several problems)."""
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip()) or message
+
+
+def _guard_all(parser: argparse.ArgumentParser) -> None:
+    """Guard the handler of every leaf sub-command not guarded yet, named by its own `prog`."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _guard_all(sub)
+    handler = parser.get_default("handler")
+    if handler is not None and not getattr(handler, "guarded", False):
+        parser.set_defaults(handler=guarded(handler, prefix=parser.prog))
 
 
 def command_group(commands: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
@@ -72,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name):
         if entry.value not in COMMANDS:  # an older install of this project still lists its own commands
             entry.load()(commands)
+    _guard_all(parser)
     return parser
 
 

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 import anyio
 import httpx
 
 from gateway.auth.keys import KeyFileError, KeyStore, auth_headers
-from gateway.cli import guarded
+from gateway.config.execution import mode_names
 from gateway.config.loader import load_config
-from gateway.errors import ConfigError
 from gateway.net import is_loopback
+from simgate.errors import Unreachable, UsageError
 
 DEFAULT_URL = "http://127.0.0.1:8808"
 
@@ -27,7 +26,7 @@ def register(commands: Any) -> None:
     serve.add_argument("--insecure", action="store_true",
                        help="allow serving without client API keys: on a non-loopback address, and after the "
                             "last key is removed (else a gateway that has required keys then refuses every client)")
-    serve.set_defaults(handler=guarded(_serve, ConfigError))
+    serve.set_defaults(handler=_serve)
 
     servers = commands.add_parser("servers", help="list the servers of a running gateway")
     servers.add_argument("--url", default=DEFAULT_URL, help=f"the gateway (default {DEFAULT_URL})")
@@ -42,7 +41,8 @@ def register(commands: Any) -> None:
     call.add_argument("arguments", nargs="*", metavar="key=value",
                       help="arguments; a value is parsed as JSON when it can be, else taken as a string")
     call.add_argument("--url", default=DEFAULT_URL, help=f"the gateway (default {DEFAULT_URL})")
-    call.add_argument("--mode", default=None, help="execution mode to request for this call")
+    # Modes are checked by the gateway (its message names the known ones), as any client's are.
+    call.add_argument("--mode", default=None, help=f"execution mode to request for this call: {mode_names()}")
     call.set_defaults(handler=_call)
 
     mode = commands.add_parser("mode", help="show or change execution modes of a running gateway")
@@ -51,7 +51,7 @@ def register(commands: Any) -> None:
     show.add_argument("--url", default=DEFAULT_URL, help=f"the gateway (default {DEFAULT_URL})")
     show.set_defaults(handler=_mode_show)
     set_mode = mode_commands.add_parser("set", help="set the mode of the gateway, a server, a tool or a session")
-    set_mode.add_argument("mode", help="live, replay, simulated, hybrid or shadow")
+    set_mode.add_argument("mode", help=mode_names())
     set_mode.add_argument("--server", help="only this server")
     set_mode.add_argument("--tool", help="only this tool (needs --server)")
     set_mode.add_argument("--session", help="only this session (its X-Simgate-Session or Mcp-Session-Id)")
@@ -62,7 +62,7 @@ def register(commands: Any) -> None:
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
     check = config_commands.add_parser("check", help="validate a config file")
     check.add_argument("file")
-    check.set_defaults(handler=guarded(_config_check, ConfigError))
+    check.set_defaults(handler=_config_check)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -72,10 +72,9 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or config.gateway.host
     if not is_loopback(host) and not args.insecure and not _has_keys(config.gateway.keys_file):
         # Anyone who can reach the port could call every tool with the gateway's credentials.
-        print(f"simgate: refusing to listen on {host}, which is not a loopback address, without client API keys "
-              f"(none in {config.gateway.keys_file}; create one with `simgate keys create`); "
-              "pass --insecure to do it anyway", file=sys.stderr)
-        return 2
+        raise UsageError(f"refusing to listen on {host}, which is not a loopback address, without client API keys "
+                         f"(none in {config.gateway.keys_file}; create one with `simgate keys create`); "
+                         "pass --insecure to do it anyway")
     return serve(config, host=args.host, port=args.port, insecure=args.insecure)
 
 
@@ -99,19 +98,10 @@ def _config_check(args: argparse.Namespace) -> int:
 
 def _servers(args: argparse.Namespace) -> int:
     if args.restart:
-        code, answer = _admin("POST", args.url, path=f"/admin/servers/{args.restart}/restart", expect=202)
-        if code == 0:
-            print(f"{answer['server']}: starting again (was {answer['state']})")
-        return code
-    try:
-        response = httpx.get(f"{args.url.rstrip('/')}/admin/servers", headers=auth_headers(), timeout=10)
-    except httpx.HTTPError as exc:
-        print(f"simgate: cannot reach the gateway at {args.url}: {exc}", file=sys.stderr)
-        return 1
-    if response.status_code != 200:
-        print(f"simgate: {_error_text(response)}", file=sys.stderr)
-        return 2
-    servers = response.json()["servers"]
+        answer = _admin("POST", args.url, path=f"/admin/servers/{args.restart}/restart", expect=202)
+        print(f"{answer['server']}: starting again (was {answer['state']})")
+        return 0
+    servers = _admin("GET", args.url, path="/admin/servers")["servers"]
     if args.json:
         print(json.dumps(servers, indent=2))
         return 0
@@ -127,17 +117,16 @@ def _servers(args: argparse.Namespace) -> int:
 
 
 def _admin(method: str, url: str, body: dict[str, Any] | None = None, *, path: str = "/admin/modes",
-           expect: int = 200) -> tuple[int, Any]:
+           expect: int = 200) -> Any:
+    """The admin API's JSON answer; an unreachable gateway or a refusal is raised (one line, exit code 2)."""
     try:
         response = httpx.request(method, f"{url.rstrip('/')}{path}", json=body, headers=auth_headers(),
                                  timeout=10)
     except httpx.HTTPError as exc:
-        print(f"simgate: cannot reach the gateway at {url}: {exc}", file=sys.stderr)
-        return 1, None
+        raise Unreachable(f"cannot reach the gateway at {url}: {exc}") from None
     if response.status_code != expect:
-        print(f"simgate: {_error_text(response)}", file=sys.stderr)
-        return 2, None
-    return 0, response.json()
+        raise UsageError(_error_text(response))
+    return response.json()
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -148,18 +137,15 @@ def _error_text(response: httpx.Response) -> str:
 
 
 def _mode_show(args: argparse.Namespace) -> int:
-    status, modes = _admin("GET", args.url)
-    if status == 0:
-        print(json.dumps(modes, indent=2))
-    return status
+    print(json.dumps(_admin("GET", args.url), indent=2))
+    return 0
 
 
 def _mode_set(args: argparse.Namespace) -> int:
     body = {"mode": args.mode, "server": args.server, "tool": args.tool, "session": args.session}
-    status, modes = _admin("PUT", args.url, {key: value for key, value in body.items() if value is not None})
-    if status == 0:
-        print(json.dumps(modes, indent=2))
-    return status
+    print(json.dumps(_admin("PUT", args.url, {key: value for key, value in body.items() if value is not None}),
+                     indent=2))
+    return 0
 
 
 def parse_arguments(pairs: list[str]) -> dict[str, Any]:
@@ -167,7 +153,7 @@ def parse_arguments(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"argument {pair!r} is not key=value")
+            raise UsageError(f"argument {pair!r} is not key=value")
         try:
             arguments[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -176,11 +162,7 @@ def parse_arguments(pairs: list[str]) -> dict[str, Any]:
 
 
 def _call(args: argparse.Namespace) -> int:
-    try:
-        arguments = parse_arguments(args.arguments)
-    except ValueError as exc:
-        print(f"simgate: {exc}", file=sys.stderr)
-        return 2
+    arguments = parse_arguments(args.arguments)
     from mcp.shared.exceptions import MCPError
 
     from gateway.client import call_tool
@@ -195,8 +177,7 @@ def _call(args: argparse.Namespace) -> int:
         print(json.dumps({"error": {"code": exc.code, "message": exc.message, "data": exc.data}}, indent=2))
         return 1
     except Exception as exc:  # connection refused, unknown server (404)...
-        print(f"simgate: call failed: {exc}", file=sys.stderr)
-        return 1
+        raise Unreachable(f"call failed: {exc}") from None
     print(json.dumps(result, indent=2, ensure_ascii=False))
     return 1 if result.get("isError") else 0
 

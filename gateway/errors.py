@@ -7,6 +7,8 @@ from typing import Any
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
 
+from simgate.errors import SimgateError
+
 # simgate's own server-error codes live in JSON-RPC's implementation-defined range.
 UPSTREAM_UNAVAILABLE = -32001
 UPSTREAM_TIMEOUT = -32002
@@ -18,11 +20,11 @@ FORBIDDEN = -32007
 RESULT_TOO_LARGE = -32008
 
 
-class ConfigError(Exception):
+class ConfigError(SimgateError):
     """A configuration file that cannot be used; the message names file, server and field."""
 
 
-class GatewayError(MCPError):
+class GatewayError(MCPError, SimgateError):
     """An error the gateway itself raises for a request; it is an `MCPError`, so it reaches the client."""
 
     code_value: int = types.INTERNAL_ERROR

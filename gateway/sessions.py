@@ -16,6 +16,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.config.execution import Mode
+
 MAX_SESSIONS = 10_000
 HISTORY = 20
 # A call kept in a session's history is shown to the simulator as context; past this size only the
@@ -25,7 +27,7 @@ HISTORY_ENTRY_CHARS = 16_384
 
 @dataclass
 class SessionState:
-    mode: str | None = None
+    mode: Mode | None = None
     positions: dict[str, int] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -81,7 +83,7 @@ class Sessions:
         for key in [key for key in self._states if key.startswith(prefix)]:
             del self._states[key]
 
-    def modes(self) -> dict[str, str]:
+    def modes(self) -> dict[str, Mode]:
         return {session: state.mode for session, state in self._states.items() if state.mode}
 
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from runner.errors import RunnerError
-from runner.settings import AGENT_KINDS, RUN_MODES, RunSettings
+from gateway.cli import Handler, guarded
+from gateway.config.execution import RUN_MODES, Mode
+from runner.settings import AGENT_KINDS, RunSettings
 
 
 def agent_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +63,7 @@ def register(commands: Any) -> None:
     run.add_argument("--tasks", required=True, metavar="FILE", help="tasks, JSONL: id, question[, servers, "
                                                                      "target_tools, ...]")
     run.add_argument("--gateway", required=True, metavar="URL", help="the gateway, e.g. http://127.0.0.1:8808/mcp")
-    run.add_argument("--mode", choices=RUN_MODES, default="live", help="execution mode of every call (default live)")
+    run.add_argument("--mode", choices=[mode.value for mode in RUN_MODES], default=Mode.LIVE.value, help="execution mode of every call (default live)")
     run.add_argument("--out", required=True, metavar="FILE",
                      help="trajectories, JSONL; trajectories already in it are skipped (resume)")
     run.add_argument("--repeat", type=int, default=0, help="the repeat index written into each trajectory")
@@ -74,34 +73,21 @@ def register(commands: Any) -> None:
                      help="simulated/hybrid calls: keep the simulator from seeing recorded answers of the call "
                           "itself, or of every call recorded for the task (for evaluating it; default none)")
     agent_arguments(run)
-    run.set_defaults(handler=guarded("run", _run))
+    run.set_defaults(handler=guarded_run("run", _run))
 
 
-def guarded(name: str, handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Bad input and unreachable services are one line on stderr and exit code 2; Ctrl-C is 130."""
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except RunnerError as exc:
-            message = str(exc)
-        except BaseExceptionGroup as group:  # anyio wraps what a task group raised
-            leaf: BaseException = group
-            while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
-                leaf = leaf.exceptions[0]
-            if not isinstance(leaf, RunnerError):
-                raise
-            message = str(leaf)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            field = ".".join(str(part) for part in error["loc"]).replace("_", "-")
-            message = f"--{field}: {error['msg']}"
-        except KeyboardInterrupt:
-            print(f"simgate {name}: interrupted; finished trajectories are in the output file", file=sys.stderr)
-            return 130
-        print(f"simgate {name}: {message}", file=sys.stderr)
-        return 2
+def guarded_run(name: str, handler: Handler) -> Handler:
+    """A trajectory command: bad settings are named by their option; Ctrl-C says where the finished work is."""
+    return guarded(handler, ValidationError, prefix=f"simgate {name}", describe=_describe,
+                   interrupted="interrupted; finished trajectories are in the output file")
 
-    return run
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]).replace("_", "-")
+        return f"--{field}: {error['msg']}"
+    return str(exc)
 
 
 def print_summary(summary: Any, out: Path | None) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from simgate.errors import SimgateError
 
-class RunnerError(Exception):
+
+class RunnerError(SimgateError):
     """Base of every error the runner raises on purpose."""
 
 

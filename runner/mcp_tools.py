@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
 import httpx2
 import mcp_types as types
@@ -15,16 +15,16 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from gateway.config.execution import Source
 from gateway.naming import SEPARATOR, server_prefix
 from runner.errors import GatewayUnreachable
-from runner.trajectory import Source, ToolEvent
+from runner.trajectory import ToolEvent
 
 PROVENANCE = "simgate/provenance"
 MODE_HEADER = "X-Simgate-Mode"
 SESSION_HEADER = "X-Simgate-Session"
 TASK_HEADER = "X-Simgate-Task"
 HOLDOUT_HEADER = "X-Simgate-Holdout"
-_SOURCES = {"live", "cache", "simulator"}
 
 
 def session_headers(mode: str, session: str, *, task: str | None = None,
@@ -90,7 +90,7 @@ class ToolCallOutcome:
 
 def _source(provenance: dict[str, Any]) -> Source | None:
     source = provenance.get("source")
-    return cast(Source, source) if source in _SOURCES else None
+    return Source(source) if source in tuple(Source) else None
 
 
 class GatewaySession:

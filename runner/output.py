@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -143,7 +143,7 @@ def _write_whole(fd: int, line: bytes) -> None:
 
 
 async def write_each(writer: JsonlWriter, items: Sequence[Item],
-                     one: Callable[[int, Item], Awaitable[None]]) -> None:
+                     one: Callable[[int, Item], Coroutine[Any, Any, None]]) -> None:
     """`one(index, item)` for every item at once (each bounds its own concurrency and writes its own
     lines), then the writer closed, however the run ended."""
     try:

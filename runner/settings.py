@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-RunMode = Literal["live", "replay", "simulated", "hybrid"]
+from gateway.config.execution import RUN_MODES, Mode, mode_names
+
 AgentKind = Literal["native", "prompted", "agents-sdk"]
-RUN_MODES: tuple[str, ...] = ("live", "replay", "simulated", "hybrid")
 AGENT_KINDS: tuple[str, ...] = ("native", "prompted", "agents-sdk")
 
 
@@ -16,7 +16,7 @@ class RunSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     gateway: str = Field(..., description="the gateway's aggregated MCP endpoint, e.g. http://127.0.0.1:8808/mcp")
-    mode: RunMode = "live"
+    mode: Mode = Mode.LIVE
     llm_base_url: str = Field(..., description="an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1")
     model: str = Field(..., min_length=1)
     api_key_env: str | None = Field(None, description="environment variable holding the LLM API key")
@@ -46,6 +46,13 @@ class RunSettings(BaseModel):
     max_string_length: int | None = Field(None, ge=1, description="bound on unbounded strings (prompted agent)")
     max_array_items: int | None = Field(None, ge=1, description="bound on unbounded arrays (prompted agent)")
 
+    @field_validator("mode")
+    @classmethod
+    def _run_mode(cls, value: Mode) -> Mode:
+        if value not in RUN_MODES:
+            raise ValueError(f"a run's mode is one of {mode_names(RUN_MODES)}, got {value.value!r}")
+        return value
+
     @field_validator("gateway", "llm_base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -72,8 +79,8 @@ class RunSettings(BaseModel):
         Deterministic, so a replay finds what its recording run wrote: a replay names the live session
         it replays (`{prefix}{replay_of or run}/live/{task}#{repeat}`); the gateway starts every fresh
         connection at the first position of the recorded session it names."""
-        if self.mode == "replay":
-            run, mode = (self.replay_of if self.replay_of is not None else self.run_id), "live"
+        if self.mode == Mode.REPLAY:
+            run, mode = (self.replay_of if self.replay_of is not None else self.run_id), Mode.LIVE
         else:
             run, mode = self.run_id, self.mode
         return f"{self.session_prefix}{run + '/' if run else ''}{mode}/{task_id}#{repeat}"

@@ -15,7 +15,7 @@ from typing import Any
 from openai import AsyncOpenAI, OpenAIError
 from pydantic import BaseModel, Field
 
-from simulators.results import schema_error
+from simgate.results import schema_error
 
 
 class Endpoint(BaseModel):
@@ -40,8 +40,8 @@ async def json_completion(client: AsyncOpenAI, endpoint: Endpoint, prompt: str, 
     """(value, None), or (None, why it was dropped)."""
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     try:
-        completion = await client.chat.completions.create(
-            model=endpoint.model, messages=messages, temperature=temperature, seed=seed,  # type: ignore[arg-type]
+        completion = await client.chat.completions.create(  # type: ignore[call-overload]  # plain-dict messages
+            model=endpoint.model, messages=messages, temperature=temperature, seed=seed,
             max_tokens=endpoint.max_tokens,
             response_format={"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}})
     except OpenAIError as exc:

@@ -7,8 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.config.execution import Source
+
 Outcome = Literal["final_answer", "max_turns", "timeout", "error"]
-Source = Literal["live", "cache", "simulator"]
 OUTCOMES: tuple[str, ...] = ("final_answer", "max_turns", "timeout", "error")
 
 

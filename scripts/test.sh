@@ -31,4 +31,7 @@ python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
 export PATH="$PWD/.venv/bin:$PATH"
 PYTHON="$PWD/.venv/bin/python" .ci/install-servers
+# Static checks first (seconds; settings in pyproject.toml): lint the whole tree, type-check the packages.
+.venv/bin/python -m ruff check .
+.venv/bin/python -m mypy
 exec .venv/bin/python -m pytest "$@"

@@ -6,6 +6,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
+from simgate.errors import SimgateError
+
 
 class ToolSpec(BaseModel):
     name: str
@@ -50,7 +52,7 @@ class SimulationResult(BaseModel):
     prompt_version: str | None = None
 
 
-class SimulationError(Exception):
+class SimulationError(SimgateError):
     """The simulator could not produce an answer."""
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from simgate.results import schema_error
 from simulators.base import Example, SimulationError, SimulationRequest, SimulationResult
-from simulators.results import schema_error
 from simulators.similarity import nearest
 from simulators.substitute import substitute
 

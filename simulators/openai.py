@@ -16,9 +16,10 @@ import re
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from simgate.canonical import digest
+from simgate.results import bounded, schema_error, strip_meta
 from simulators.base import SimulationError, SimulationRequest, SimulationResult
 from simulators.prompts import load as load_prompt
-from simulators.results import bounded, digest, schema_error, strip_meta
 
 if TYPE_CHECKING:
     from simulators.config import OpenAIConfig

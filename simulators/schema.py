@@ -21,8 +21,10 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+from simgate.canonical import digest
+from simgate.errors import SimgateError
+from simgate.results import schema_error, strip_meta, text_of, text_result
 from simulators.base import SimulationError, SimulationRequest, SimulationResult
-from simulators.results import digest, schema_error, strip_meta, text_of, text_result
 from simulators.similarity import nearest
 
 ATTEMPTS = 8
@@ -32,7 +34,7 @@ _WORDS = ("alpha", "bravo", "cedar", "delta", "ember", "falcon", "garnet", "harb
           "kestrel", "lumen", "maple", "nova", "onyx", "pine", "quartz", "river", "sierra", "tundra")
 
 
-class SchemaSynthesisError(Exception):
+class SchemaSynthesisError(SimgateError):
     pass
 
 
@@ -229,8 +231,8 @@ class _Synthesizer:
         multiple = schema.get("multipleOf")
         if isinstance(multiple, (int, float)) and multiple > 0:
             k = self.rng.randint(math.ceil(low / multiple), max(math.ceil(low / multiple), math.floor(high / multiple)))
-            value = Decimal(k) * Decimal(str(multiple))
-            return int(value) if value == value.to_integral_value() else float(value)
+            exact = Decimal(k) * Decimal(str(multiple))
+            return int(exact) if exact == exact.to_integral_value() else float(exact)
         value = round(self.rng.uniform(low, high), 2)
         return min(max(value, low), high)
 

@@ -1,4 +1,5 @@
 import pytest
+
 # Session fixtures defined once here, so every module shares one of each (imported into each module,
 # pytest would start one per module and keep them all to the end of the session).
 from docker_engine import docker_engine  # noqa: F401  (a private dockerd)

@@ -26,7 +26,7 @@ def test_every_import_of_the_product_is_a_declared_dependency() -> None:
 def test_an_undeclared_import_is_caught(tmp_path: Path) -> None:
     # The check itself can fail: the same tree with `packaging` (imported by sandboxes/install/spec.py)
     # taken out of the declared dependencies is reported.
-    for name in ("gateway", "simulators", "sandboxes", "runner"):
+    for name in ("gateway", "simulators", "sandboxes", "runner", "simgate"):
         shutil.copytree(REPO_ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     pyproject = (REPO_ROOT / "pyproject.toml").read_text()
     assert '"packaging>=' in pyproject

@@ -1,6 +1,9 @@
 """The layering of DESIGN.md, checked on the source: imports point only down runner → gateway →
-simulators → sandboxes (anywhere in a module, deferred imports included), and no package has an import
-cycle among its modules' top-level imports."""
+simulators → sandboxes → simgate (the base layer: errors, files, canonical JSON, results, the HTML shell),
+anywhere in a module, deferred imports included; the runner takes from below only what it is allowed to
+(the gateway as a client and its shared config, the simulators' fidelity and synthesis — never a helper
+from a lower layer: helpers live in `simgate`); and no package has an import cycle among its modules'
+top-level imports."""
 
 from __future__ import annotations
 
@@ -10,7 +13,18 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ("runner", "gateway", "simulators", "sandboxes")  # each may import only those after it
+LAYERS = ("runner", "gateway", "simulators", "sandboxes", "simgate")  # each may import only those after it
+# What the runner may import from the layers below, with why (prefixes of module names).
+RUNNER_MAY_IMPORT = {
+    "gateway.cli": "its sub-commands join the one `simgate` command",
+    "gateway.config.execution": "the modes a run asks the gateway for",
+    "gateway.cache.store": "onboarding takes its invalid probe calls back out of the store it seeded",
+    "gateway.naming": "how the gateway names a server's tools (`server__tool`), to read them back",
+    "simulators.fidelity": "call-level fidelity metrics, which trajectory fidelity and onboarding build on",
+    "simulators.schema": "onboarding's schema-derived probe arguments are the schema simulator's synthesis",
+    "sandboxes.workdir": "onboarding diffs a probed server's work directory, which the sandbox names",
+    "simgate": "the base layer, for everyone",
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -42,6 +56,19 @@ def test_imports_point_only_down_the_layers() -> None:
         for imported in _imports(path, top_level_only=False):
             top = imported.split(".")[0]
             if top in LAYERS and LAYERS.index(top) < layer:
+                wrong.append(f"{name} imports {imported}")
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_runner_imports_from_below_only_what_it_is_allowed() -> None:
+    wrong = []
+    for name, path in _modules().items():
+        if name.split(".")[0] != "runner":
+            continue
+        for imported in _imports(path, top_level_only=False):
+            if imported.split(".")[0] not in LAYERS[1:]:
+                continue
+            if not any(imported == allowed or imported.startswith(f"{allowed}.") for allowed in RUNNER_MAY_IMPORT):
                 wrong.append(f"{name} imports {imported}")
     assert not wrong, "\n".join(sorted(wrong))
 

@@ -19,9 +19,9 @@ from typing import Any
 import anyio
 import pytest
 import yaml
+from harness import REPO_ROOT, mcp_session, provenance, running_gateway
 
 from gateway.naming import exposed_name
-from harness import REPO_ROOT, mcp_session, provenance, running_gateway
 from runner.onboard.classify import classify_tool, outcome_of, propose_settings
 from runner.onboard.observations import CallOutcome, ProbeCall
 from runner.onboard.specs import candidates_from

@@ -213,4 +213,4 @@ def test_extensions_persona_and_irrelevance(gateway: GatewayProcess, llm_server:
                          "irrelevant.jsonl", cwd=tmp_path)
     made = lines(tmp_path / "irrelevant.jsonl")
     assert irrelevant["written"] == len(made) == 2
-    assert all(t["target_tools"] == [] and t["servers"][0] not in src["servers"] for t, src in zip(made, tasks))
+    assert all(t["target_tools"] == [] and t["servers"][0] not in src["servers"] for t, src in zip(made, tasks, strict=False))

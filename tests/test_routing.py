@@ -16,10 +16,11 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
-from gateway.auth.keys import KeyStore
 from harness import FIXTURES, fixture_server, free_port, mcp_session, running_gateway, wait_until
 from mcp.client.session import ClientRequestContext
 from mcp.shared.exceptions import MCPError
+
+from gateway.auth.keys import KeyStore
 
 # Subscriptions, sampling and logging are handshake-era features: exactly what is routed here.
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")]
@@ -73,9 +74,9 @@ async def test_unsolicited_notifications_reach_only_sessions_allowed_and_subscri
     subscribed, unsubscribed, outsider = Inbox(), Inbox(), Inbox()
     with running_gateway(config, workdir) as gateway:
         async with (mcp_session(gateway.mcp_url(), alpha_key, message_handler=subscribed) as a1,
-                    mcp_session(gateway.mcp_url(), alpha_key, message_handler=unsubscribed) as a2,
-                    mcp_session(gateway.mcp_url(), beta_key, message_handler=outsider) as b):
-            # `a2` and `b` make no request: the gateway knows them (and their keys) from their handshakes.
+                    mcp_session(gateway.mcp_url(), alpha_key, message_handler=unsubscribed) as _a2,
+                    mcp_session(gateway.mcp_url(), beta_key, message_handler=outsider) as _b):
+            # `_a2` and `_b` make no request: the gateway knows them (and their keys) from their handshakes.
             await a1.subscribe_resource("routing://alpha")
             assert _text(await a1.call_tool("alpha__announce", {"text": "alpha news"})) == "announced"
             with anyio.fail_after(10):

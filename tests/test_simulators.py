@@ -33,13 +33,13 @@ from harness import fixture_server, mcp_session, running_gateway
 from llm_server import LLMServer
 from pydantic import ValidationError
 
+from simgate.results import bounded
 from simulators.base import Example, SimulationError, SimulationRequest, ToolSpec
 from simulators.config import OpenAIConfig, SimulatorConfig, build_simulator
 from simulators.examples import ExamplesSimulator
 from simulators.openai import InvalidAnswer, OpenAISimulator, parse_answer
 from simulators.prompts import load as load_prompt
 from simulators.prompts.v1 import INSTRUCTIONS, answer_schema
-from simulators.results import bounded
 from simulators.schema import SchemaSimulator, synthesize
 
 pytestmark = pytest.mark.anyio

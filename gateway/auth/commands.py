@@ -17,7 +17,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway.auth.keys import API_KEY_ENV, KeyFileError, KeyStore
-from gateway.cli import guarded
 from gateway.config.limits import RateLimit
 
 DEFAULT_KEYS = ".simgate/keys.json"
@@ -40,15 +39,15 @@ def register(commands: Any) -> None:
     create.add_argument("--burst", type=int, help="calls allowed at once (default: one second's worth)")
     create.add_argument("--admin", action="store_true", help="may also use the admin API (/admin/*)")
     create.add_argument("--json", action="store_true", help="print the key and its record as JSON")
-    create.set_defaults(handler=guarded(_create, KeyFileError))
+    create.set_defaults(handler=_create)
 
     list_ = sub.add_parser("list", parents=[where], help="the keys and what they allow (never the keys themselves)")
     list_.add_argument("--json", action="store_true")
-    list_.set_defaults(handler=guarded(_list, KeyFileError))
+    list_.set_defaults(handler=_list)
 
     rm = sub.add_parser("rm", parents=[where], help="revoke a key (by id or name); effective at once")
     rm.add_argument("key", help="the key's id or name")
-    rm.set_defaults(handler=guarded(_rm, KeyFileError))
+    rm.set_defaults(handler=_rm)
 
 
 def _store(args: argparse.Namespace) -> tuple[KeyStore, list[str] | None]:

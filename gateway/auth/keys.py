@@ -20,7 +20,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.config.limits import RateLimit
-from sandboxes.files import atomic_write, exclusive_lock
+from simgate.errors import SimgateError
+from simgate.files import atomic_write, exclusive_lock
 
 PREFIX = "sgk_"
 # Where the CLI finds the client's API key: never on the command line, where `ps` would show it.
@@ -28,7 +29,7 @@ API_KEY_ENV = "SIMGATE_API_KEY"
 _ID_BYTES = 4
 
 
-class KeyFileError(Exception):
+class KeyFileError(SimgateError):
     """A key file that cannot be used, or a key operation that cannot be done; the message says why."""
 
 

@@ -30,7 +30,8 @@ from pydantic import ValidationError
 
 from gateway.cache.records import Recording
 from gateway.cache.store import DiskStore
-from sandboxes.files import atomic_write
+from simgate.errors import SimgateError
+from simgate.files import atomic_write
 
 CASSETTE_VERSION = 1
 HEADER_FIELD = "simgate_cassette"
@@ -50,7 +51,7 @@ class Problem:
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
-class CassetteError(Exception):
+class CassetteError(SimgateError):
     """A cassette that cannot be imported. `problems` lists every one found; the message names the first."""
 
     def __init__(self, path: str | Path, problems: list[Problem]) -> None:

@@ -15,16 +15,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.cache.cassette import CassetteError
 from gateway.cache.errors import STORE_ERRORS, describe_store_error
 from gateway.cli import Handler, guarded
-from gateway.errors import ConfigError
+from simgate.errors import UsageError
 
 DEFAULT_CACHE_DIR = ".simgate/cache"
 _PREVIEW = 60
 
 
-class CommandError(Exception):
+class CommandError(UsageError):
     """Bad input to a cache command: printed as one line, exit code 2."""
 
 
@@ -71,7 +70,7 @@ def register(commands: Any) -> None:
 
 
 def _guarded(handler: Handler, command: str) -> Handler:
-    return guarded(handler, CommandError, CassetteError, ConfigError, *STORE_ERRORS,
+    return guarded(handler, *STORE_ERRORS,
                    prefix=f"simgate cache {command}", describe=describe_store_error)
 
 

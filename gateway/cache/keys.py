@@ -1,41 +1,16 @@
 """Cache keys: `sha256(canonical_json({server, tool, tool_fingerprint, arguments}))`.
 
-Keys are sorted, numbers normalized (1 == 1.0), `_meta`, a tool's `ignore_args` and arguments equal to
+Canonical JSON is `simgate.canonical`'s (keys sorted, numbers normalized: 1 == 1.0); `_meta`, a tool's `ignore_args` and arguments equal to
 their `inputSchema` default removed (passing a default explicitly is the same call as leaving it out);
 the tool fingerprint hashes the tool's schemas, so a changed tool invalidates its recordings.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 from collections.abc import Iterable
 from typing import Any
 
-
-def _normalize(value: Any) -> Any:
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, float):
-        if math.isfinite(value) and value.is_integer():
-            return int(value)
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, dict):
-        return {str(key): _normalize(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_normalize(item) for item in value]
-    return str(value)
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(_normalize(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def digest(value: Any) -> str:
-    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+from simgate.canonical import canonical_json, digest
 
 
 def tool_fingerprint(tool: dict[str, Any]) -> str:

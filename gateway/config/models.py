@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, PrivateAttr, model_validator
 
+from gateway.config.execution import Mode, RecordMode, Source
 from gateway.config.exposure import check_sandboxed
 from gateway.config.limits import FaultConfig, RateLimit, UpstreamQuota
 from gateway.vault import refs as vault_refs
@@ -19,10 +20,6 @@ from sandboxes.policy import SandboxPolicy
 from simulators.config import SimulatorConfig
 
 Transport = Literal["stdio", "http"]
-Mode = Literal["live", "replay", "simulated", "hybrid", "shadow"]
-RecordMode = Literal["none", "once", "new_episodes", "all"]
-Source = Literal["cache", "live", "simulator"]
-MODES: tuple[str, ...] = ("live", "replay", "simulated", "hybrid", "shadow")
 # Results with images run to megabytes; one of hundreds of MB is a mistake that must not take the gateway's memory.
 DEFAULT_MAX_RESULT_BYTES = 32 * 1024 * 1024
 
@@ -195,9 +192,9 @@ class GatewaySettings(BaseModel):
         256, description="client connections (and requests) served at once; more are answered 503 at once")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     name: str = "simgate"
-    mode: Mode = Field("live", description="the default execution mode")
-    record: RecordMode = Field("none", description="which live answers are written to the cache")
-    hybrid_order: list[Source] = Field(default_factory=lambda: ["cache", "live", "simulator"])
+    mode: Mode = Field(Mode.LIVE, description="the default execution mode")
+    record: RecordMode = Field(RecordMode.NONE, description="which live answers are written to the cache")
+    hybrid_order: list[Source] = Field(default_factory=lambda: [Source.CACHE, Source.LIVE, Source.SIMULATOR])
     cache_dir: str | None = Field(None, description="the recording store (default: STATE_DIR/cache)")
     simulator: SimulatorConfig | None = Field(None, description="answers `simulated` calls; none by default")
     rate_limit: RateLimit | None = Field(None, description="default bucket per (client, server, tool); none by default")
@@ -215,7 +212,7 @@ class GatewaySettings(BaseModel):
     @model_validator(mode="after")
     def _check_order(self) -> GatewaySettings:
         if not self.hybrid_order or len(set(self.hybrid_order)) != len(self.hybrid_order):
-            raise ValueError("hybrid_order must list distinct sources among cache, live, simulator")
+            raise ValueError(f"hybrid_order must list distinct sources among {', '.join(Source)}")
         return self
 
     @property

@@ -42,7 +42,9 @@ HOLDOUTS = ("none", "call", "task")
 class ProxyServer(Server[Any]):
     """Capabilities, identity and instructions are read from the upstreams when a client connects."""
 
-    def __init__(self, exposure: Exposure, pipeline: Pipeline) -> None:
+    def __init__(self, exposure: Exposure, pipeline: Pipeline, *,
+                 open_session_ids: Callable[[], Container[str]] | None = None,
+                 on_client_gone: Callable[[str], None] | None = None) -> None:
         # Lists are live views of the upstreams: 2026-era clients are told they go stale at once.
         hints = {method: CacheHint(ttl_ms=0, scope="private") for method in _LIST_METHODS}
         super().__init__(exposure.gateway_name, get_tool_input_schema=exposure.input_schema, cache_hints=hints)
@@ -51,10 +53,10 @@ class ProxyServer(Server[Any]):
         # The SDK's per-request OpenTelemetry span duplicates the gateway's own call observation.
         self.middleware = []
         self.clients: dict[str, Listener] = {}  # the client sessions met, by id
-        # The ids of the client sessions still open (set by the app, from its session manager).
-        self.open_session_ids: Callable[[], Container[str]] | None = None
+        # The ids of the client sessions still open (the app's, from its session manager).
+        self.open_session_ids = open_session_ids
         # Told when a client session is known to have ended (the app drops its run state).
-        self.on_client_gone: Callable[[str], None] | None = None
+        self.on_client_gone = on_client_gone
         for method, params_type, handler in (
             ("tools/list", types.PaginatedRequestParams, self._list_tools),
             ("tools/call", types.CallToolRequestParams, self._call_tool),

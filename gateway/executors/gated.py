@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from gateway.config.execution import Source
 from gateway.errors import SimulatorGated
 from gateway.executors.hybrid import HybridExecutor
 from gateway.executors.simulated import SimulatedExecutor
@@ -39,4 +40,4 @@ class GatedSimulator:
 
 def gated_simulated_mode(gated: GatedSimulator, gate: FidelityGate, sources: Mapping[str, CallNext]) -> HybridExecutor:
     """`simulated` mode under a gate: the simulator when the gate lets it, else the fallback sources."""
-    return HybridExecutor(["simulator", *gate.fallback], {"simulator": gated, **sources})
+    return HybridExecutor([Source.SIMULATOR, *gate.fallback], {Source.SIMULATOR: gated, **sources})

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from gateway.errors import NoSimulator, ReplayMiss, SimulationFailed, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import (
+    GatewayError,
+    NoSimulator,
+    ReplayMiss,
+    SimulationFailed,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from gateway.pipeline.call import CallNext, CallResult, ToolCall
 
 _PASS_ON = (ReplayMiss, UpstreamUnavailable, UpstreamTimeout, NoSimulator, SimulationFailed)
@@ -21,7 +28,7 @@ class HybridExecutor:
 
     async def __call__(self, call: ToolCall) -> CallResult:
         tried: list[str] = []
-        last: Exception | None = None
+        last: GatewayError | None = None
         for source in self._order:
             try:
                 result = await self._sources[source](call)

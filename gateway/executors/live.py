@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from gateway.config.execution import Source
 from gateway.pipeline.call import CallResult, ToolCall
 from gateway.upstream.pool import UpstreamPool
 
@@ -19,4 +20,4 @@ class LiveExecutor:
             return await upstream.request("tools/call", call.upstream_params(),
                                           timeout=upstream.config.call_timeout, origin=call.origin)
         finally:
-            call.provenance.update(source="live", latency_ms=round((time.perf_counter() - started) * 1000, 3))
+            call.provenance.update(source=Source.LIVE, latency_ms=round((time.perf_counter() - started) * 1000, 3))

@@ -20,6 +20,7 @@ from mcp.shared.exceptions import MCPError
 
 from gateway.cache.records import RecordedError, Recording
 from gateway.cache.store import CacheStore
+from gateway.config.execution import RecordMode
 from gateway.config.models import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.pipeline.call import CallNext, CallResult, ToolCall
@@ -39,9 +40,9 @@ class RecordingLive:
 
     async def __call__(self, call: ToolCall) -> CallResult:
         mode = self._config.record_mode(call.server, call.tool)
-        if mode == "none" or call.cache_key is None:
+        if mode == RecordMode.NONE or call.cache_key is None:
             return await self._live(call)
-        if mode == "once" and call.server not in self._recorded_before:
+        if mode == RecordMode.ONCE and call.server not in self._recorded_before:
             # "Before this run": decided once, on the server's first call.
             self._recorded_before[call.server] = any(
                 self._store.tool_keys(call.server, tool.get("name", "")) for tool in self._pool.get(call.server).tools)
@@ -55,8 +56,8 @@ class RecordingLive:
         await self._write(call, mode, result, None)
         return result
 
-    async def _write(self, call: ToolCall, mode: str, result: CallResult | None, error: RecordedError | None) -> None:
-        if mode == "once" and self._recorded_before.get(call.server):
+    async def _write(self, call: ToolCall, mode: RecordMode, result: CallResult | None, error: RecordedError | None) -> None:
+        if mode == RecordMode.ONCE and self._recorded_before.get(call.server):
             return
         assert call.cache_key is not None and call.tool_fingerprint is not None
         upstream = self._pool.get(call.server)
@@ -76,5 +77,5 @@ class RecordingLive:
         )
         recording = redact_recording(self._redactor, recording)
         # SQLite commits off the event loop; the call waits for it so a completed call is a stored call.
-        written = await anyio.to_thread.run_sync(lambda: self._store.put(recording, replace=mode == "all"))
+        written = await anyio.to_thread.run_sync(lambda: self._store.put(recording, replace=mode == RecordMode.ALL))
         call.provenance["recorded"] = written

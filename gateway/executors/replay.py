@@ -9,6 +9,7 @@ from mcp.shared.exceptions import MCPError
 
 from gateway.cache.records import Recording
 from gateway.cache.store import CacheStore, episode_for, last_of_episode
+from gateway.config.execution import Source
 from gateway.config.models import GatewayConfig
 from gateway.errors import ReplayMiss
 from gateway.pipeline.call import CallResult, ToolCall
@@ -54,7 +55,7 @@ class ReplayExecutor:
         recording = self.lookup(call)
         if recording is None:
             raise self.miss(call)
-        call.provenance.update(source="cache", latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        call.provenance.update(source=Source.CACHE, latency_ms=round((time.perf_counter() - started) * 1000, 3),
                                recorded_at=recording.recorded_at)
         if recording.error is not None:
             raise MCPError(recording.error.code, recording.error.message, recording.error.data)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,8 +26,19 @@ class ShadowExecutor:
         self._live = live
         self._simulated = simulated
         self._log = log
-        self.background = background  # set when the gateway starts
+        self.background = background  # where simulations run beside the live call (see `running`)
         self._estimate = estimate  # the fidelity gate's running evidence, when a gate is configured
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Simulate beside live calls for the length of the block (the gateway's life); the block's exit
+        waits for the simulations still running."""
+        async with anyio.create_task_group() as background:
+            self.background = background
+            try:
+                yield
+            finally:
+                self.background = None
 
     async def __call__(self, call: ToolCall) -> CallResult:
         try:

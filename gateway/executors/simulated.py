@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 
 from gateway.cache.store import CacheStore
+from gateway.config.execution import Source
 from gateway.errors import InvalidHoldout, NoSimulator, SimulationFailed
 from gateway.pipeline.call import CallResult, ToolCall
 from gateway.sessions import Sessions
@@ -82,6 +83,6 @@ class SimulatedExecutor:
                                    f"{call.exposed_name!r}: {exc}", data={"tool": call.exposed_name}) from None
         if simulated.prompt_version is not None:
             call.provenance["prompt_version"] = simulated.prompt_version
-        call.provenance.update(source="simulator", simulator=simulated.backend, model=simulated.model,
+        call.provenance.update(source=Source.SIMULATOR, simulator=simulated.backend, model=simulated.model,
                                latency_ms=round((time.perf_counter() - started) * 1000, 3))
         return simulated.result

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.cli import command_group
+from gateway.cache.errors import STORE_ERRORS, describe_store_error
+from gateway.cli import command_group, guarded
 
 
 def register(commands: Any) -> None:
@@ -23,40 +23,36 @@ def register(commands: Any) -> None:
     sft.add_argument("--history", action="store_true", help="also show the recorded session's earlier calls")
     sft.add_argument("--prompt", default=None, help="prompt template version (default: the latest)")
     sft.add_argument("--max-answer-chars", type=int, default=20000, help="leave out longer recorded answers")
-    sft.set_defaults(handler=_sft)
+    sft.set_defaults(handler=guarded(_sft, *STORE_ERRORS, prefix="simgate export simulator-sft",
+                                     describe=describe_store_error))
 
 
 def _sft(args: argparse.Namespace) -> int:
-    from gateway.errors import ConfigError
     from gateway.export.sft import SftOptions, export_sft
     from gateway.fidelity.source import FidelityInputError, load_world
     from simulators.prompts import LATEST, VERSIONS
 
-    try:
-        if args.prompt is not None and args.prompt not in VERSIONS:
-            raise FidelityInputError(f"unknown prompt version {args.prompt!r} (known: {', '.join(VERSIONS)})")
-        if args.examples < 0:
-            raise FidelityInputError("--examples must be 0 or more")
-        out = Path(args.out)
-        if out.is_dir():
-            raise FidelityInputError(f"{out} is a directory; give a file name")
-        if not out.parent.is_dir():
-            raise FidelityInputError(f"{out.parent} does not exist")
-        descriptions: dict[str, str | None] = {}
-        store = Path(args.store or ".simgate/cache")
-        if args.config:
-            from gateway.config.loader import load_config
+    if args.prompt is not None and args.prompt not in VERSIONS:
+        raise FidelityInputError(f"unknown prompt version {args.prompt!r} (known: {', '.join(VERSIONS)})")
+    if args.examples < 0:
+        raise FidelityInputError("--examples must be 0 or more")
+    out = Path(args.out)
+    if out.is_dir():
+        raise FidelityInputError(f"{out} is a directory; give a file name")
+    if not out.parent.is_dir():
+        raise FidelityInputError(f"{out.parent} does not exist")
+    descriptions: dict[str, str | None] = {}
+    store = Path(args.store or ".simgate/cache")
+    if args.config:
+        from gateway.config.loader import load_config
 
-            config = load_config(args.config)
-            store = Path(config.gateway.cache_path)
-            descriptions = {name: server.description for name, server in config.servers.items()}
-        world = load_world(store, args.server)
-        summary = export_sft(world, out, SftOptions(prompt=args.prompt or LATEST, examples=args.examples,
-                                                    history=args.history, max_answer_chars=args.max_answer_chars),
-                             descriptions)
-    except (FidelityInputError, ConfigError) as exc:
-        print(f"simgate export simulator-sft: {exc}", file=sys.stderr)
-        return 2
+        config = load_config(args.config)
+        store = Path(config.gateway.cache_path)
+        descriptions = {name: server.description for name, server in config.servers.items()}
+    world = load_world(store, args.server)
+    summary = export_sft(world, out, SftOptions(prompt=args.prompt or LATEST, examples=args.examples,
+                                                history=args.history, max_answer_chars=args.max_answer_chars),
+                         descriptions)
     skipped = f" ({summary.skipped_long} longer than {args.max_answer_chars} characters left out)" \
         if summary.skipped_long else ""
     print(f"wrote {summary.written} training pair(s) to {out}{skipped}")

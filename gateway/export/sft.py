@@ -79,7 +79,7 @@ def export_sft(world: RecordedWorld, out: Path, options: SftOptions,
     """Write the JSONL atomically (a temp file, then rename: never half a file)."""
     from gateway.pipeline.redact import redact_recording
     from gateway.vault.runtime import default_redactor
-    from sandboxes.files import atomic_write
+    from simgate.files import atomic_write
 
     redactor = default_redactor()
     if redactor is not None:

@@ -16,8 +16,6 @@ from pydantic import ValidationError
 
 from gateway.cache.errors import STORE_ERRORS, describe_store_error
 from gateway.cli import command_group, guarded
-from gateway.errors import ConfigError
-from gateway.fidelity.source import FidelityInputError
 
 DEFAULT_STORE = ".simgate/cache"
 
@@ -43,13 +41,13 @@ def register(commands: Any) -> None:
     calls.add_argument("--second-live", action="store_true",
                        help="call every recorded call live a second time through the config's upstreams (noise floor)")
     calls.add_argument("--out", metavar="DIR", default="fidelity-calls", help="where report.json and report.html go")
-    calls.set_defaults(handler=guarded(_calls, FidelityInputError, ConfigError, ValidationError, *STORE_ERRORS,
+    calls.set_defaults(handler=guarded(_calls, ValidationError, *STORE_ERRORS,
                                        prefix="simgate fidelity calls", describe=_describe))
     status = group.add_parser("status", help="per tool: does the fidelity gate let the simulator answer, and why")
     status.add_argument("--config", metavar="FILE", required=True, help="the gateway config (its simulator and gate)")
     status.add_argument("--store", metavar="DIR", help="the recording store (default: the config's)")
     status.add_argument("--json", action="store_true", help="print JSON")
-    status.set_defaults(handler=guarded(_status, FidelityInputError, ConfigError, ValidationError, *STORE_ERRORS,
+    status.set_defaults(handler=guarded(_status, ValidationError, *STORE_ERRORS,
                                         prefix="simgate fidelity status", describe=_describe))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from gateway.cache.shadow import ShadowPair
-from sandboxes.files import atomic_write, exclusive_lock
+from simgate.files import atomic_write, exclusive_lock
 from simulators.fidelity import metrics as m
 from simulators.fidelity.gate import EvidenceFile, ToolEvidence, evidence_from_report, simulator_identity
 

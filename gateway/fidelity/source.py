@@ -8,10 +8,11 @@ from typing import Any
 
 from gateway.cache.records import Recording
 from gateway.cache.store import DiskStore
+from simgate.errors import SimgateError
 from simulators.base import Example, ToolSpec
 
 
-class FidelityInputError(Exception):
+class FidelityInputError(SimgateError):
     """Bad input (no store, an empty one, an unknown server...): one line on stderr, exit code 2."""
 
 

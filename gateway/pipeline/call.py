@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
 from gateway.auth.keys import ApiKey
+from gateway.config.execution import Mode
 from gateway.sessions import state_key
 from gateway.upstream.origin import Origin
 
@@ -36,11 +37,11 @@ class ToolCall(BaseModel):
     task: str | None = Field(None, description="the task the call serves (runner), kept on recordings")
     holdout: str | None = Field(None, description="what the simulator must not be shown: call or task")
     client: str | None = None
-    mode: str | None = None
+    mode: str | None = None  # as the client asked (checked by ChooseMode)
     origin: SkipValidation[Origin | None] = Field(default=None, exclude=True)
     api_key: SkipValidation[ApiKey | None] = Field(default=None, exclude=True)
     # Filled in on the way through the pipeline:
-    resolved_mode: str | None = None
+    resolved_mode: Mode | None = None
     cache_key: str | None = None
     tool_fingerprint: str | None = None
     sequential: bool = False
@@ -67,6 +68,7 @@ class Pipeline:
     """Stages outermost-first, ending in the executor that produces the answer."""
 
     def __init__(self, stages: Sequence[Stage], executor: CallNext) -> None:
+        self.stages = tuple(stages)  # what runs, in order (for inspection; the chain below is what is called)
         self._entry: CallNext = executor
         for stage in reversed(stages):
             self._entry = _bind(stage, self._entry)

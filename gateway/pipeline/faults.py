@@ -187,7 +187,7 @@ def _schema_violation(schema: dict[str, Any], original: Any) -> dict[str, Any] |
 
 
 def _candidates(schema: dict[str, Any], base: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    properties = found if isinstance(found := schema.get("properties"), dict) else {}
     for name in properties:
         for wrong in _WRONG_VALUES:
             yield {**base, name: wrong()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gateway.cache.keys import cache_key, tool_fingerprint
+from gateway.config.execution import Mode, RecordMode
 from gateway.config.models import GatewayConfig
 from gateway.pipeline.call import CallNext, CallResult, ToolCall
 from gateway.sessions import Sessions
@@ -30,7 +31,7 @@ class AssignCacheKey:
         return cached[1]
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> CallResult:
-        if call.resolved_mode == "live" and self._config.record_mode(call.server, call.tool) == "none":
+        if call.resolved_mode == Mode.LIVE and self._config.record_mode(call.server, call.tool) == RecordMode.NONE:
             return await call_next(call)  # a plain proxied call needs no key: keep the hot path short
         server = self._config.servers.get(call.server)
         settings = server.settings_for(call.tool) if server is not None else None

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, Field
 
-from gateway.config.models import MODES, GatewayConfig
+from gateway.config.execution import Mode, mode_names
+from gateway.config.models import GatewayConfig
 from gateway.errors import InvalidMode
 from gateway.pipeline.call import CallNext, CallResult, ToolCall
 from gateway.sessions import Sessions
@@ -20,16 +21,17 @@ from gateway.sessions import Sessions
 class ModeSettings(BaseModel):
     """Run-time mode settings, as the admin API shows and takes them."""
 
-    default: str | None = None
-    servers: dict[str, str] = Field(default_factory=dict)
-    tools: dict[str, dict[str, str]] = Field(default_factory=dict, description="server -> tool -> mode")
-    sessions: dict[str, str] = Field(default_factory=dict)
+    default: Mode | None = None
+    servers: dict[str, Mode] = Field(default_factory=dict)
+    tools: dict[str, dict[str, Mode]] = Field(default_factory=dict, description="server -> tool -> mode")
+    sessions: dict[str, Mode] = Field(default_factory=dict)
 
 
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise InvalidMode(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}", data={"mode": mode})
-    return mode
+def check_mode(mode: str) -> Mode:
+    try:
+        return Mode(mode)
+    except ValueError:
+        raise InvalidMode(f"unknown mode {mode!r}; expected one of {mode_names()}", data={"mode": mode}) from None
 
 
 class ModeResolver:
@@ -38,7 +40,7 @@ class ModeResolver:
         self._sessions = sessions
         self.overrides = ModeSettings()
 
-    def resolve(self, call: ToolCall) -> str:
+    def resolve(self, call: ToolCall) -> Mode:
         if call.mode:
             return check_mode(call.mode)
         state = self._sessions.get(call.session_id)
@@ -58,7 +60,7 @@ class ModeResolver:
 
     def set(self, mode: str, *, server: str | None = None, tool: str | None = None,
             session: str | None = None) -> None:
-        check_mode(mode)
+        mode = check_mode(mode)
         if session is not None:
             state = self._sessions.get(session)
             assert state is not None
@@ -101,8 +103,11 @@ class ChooseMode:
 class RouteByMode:
     """The last stage: hand the call to the executor of its mode."""
 
-    def __init__(self, executors: Mapping[str, CallNext]) -> None:
+    def __init__(self, executors: Mapping[Mode, CallNext]) -> None:
+        missing = set(Mode) - set(executors)
+        if missing:  # a mode added to `Mode` without its executor fails at start, not on its first call
+            raise ValueError(f"no executor for mode(s) {', '.join(sorted(missing))}")
         self._executors = dict(executors)
 
     async def __call__(self, call: ToolCall) -> CallResult:
-        return await self._executors[call.resolved_mode or "live"](call)
+        return await self._executors[call.resolved_mode or Mode.LIVE](call)

@@ -31,7 +31,7 @@ class AttachProvenance:
                 "arguments": call.arguments, "error": {"code": exc.code, "message": exc.message}, "tool": call.tool,
                 **self._origin(call)})
             raise
-        meta = result.get("_meta") if isinstance(result.get("_meta"), dict) else {}
+        meta = found if isinstance(found := result.get("_meta"), dict) else {}
         result = {**result, "_meta": {**meta, PROVENANCE_KEY: self._provenance(call)}}
         self._sessions.remember(call.state_key, {"arguments": call.arguments, "result": result, "tool": call.tool,
                                                  **self._origin(call)})

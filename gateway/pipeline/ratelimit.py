@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import anyio
 
+from gateway.config.execution import UPSTREAM_MODES
 from gateway.config.limits import RateLimit, UpstreamQuota
 from gateway.config.models import GatewayConfig
 from gateway.errors import RateLimited
@@ -29,7 +30,6 @@ from gateway.metrics import GatewayMetrics
 from gateway.pipeline.call import CallNext, CallResult, ToolCall
 
 # Modes whose calls may reach the upstream server, and so count against its quota.
-UPSTREAM_MODES = frozenset({"live", "shadow", "hybrid"})
 _EPSILON = 1e-9
 _SWEEP_EVERY = 1024  # new client buckets between sweeps of idle, full ones
 

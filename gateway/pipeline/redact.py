@@ -71,7 +71,7 @@ class RedactSecrets:
         try:
             result = await call_next(call)
         except MCPError as exc:
-            raise redact_error(self._redactor, exc)
+            raise redact_error(self._redactor, exc) from None  # the unredacted original is not shown as context
         return self._redactor.redact(result)
 
 

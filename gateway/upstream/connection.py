@@ -19,7 +19,7 @@ import anyio
 import mcp_types as types
 from mcp.client.session import ClientRequestContext, ClientSession
 from mcp.shared.exceptions import MCPError
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from gateway.config.models import GatewaySettings, ServerConfig
 from gateway.errors import RESULT_TOO_LARGE, ResultTooLarge, UpstreamTimeout, UpstreamUnavailable
@@ -84,6 +84,7 @@ class Upstream:
         raw_calls: bool = True,
         settings: GatewaySettings | None = None,
         exposure: Exposure | None = None,
+        errlog_redactor: Any = None,
     ) -> None:
         self.name = name
         self._use_raw_calls = raw_calls  # tool calls beside the session (see `raw_calls`); else through it
@@ -107,7 +108,7 @@ class Upstream:
         self._restart_now = anyio.Event()
         self._closed: anyio.Event | None = None  # set to end the current session (see `restart`)
         self._stale = False  # the config changed while the server was (re)starting
-        self.errlog_redactor: Any = None  # set when the server gets vault secrets: its stderr is redacted
+        self.errlog_redactor = errlog_redactor  # given when the server gets vault secrets: its stderr is redacted
         self.egress_decisions: Counter[str] = Counter()  # its network-allowlist proxy's, across restarts
 
     # ----------------------------------------------------------------- supervision
@@ -325,7 +326,7 @@ class Upstream:
 
     # ------------------------------------------------- server-to-client, routed back
 
-    async def _route_back(self, method: str, params: types.BaseModel | None, ctx: ClientRequestContext
+    async def _route_back(self, method: str, params: BaseModel | None, ctx: ClientRequestContext
                           ) -> dict[str, Any] | types.ErrorData:
         """Pass a server-to-client request to the client whose request it belongs to (see `correlation`)."""
         placement = self._callers.place(ctx.meta, unmarked_is_unsolicited=False)

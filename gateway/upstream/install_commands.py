@@ -11,9 +11,8 @@ from typing import Any
 
 import anyio
 
-from gateway.cli import command_group, guarded
+from gateway.cli import command_group
 from gateway.config.loader import load_config
-from gateway.errors import ConfigError
 from sandboxes.install.cli import install_all
 from sandboxes.install.spec import InstallRequest, install_request
 
@@ -24,7 +23,7 @@ def register(commands: Any) -> None:
                                                "commands, ahead of time, and print the resolved versions")
     install.add_argument("config", help="YAML or JSON gateway config")
     install.add_argument("--server", action="append", metavar="S", help="only this server (repeatable)")
-    install.set_defaults(handler=guarded(_install, ConfigError))
+    install.set_defaults(handler=_install)
 
 
 def _install(args: argparse.Namespace) -> int:

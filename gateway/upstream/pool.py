@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import mcp_types as types
@@ -23,7 +24,10 @@ Listener = Callable[[str, types.ServerNotification], Awaitable[None]]
 
 
 class UpstreamPool:
-    def __init__(self, config: GatewayConfig, state_dir: Path, snapshots: ToolSnapshots | None = None) -> None:
+    def __init__(self, config: GatewayConfig, state_dir: Path, snapshots: ToolSnapshots | None = None, *,
+                 stderr_redactor: Any = None, redact_stderr_of: Collection[str] = ()) -> None:
+        """`stderr_redactor`: redacts the stderr of the servers of `redact_stderr_of` (those given vault
+        secrets) on its way to their stderr.log."""
         self._listeners: list[Listener] = []
         self._state_dir = state_dir
         # Engines of docker-sandboxed servers: containers an earlier run of this gateway left there are swept.
@@ -33,7 +37,8 @@ class UpstreamPool:
         self.upstreams: dict[str, Upstream] = {
             name: Upstream(name, server, state_dir, on_notification=self._fan_out, snapshots=snapshots,
                            raw_calls=config.gateway.fast_paths, settings=config.gateway,
-                           exposure=exposure_for(config.gateway, config.servers, name))
+                           exposure=exposure_for(config.gateway, config.servers, name),
+                           errlog_redactor=stderr_redactor if name in redact_stderr_of else None)
             for name, server in config.active_servers.items()
         }
 

@@ -1,12 +1,15 @@
-"""Open the byte-level connection to one upstream: a child process over stdio, or streamable HTTP."""
+"""Open the connection to one upstream: a transport class per way of reaching it (a process on stdio, under
+bubblewrap, in a container, or streamable HTTP), chosen from the `TRANSPORTS` table by the server's config."""
 
 from __future__ import annotations
 
 import json
 import logging
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import IO
 
 import anyio
@@ -28,6 +31,7 @@ from gateway.upstream.stdio import stdio_streams
 from sandboxes.diskcap import disk_cap
 from sandboxes.docker.container import gateway_instance
 from sandboxes.docker.stdio import docker_stdio_client
+from sandboxes.egress.mount import EgressMount
 from sandboxes.egress.runtime import egress_for
 from sandboxes.exposure import Exposure
 from sandboxes.framing import OversizedMessage
@@ -144,8 +148,9 @@ async def open_transport(
     requests in flight, whose messages are marked as they arrive. A message over `max_result_bytes` (the
     server's own setting first) is dropped as it is read, and the request it answered fails with
     `ResultTooLarge`. `exposure` is what a sandboxed server must never see."""
-    limit = config.max_result_bytes or max_result_bytes
-    async with _raw_transport(name, config, dirs, stderr, egress_decisions, limit, exposure) as (read, write):
+    target = Target(name=name, config=config, dirs=dirs, stderr=stderr, egress_decisions=egress_decisions,
+                    limit=config.max_result_bytes or max_result_bytes, exposure=exposure)
+    async with transport_for(config).open(target) as (read, write):
         reader = UpstreamReader(name, read, RawCalls(write), callers)
         try:
             yield reader, write
@@ -153,27 +158,77 @@ async def open_transport(
             reader.raw_calls.close("Connection closed")
 
 
-@asynccontextmanager
-async def _raw_transport(name: str, config: ServerConfig, dirs: ServerDirs, stderr: IO[str],
-                         egress_decisions: Counter[str] | None, limit: int,
-                         exposure: Exposure | None = None) -> AsyncIterator[Streams]:
-    if config.transport == "stdio":
-        command, args, installed_env = await server_command(name, config, dirs)  # installs once if it names a package
+# ------------------------------------------------------------------------------------------------ transports
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a transport is given to reach one upstream."""
+
+    name: str
+    config: ServerConfig
+    dirs: ServerDirs
+    stderr: IO[str]  # where a child process's stderr goes (the server's stderr.log)
+    egress_decisions: Counter[str] | None  # the egress proxy's allow/deny counts, for a network allowlist
+    limit: int  # bytes one message may have (`max_result_bytes`)
+    exposure: Exposure | None  # what a sandbox must never show
+
+
+class Transport(ABC):
+    """One way of reaching an upstream's MCP messages: `open()` yields the SDK's (read, write) streams for
+    as long as the connection lives, and leaves nothing behind (process, container, client) on exit."""
+
+    @abstractmethod
+    def open(self, target: Target) -> AbstractAsyncContextManager[Streams]: ...
+
+
+class StdioTransport(Transport):
+    """A child process on this host speaking MCP over stdin/stdout (sandbox `none`: its own HOME, TMPDIR
+    and work directory, nothing more). A package it names is installed once, first."""
+
+    @asynccontextmanager
+    async def open(self, target: Target) -> AsyncIterator[Streams]:
+        config, dirs = target.config, target.dirs
+        command, args, installed_env = await server_command(target.name, config, dirs)
         env = {**config.env, **installed_env}
-        # The disk cap outlives the process (an image is unmounted after the server exits).
-        async with disk_cap(name, config.sandbox, dirs), egress_for(name, config.sandbox, egress_decisions) as egress:
-            if config.sandbox is not None and config.sandbox.backend == "docker":
-                instance = gateway_instance(dirs.state_dir)
-                async with docker_stdio_client(name, command, args, env, config.cwd or str(dirs.work),
-                                               dirs, config.sandbox, instance, stderr, limit, egress=egress,
-                                               exposure=exposure) as streams:
+        # The disk cap outlives the process (a work dir image is unmounted after the server exits).
+        async with disk_cap(target.name, config.sandbox, dirs):
+            async with egress_for(target.name, config.sandbox, target.egress_decisions) as egress:  # allowlist proxy
+                async with self.streams(target, command, args, env, egress) as streams:
                     yield streams
-                return
-            launch = prepare_launch(command, args, env, config.cwd or str(dirs.work), dirs, config.sandbox,
-                                    name, egress=egress, exposure=exposure)
-            async with stdio_streams(launch.command, launch.args, launch.env, launch.cwd, stderr, limit) as streams:
-                yield streams
-    else:
+
+    def streams(self, target: Target, command: str, args: list[str], env: dict[str, str],
+                egress: EgressMount | None) -> AbstractAsyncContextManager[Streams]:
+        config, dirs = target.config, target.dirs
+        # The sandbox's policy turns the command into the one that runs it (`sandboxes.launch`).
+        launch = prepare_launch(command, args, env, config.cwd or str(dirs.work), dirs, config.sandbox,
+                                target.name, egress=egress, exposure=target.exposure)
+        return stdio_streams(launch.command, launch.args, launch.env, launch.cwd, target.stderr, target.limit)
+
+
+class BwrapTransport(StdioTransport):
+    """The child process under bubblewrap (sandbox `bwrap`): `prepare_launch` wraps the command in a bwrap
+    command line (namespaces, mounts, limits); the stdio side is the same as a plain process's."""
+
+
+class DockerTransport(StdioTransport):
+    """The server in a container of the gateway's own engine (sandbox `docker`), its stdio attached."""
+
+    def streams(self, target: Target, command: str, args: list[str], env: dict[str, str],
+                egress: EgressMount | None) -> AbstractAsyncContextManager[Streams]:
+        config, dirs = target.config, target.dirs
+        assert config.sandbox is not None
+        return docker_stdio_client(target.name, command, args, env, config.cwd or str(dirs.work), dirs,
+                                   config.sandbox, gateway_instance(dirs.state_dir), target.stderr, target.limit,
+                                   egress=egress, exposure=target.exposure)
+
+
+class HttpTransport(Transport):
+    """A remote server over streamable HTTP, its bodies and SSE events capped at the message limit."""
+
+    @asynccontextmanager
+    async def open(self, target: Target) -> AsyncIterator[Streams]:
+        config, name, limit = target.config, target.name, target.limit
         assert config.url is not None
         timeout = httpx2.Timeout(30.0, read=config.call_timeout + 30.0)
 
@@ -188,6 +243,27 @@ async def _raw_transport(name: str, config: ServerConfig, dirs: ServerDirs, stde
             async with streamable_http_client(config.url, http_client=client,
                                               max_sse_event_size=limit + _SSE_SLACK) as streams:
                 yield streams
+
+
+# How a server is reached, by `transport_kind`: adding a transport is a class above and a line here.
+TRANSPORTS: dict[str, Transport] = {
+    "stdio": StdioTransport(),
+    "bwrap": BwrapTransport(),
+    "docker": DockerTransport(),
+    "http": HttpTransport(),
+}
+
+
+def transport_kind(config: ServerConfig) -> str:
+    """`http` for a URL; for a command, its sandbox backend (`none` is plain `stdio`)."""
+    if config.transport == "http":
+        return "http"
+    backend = config.sandbox.backend if config.sandbox is not None else "none"
+    return "stdio" if backend == "none" else backend
+
+
+def transport_for(config: ServerConfig) -> Transport:
+    return TRANSPORTS[transport_kind(config)]
 
 
 def too_large(server: str, limit: int, size: int | None) -> types.ErrorData:

@@ -14,7 +14,6 @@ import getpass
 import sys
 from typing import Any
 
-from gateway.cli import guarded
 from gateway.vault.store import DEFAULT_VAULT, ENV_KEY, Vault, VaultError, check_name
 
 _SHORT = 8
@@ -33,17 +32,17 @@ def register(commands: Any) -> None:
     set_ = sub.add_parser("set", parents=[where],
                           help="store a secret; the value is read from stdin (or a hidden prompt), never argv")
     set_.add_argument("name", help="the secret's name (letters, digits, '_', '-', '.')")
-    set_.set_defaults(handler=guarded(_set, VaultError))
+    set_.set_defaults(handler=_set)
 
     list_ = sub.add_parser("list", parents=[where], help="the names of the stored secrets (never their values)")
-    list_.set_defaults(handler=guarded(_list, VaultError))
+    list_.set_defaults(handler=_list)
 
     rm = sub.add_parser("rm", parents=[where], help="remove a secret")
     rm.add_argument("name")
-    rm.set_defaults(handler=guarded(_rm, VaultError))
+    rm.set_defaults(handler=_rm)
 
     rotate = sub.add_parser("rotate-key", parents=[where], help="re-encrypt every secret under a new key")
-    rotate.set_defaults(handler=guarded(_rotate, VaultError))
+    rotate.set_defaults(handler=_rotate)
 
 
 def _vault(args: argparse.Namespace) -> Vault:

@@ -10,6 +10,8 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from simgate.errors import SimgateError
+
 NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 NAME = re.compile(NAME_PATTERN)
 _WHOLE = re.compile(r"vault:(.*)", re.DOTALL)
@@ -17,7 +19,7 @@ _EMBEDDED = re.compile(r"\$\{vault:([^}]*)\}")
 FIELDS = ("env", "headers")
 
 
-class BadReference(ValueError):  # a ValueError, so that a pydantic validator reports it
+class BadReference(SimgateError, ValueError):  # a ValueError, so that a pydantic validator reports it
     """A malformed `vault:` reference."""
 
 

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.vault.refs import NAME
-from sandboxes.files import atomic_write, exclusive_lock, fsync_directory
+from simgate.errors import SimgateError
+from simgate.files import atomic_write, exclusive_lock, fsync_directory
 
 ENV_KEY = "SIMGATE_VAULT_KEY"
 KEYRING_SERVICE = "simgate-vault"
@@ -44,7 +45,7 @@ DEFAULT_VAULT = Path(".simgate/vault.json")
 KEY_FILE_NAME = "vault.key"
 
 
-class VaultError(Exception):
+class VaultError(SimgateError):
     """A vault or key that cannot be used; the message says which file and why (never a value)."""
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from mcp.shared.exceptions import MCPError
 
+from gateway.config.execution import Source
 from runner.agents.base import SYSTEM_PROMPT, Draft, api_key, call_id
 from runner.errors import AgentError, DependencyMissing, LLMRequestRejected, LLMUnreachable
 from runner.mcp_tools import PROVENANCE, GatewaySession, session_headers
@@ -132,7 +133,7 @@ def _event(step: int, name: str, arguments: dict[str, Any] | None, provenance: d
     source = provenance.get("source")
     return ToolEvent(step=step, call_id="", name=name, server=provenance.get("server") or server or None,
                      tool=provenance.get("tool") or tool or None, arguments=dict(arguments or {}),
-                     source=source if source in ("live", "cache", "simulator") else None,
+                     source=Source(source) if source in tuple(Source) else None,
                      cache_key=provenance.get("cache_key"),
                      latency_ms=round((time.perf_counter() - started) * 1000, 3), is_error=is_error)
 

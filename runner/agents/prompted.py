@@ -15,7 +15,7 @@ from runner.errors import AgentError, LLMRequestRejected
 from runner.mcp_tools import GatewaySession
 from runner.settings import RunSettings
 from runner.tasks import Task
-from simulators.results import bounded
+from simgate.results import bounded
 
 INSTRUCTIONS = (
     "You are a helpful assistant with access to tools. Use the tools when they help to answer the user's "

@@ -10,8 +10,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from runner.pipeline.judge import TASK_FIELD, TRAJECTORY_FIELD, ratings
-from sandboxes.files import atomic_write
-from simulators.fidelity.html import BarChart, chart_svg
+from simgate.files import atomic_write
+from simgate.html import BarChart, chart_svg
 
 SCORES = tuple(range(1, 6))
 
@@ -38,7 +38,7 @@ def card_facts(trajectories: list[dict[str, Any]], subset_name: str | None = Non
     scores: dict[str, Counter[int]] = {}
     for trajectory in trajectories:
         task = _task(trajectory)
-        metadata = task.get("metadata") if isinstance(task.get("metadata"), dict) else {}
+        metadata = found if isinstance(found := task.get("metadata"), dict) else {}
         subsets[subset_name or str(task.get("subset_name") or f"simgate-{trajectory.get('mode', 'unknown')}")] += 1
         generators[str(metadata.get("generator") or "hand-written")] += 1
         modes[str(trajectory.get("mode", "unknown"))] += 1

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from gateway.cli import command_group
 from runner.export.formats import FORMATS, ExportError
-from sandboxes.files import atomic_write
+from simgate.errors import UsageError
+from simgate.files import atomic_write
 
 
 def register(commands: Any) -> None:
@@ -33,8 +33,7 @@ def _export(args: argparse.Namespace) -> int:
     try:
         lines = source.read_text().splitlines()
     except OSError as exc:
-        print(f"simgate: cannot read {source}: {exc.strerror}", file=sys.stderr)
-        return 2
+        raise UsageError(f"cannot read {source}: {exc.strerror}") from None
     rows: list[dict[str, Any]] = []
     kept: list[dict[str, Any]] = []
     skipped = 0
@@ -51,8 +50,7 @@ def _export(args: argparse.Namespace) -> int:
             rows.append(convert(trajectory))
             kept.append(trajectory)
         except (json.JSONDecodeError, ExportError) as exc:
-            print(f"simgate: {source}:{number}: {exc}", file=sys.stderr)
-            return 2
+            raise UsageError(f"{source}:{number}: {exc}") from None
     out = Path(args.out)
     write_rows(out, rows)
     if args.card:

@@ -21,11 +21,13 @@ import json
 import uuid
 from typing import Any
 
+from simgate.errors import SimgateError
+
 # A fixed namespace: the same trajectory always gets the same uuid, so re-exports deduplicate.
 _NAMESPACE = uuid.UUID("5b0f6c3e-6a1e-4c55-9a53-2f1f3a9c7d10")
 
 
-class ExportError(ValueError):
+class ExportError(SimgateError, ValueError):
     """A trajectory that cannot be exported; the message names what is missing."""
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli import command_group
-from runner.commands import agent_arguments, guarded, print_summary, settings_from
+from gateway.config.execution import RUN_MODES, SIMULATING_RUN_MODES, mode_names
+from runner.commands import agent_arguments, guarded_run, print_summary, settings_from
 from runner.errors import DependencyMissing, RunnerError
-from runner.settings import RUN_MODES
-from sandboxes.files import atomic_write
+from simgate.files import atomic_write
 
 TRAJECTORIES = "trajectories.jsonl"
 LIVE_REPLAY = "live_replay.json"
@@ -29,7 +29,7 @@ def register(commands: Any) -> None:
     parser.add_argument("--tasks", required=True, metavar="FILE", help="tasks, JSONL")
     parser.add_argument("--gateway", required=True, metavar="URL", help="the gateway, e.g. http://127.0.0.1:8808/mcp")
     parser.add_argument("--modes", default="live,simulated",
-                        help=f"comma-separated modes among {', '.join(RUN_MODES)} (default live,simulated); "
+                        help=f"comma-separated modes among {mode_names(RUN_MODES)} (default live,simulated); "
                              "the first is the reference")
     parser.add_argument("--k", type=int, default=3, help="runs of each task per mode (default 3)")
     parser.add_argument("--out", required=True, metavar="DIR", help="where trajectories.jsonl and the report go")
@@ -40,14 +40,14 @@ def register(commands: Any) -> None:
     parser.add_argument("--no-live-replay", action="store_true",
                         help="do not replay the tool calls of the non-live runs against live (DIR/live_replay.json)")
     agent_arguments(parser)
-    parser.set_defaults(handler=guarded("fidelity trajectories", _trajectories))
+    parser.set_defaults(handler=guarded_run("fidelity trajectories", _trajectories))
 
 
 def parse_modes(text: str) -> list[str]:
     modes = [mode.strip() for mode in text.split(",") if mode.strip()]
     unknown = [mode for mode in modes if mode not in RUN_MODES]
     if unknown:
-        raise RunnerError(f"--modes: unknown mode(s) {', '.join(unknown)}; known: {', '.join(RUN_MODES)}")
+        raise RunnerError(f"--modes: unknown mode(s) {', '.join(unknown)}; known: {mode_names(RUN_MODES)}")
     if len(modes) < 1 or len(set(modes)) != len(modes):
         raise RunnerError("--modes: give one or more distinct modes, e.g. live,simulated")
     return modes
@@ -133,7 +133,7 @@ def _trajectories(args: argparse.Namespace) -> int:
     # Session ids name the run and the mode ({prefix}{run}/{mode}/{task}#{repeat}); a replay names the
     # live session of the same task and repeat, which the gateway replays from its first position. The
     # simulator of a simulated (or hybrid) run is evaluated, so what was recorded for the task is held out.
-    holdout = {mode: args.holdout if mode in ("simulated", "hybrid") else "none" for mode in modes}
+    holdout = {mode: args.holdout if mode in SIMULATING_RUN_MODES else "none" for mode in modes}
     settings = {mode: settings_from(args, mode, holdout=holdout[mode]) for mode in modes}
     # Each repeat samples with its own seed: above temperature 0 the k repeats are then real samples
     # (at temperature 0 they are copies, and the report says its CIs are degenerate).

@@ -9,7 +9,6 @@ repeats of the same task in live mode, so a gap can be read against the noise be
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import string
@@ -20,6 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from rapidfuzz.distance import Levenshtein
+
+from simgate.canonical import canonical_json
 
 BOOTSTRAP_SAMPLES = 2000
 
@@ -38,8 +39,8 @@ def task_key(trajectory: dict[str, Any]) -> str:
 
 
 def _canonical(arguments: Any) -> str:
-    return json.dumps(arguments if arguments is not None else {}, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False, default=str)
+    # The cache key's notion of "the same arguments" (1 == 1.0), so a call matches the call it replays.
+    return canonical_json(arguments if arguments is not None else {})
 
 
 def tool_names(trajectory: dict[str, Any]) -> list[str]:
@@ -163,7 +164,7 @@ def cross_pairs(reference: list[dict[str, Any]], other: list[dict[str, Any]]) ->
                                                                                             dict[str, Any]]]:
     """Runs of the same task in two modes, matched by repeat number (repeat i with repeat i)."""
     ref, oth = _by_task(reference), _by_task(other)
-    pairs = []
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for task in sorted(ref.keys() & oth.keys()):
         pairs.extend(zip(ref[task], oth[task], strict=False))
     return pairs

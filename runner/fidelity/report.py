@@ -24,7 +24,7 @@ from runner.fidelity.metrics import (
     task_key,
     tool_calls,
 )
-from simulators.fidelity.html import BarChart, Section, Table, render_html
+from simgate.html import BarChart, Section, Table, render_html
 
 REPORT_VERSION = 1
 _PAIR_METRICS = ("f1_name", "f1_name_args", "answer_exact", "answer_f1", "success_agreement")
@@ -96,7 +96,7 @@ def repeat_summary(trajectories: list[dict[str, Any]]) -> RepeatSummary:
         by_task.setdefault(str(t.get("id")), []).append(t)
     repeated = [runs for runs in by_task.values() if len(runs) >= 2]
     identical = sum(1 for runs in repeated if len({_signature(t) for t in runs}) == 1)
-    agents = [t.get("agent") if isinstance(t.get("agent"), dict) else {} for t in trajectories]
+    agents: list[dict[str, Any]] = [agent if isinstance(agent := t.get("agent"), dict) else {} for t in trajectories]
     temperatures = sorted({float(a["temperature"]) for a in agents if a.get("temperature") is not None})
     seeds = sorted({a.get("seed") for a in agents}, key=lambda s: (s is None, s or 0))
     return RepeatSummary(tasks_repeated=len(repeated), tasks_all_identical=identical, temperatures=temperatures,
@@ -221,7 +221,7 @@ def render_report(report: TrajectoryFidelityReport) -> str:
         if c.live_vs_live is not None:
             series["live vs live"] = _pair_values(c.live_vs_live)
         rows: list[list[Any]] = []
-        for name, label in zip((*_PAIR_METRICS, "sequence_similarity"), labels, strict=True):
+        for _name, label in zip((*_PAIR_METRICS, "sequence_similarity"), labels, strict=True):
             index = labels.index(label)
             rows.append([label, _pair_values(c.pairs)[index], _pair_values(c.live_vs_live)[index]])
         rows += [["mean edit distance", c.pairs.edit_distance, c.live_vs_live.edit_distance if c.live_vs_live else None],

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from simulators.results import schema_error
+from simgate.results import schema_error
 from simulators.schema import SchemaSynthesisError, synthesize
 
 # Realistic values for properties by name, for schemas that give no example: a calculator's

@@ -18,8 +18,8 @@ from runner.onboard.observations import (
     ToolClassification,
     ToolStatus,
 )
+from simgate.results import text_of
 from simulators.fidelity.metrics import leaf_values
-from simulators.results import text_of
 
 # Error text that means a credential is missing or refused.
 _CREDENTIAL_TEXT = re.compile(
@@ -144,8 +144,9 @@ def classify_tool(calls: list[ProbeCall], annotations: dict[str, Any] | None = N
     if deterministic is False:
         evidence.append(f"two identical calls differed at {', '.join(unstable[:4])}")
     clock = _current_time_in(valid)
-    if deterministic is not None and clock is None and description and _CLOCK_DESCRIPTION.search(description):
-        clock = f"its description says it depends on the clock ({_CLOCK_DESCRIPTION.search(description)[0]!r})"
+    if deterministic is not None and clock is None and description \
+            and (said := _CLOCK_DESCRIPTION.search(description)):
+        clock = f"its description says it depends on the clock ({said[0]!r})"
     if clock is not None and not time_dependent:
         # Two calls within the same second answer alike; the answer still changes as the clock moves.
         time_dependent, deterministic = True, False
@@ -198,7 +199,8 @@ def _current_time_in(valid: list[ProbeCall]) -> str | None:
         text = text_of(call.result) + " " + json.dumps(call.result.get("structuredContent"), default=str)
         for match in _DATE_TIME.finditer(text):
             try:
-                when = dt.datetime(*(int(part or 0) for part in match.groups()), tzinfo=dt.UTC).timestamp()
+                parts = [int(part or 0) for part in match.groups()]
+                when = dt.datetime(*parts, tzinfo=dt.UTC).timestamp()  # type: ignore[misc, arg-type]  # year..second
             except ValueError:
                 continue
             resolution = 1.0 if match[6] else 60.0

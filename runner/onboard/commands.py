@@ -16,7 +16,6 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from gateway.cli import guarded
 from runner.errors import RunnerError
 from runner.onboard.drift import ServerDrift, probe_entry_of, server_drift
 from runner.onboard.observations import ServerReport
@@ -25,7 +24,7 @@ from runner.onboard.probe import ProbeSettings
 from runner.onboard.reports import dumps, load_reports, summary, write_config, write_reports
 from runner.onboard.specs import Candidate, candidates_from
 from runner.structured import Endpoint
-from sandboxes.files import atomic_write
+from simgate.files import atomic_write
 
 
 def register(commands: Any) -> None:
@@ -57,7 +56,7 @@ def register(commands: Any) -> None:
     parser.add_argument("--model", help="the model the endpoint serves (with --llm-base-url)")
     parser.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the LLM API key")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(handler=guarded(_onboard, RunnerError, prefix="simgate onboard"))
+    parser.set_defaults(handler=_onboard)
 
 
 def _onboard(args: argparse.Namespace) -> int:

@@ -135,8 +135,9 @@ async def onboard_one(candidate: Candidate, settings: OnboardSettings, llm: LLMH
         for tool in report.tools:
             tool.classification = classify_tool(tool.calls, tool.annotations, tool.description)
             tool.settings = propose_settings(tool.classification, tool.calls, tool.annotations, tool.name)
-        report.needs_env = sorted({name for tool in report.tools for name in tool.classification.needs_env}
-                                  | set(declared))  # type: ignore[union-attr]
+        report.needs_env = sorted({name for tool in report.tools
+                                   for name in tool.classification.needs_env}  # type: ignore[union-attr]
+                                  | set(declared))
         report.network_hosts = sorted({host for tool in report.tools
                                        for host in tool.classification.network_hosts})  # type: ignore[union-attr]
         report.status, report.reason = server_status(report)

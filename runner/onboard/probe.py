@@ -37,7 +37,7 @@ from runner.onboard.classify import env_names, outcome_of
 from runner.onboard.observations import CallOutcome, ProbeCall, ServerStatus, ToolReport
 from runner.onboard.specs import Candidate
 from sandboxes.workdir import directory_name
-from simulators.results import schema_error, text_of
+from simgate.results import schema_error, text_of
 from simulators.schema import SchemaSynthesisError, synthesize
 
 TEXT_LIMIT = 2000  # characters of an answer kept in the report
@@ -303,7 +303,7 @@ async def call_once(session: ClientSession, tool: str, arguments: ProbeArguments
     try:
         with anyio.fail_after(timeout + 15):
             answer = await session.call_tool(tool, arguments.arguments, read_timeout_seconds=timeout + 10,
-                                             meta={"simgate/session": session_name,
+                                             meta={"simgate/session": session_name,  # type: ignore[call-overload]
                                                    **({} if arguments.valid else {"simgate/task": INVALID_INPUT_TASK})})
         result = answer.model_dump(mode="json", by_alias=True, exclude_none=True)
         result.get("_meta", {}).pop("simgate/provenance", None)
@@ -328,7 +328,7 @@ async def call_once(session: ClientSession, tool: str, arguments: ProbeArguments
 
 def varied_arguments(schema: dict[str, Any], base: ProbeArguments, limit: int) -> list[ProbeArguments]:
     """`base` plus one optional argument at a time, set to a value other than its default."""
-    properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    properties = found if isinstance(found := schema.get("properties"), dict) else {}
     hints = name_hints(schema)
     sets = []
     for name in [name for name in properties if name not in base.arguments][:limit]:

@@ -12,8 +12,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from runner.errors import RunnerError
 from runner.onboard.observations import ServerReport, ServerStatus
-from sandboxes.files import atomic_write
-from simulators.fidelity.html import Section, Table, render_html
+from simgate.files import atomic_write
+from simgate.html import Section, Table, render_html
 
 REPORT_FILE = "onboard.json"
 _REPORTS = TypeAdapter(list[ServerReport])

@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from gateway.cli import command_group, guarded
+from gateway.cli import command_group
 from runner.errors import RunnerError
 from runner.export.commands import write_rows
 from runner.output import read_file
@@ -63,7 +63,7 @@ def register(commands: Any) -> None:
     synth.add_argument("--subset-name", help="the dataset subset the tasks belong to")
     synth.add_argument("--out", required=True, type=Path, help="tasks JSONL (appended; a re-run resumes)")
     _models(synth, "generator")
-    synth.set_defaults(handler=guarded(_synth, RunnerError, prefix="simgate synth"))
+    synth.set_defaults(handler=_synth)
 
     dedup = commands.add_parser("dedup", help="drop exact and near-duplicate questions")
     dedup.add_argument("tasks", type=Path)
@@ -72,7 +72,7 @@ def register(commands: Any) -> None:
                        "0.9 cosine for embeddings)")
     dedup.add_argument("--embeddings-url", metavar="URL", help="an OpenAI-compatible /v1 with /embeddings")
     dedup.add_argument("--embeddings-model", help="the embedding model (with --embeddings-url)")
-    dedup.set_defaults(handler=guarded(_dedup, RunnerError, prefix="simgate dedup"))
+    dedup.set_defaults(handler=_dedup)
 
     judge = command_group(commands, "judge", "an LLM judges tasks or trajectories (1-5 per dimension)")
     tasks = judge.add_parser("tasks", help="TOUCAN's six question-quality dimensions")
@@ -81,7 +81,7 @@ def register(commands: Any) -> None:
     tasks.add_argument("--out", required=True, type=Path)
     tasks.add_argument("--retry-failed", action="store_true", help="judge again the records whose judgement failed")
     _models(tasks, "judge")
-    tasks.set_defaults(handler=guarded(_judge_tasks, RunnerError, prefix="simgate judge tasks"))
+    tasks.set_defaults(handler=_judge_tasks)
     trajectories = judge.add_parser("trajectories", help="completeness and conciseness of trajectories")
     trajectories.add_argument("trajectories", type=Path)
     trajectories.add_argument("--out", required=True, type=Path)
@@ -89,7 +89,7 @@ def register(commands: Any) -> None:
                               help="characters of each tool output the judge reads (default 1000)")
     trajectories.add_argument("--retry-failed", action="store_true")
     _models(trajectories, "judge")
-    trajectories.set_defaults(handler=guarded(_judge_trajectories, RunnerError, prefix="simgate judge trajectories"))
+    trajectories.set_defaults(handler=_judge_trajectories)
 
     extend = command_group(commands, "extend", "more tasks from a task set (TOUCAN's extensions)")
     irrelevance = extend.add_parser("irrelevance", help="each question with another server's tools: the right "
@@ -98,7 +98,7 @@ def register(commands: Any) -> None:
     irrelevance.add_argument("--gateway", required=True, metavar="URL")
     irrelevance.add_argument("--seed", type=int, default=0)
     irrelevance.add_argument("--out", required=True, type=Path)
-    irrelevance.set_defaults(handler=guarded(_irrelevance, RunnerError, prefix="simgate extend irrelevance"))
+    irrelevance.set_defaults(handler=_irrelevance)
     persona = extend.add_parser("persona", help="N rewrites of each question (new persona, or added "
                                 "constraints), same target tools")
     persona.add_argument("tasks", type=Path)
@@ -109,19 +109,19 @@ def register(commands: Any) -> None:
     persona.add_argument("--temperature", type=float, default=0.7)
     persona.add_argument("--out", required=True, type=Path, help="appended; a re-run resumes")
     _models(persona, "rewriter")
-    persona.set_defaults(handler=guarded(_persona, RunnerError, prefix="simgate extend persona"))
+    persona.set_defaults(handler=_persona)
 
     pipeline = command_group(commands, "pipeline", "the whole data pipeline declared in one file")
     run = pipeline.add_parser("run", help="run (or resume) every stage of PIPELINE.yaml")
     run.add_argument("pipeline", type=Path, metavar="PIPELINE.yaml")
-    run.set_defaults(handler=guarded(_pipeline_run, RunnerError, prefix="simgate pipeline run"))
+    run.set_defaults(handler=_pipeline_run)
 
     filter_ = commands.add_parser("filter", help="keep tasks or trajectories that pass a preset or an expression")
     filter_.add_argument("records", type=Path)
     filter_.add_argument("--where", required=True,
                          help=f"a preset ({', '.join(PRESETS)}) or an expression, e.g. 'question_quality >= 4'")
     filter_.add_argument("--out", required=True, type=Path)
-    filter_.set_defaults(handler=guarded(_filter, RunnerError, prefix="simgate filter"))
+    filter_.set_defaults(handler=_filter)
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -184,7 +184,8 @@ def _judge_trajectories(args: argparse.Namespace) -> int:
 def _filter(args: argparse.Namespace) -> int:
     expression = compile_filter(args.where)
     records = read_file(args.records, "record")
-    kept, why_not = [], {}
+    kept: list[dict[str, Any]] = []
+    why_not: dict[str, int] = {}
     for record in records:
         ok, why = passes(record, expression)
         if ok:

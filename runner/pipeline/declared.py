@@ -46,7 +46,7 @@ from runner.run import run_tasks
 from runner.settings import RunSettings
 from runner.structured import Endpoint, EndpointPool
 from runner.tasks import load_tasks
-from sandboxes.files import atomic_write
+from simgate.files import atomic_write
 
 STAGES = ("synth", "dedup", "judge_tasks", "run", "judge_trajectories", "filter", "export")
 
@@ -129,9 +129,9 @@ async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, so
         catalogue = await fetch_catalogue(config.gateway)
         tools = {tool.name: {"name": tool.name, "description": tool.description, "server": server.name}
                  for server in catalogue.servers for tool in server.tools}
-        stats = await judge_tasks(source, out, _pool(config, settings), tools,
+        judged = await judge_tasks(source, out, _pool(config, settings), tools,
                                   concurrency=int(settings.get("concurrency", 2)))
-        return stats.model_dump()
+        return judged.model_dump()
     if name == "run":
         known = set(RunSettings.model_fields) - {"gateway", "llm_base_url", "model", "progress"}
         extra = sorted(set(settings) - known - {"base_url"})
@@ -146,10 +146,10 @@ async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, so
         trajectories = await run_tasks(load_tasks(source), run_settings, out)
         return {"trajectories": len(trajectories), "mode": run_settings.mode}
     if name == "judge_trajectories":
-        stats = await judge_trajectories(source, out, _pool(config, settings),
+        judged = await judge_trajectories(source, out, _pool(config, settings),
                                          tool_output_budget=int(settings.get("tool_output_budget", 1000)),
                                          concurrency=int(settings.get("concurrency", 2)))
-        return stats.model_dump()
+        return judged.model_dump()
     if name == "filter":
         expression = compile_filter(str(settings.get("where", "sft")))
         records = read_file(source, "record")

@@ -29,7 +29,7 @@ PRESETS: dict[str, str] = {
 
 def variables(record: dict[str, Any]) -> dict[str, Any]:
     """A task's or a trajectory's names (a trajectory carries its task's keys in `task_extra`)."""
-    task = record.get("task_extra") if isinstance(record.get("task_extra"), dict) else record
+    task = extra if isinstance(extra := record.get("task_extra"), dict) else record
     names: dict[str, Any] = {}
     names.update(ratings(task.get(TASK_FIELD)))
     names.update(ratings(record.get(TRAJECTORY_FIELD)))

@@ -163,7 +163,7 @@ class FileSet:
 
     def fingerprint(self) -> list[tuple[str, str, int, int, int, str]]:
         """What identifies the content cheaply: path, type, size, mtime and mode (no file is read)."""
-        out = []
+        out: list[tuple[str, str, int, int, int, str]] = []
         for path, entry in sorted(self.entries.items()):
             info = os.lstat(path)
             out.append((path, entry.type, info.st_size if entry.type == "file" else 0,

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
 import anyio
@@ -147,7 +148,7 @@ async def _next_event(conn: h11.Connection, stream: ByteStream) -> h11.Event | t
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
-            return event
+            return cast("h11.Event | type[h11.PAUSED]", event)
         try:
             data = await stream.receive()
         except anyio.EndOfStream:

@@ -34,6 +34,7 @@ from sandboxes.install.isolation import InstallIsolation
 from sandboxes.install.manifest import InstallManifest, ResolvedPackage, read_manifest, write_manifest
 from sandboxes.install.spec import PackageSpec
 from sandboxes.policy import DEFAULT_ENV_ALLOW
+from simgate.errors import SimgateError
 
 logger = logging.getLogger("simgate.install")
 
@@ -63,7 +64,7 @@ _PROBE = (
 )
 
 
-class InstallError(Exception):
+class InstallError(SimgateError):
     """An install that failed; the message names the server, the spec and the installer's last lines."""
 
     def __init__(self, server: str, spec: PackageSpec, reason: str, output: str = "") -> None:

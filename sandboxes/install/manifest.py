@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sandboxes.files import atomic_write
 from sandboxes.install.spec import PackageSpec
+from simgate.files import atomic_write
 
 MANIFEST = "simgate-install.json"
 

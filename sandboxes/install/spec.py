@@ -16,6 +16,8 @@ from typing import Literal
 from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import BaseModel, ConfigDict, Field
 
+from simgate.errors import SimgateError
+
 Registry = Literal["pypi", "npm"]
 
 # npm's own package-name rule (validate-npm-package-name), without the legacy upper-case names.
@@ -29,7 +31,7 @@ _UVX_FLAGS = {"-q", "--quiet", "--isolated", "--no-cache", "-n", "--refresh", "-
 _NPX_FLAGS = {"-y", "--yes", "-q", "--quiet", "--silent", "--no-install"}
 
 
-class SpecError(ValueError):
+class SpecError(SimgateError, ValueError):
     """A package spec or a uvx/npx command that cannot be installed; the message says what is wrong."""
 
 

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from simulators.results import strip_meta, text_of
+from simgate.results import strip_meta, text_of
 
 
 @dataclass(frozen=True)

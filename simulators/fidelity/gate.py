@@ -28,7 +28,7 @@ class FidelityGate(BaseModel):
         None, ge=0, description="value fidelity ÷ its live-vs-live value (shadow mode: ÷ 1, having no second live call)")
     min_calls: int = Field(5, ge=1, description="evidence on fewer measured calls is not enough")
     setting: Setting = Field("few_shot", description="which setting of a `fidelity calls` report counts")
-    fallback: list[Fallback] = Field(default_factory=lambda: ["cache", "live"],
+    fallback: list[Fallback] = Field(default_factory=lambda: list[Fallback](("cache", "live")),
                                      description="where a call the gate keeps from the simulator goes, in order")
 
     @model_validator(mode="after")

@@ -17,8 +17,9 @@ from typing import Any, Literal
 import mcp_types
 from pydantic import ValidationError
 
+from simgate.canonical import canonical_json
+from simgate.results import schema_error
 from simulators.fidelity.answers import Answer, as_answer, payload
-from simulators.results import schema_error
 
 Outcome = Literal["success", "empty", "not_found_or_invalid", "error", "rate_limit", "simulator_failure"]
 OUTCOMES: tuple[Outcome, ...] = ("success", "empty", "not_found_or_invalid", "error", "rate_limit",
@@ -259,7 +260,7 @@ def values_agree(a: Any, b: Any, tolerance: float = NUMBER_TOLERANCE) -> bool:
 
 
 def _canonical_item(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return canonical_json(value)
 
 
 def unordered_lists(live: Any, second_live: Any) -> set[str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from simulators.fidelity.html import BarChart, Section, Table, render_html
+from simgate.html import BarChart, Section, Table, render_html
 from simulators.fidelity.scoring import METRICS, Aggregate, CallScore, MetricSet
 
 REPORT_VERSION = 1

@@ -3,7 +3,7 @@ per server and overall. Plain data in, pydantic models out."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from statistics import fmean, median
 from typing import Any
 
@@ -133,7 +133,7 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return fmean(present) if present else None
 
 
-def _metric_set(live: list[str], comparisons: list[Comparison]) -> MetricSet:
+def _metric_set(live: Sequence[str], comparisons: list[Comparison]) -> MetricSet:
     pairs = list(zip(live, [c.outcome for c in comparisons], strict=True))
     return MetricSet(
         n=len(comparisons),

@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from simgate.results import strip_meta, text_of, text_result
 from simulators.base import Example, SimulationRequest
-from simulators.results import strip_meta, text_of, text_result
 
 VERSION = "v1"
 

@@ -1,7 +1,8 @@
-"""One self-contained HTML page for any fidelity report: tables and bar charts as inline SVG.
+"""The HTML report shell: one self-contained page of sections, tables and bar charts as inline SVG.
 
 No external URL, script or font: the page opens the same offline, in a browser or a CI artifact.
-Both `simgate fidelity calls` and the runner's trajectory report render through `render_html`.
+Every report renders through `render_html`: `fidelity calls`, the trajectory report, the onboarding report
+and the dataset card's charts. Here, in the base layer, since the runner and the simulators both use it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Files written whole or not at all (install manifests, the vault, key files, cassettes, exports).
+"""Files written whole or not at all (install manifests, the vault, key files, cassettes, exports, reports).
 
-Here, in the lowest package, so that every package may use it."""
+Here, in the base layer, so that every package may use it."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""Plain-data helpers on `CallToolResult` dicts and JSON schemas, shared by the backends."""
+"""Plain-data helpers on `CallToolResult` dicts and JSON schemas: the simulators' backends, the runner's agents
+and onboarding, the gateway's exports all read and check results through these."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import lru_cache
 from typing import Any
@@ -11,14 +11,7 @@ import jsonschema
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
-
-def canonical(value: Any) -> str:
-    """One JSON text per value: sorted keys, no spaces, non-ASCII kept."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def digest(value: Any) -> str:
-    return hashlib.sha256(canonical(value).encode()).hexdigest()
+from simgate.canonical import canonical_json
 
 
 def strip_meta(result: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -70,7 +63,7 @@ def schema_error(schema: dict[str, Any], value: Any) -> str | None:
     Raises `ValueError` when the schema itself is not a valid JSON schema.
     """
     try:
-        validator = _validator(canonical(schema))
+        validator = _validator(canonical_json(schema))
     except SchemaError as exc:
         raise ValueError(f"not a valid JSON schema: {exc.message}") from None
     error = jsonschema.exceptions.best_match(validator.iter_errors(value))

@@ -1,0 +1,123 @@
+"""Every `simgate` sub-command, given bad input, says so in one line on stderr and exits 2: no traceback.
+
+The table names one bad input per sub-command; a sub-command missing from it fails the test, so a new one
+comes with its case. Commands run in one process, the way the `simgate` script runs them (`gateway.cli.main`);
+what they would reach is a closed port on loopback or a file that does not exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import build_parser, main
+from simgate.errors import SimgateError
+
+
+def _closed_port() -> str:
+    with socket.socket() as probe:  # bound, never listening, closed: connections to it are refused
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+DEAD = _closed_port()
+LLM = ["--llm-base-url", DEAD + "/v1", "--model", "m"]
+
+# sub-command -> its arguments ({t}: a fresh empty directory) and a piece of the expected message.
+CASES: dict[str, tuple[list[str], str]] = {
+    "serve": (["{t}/missing.yaml"], "missing.yaml"),
+    "servers": (["--url", DEAD], "cannot reach the gateway"),
+    "call": (["s", "t", "novalue", "--url", DEAD], "'novalue' is not key=value"),
+    "mode show": (["--url", DEAD], "cannot reach the gateway"),
+    "mode set": (["live", "--url", DEAD], "cannot reach the gateway"),
+    "config check": (["{t}/missing.yaml"], "missing.yaml"),
+    "cache stats": (["--cache-dir", "{t}/none"], "none"),
+    "cache ls": (["--cache-dir", "{t}/none"], "none"),
+    "cache show": (["abc", "--cache-dir", "{t}/none"], "none"),
+    "cache export": (["{t}/out.jsonl", "--cache-dir", "{t}/none"], "none"),
+    "cache import": (["{t}/missing.jsonl", "--cache-dir", "{t}/store"], "missing.jsonl"),
+    "cache prune": (["--cache-dir", "{t}/none"], "none"),
+    "vault set": (["NAME", "--config", "{t}/missing.yaml"], "missing.yaml"),
+    "vault list": (["--config", "{t}/missing.yaml"], "missing.yaml"),
+    "vault rm": (["NAME", "--config", "{t}/missing.yaml"], "missing.yaml"),
+    "vault rotate-key": (["--config", "{t}/missing.yaml"], "missing.yaml"),
+    "keys create": (["k", "--servers", "a", "--config", "{t}/missing.yaml"], "missing.yaml"),
+    "keys list": (["--config", "{t}/missing.yaml"], "missing.yaml"),
+    "keys rm": (["k", "--config", "{t}/missing.yaml"], "missing.yaml"),
+    "sandbox check": (["--docker-host", "unix://{t}/no.sock"], ""),  # a report: exit 0 or 1, never a traceback
+    "sandbox build-images": (["--docker-host", "unix://{t}/no.sock"], "no.sock"),
+    "sandbox install": (["{t}/missing.yaml"], "missing.yaml"),
+    "fidelity calls": (["--store", "{t}/none", "--out", "{t}/out"], "none"),
+    "fidelity status": (["--config", "{t}/missing.yaml"], "missing.yaml"),
+    "fidelity trajectories": (["--tasks", "{t}/missing.jsonl", "--gateway", DEAD, "--out", "{t}/out", *LLM],
+                              "missing.jsonl"),
+    "export simulator-sft": (["--store", "{t}/none", "--out", "{t}/nodir/out.jsonl"], "nodir"),
+    "export trajectories": (["{t}/missing.jsonl", "--out", "{t}/out.jsonl"], "missing.jsonl"),
+    "run": (["--tasks", "{t}/missing.jsonl", "--gateway", DEAD, "--out", "{t}/out.jsonl", *LLM], "missing.jsonl"),
+    "onboard": (["{t}/missing-servers.json", "--out", "{t}/out"], "missing-servers.json"),
+    "synth": (["--gateway", DEAD, "--out", "{t}/out.jsonl", *LLM], "cannot list the servers"),
+    "dedup": (["{t}/missing.jsonl", "--out", "{t}/out.jsonl"], "missing.jsonl"),
+    "judge tasks": (["{t}/missing.jsonl", "--gateway", DEAD, "--out", "{t}/out.jsonl", *LLM], "cannot list the servers"),
+    "judge trajectories": (["{t}/missing.jsonl", "--out", "{t}/out.jsonl", *LLM], "missing.jsonl"),
+    "extend irrelevance": (["{t}/missing.jsonl", "--gateway", DEAD, "--out", "{t}/out.jsonl"], "missing.jsonl"),
+    "extend persona": (["{t}/missing.jsonl", "--gateway", DEAD, "--out", "{t}/out.jsonl", *LLM], "missing.jsonl"),
+    "pipeline run": (["{t}/missing.yaml"], "missing.yaml"),
+    "filter": (["{t}/missing.jsonl", "--where", "True", "--out", "{t}/out.jsonl"], "missing.jsonl"),
+}
+
+
+def _leaf_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return [name for key, sub in action.choices.items() for name in _leaf_commands(sub, (*path, key))]
+    return [" ".join(path)]
+
+
+def test_every_sub_command_has_a_bad_input_case() -> None:
+    assert sorted(_leaf_commands(build_parser())) == sorted(CASES)
+
+
+@pytest.mark.parametrize("command", sorted(CASES))
+def test_bad_input_is_one_line_and_exit_code_2(command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    arguments, expected = CASES[command]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SIMGATE_SERVERS_DIR", str(tmp_path / "servers"))
+    argv = [*command.split(), *(argument.replace("{t}", str(tmp_path)) for argument in arguments)]
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if command == "sandbox check":  # not a refusal: a report of what works here
+        assert exited.value.code in (0, 1), err
+        return
+    assert exited.value.code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"simgate {command}: ") and expected in lines[0], err
+
+
+def test_every_expected_error_has_the_one_base() -> None:
+    """The errors a user is meant to read derive from `SimgateError`, whichever layer raises them."""
+    from gateway.auth.keys import KeyFileError
+    from gateway.cache.cassette import CassetteError
+    from gateway.errors import ConfigError, GatewayError, ReplayMiss
+    from gateway.fidelity.source import FidelityInputError
+    from gateway.vault.store import VaultError
+    from runner.errors import RunnerError, TaskFileError
+    from runner.export.formats import ExportError
+    from sandboxes.errors import SandboxUnavailable
+    from sandboxes.install.installer import InstallError
+    from sandboxes.install.spec import SpecError
+    from simulators.base import SimulationError
+    from simulators.schema import SchemaSynthesisError
+
+    for error in (KeyFileError, CassetteError, ConfigError, GatewayError, ReplayMiss, FidelityInputError,
+                  VaultError, RunnerError, TaskFileError, ExportError, SandboxUnavailable, InstallError, SpecError,
+                  SimulationError, SchemaSynthesisError):
+        assert issubclass(error, SimgateError), error
+    assert json.loads(json.dumps(str(ReplayMiss("no recording"))))  # still an MCPError with its message
