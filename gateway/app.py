@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.auth.keys import KeyFileError, KeyStore
 from gateway.auth.middleware import RequireApiKey
 from gateway.auth.rebinding import CheckHostAndOrigin, rebinding_settings
-from gateway.cache.store import DiskStore
+from gateway.cache.backends import open_backend
 from gateway.config.models import GatewayConfig
 from gateway.downstream.bodies import BoundedBodies
 from gateway.downstream.direct_calls import DirectCalls
@@ -84,14 +84,16 @@ class Gateway:
             self.keys_at_start = self.keys.enabled
         except KeyFileError as exc:
             raise ConfigError(str(exc)) from None
-        self.store = DiskStore(Path(config.gateway.cache_path))
+        self.backend = open_backend(config.gateway)  # diskcache, or Redis shared by a cluster of gateways
+        self.store = self.backend.store
         upstream_config = config.model_copy(update={"servers": {**config.servers, **resolved}}) if resolved else config
         self.pool = UpstreamPool(upstream_config, state_dir, snapshots=RedactingSnapshots(self.store, self.redactor))
         for name, server in resolved.items():
             if server.transport == "stdio":
                 self.pool.upstreams[name].errlog_redactor = self.redactor
         self.metrics = GatewayMetrics()
-        self.sessions = RedactingSessions(self.redactor, keep_history=config.gateway.simulator is not None)
+        self.sessions = RedactingSessions(self.redactor, keep_history=config.gateway.simulator is not None,
+                                          shared=self.backend.run_state)
         self.modes = ModeResolver(config, self.sessions)
         self.shadow_log = RedactingShadowLog(Path(config.gateway.cache_path) / "shadow", self.redactor)
         simulator_config = config.gateway.simulator
@@ -114,7 +116,7 @@ class Gateway:
         }
         self.pipeline = Pipeline(
             [ObserveCalls(self.metrics), RedactSecrets(self.redactor), AttachProvenance(self.sessions),
-             Authorize(), ValidateArguments(), ChooseMode(self.modes), RateLimits(config, metrics=self.metrics),
+             Authorize(), ValidateArguments(), ChooseMode(self.modes), RateLimits(config, metrics=self.metrics, shared=self.backend.counters),
              InjectFaults(config, metrics=self.metrics), AssignCacheKey(config, self.sessions)],
             RouteByMode(executors),
         )
@@ -161,6 +163,10 @@ class Gateway:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             stack.callback(self.store.close)
+            stack.push_async_callback(self.backend.aclose)
+            keepalive = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(keepalive.cancel_scope.cancel)
+            keepalive.start_soon(self.backend.keepalive, name="store keepalive")
             if (close_simulator := getattr(self.simulator, "aclose", None)) is not None:
                 stack.push_async_callback(close_simulator)
             stack.callback(self.shadow_log.close)
