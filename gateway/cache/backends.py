@@ -96,7 +96,8 @@ def _redis(settings: GatewaySettings) -> Backend:
         await client.aclose()
 
     assert isinstance(store, RedisStore)
-    return Backend(store=store, run_state=RedisRunState(client, prefix), counters=RedisCounters(client, prefix),
+    return Backend(store=store, run_state=RedisRunState(client, prefix, url),
+                   counters=RedisCounters(client, prefix, url),
                    keepalive=keepalive, aclose=aclose)
 
 

@@ -18,14 +18,18 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from gateway.cache.redis_errors import async_unavailable
+
 STATE_TTL_S = 24 * 3600
 
 
 class RedisRunState:
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str, url: str) -> None:
         self._client = client
         self._prefix = prefix
+        self.url = url
 
+    @async_unavailable
     async def next_position(self, state_key: str, key: str) -> int:
         name = f"{self._prefix}s:pos:{state_key}"
         async with self._client.pipeline(transaction=True) as pipe:
@@ -34,6 +38,7 @@ class RedisRunState:
             taken, _ = await pipe.execute()
         return int(taken) - 1
 
+    @async_unavailable
     async def remember(self, state_key: str, entry: dict[str, Any], keep: int) -> None:
         name = f"{self._prefix}s:hist:{state_key}"
         async with self._client.pipeline(transaction=True) as pipe:
@@ -42,5 +47,6 @@ class RedisRunState:
             pipe.expire(name, STATE_TTL_S)
             await pipe.execute()
 
+    @async_unavailable
     async def history(self, state_key: str) -> list[dict[str, Any]]:
         return [json.loads(item) for item in await self._client.lrange(f"{self._prefix}s:hist:{state_key}", 0, -1)]

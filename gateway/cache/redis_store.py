@@ -27,6 +27,7 @@ import redis
 from redis.exceptions import RedisError, WatchError
 
 from gateway.cache.records import Recording
+from gateway.cache.redis_errors import unavailable, unavailable_as_error, unreachable
 from gateway.config.store import redacted_url
 from gateway.errors import ConfigError
 
@@ -122,21 +123,27 @@ class RedisStore:
 
     # ------------------------------------------------------------------ reads
 
+    @unavailable_as_error
     def get(self, key: str) -> list[Recording]:
         # One command: a key's sequence is read as one consistent list.
         return [Recording.model_validate_json(item) for item in self._client.lrange(self._r(key), 0, -1)]
 
+    @unavailable_as_error
     def tool_keys(self, server: str, tool: str) -> list[str]:
         keys: list[str] = self._client.lrange(self._t(server, tool), 0, -1)  # type: ignore[assignment]
         return keys
 
     def keys(self) -> Iterator[str]:
-        yield from self._client.sscan_iter(self._keys, count=1000)
+        try:
+            yield from self._client.sscan_iter(self._keys, count=1000)
+        except RedisError as exc:
+            raise unavailable(self.url, exc) from None
 
     def all(self) -> Iterator[Recording]:
         for key in self.keys():
             yield from self.get(key)
 
+    @unavailable_as_error
     def load_tools(self, server: str) -> list[dict[str, Any]]:
         raw = self._client.get(self._tools(server))
         return json.loads(raw) if raw else []
@@ -147,6 +154,7 @@ class RedisStore:
         counts = self.put_many([recording], replace=replace)
         return bool(counts["added"] or counts["replaced"])
 
+    @unavailable_as_error
     def put_many(self, recordings: Iterable[Recording], *, replace: bool,
                  tools: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, int]:
         """One script: every recording placed (as `DiskStore.put_many` does) and every tool list set, or none."""
@@ -168,14 +176,17 @@ class RedisStore:
             counts[outcome] += 1
         return counts
 
+    @unavailable_as_error
     def save_tools(self, server: str, tools: list[dict[str, Any]]) -> None:
         self._client.set(self._tools(server), json.dumps(tools))
 
+    @unavailable_as_error
     def delete(self, key: str) -> bool:
         recordings = self.get(key)
         index = self._t(recordings[0].server, recordings[0].tool) if recordings else f"{self._prefix}t:"
         return bool(self._delete(keys=[self._r(key), self._p(key), index, self._keys], args=[key]))
 
+    @unavailable_as_error
     def prune(self, *, expired_only: bool = True, server: str | None = None, tool: str | None = None) -> int:
         """As `DiskStore.prune`; each key is rewritten in a WATCH/MULTI transaction (retried if a gateway
         writes the key meanwhile), so a recording added during the prune is never lost."""
@@ -225,6 +236,7 @@ class RedisStore:
 
     # ------------------------------------------------------------------ record mode `once`
 
+    @unavailable_as_error
     def decide_once(self, server: str, recorded_before: Callable[[], bool]) -> bool:
         """The first gateway to decide sets the decision (SET NX); every other one reads it."""
         name = f"{self._prefix}once:{server}"
@@ -236,6 +248,7 @@ class RedisStore:
         self._held.add(server)
         return held == "1"
 
+    @unavailable_as_error
     def hold_once(self) -> None:
         """Keep the decisions this gateway read alive; a stopped cluster's decisions expire with it, so
         the next run decides anew (run by the gateway every ONCE_TTL_S / 5 seconds)."""
@@ -257,22 +270,3 @@ class RedisStore:
 
 def _place_id(episode: str, position: int) -> str:
     return f"{episode}\x00{position}"
-
-
-def unreachable(url: str, exc: BaseException) -> str:
-    """A one-line reason Redis at `url` cannot be used, without the URL's password."""
-    reason = str(exc) or type(exc).__name__
-    for secret in _secrets_of(url):
-        reason = reason.replace(secret, "***")
-    return f"gateway.store: cannot use Redis at {redacted_url(url)}: {reason}"
-
-
-def _secrets_of(url: str) -> list[str]:
-    from urllib.parse import parse_qsl, urlsplit
-
-    try:
-        parts = urlsplit(url)
-        found = [parts.password] if parts.password else []
-        return found + [v for k, v in parse_qsl(parts.query) if k == "password" and v]
-    except ValueError:
-        return []

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from gateway.cache.redis_errors import async_unavailable
+
 # Returns the seconds until a token is free as a string (Lua numbers become integers on the way out);
 # "0": a token was taken.
 _TAKE = """
@@ -98,22 +100,26 @@ class Reservation:
 class RedisCounters:
     """`SharedCounters` on Redis (see `gateway.pipeline.ratelimit`)."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str, url: str) -> None:
         self._prefix = prefix
+        self.url = url
         self._take = client.register_script(_TAKE)
         self._reserve = client.register_script(_RESERVE)
         self._refund = client.register_script(_REFUND)
 
+    @async_unavailable
     async def take(self, bucket: tuple[str, ...], rate: float, burst: int) -> float:
         name = f"{self._prefix}rl:" + "\x00".join(bucket)
         return float(await self._take(keys=[name], args=[repr(rate), burst]))
 
+    @async_unavailable
     async def reserve(self, server: str, rate: float, burst: int, max_queue: int, max_wait: float) -> Reservation:
         reservation = uuid.uuid4().hex
         outcome, wait, waiting = await self._reserve(
             keys=self._quota_keys(server), args=[repr(rate), burst, max_queue, repr(max_wait), reservation])
         return Reservation(str(outcome), float(wait), int(waiting), reservation)
 
+    @async_unavailable
     async def refund(self, server: str, burst: int, reservation: Reservation) -> None:
         await self._refund(keys=self._quota_keys(server), args=[burst, reservation.id])
 
