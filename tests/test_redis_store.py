@@ -357,3 +357,63 @@ def test_a_gateway_on_diskcache_never_loads_the_redis_client(tmp_path: Path) -> 
                             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+async def test_redis_gone_while_serving_is_a_clear_error_and_the_gateway_lives_on(tmp_path: Path) -> None:
+    with private_redis() as own:
+        config = {"gateway": {"record": "all", "store": {"backend": "redis", "url": own.url, "prefix": "gone:"}},
+                  "mcpServers": {"fx": fixture_server("misbehaving_server.py")}}
+        with running_gateway(config, tmp_path / "gw") as gateway:
+            async with mcp_session(gateway.mcp_url("fx")) as session:
+                assert provenance(await session.call_tool("echo", {"text": "stored"}))["recorded"] is True
+                own.process.send_signal(signal.SIGTERM)
+                own.process.wait(timeout=10)
+                for mode in ("live", "replay"):  # a write, then a read, of the store
+                    with pytest.raises(MCPError) as failed:
+                        await session.call_tool("echo", {"text": "stored"}, meta={"simgate/mode": mode})
+                    assert failed.value.error.message.startswith(
+                        f"the recording store is unavailable: Redis at {own.url}: "), failed.value.error.message
+            assert httpx.get(gateway.url + "/healthz").status_code == 200
+
+
+def _rec(key: str, *, episode: str = "", position: int = 0, text: str = "a", server: str = "s", tool: str = "t",
+         expires_at: float | None = None) -> Recording:
+    return Recording(key=key * 64, server=server, tool=tool, tool_fingerprint="f", arguments={"text": text},
+                     result={"content": [{"type": "text", "text": text}], "isError": False}, latency_ms=1.0,
+                     recorded_at="2026-01-01T00:00:00.000+00:00", sequential=bool(episode), episode=episode,
+                     position=position, expires_at=expires_at)
+
+
+def _script(store: Any) -> list[Any]:
+    """The same operations on a store; what each one answered and what the store then holds."""
+    seen: list[Any] = [
+        store.put(_rec("a"), replace=False), store.put(_rec("a", text="b"), replace=False),
+        store.put(_rec("a", text="c"), replace=True),
+        store.put_many([_rec("b", episode="e1", position=1), _rec("b", episode="e1", position=0),
+                        _rec("b", episode="e2", position=0, expires_at=1.0), _rec("b", episode="e2", position=1),
+                        _rec("b", episode="e3", position=2), _rec("c", tool="u")], replace=False,
+                       tools={"s": [{"name": "t"}, {"name": "u"}]}),
+        store.tool_keys("s", "t"), store.tool_keys("s", "u"), store.load_tools("s"), sorted(store.keys()),
+        [r.model_dump() for r in store.get("b" * 64)],
+        store.prune(),  # e2's expired first position takes its whole sequence
+        [(r.episode, r.position) for r in store.get("b" * 64)],
+        store.delete("c" * 64), store.delete("c" * 64), store.tool_keys("s", "u"),
+        store.prune(expired_only=False, tool="t"), sorted(store.keys()), store.tool_keys("s", "t"),
+        store.decide_once("s", lambda: True), store.decide_once("s", lambda: False),
+    ]
+    return seen
+
+
+def test_the_redis_store_answers_as_the_diskcache_store(redis_server: RedisServer, tmp_path: Path) -> None:
+    from gateway.cache.store import DiskStore
+
+    disk, shared = DiskStore(tmp_path / "disk"), _store(redis_server, "same:")
+    try:
+        on_disk, on_redis = _script(disk), _script(shared)
+    finally:
+        disk.close()
+        shared.close()
+    # `once` differs by design only in who asks: diskcache asks every time (one gateway keeps its
+    # decision for the run), Redis keeps the first decision for every gateway.
+    assert on_disk[:-1] == on_redis[:-1] and on_redis[-2:] == [True, True]
+    assert on_redis[3] == {"added": 5, "replaced": 0, "kept": 0, "gaps": 1}
