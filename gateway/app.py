@@ -23,7 +23,7 @@ from gateway.assembly import build_executors, build_pipeline
 from gateway.auth.keys import KeyFileError, KeyStore
 from gateway.auth.middleware import RequireApiKey
 from gateway.auth.rebinding import CheckHostAndOrigin, rebinding_settings
-from gateway.cache.store import DiskStore
+from gateway.cache.backends import open_backend
 from gateway.config.models import GatewayConfig
 from gateway.downstream.bodies import BoundedBodies
 from gateway.downstream.direct_calls import DirectCalls
@@ -67,14 +67,16 @@ class Gateway:
             self.keys_at_start = self.keys.enabled
         except KeyFileError as exc:
             raise ConfigError(str(exc)) from None
-        self.store = DiskStore(Path(config.gateway.cache_path))
+        self.backend = open_backend(config.gateway)  # diskcache, or Redis shared by a cluster of gateways
+        self.store = self.backend.store
         upstream_config = config.model_copy(update={"servers": {**config.servers, **resolved}}) if resolved else config
         # The stderr of a stdio server given vault secrets is redacted on its way to stderr.log.
         self.pool = UpstreamPool(upstream_config, state_dir, snapshots=RedactingSnapshots(self.store, self.redactor),
                                  stderr_redactor=self.redactor,
                                  redact_stderr_of={name for name, server in resolved.items() if server.transport == "stdio"})
         self.metrics = GatewayMetrics()
-        self.sessions = RedactingSessions(self.redactor, keep_history=config.gateway.simulator is not None)
+        self.sessions = RedactingSessions(self.redactor, keep_history=config.gateway.simulator is not None,
+                                          shared=self.backend.run_state)
         self.modes = ModeResolver(config, self.sessions)
         self.shadow_log = RedactingShadowLog(Path(config.gateway.cache_path) / "shadow", self.redactor)
         simulator_config = config.gateway.simulator
@@ -83,7 +85,8 @@ class Gateway:
                                     simulator=self.simulator, shadow_log=self.shadow_log, redactor=self.redactor)
         self.shadow, self.gate = executors.shadow, executors.gate
         self.pipeline = build_pipeline(config, executors, metrics=self.metrics, redactor=self.redactor,
-                                       sessions=self.sessions, modes=self.modes)
+                                       sessions=self.sessions, modes=self.modes,
+                                       counters=self.backend.counters)
         aggregate, singles = exposures_for(self.pool, config.gateway.name)
         self.security = security = rebinding_settings(host or config.gateway.host)
         self.managers: dict[str, StreamableHTTPSessionManager] = {}
@@ -116,6 +119,10 @@ class Gateway:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             stack.callback(self.store.close)
+            stack.push_async_callback(self.backend.aclose)
+            keepalive = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(keepalive.cancel_scope.cancel)
+            keepalive.start_soon(self.backend.keepalive, name="store keepalive")
             if (close_simulator := getattr(self.simulator, "aclose", None)) is not None:
                 stack.push_async_callback(close_simulator)
             stack.callback(self.shadow_log.close)

@@ -30,7 +30,7 @@ from gateway.pipeline.keying import AssignCacheKey
 from gateway.pipeline.modes import ChooseMode, ModeResolver, RouteByMode
 from gateway.pipeline.observe import ObserveCalls
 from gateway.pipeline.provenance import AttachProvenance
-from gateway.pipeline.ratelimit import RateLimits
+from gateway.pipeline.ratelimit import RateLimits, SharedCounters
 from gateway.pipeline.redact import RedactingShadowLog, RedactingStore, Redactor, RedactSecrets
 from gateway.pipeline.validate import ValidateArguments, unchecked_servers
 from gateway.sessions import Sessions
@@ -81,8 +81,9 @@ def build_executors(config: GatewayConfig, *, pool: UpstreamPool, store: CacheSt
 
 
 def build_pipeline(config: GatewayConfig, executors: Executors, *, metrics: GatewayMetrics, redactor: Redactor,
-                   sessions: Sessions, modes: ModeResolver) -> Pipeline:
-    """The stages every `tools/call` passes, outermost first, then the executor of its mode."""
+                   sessions: Sessions, modes: ModeResolver, counters: SharedCounters | None = None) -> Pipeline:
+    """The stages every `tools/call` passes, outermost first, then the executor of its mode. `counters`:
+    rate-limit buckets shared by a cluster of gateways (Redis); None keeps them in this process."""
     return Pipeline(
         [
             # Outermost: counts and times every call, refusals by any stage below included.
@@ -98,7 +99,7 @@ def build_pipeline(config: GatewayConfig, executors: Executors, *, metrics: Gate
             # Rate limits (upstream quotas apply to upstream modes only) and the cache key depend on it.
             ChooseMode(modes),
             # A refused call must not take a fault's draw or a replay position.
-            RateLimits(config, metrics=metrics),
+            RateLimits(config, metrics=metrics, shared=counters),
             # Before the executor, so the cache only ever holds real answers.
             InjectFaults(config, metrics=metrics),
             # Last: only calls about to execute count a sequential replay position.

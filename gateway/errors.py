@@ -104,3 +104,7 @@ class Forbidden(GatewayError):
     """The client's API key does not allow this server, tool, prompt or resource."""
 
     code_value = FORBIDDEN
+
+
+class StoreUnavailable(GatewayError):
+    """The shared store (Redis) cannot be reached now; the message names it without its password."""

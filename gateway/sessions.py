@@ -7,6 +7,10 @@ the history the simulator is shown — belongs to one client connection (its MCP
 name: a fresh connection that names recorded session S starts at S's first position, and sees none of
 the calls earlier connections made under any name. A client without an MCP session (the sessionless
 2026-07-28 era) has only the name to go by.
+
+On a cluster (store backend redis) the state a name alone keys is shared (`SharedRunState`): any
+gateway continues the run. A connection's state stays in its process, since the MCP session that
+carries it is pinned to one gateway anyway.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.config.execution import Mode
 
@@ -32,6 +36,16 @@ class SessionState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+class SharedRunState(Protocol):
+    """Run state kept outside the process (e.g. `gateway.cache.redis_state.RedisRunState`)."""
+
+    async def next_position(self, state_key: str, key: str) -> int: ...
+
+    async def remember(self, state_key: str, entry: dict[str, Any], keep: int) -> None: ...
+
+    async def history(self, state_key: str) -> list[dict[str, Any]]: ...
+
+
 def state_key(name: str | None, client_session: str | None) -> str | None:
     """Where a call's run state lives: its connection's use of a name (or the name alone, sessionless)."""
     if client_session is None:
@@ -45,10 +59,43 @@ class Sessions:
     `keep_history`: the calls of a session are kept only for a simulator to be shown; a gateway without
     one keeps none (no memory or CPU spent per call on a history nobody reads)."""
 
-    def __init__(self, limit: int = MAX_SESSIONS, keep_history: bool = True) -> None:
+    def __init__(self, limit: int = MAX_SESSIONS, keep_history: bool = True,
+                 shared: SharedRunState | None = None) -> None:
         self._states: OrderedDict[str, SessionState] = OrderedDict()
         self._limit = limit
         self.keep_history = keep_history
+        self._shared = shared
+
+    def _is_shared(self, session_id: str | None) -> bool:
+        # A connection's state key holds a NUL (see `state_key`); a name alone does not.
+        return self._shared is not None and session_id is not None and "\x00" not in session_id
+
+    async def take_position(self, session_id: str | None, key: str) -> int:
+        """The call's position in its session's sequence for `key` (then the next one's)."""
+        if self._is_shared(session_id):
+            assert self._shared is not None and session_id is not None
+            return await self._shared.next_position(session_id, key)
+        return self.next_position(session_id, key)
+
+    async def add_to_history(self, session_id: str | None, entry: dict[str, Any]) -> None:
+        if not self.keep_history:
+            return
+        if self._is_shared(session_id):
+            assert self._shared is not None and session_id is not None
+            await self._shared.remember(session_id, bounded_entry(self.prepare(entry)), HISTORY)
+            return
+        self.remember(session_id, entry)
+
+    async def history(self, session_id: str | None) -> list[dict[str, Any]]:
+        if self._is_shared(session_id):
+            assert self._shared is not None and session_id is not None
+            return await self._shared.history(session_id)
+        state = self._states.get(session_id) if session_id is not None else None
+        return list(state.history) if state is not None else []
+
+    def prepare(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """A history entry as it may be kept (subclasses redact it)."""
+        return entry
 
     def get(self, session_id: str | None) -> SessionState | None:
         if session_id is None:

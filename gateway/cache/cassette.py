@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway.cache.records import Recording
-from gateway.cache.store import DiskStore
+from gateway.cache.store import CacheStore
 from simgate.errors import SimgateError
 from simgate.files import atomic_write
 
@@ -83,7 +83,7 @@ class ImportReport:
 # ---------------------------------------------------------------------------------------------- export
 
 
-def collect(store: DiskStore, server: str | None = None,
+def collect(store: CacheStore, server: str | None = None,
             tool: str | None = None) -> tuple[list[Recording], dict[str, list[dict[str, Any]]]]:
     """The recordings of `server`/`tool` (all by default) in a stable order, and their servers' tool lists."""
     recordings: list[Recording] = []
@@ -130,7 +130,7 @@ def write_cassette(path: str | Path, recordings: Iterable[Recording],
     return len(items)
 
 
-def export_cassette(store: DiskStore, path: str | Path, server: str | None = None, tool: str | None = None) -> int:
+def export_cassette(store: CacheStore, path: str | Path, server: str | None = None, tool: str | None = None) -> int:
     """Export the recordings of `server`/`tool` (all by default) to a JSONL cassette; returns how many."""
     recordings, tools = collect(store, server, tool)
     return write_cassette(path, recordings, tools, {"server": server, "tool": tool})
@@ -201,7 +201,7 @@ def read_cassette(path: str | Path) -> Cassette:
     return Cassette(path=str(path), header=header, recordings=[r for _, r in recordings], tools=tools)
 
 
-def import_cassette(store: DiskStore, path: str | Path, replace: bool = False) -> ImportReport:
+def import_cassette(store: CacheStore, path: str | Path, replace: bool = False) -> ImportReport:
     """Check the whole cassette, then write it in one transaction.
 
     Without `replace`, what the store holds at a key and position is kept and only what it lacks is
@@ -211,17 +211,17 @@ def import_cassette(store: DiskStore, path: str | Path, replace: bool = False) -
     return apply_cassette(store, read_cassette(path), replace)
 
 
-def apply_cassette(store: DiskStore, cassette: Cassette, replace: bool = False) -> ImportReport:
+def apply_cassette(store: CacheStore, cassette: Cassette, replace: bool = False) -> ImportReport:
     """Write a cassette `read_cassette` has checked, in one transaction (see `import_cassette`)."""
     report = ImportReport(path=cassette.path, recordings=len(cassette.recordings),
                           keys=len({r.key for r in cassette.recordings}))
-    with store.transaction():
-        counts = store.put_many(cassette.recordings, replace=replace)
-        for server, listed in cassette.tools.items():
-            merged = _merge_tools(store.load_tools(server), listed, replace)
-            if merged is not None:
-                store.save_tools(server, merged)
-                report.tool_lists.append(server)
+    merged_lists: dict[str, list[dict[str, Any]]] = {}
+    for server, listed in cassette.tools.items():
+        merged = _merge_tools(store.load_tools(server), listed, replace)
+        if merged is not None:
+            merged_lists[server] = merged
+            report.tool_lists.append(server)
+    counts = store.put_many(cassette.recordings, replace=replace, tools=merged_lists)
     assert counts["gaps"] == 0, "a cassette with a gap passed the checks"
     report.added, report.replaced, report.kept = counts["added"], counts["replaced"], counts["kept"]
     return report

@@ -1,9 +1,10 @@
 """`simgate cache stats|ls|show|export|import|prune`: inspect and move recordings.
 
-Every sub-command finds the store with `--config FILE` (the config's `gateway.cache_dir`, else
-`STATE_DIR/cache`, relative to the current directory as for the gateway) or `--cache-dir DIR`;
-with neither, the gateway's default `.simgate/cache`. The store may be in use by a running gateway:
-diskcache is safe across processes. Bad input is one line on stderr and exit code 2.
+Every sub-command finds the store with `--config FILE` (the config's `gateway.store`: Redis, or
+diskcache in `gateway.cache_dir`, else `STATE_DIR/cache`, relative to the current directory as for
+the gateway), `--cache-dir DIR` or `--redis-url URL`; with none, the gateway's default
+`.simgate/cache`. The store may be in use by running gateways: diskcache is safe across processes,
+Redis across machines. Bad input is one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def register(commands: Any) -> None:
     source = where.add_mutually_exclusive_group()
     source.add_argument("--config", metavar="FILE", help="a gateway config; its store is used")
     source.add_argument("--cache-dir", metavar="DIR", help=f"the store directory (default {DEFAULT_CACHE_DIR})")
+    source.add_argument("--redis-url", metavar="URL", help="a Redis store (redis://host:6379/0; key prefix simgate:)")
     filters = argparse.ArgumentParser(add_help=False)
     filters.add_argument("--server", help="only this server's recordings")
     filters.add_argument("--tool", help="only this tool's recordings")
@@ -74,18 +76,37 @@ def _guarded(handler: Handler, command: str) -> Handler:
                    prefix=f"simgate cache {command}", describe=describe_store_error)
 
 
-def _store_dir(args: argparse.Namespace) -> Path:
+def _settings(args: argparse.Namespace) -> Any:
+    """The gateway settings that name the store: the config's, or ones made of --redis-url / --cache-dir."""
+    from gateway.config.models import GatewaySettings
+
     if args.config:
         from gateway.config.loader import load_config
 
-        return Path(load_config(args.config).gateway.cache_path)
-    return Path(args.cache_dir or DEFAULT_CACHE_DIR)
+        return load_config(args.config).gateway
+    if getattr(args, "redis_url", None):
+        try:
+            return GatewaySettings.model_validate({"store": {"backend": "redis", "url": args.redis_url}})
+        except ValueError as exc:
+            raise CommandError(f"--redis-url: {_first_message(exc)}") from None
+    return GatewaySettings.model_validate({"cache_dir": args.cache_dir or DEFAULT_CACHE_DIR})
+
+
+def _first_message(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return str(errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
+    return str(exc)
 
 
 def _open_store(args: argparse.Namespace, *, create: bool = False) -> Any:
+    from gateway.cache.backends import open_store
     from gateway.cache.store import DiskStore
 
-    directory = _store_dir(args)
+    settings = _settings(args)
+    if settings.store.backend != "diskcache":
+        return open_store(settings)
+    directory = Path(settings.cache_path)
     if not create and not (directory / "cache.db").is_file():
         how = "" if args.config or args.cache_dir else " (give --config FILE or --cache-dir DIR)"
         raise CommandError(f"no recording store at {directory}{how}")
@@ -161,11 +182,12 @@ def _stats(args: argparse.Namespace) -> int:
             row["sequential_keys"] += len(group) > 1
             row["last_recorded_at"] = max(row["last_recorded_at"], *(r.recorded_at for r in group))
         rows = list(tools.values())
-        directory = _store_dir(args)
-        summary = {"store": str(directory), "servers": len({r["server"] for r in rows}), "tools": len(rows),
+        where = store.describe()
+        size = _size_on_disk(store.directory) if isinstance(getattr(store, "directory", None), Path) else None
+        summary = {"store": where, "servers": len({r["server"] for r in rows}), "tools": len(rows),
                    "keys": sum(r["keys"] for r in rows), "recordings": sum(r["recordings"] for r in rows),
                    "errors": sum(r["errors"] for r in rows), "expired": sum(r["expired"] for r in rows),
-                   "size_bytes": _size_on_disk(directory), "per_tool": rows}
+                   "size_bytes": size, "per_tool": rows}
     finally:
         store.close()
     if args.json:
@@ -175,7 +197,7 @@ def _stats(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table("server", "tool", "keys", "recordings", "errors", "expired", "last recorded",
-                  title=f"{directory}", title_justify="left")
+                  title=where, title_justify="left")
     for row in rows:
         table.add_row(row["server"], row["tool"], str(row["keys"]), str(row["recordings"]), str(row["errors"]),
                       str(row["expired"]), row["last_recorded_at"])
@@ -183,7 +205,8 @@ def _stats(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"{summary['recordings']} recording(s) under {summary['keys']} key(s), {summary['servers']} "
                   f"server(s), {summary['tools']} tool(s); {summary['errors']} error(s) recorded, "
-                  f"{summary['expired']} expired; {_human(summary['size_bytes'])} on disk", highlight=False)
+                  f"{summary['expired']} expired" + (f"; {_human(size)} on disk" if size is not None else ""),
+                  highlight=False)
     return 0
 
 

@@ -6,7 +6,9 @@ import sqlite3
 
 from diskcache import Timeout
 
-STORE_ERRORS: tuple[type[BaseException], ...] = (Timeout, sqlite3.Error, OSError)
+from gateway.errors import StoreUnavailable
+
+STORE_ERRORS: tuple[type[BaseException], ...] = (Timeout, sqlite3.Error, OSError, StoreUnavailable)
 
 
 def describe_store_error(exc: BaseException) -> str:
@@ -14,6 +16,8 @@ def describe_store_error(exc: BaseException) -> str:
         return "the store is locked by another process; try again"
     if isinstance(exc, sqlite3.Error):
         return f"the store cannot be read: {exc}"
+    if isinstance(exc, StoreUnavailable):
+        return exc.message
     if isinstance(exc, OSError):
         return f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
     return str(exc)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,6 +22,9 @@ _TOOLS = "index\x00tools\x00"  # the last tools/list of each server, so replay w
 
 
 class CacheStore(Protocol):
+    """What every backend offers (diskcache here, Redis in `gateway.cache.redis_store`), synchronously:
+    the gateway calls it off the event loop where a call may wait (writes)."""
+
     def get(self, key: str) -> list[Recording]: ...
 
     def tool_keys(self, server: str, tool: str) -> list[str]:
@@ -32,9 +35,31 @@ class CacheStore(Protocol):
         """Store at `recording.position`; returns False when a recording is there and `replace` is False."""
         ...
 
+    def put_many(self, recordings: Iterable[Recording], *, replace: bool,
+                 tools: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, int]:
+        """Store recordings (and replace the tool lists of `tools`) atomically: all or nothing."""
+        ...
+
     def delete(self, key: str) -> bool: ...
 
     def keys(self) -> Iterator[str]: ...
+
+    def all(self) -> Iterator[Recording]: ...
+
+    def prune(self, *, expired_only: bool = True, server: str | None = None, tool: str | None = None) -> int: ...
+
+    def save_tools(self, server: str, tools: list[dict[str, Any]]) -> None: ...
+
+    def load_tools(self, server: str) -> list[dict[str, Any]]: ...
+
+    def decide_once(self, server: str, recorded_before: Callable[[], bool]) -> bool:
+        """Record mode `once`: whether `server` was recorded before this run, decided once for every
+        gateway on the store (`recorded_before` is asked when no decision is held yet)."""
+        ...
+
+    def describe(self) -> str:
+        """Where the store is, fit to show (no password)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -43,6 +68,7 @@ class DiskStore:
     """`diskcache.Cache` under `directory`; every write is one SQLite transaction."""
 
     def __init__(self, directory: Path) -> None:
+        self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         # No eviction: a recording is data, not a cache line. WAL keeps completed writes across kill -9.
         self._cache = diskcache.Cache(str(directory), eviction_policy="none", size_limit=2**62,
@@ -58,8 +84,9 @@ class DiskStore:
         counts = self.put_many([recording], replace=replace)
         return bool(counts["added"] or counts["replaced"])
 
-    def put_many(self, recordings: Iterable[Recording], *, replace: bool) -> dict[str, int]:
-        """Store recordings in ONE transaction (all or nothing).
+    def put_many(self, recordings: Iterable[Recording], *, replace: bool,
+                 tools: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, int]:
+        """Store recordings, and the tool lists of `tools`, in ONE transaction (all or nothing).
 
         A recording's place is (episode, position): each session that records a sequentially
         replayed tool keeps its own sequence, so concurrent sessions never overwrite each other.
@@ -85,6 +112,8 @@ class DiskStore:
                     if key not in keys:
                         keys.append(key)
                         self._cache.set(index_key, keys)
+            for server, listed in (tools or {}).items():
+                self.save_tools(server, listed)
         return counts
 
     @contextmanager
@@ -150,6 +179,12 @@ class DiskStore:
     def load_tools(self, server: str) -> list[dict[str, Any]]:
         raw = self._cache.get(f"{_TOOLS}{server}")
         return json.loads(raw) if raw else []
+
+    def decide_once(self, server: str, recorded_before: Callable[[], bool]) -> bool:
+        return recorded_before()  # one gateway per directory: its caller keeps the decision for the run
+
+    def describe(self) -> str:
+        return str(self.directory)
 
     def close(self) -> None:
         self._cache.close()

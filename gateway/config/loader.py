@@ -45,6 +45,10 @@ def parse_config(text: str, *, source: str = "<config>", json_only: bool = False
     raw["mcpServers"] = {
         name: _expand_env(server, source, f"server {name!r}") for name, server in raw["mcpServers"].items()
     }
+    store = raw.get("gateway", {}).get("store") if isinstance(raw.get("gateway"), dict) else None
+    if isinstance(store, dict) and isinstance(store.get("url"), str):
+        # A Redis password belongs in the environment, not in the config file.
+        store["url"] = _expand_env(store["url"], source, "field 'gateway.store.url'")
     try:
         return GatewayConfig.model_validate(raw)
     except ValidationError as exc:

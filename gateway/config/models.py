@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, P
 from gateway.config.execution import Mode, RecordMode, Source
 from gateway.config.exposure import check_sandboxed
 from gateway.config.limits import FaultConfig, RateLimit, UpstreamQuota
+from gateway.config.store import StoreConfig
 from gateway.vault import refs as vault_refs
 from sandboxes.install import SpecError, install_request
 from sandboxes.policy import SandboxPolicy
@@ -196,6 +197,8 @@ class GatewaySettings(BaseModel):
     record: RecordMode = Field(RecordMode.NONE, description="which live answers are written to the cache")
     hybrid_order: list[Source] = Field(default_factory=lambda: [Source.CACHE, Source.LIVE, Source.SIMULATOR])
     cache_dir: str | None = Field(None, description="the recording store (default: STATE_DIR/cache)")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="where recordings live: diskcache under "
+                               "cache_dir (default), or a Redis shared by several gateways")
     simulator: SimulatorConfig | None = Field(None, description="answers `simulated` calls; none by default")
     rate_limit: RateLimit | None = Field(None, description="default bucket per (client, server, tool); none by default")
     vault_path: str | None = Field(None, description="the encrypted secrets file (default: STATE_DIR/vault.json)")

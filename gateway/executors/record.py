@@ -43,9 +43,13 @@ class RecordingLive:
         if mode == RecordMode.NONE or call.cache_key is None:
             return await self._live(call)
         if mode == RecordMode.ONCE and call.server not in self._recorded_before:
-            # "Before this run": decided once, on the server's first call.
-            self._recorded_before[call.server] = any(
-                self._store.tool_keys(call.server, tool.get("name", "")) for tool in self._pool.get(call.server).tools)
+            # "Before this run": decided once, on the server's first call — by the first gateway of a
+            # cluster to ask, for all of them (the store holds the decision).
+            tools = [tool.get("name", "") for tool in self._pool.get(call.server).tools]
+            server = call.server
+            decided = await anyio.to_thread.run_sync(lambda: self._store.decide_once(
+                server, lambda: any(self._store.tool_keys(server, tool) for tool in tools)))
+            self._recorded_before.setdefault(server, decided)  # a concurrent first call's decision stands
         try:
             result = await self._live(call)
         except GatewayError:

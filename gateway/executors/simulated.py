@@ -37,7 +37,7 @@ class SimulatedExecutor:
     def backend(self) -> str:
         return self._simulator.backend if self._simulator is not None else "none"
 
-    def request_for(self, call: ToolCall, *, hold_out: str | None = None) -> SimulationRequest:
+    async def request_for(self, call: ToolCall, *, hold_out: str | None = None) -> SimulationRequest:
         held_keys = {key for key in (hold_out, call.cache_key if call.holdout else None) if key is not None}
         held_task = None
         if call.holdout == "task":
@@ -56,8 +56,7 @@ class SimulatedExecutor:
                 error = recording.error.model_dump() if recording.error else None
                 recorded.append(Example(arguments=recording.arguments, result=recording.result, error=error))
         chosen = [recorded[i] for i in nearest(call.arguments, [e.arguments for e in recorded], self._examples)]
-        state = self._sessions.get(call.state_key)
-        history = [Example.model_validate(entry) for entry in (state.history if state else [])
+        history = [Example.model_validate(entry) for entry in await self._sessions.history(call.state_key)
                    if not (entry.get("key") in held_keys and entry.get("source") != "simulator")]
         if call.holdout or hold_out:
             call.provenance["holdout"] = call.holdout or "call"
@@ -77,7 +76,7 @@ class SimulatedExecutor:
                               "(set gateway.simulator in the config)", data={"tool": call.exposed_name})
         started = time.perf_counter()
         try:
-            simulated = await self._simulator.simulate(self.request_for(call, hold_out=hold_out))
+            simulated = await self._simulator.simulate(await self.request_for(call, hold_out=hold_out))
         except SimulationError as exc:
             raise SimulationFailed(f"the {self._simulator.backend} simulator could not answer "
                                    f"{call.exposed_name!r}: {exc}", data={"tool": call.exposed_name}) from None

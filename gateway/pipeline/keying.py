@@ -44,5 +44,5 @@ class AssignCacheKey:
         # A replayed session sees the same sequence of answers it recorded (pop on use). Counted for
         # every key, since replay follows how a tool was recorded, not how it is configured now; counted
         # per client connection, so a fresh connection naming a recorded session starts at its start.
-        call.position = self._sessions.next_position(call.state_key, call.cache_key)
+        call.position = await self._sessions.take_position(call.state_key, call.cache_key)
         return await call_next(call)

@@ -27,14 +27,14 @@ class AttachProvenance:
         except MCPError as exc:
             if call.provenance and (exc.error.data is None or isinstance(exc.error.data, dict)):
                 exc.error.data = {**(exc.error.data or {}), PROVENANCE_KEY: self._provenance(call)}
-            self._sessions.remember(call.state_key, {
+            await self._sessions.add_to_history(call.state_key, {
                 "arguments": call.arguments, "error": {"code": exc.code, "message": exc.message}, "tool": call.tool,
                 **self._origin(call)})
             raise
         meta = found if isinstance(found := result.get("_meta"), dict) else {}
         result = {**result, "_meta": {**meta, PROVENANCE_KEY: self._provenance(call)}}
-        self._sessions.remember(call.state_key, {"arguments": call.arguments, "result": result, "tool": call.tool,
-                                                 **self._origin(call)})
+        await self._sessions.add_to_history(call.state_key, {"arguments": call.arguments, "result": result,
+                                                             "tool": call.tool, **self._origin(call)})
         return result
 
     @staticmethod

@@ -11,7 +11,9 @@
   `retry_after` (seconds until a token is free without waiting) and the queue depth.
 
 Time comes from an injectable `Clock` (anyio's by default) so unit tests run on a fake clock.
-All state lives in the stage instance: one gateway, one set of buckets.
+All state lives in the stage instance: one gateway, one set of buckets — unless `shared` counters
+are given (store backend redis): then every bucket and quota queue is kept there, and a limit holds
+for all the gateways on it together instead of once per gateway.
 """
 
 from __future__ import annotations
@@ -32,6 +34,25 @@ from gateway.pipeline.call import CallNext, CallResult, ToolCall
 # Modes whose calls may reach the upstream server, and so count against its quota.
 _EPSILON = 1e-9
 _SWEEP_EVERY = 1024  # new client buckets between sweeps of idle, full ones
+
+
+class SharedReservation(Protocol):
+    outcome: str  # now, queued, queue_full, max_wait
+    wait: float
+    waiting: int
+
+
+class SharedCounters(Protocol):
+    """Buckets kept outside the process (e.g. `gateway.pipeline.redis_limits.RedisCounters`)."""
+
+    async def take(self, bucket: tuple[str, ...], rate: float, burst: int) -> float:
+        """Take a token if one is free (returns 0), else take none and return the seconds until one is."""
+        ...
+
+    async def reserve(self, server: str, rate: float, burst: int, max_queue: int,
+                      max_wait: float) -> Any: ...
+
+    async def refund(self, server: str, burst: int, reservation: Any) -> None: ...
 
 
 class Clock(Protocol):
@@ -104,8 +125,9 @@ def client_of(call: ToolCall) -> str:
 
 class RateLimits:
     def __init__(self, config: GatewayConfig, *, clock: Clock | None = None,
-                 metrics: GatewayMetrics | None = None) -> None:
+                 metrics: GatewayMetrics | None = None, shared: SharedCounters | None = None) -> None:
         self._config = config
+        self._shared = shared
         self._clock = clock or AnyioClock()
         self._metrics = metrics
         self._buckets: dict[tuple[str, str, str], TokenBucket] = {}
@@ -139,11 +161,17 @@ class RateLimits:
         key_limit = call.api_key.rate_limit if call.api_key is not None else None
         limit = key_limit or self.limit_for(call.server, call.tool)
         if limit is not None:
-            self._check_client(call, limit)
+            if self._shared is not None:
+                await self._check_client_shared(call, limit, self._shared)
+            else:
+                self._check_client(call, limit)
         if call.resolved_mode in UPSTREAM_MODES:
             quota = self.quota_for(call.server)
             if quota is not None:
-                await self._wait_for_quota(call, quota)
+                if self._shared is not None:
+                    await self._wait_for_shared_quota(call, quota, self._shared)
+                else:
+                    await self._wait_for_quota(call, quota)
         return await call_next(call)
 
     def _check_client(self, call: ToolCall, limit: RateLimit) -> None:
@@ -156,14 +184,23 @@ class RateLimits:
             bucket = self._buckets[key] = TokenBucket(limit.rate, limit.burst, now)
         wait = bucket.wait_time(now)
         if wait > 0:
-            retry_after = retry_seconds(wait)
-            self._count(call.server, "client_limit")
-            raise RateLimited(
-                f"rate limit for tool {call.exposed_name!r} reached ({limit.rate:g} calls/s, burst {limit.burst}); "
-                f"retry after {retry_after:g}s",
-                data={"retry_after": retry_after, "scope": "client", "server": call.server, "tool": call.tool,
-                      "rate": limit.rate, "burst": limit.burst})
+            self._refuse_client(call, limit, wait)
         bucket.take(now)
+
+    async def _check_client_shared(self, call: ToolCall, limit: RateLimit, shared: SharedCounters) -> None:
+        assert limit.burst is not None
+        wait = await shared.take((client_of(call), call.server, call.tool), limit.rate, limit.burst)
+        if wait > 0:
+            self._refuse_client(call, limit, wait)
+
+    def _refuse_client(self, call: ToolCall, limit: RateLimit, wait: float) -> None:
+        retry_after = retry_seconds(wait)
+        self._count(call.server, "client_limit")
+        raise RateLimited(
+            f"rate limit for tool {call.exposed_name!r} reached ({limit.rate:g} calls/s, burst {limit.burst}); "
+            f"retry after {retry_after:g}s",
+            data={"retry_after": retry_after, "scope": "client", "server": call.server, "tool": call.tool,
+                  "rate": limit.rate, "burst": limit.burst})
 
     async def _wait_for_quota(self, call: ToolCall, quota: UpstreamQuota) -> None:
         now = self._clock.now()
@@ -176,10 +213,10 @@ class RateLimits:
             state.bucket.take(now)
             return
         if state.waiting >= quota.max_queue:
-            self._reject_quota(call, quota, state, wait, "quota_queue_full",
+            self._reject_quota(call, quota, state.waiting, wait, "quota_queue_full",
                                f"its queue is full ({state.waiting} of {quota.max_queue} calls waiting)")
         if wait > quota.max_wait + _EPSILON:
-            self._reject_quota(call, quota, state, wait, "quota_max_wait",
+            self._reject_quota(call, quota, state.waiting, wait, "quota_max_wait",
                                f"the wait ({wait:.3g}s) would exceed max_wait ({quota.max_wait:g}s)")
         state.bucket.take(now)  # reserve the next token: later arrivals queue behind this call
         state.waiting += 1
@@ -197,12 +234,41 @@ class RateLimits:
             self._metrics.quota_waited.labels(call.server).inc()
         call.provenance["quota_wait_ms"] = round(wait * 1000, 3)
 
-    def _reject_quota(self, call: ToolCall, quota: UpstreamQuota, state: _QuotaState, wait: float,
+    async def _wait_for_shared_quota(self, call: ToolCall, quota: UpstreamQuota, shared: SharedCounters) -> None:
+        """As `_wait_for_quota`, with the bucket and the queue (its depth cluster-wide) in the shared counters."""
+        assert quota.burst is not None
+        reservation = await shared.reserve(call.server, quota.rate, quota.burst, quota.max_queue, quota.max_wait)
+        if reservation.outcome == "now":
+            return
+        if reservation.outcome == "queue_full":
+            self._reject_quota(call, quota, reservation.waiting, reservation.wait, "quota_queue_full",
+                               f"its queue is full ({reservation.waiting} of {quota.max_queue} calls waiting)")
+        if reservation.outcome == "max_wait":
+            self._reject_quota(call, quota, reservation.waiting, reservation.wait, "quota_max_wait",
+                               f"the wait ({reservation.wait:.3g}s) would exceed max_wait ({quota.max_wait:g}s)")
+        state = self._quotas.setdefault(call.server, _QuotaState(TokenBucket(quota.rate, quota.burst, 0.0)))
+        state.waiting += 1  # this gateway's share of the queue, for its gauge
+        self._gauge(call.server, state)
+        done = False
+        try:
+            await self._clock.sleep(reservation.wait)
+            done = True
+        finally:
+            state.waiting -= 1
+            self._gauge(call.server, state)
+            if not done:
+                with anyio.CancelScope(shield=True):
+                    await shared.refund(call.server, quota.burst, reservation)
+        if self._metrics is not None:
+            self._metrics.quota_waited.labels(call.server).inc()
+        call.provenance["quota_wait_ms"] = round(reservation.wait * 1000, 3)
+
+    def _reject_quota(self, call: ToolCall, quota: UpstreamQuota, waiting: int, wait: float,
                       reason: str, why: str) -> None:
         retry_after = retry_seconds(wait)
         self._count(call.server, reason)
         data: dict[str, Any] = {"retry_after": retry_after, "scope": "upstream_quota", "reason": reason,
-                                "server": call.server, "queue_depth": state.waiting, "max_queue": quota.max_queue,
+                                "server": call.server, "queue_depth": waiting, "max_queue": quota.max_queue,
                                 "max_wait": quota.max_wait, "rate": quota.rate, "burst": quota.burst}
         raise RateLimited(f"upstream quota of server {call.server!r} exhausted ({quota.rate:g} calls/s): {why}; "
                           f"retry after {retry_after:g}s", data=data)

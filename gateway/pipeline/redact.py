@@ -102,6 +102,10 @@ class RedactingSessions(Sessions):
         if self.keep_history:
             super().remember(session_id, self._redactor.redact(entry))
 
+    def prepare(self, entry: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._redactor.redact(entry)
+        return result
+
 
 class RedactingShadowLog(ShadowLog):
     """Shadow pairs (live and simulated answers, written to disk) are kept redacted."""
