@@ -48,7 +48,6 @@ from gateway.pipeline.keying import AssignCacheKey
 from gateway.pipeline.modes import ChooseMode, ModeResolver, RouteByMode
 from gateway.pipeline.observe import ObserveCalls
 from gateway.pipeline.provenance import AttachProvenance
-from gateway.pipeline.publish import PublishCalls
 from gateway.pipeline.ratelimit import RateLimits
 from gateway.pipeline.redact import (
     RedactingSessions,
@@ -118,7 +117,7 @@ class Gateway:
             "shadow": self.shadow,
         }
         self.pipeline = Pipeline(
-            [ObserveCalls(self.metrics), PublishCalls(self.feed, self.redactor), RedactSecrets(self.redactor),
+            [ObserveCalls(self.metrics, self.feed, self.redactor), RedactSecrets(self.redactor),
              AttachProvenance(self.sessions),
              Authorize(), ValidateArguments(), ChooseMode(self.modes), RateLimits(config, metrics=self.metrics),
              InjectFaults(config, metrics=self.metrics), AssignCacheKey(config, self.sessions)],

@@ -24,8 +24,9 @@ from playwright.async_api import Page, async_playwright, expect
 from test_redaction import SECRET, leaks_in, leaky_server, plant
 
 from gateway.auth.keys import KeyStore
+from gateway.metrics import GatewayMetrics
 from gateway.pipeline.call import ToolCall
-from gateway.pipeline.publish import PublishCalls
+from gateway.pipeline.observe import ObserveCalls
 from gateway.ui.feed import CallEvent, CallFeed, TooManyViewers
 
 pytestmark = pytest.mark.anyio
@@ -221,22 +222,6 @@ def test_a_foreign_origin_is_refused(ui: Ui) -> None:
     assert ui.admin_api("GET", "/admin/modes").json()["default"] == "live"
 
 
-def test_off_loopback_the_page_still_refuses_a_foreign_origin(tmp_path: Path) -> None:
-    """Listening on 0.0.0.0 the gateway's Host/Origin check is off (names are unknown): the page keeps its own."""
-    keys = KeyStore(tmp_path / "keys.json")
-    _, admin = keys.create("operator", servers=["*"], admin=True)
-    config = {"gateway": {"keys_path": str(tmp_path / "keys.json")}, "mcpServers": {"fx": fixture_server(
-        "routing_server.py")}}
-    with running_gateway(config, tmp_path / "gw", host="0.0.0.0") as gateway:
-        headers = {"Authorization": f"Bearer {admin}", "X-Simgate-UI": "1"}
-        foreign = httpx.put(gateway.url + "/ui/api/modes", json={"mode": "replay"}, timeout=10, trust_env=False,
-                            headers={**headers, "Origin": "http://evil.example"})
-        assert foreign.status_code == 403
-        own = httpx.put(gateway.url + "/ui/api/modes", json={"mode": "replay"}, timeout=10, trust_env=False,
-                        headers={**headers, "Origin": gateway.url})
-        assert own.status_code == 200 and own.json()["default"] == "replay"
-
-
 # ---------------------------------------------------------------------------------------------- the feed
 
 
@@ -246,7 +231,7 @@ def _call() -> ToolCall:
 
 async def test_no_viewer_no_work_and_a_slow_viewer_loses_events_not_memory() -> None:
     feed = CallFeed(queue_size=4, max_subscribers=1)
-    stage = PublishCalls(feed)
+    stage = ObserveCalls(GatewayMetrics(), feed)
 
     async def answer(call: ToolCall) -> dict[str, Any]:
         return {"content": [], "isError": False}
@@ -272,14 +257,27 @@ def test_a_huge_result_is_cut_for_the_page() -> None:
     assert len(event.json) < 70_000 and '"truncated":true' in event.json
 
 
-async def test_the_stream_ends_when_the_gateway_stops(tmp_path: Path) -> None:
-    """An open page does not hold a stopping gateway up."""
-    with running_gateway({"mcpServers": {"fx": fixture_server("routing_server.py")}}, tmp_path) as gateway:
-        async with httpx.AsyncClient(base_url=gateway.url, timeout=30, trust_env=False) as http:
+async def test_off_loopback_the_page_keeps_its_origin_check_and_its_stream_ends_with_the_gateway(
+        tmp_path: Path) -> None:
+    """Listening on 0.0.0.0 the gateway's Host/Origin check is off (it cannot know its names): the page keeps
+    its own same-origin rule. And an open page does not hold a stopping gateway up."""
+    keys = KeyStore(tmp_path / "keys.json")
+    _, admin = keys.create("operator", servers=["*"], admin=True)
+    config = {"gateway": {"keys_path": str(tmp_path / "keys.json")},
+              "mcpServers": {"fx": fixture_server("routing_server.py")}}
+    with running_gateway(config, tmp_path / "gw", host="0.0.0.0", wait_ready=False) as gateway:
+        headers = {"Authorization": f"Bearer {admin}", "X-Simgate-UI": "1"}
+        foreign = httpx.put(gateway.url + "/ui/api/modes", json={"mode": "replay"}, timeout=10, trust_env=False,
+                            headers={**headers, "Origin": "http://evil.example"})
+        assert foreign.status_code == 403
+        own = httpx.put(gateway.url + "/ui/api/modes", json={"mode": "replay"}, timeout=10, trust_env=False,
+                        headers={**headers, "Origin": gateway.url})
+        assert own.status_code == 200 and own.json()["default"] == "replay"
+
+        async with httpx.AsyncClient(base_url=gateway.url, headers=headers, timeout=30, trust_env=False) as http:
             async with http.stream("GET", "/ui/api/calls/stream") as stream:
                 lines = stream.aiter_lines()
                 assert await lines.__anext__() == "retry: 3000"
                 started = anyio.current_time()
                 assert await anyio.to_thread.run_sync(gateway.terminate) in (0, -signal.SIGTERM)
-                print("stopped in", anyio.current_time() - started)
-                assert anyio.current_time() - started < 4
+                assert anyio.current_time() - started < 4  # not uvicorn's graceful timeout (5 s) and more
