@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -18,7 +20,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from harness import GatewayProcess, fixture_server, mcp_session, provenance, running_gateway, wait_until
+from harness import REPO_ROOT, GatewayProcess, fixture_server, mcp_session, provenance, running_gateway, wait_until
 from mcp.shared.exceptions import MCPError
 from playwright.async_api import Page, async_playwright, expect
 from test_redaction import SECRET, leaks_in, leaky_server, plant
@@ -136,12 +138,20 @@ async def test_flipping_a_server_to_replay_on_the_page_makes_the_next_call_come_
                 await expect(page.locator("#view-modes .status")).to_have_text("fx: replay")
                 await expect(choice).to_have_value("replay")
                 assert ui.admin_api("GET", "/admin/modes").json()["servers"] == {"fx": "replay"}  # the CLI agrees
+                await expect(page.locator("tr.tool[data-tool=echo] td[data-effective]")).to_have_text(
+                    "→ replay (server)")
                 await screenshot(page, "modes")
-            second = await client.call_tool("fx__echo", {"text": "replay me"})
-            assert provenance(second)["source"] == "cache"
-            assert second.content == first.content
+                second = await client.call_tool("fx__echo", {"text": "replay me"})
+                assert provenance(second)["source"] == "cache"
+                assert second.content == first.content
+
+                await choice.select_option("(inherit)")  # the run-time setting dropped: the gateway's default again
+                await expect(page.locator("#view-modes .status")).to_have_text("fx: (inherit)")
+                assert ui.admin_api("GET", "/admin/modes").json()["servers"] == {}
+                third = await client.call_tool("fx__echo", {"text": "replay me"})
+                assert provenance(third)["source"] == "live"
         finally:
-            ui.admin_api("PUT", "/admin/modes", json={"mode": "live", "server": "fx"})
+            ui.admin_api("DELETE", "/admin/modes?server=fx")
 
 
 async def test_servers_view_shows_tools_and_restarts_stops_and_starts_a_server(ui: Ui) -> None:
@@ -175,6 +185,35 @@ async def test_servers_view_shows_tools_and_restarts_stops_and_starts_a_server(u
                                                                                         timeout=20_000)
             again = await client.call_tool("fx__echo", {"text": "after start"})
             assert provenance(again)["source"] == "live"
+
+
+def simgate(ui: Ui, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-m", "gateway", *args, "--url", ui.url], capture_output=True, text=True,
+                          timeout=60, check=False, env={**os.environ, "PYTHONPATH": str(REPO_ROOT),
+                                                        "SIMGATE_API_KEY": ui.admin})
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+async def test_the_cli_and_the_page_agree(ui: Ui) -> None:
+    async with logged_in(ui) as page:
+        ui.admin_api("PUT", "/admin/modes", json={"mode": "simulated", "server": "leaky", "tool": "leak_text"})
+        simgate(ui, "servers", "--stop", "leaky")
+        try:
+            await page.goto(ui.url + "/ui/#/modes")
+            await expect(page.locator("select[data-level=tool][data-server=leaky][data-tool=leak_text]")).to_have_value(
+                "simulated")
+            simgate(ui, "mode", "clear", "--server", "leaky", "--tool", "leak_text")
+            await page.reload()
+            await expect(page.locator("select[data-level=tool][data-server=leaky][data-tool=leak_text]")).to_have_value(
+                "(inherit)")
+            await page.goto(ui.url + "/ui/#/servers")
+            await expect(page.locator("#servers tr[data-server=leaky]")).to_have_attribute("data-state", "stopped")
+        finally:
+            simgate(ui, "servers", "--start", "leaky")
+        await expect(page.locator("#servers tr[data-server=leaky]")).to_have_attribute("data-state", "ready",
+                                                                                       timeout=20_000)
+    assert ui.admin_api("GET", "/admin/modes").json()["tools"] == {}
 
 
 # ---------------------------------------------------------------------------------------------- access
