@@ -7,6 +7,7 @@ simgate-test-artefacts/ui) and their paths printed.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -286,14 +287,17 @@ async def test_no_viewer_no_work_and_a_slow_viewer_loses_events_not_memory() -> 
             await stage(_call(), answer)
         assert slow.dropped == 6
         received = [slow.receive.receive_nowait() for _ in range(4)]
-        assert [event.fields["id"] for event in received] == [2, 3, 4, 5]
+        assert [event.id for event in received] == [2, 3, 4, 5]
         assert '"tool":"echo"' in received[0].json
     assert not feed.watched
 
 
 def test_a_huge_result_is_cut_for_the_page() -> None:
-    event = CallEvent({"id": 1, "arguments": {"blob": "x" * 200_000}, "result": None, "error": None})
-    assert len(event.json) < 70_000 and '"truncated":true' in event.json
+    event = CallEvent.build({"id": 1, "tool": "t"}, {"arguments": {"blob": "x" * 200_000}, "result": {"ok": 1},
+                                                      "error": None})
+    data = json.loads(event.json)
+    assert len(event.json) < 70_000 and data["arguments"]["truncated"] is True and data["arguments"]["chars"] > 200_000
+    assert data["result"] == {"ok": 1} and data["error"] is None and data["tool"] == "t"
 
 
 async def test_off_loopback_the_page_keeps_its_origin_check_and_its_stream_ends_with_the_gateway(

@@ -79,13 +79,21 @@ export async function render(root, api) {
     counts.textContent = `${shown.length} shown of ${calls.length}` + (dropped ? ` · ${dropped} dropped (too slow)` : "");
   }
 
+  // Many calls a second redraw the table at most once a frame.
+  let pending = false;
+  const schedule = () => {
+    if (paused || pending) return;
+    pending = true;
+    requestAnimationFrame(() => { pending = false; draw(); });
+  };
+
   const close = api.events("/calls/stream", {
     call(call) {
       calls.unshift(call);
       if (calls.length > MAX_ROWS) calls.length = MAX_ROWS;
-      if (!paused) draw();
+      schedule();
     },
-    dropped(data) { dropped = data.dropped; draw(); },
+    dropped(data) { dropped = data.dropped; schedule(); },
   }, (s) => { state.textContent = s; state.dataset.state = s; });
   draw();
   return close;
