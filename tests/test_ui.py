@@ -178,6 +178,7 @@ async def test_servers_view_shows_tools_and_restarts_stops_and_starts_a_server(u
 
         await row.locator("button[data-action=stop]").click()
         await expect(page.locator("#servers tr[data-server=fx]")).to_have_attribute("data-state", "stopped")
+        assert ui.admin_api("POST", "/admin/servers/fx/stop").status_code == 202  # twice: still one start to go
         async with mcp_session(ui.gateway.mcp_url(), headers=agent_headers(ui)) as client:
             with pytest.raises(MCPError, match="stopped"):
                 await client.call_tool("fx__echo", {"text": "while stopped"})
