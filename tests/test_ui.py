@@ -82,7 +82,12 @@ async def logged_in(ui: Ui) -> AsyncIterator[Page]:
             await page.fill("#key", ui.admin)
             await page.click("button[type=submit]")
             await expect(page.locator("#nav a[data-view=modes]")).to_have_count(1)
+            # From here on the page must run clean: no script error, nothing refused (the CSP included).
+            problems: list[str] = []
+            page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+            page.on("console", lambda message: message.type == "error" and problems.append(f"{message.text} {message.location}"))
             yield page
+            assert problems == []
         finally:
             await browser.close()
 
