@@ -15,7 +15,7 @@ import sys
 import tempfile
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -273,6 +273,26 @@ def test_a_foreign_origin_is_refused(ui: Ui) -> None:
     rebound = httpx.get(ui.url + "/ui/", headers={**admin, "Host": "attacker.example"}, timeout=10, trust_env=False)
     assert rebound.status_code == 421
     assert ui.admin_api("GET", "/admin/modes").json()["default"] == "live"
+
+
+async def test_the_number_of_pages_watching_is_bounded(ui: Ui) -> None:
+    headers = {"Authorization": f"Bearer {ui.admin}"}
+    async with httpx.AsyncClient(base_url=ui.url, headers=headers, timeout=30, trust_env=False) as http:
+        async with AsyncExitStack() as streams:
+            readers = []  # kept: a line iterator dropped (collected) would close its stream
+            for _ in range(16):  # CallFeed's max_subscribers
+                stream = await streams.enter_async_context(http.stream("GET", "/ui/api/calls/stream"))
+                assert stream.status_code == 200
+                readers.append(stream.aiter_lines())
+                assert await readers[-1].__anext__() == "retry: 3000"  # subscribed
+            refused = await http.get("/ui/api/calls/stream")
+            assert refused.status_code == 503 and "too many pages" in refused.json()["error"]
+        for _ in range(50):  # the streams' ends are seen by the gateway: room again
+            async with http.stream("GET", "/ui/api/calls/stream") as again:
+                if again.status_code == 200:
+                    break
+            await anyio.sleep(0.1)
+        assert again.status_code == 200
 
 
 # ---------------------------------------------------------------------------------------------- the feed
