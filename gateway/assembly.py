@@ -34,6 +34,7 @@ from gateway.pipeline.ratelimit import RateLimits, SharedCounters
 from gateway.pipeline.redact import RedactingShadowLog, RedactingStore, Redactor, RedactSecrets
 from gateway.pipeline.validate import ValidateArguments, unchecked_servers
 from gateway.sessions import Sessions
+from gateway.ui.feed import CallFeed
 from gateway.upstream.pool import UpstreamPool
 from simulators.base import Simulator
 
@@ -81,13 +82,15 @@ def build_executors(config: GatewayConfig, *, pool: UpstreamPool, store: CacheSt
 
 
 def build_pipeline(config: GatewayConfig, executors: Executors, *, metrics: GatewayMetrics, redactor: Redactor,
-                   sessions: Sessions, modes: ModeResolver, counters: SharedCounters | None = None) -> Pipeline:
+                   sessions: Sessions, modes: ModeResolver, counters: SharedCounters | None = None,
+                   feed: CallFeed | None = None) -> Pipeline:
     """The stages every `tools/call` passes, outermost first, then the executor of its mode. `counters`:
-    rate-limit buckets shared by a cluster of gateways (Redis); None keeps them in this process."""
+    rate-limit buckets shared by a cluster of gateways (Redis); None keeps them in this process. `feed`: where
+    finished calls go for the pages watching them (`/ui`)."""
     return Pipeline(
         [
             # Outermost: counts and times every call, refusals by any stage below included.
-            ObserveCalls(metrics),
+            ObserveCalls(metrics, feed, redactor),
             # Everything that comes back from below (results, errors, a stage's own refusal) passes it.
             RedactSecrets(redactor),
             # Every answer and error says where it came from, and joins the session's history.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 import anyio
 import httpx
@@ -31,8 +32,12 @@ def register(commands: Any) -> None:
     servers = commands.add_parser("servers", help="list the servers of a running gateway")
     servers.add_argument("--url", default=DEFAULT_URL, help=f"the gateway (default {DEFAULT_URL})")
     servers.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    servers.add_argument("--restart", metavar="SERVER", help="start SERVER again (a failed install is tried once "
-                         "more, a running server restarted)")
+    action = servers.add_mutually_exclusive_group()
+    action.add_argument("--restart", metavar="SERVER", help="start SERVER again (a failed install is tried once "
+                        "more, a running or stopped server restarted)")
+    action.add_argument("--stop", metavar="SERVER", help="stop SERVER and keep it stopped (its calls fail at once) "
+                        "until --start")
+    action.add_argument("--start", metavar="SERVER", help="start SERVER after --stop")
     servers.set_defaults(handler=_servers)
 
     call = commands.add_parser("call", help="call one tool through a running gateway")
@@ -57,6 +62,13 @@ def register(commands: Any) -> None:
     set_mode.add_argument("--session", help="only this session (its X-Simgate-Session or Mcp-Session-Id)")
     set_mode.add_argument("--url", default=DEFAULT_URL, help=f"the gateway (default {DEFAULT_URL})")
     set_mode.set_defaults(handler=_mode_set)
+    clear_mode = mode_commands.add_parser("clear", help="drop a mode set at run time: that level follows the config "
+                                                       "again (the gateway's default without options)")
+    clear_mode.add_argument("--server", help="this server's setting")
+    clear_mode.add_argument("--tool", help="this tool's setting (needs --server)")
+    clear_mode.add_argument("--session", help="this session's setting")
+    clear_mode.add_argument("--url", default=DEFAULT_URL, help=f"the gateway (default {DEFAULT_URL})")
+    clear_mode.set_defaults(handler=_mode_clear)
 
     config = commands.add_parser("config", help="work with config files")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
@@ -97,10 +109,12 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _servers(args: argparse.Namespace) -> int:
-    if args.restart:
-        answer = _admin("POST", args.url, path=f"/admin/servers/{args.restart}/restart", expect=202)
-        print(f"{answer['server']}: starting again (was {answer['state']})")
-        return 0
+    for action, doing in (("restart", "starting again"), ("stop", "stopping"), ("start", "starting")):
+        name = getattr(args, action)
+        if name:
+            answer = _admin("POST", args.url, path=f"/admin/servers/{name}/{action}", expect=202)
+            print(f"{answer['server']}: {doing} (was {answer['state']})")
+            return 0
     servers = _admin("GET", args.url, path="/admin/servers")["servers"]
     if args.json:
         print(json.dumps(servers, indent=2))
@@ -108,10 +122,12 @@ def _servers(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("server", "state", "transport", "tools", "restarts", "last error")
+    table = Table("server", "state", "transport", "tools", "restarts", "p50/p95/p99 ms", "last error")
     for server in servers:
+        latency = server.get("latency_ms") or {}
+        percentiles = "/".join("–" if latency.get(q) is None else f"{latency[q]:.1f}" for q in ("p50", "p95", "p99"))
         table.add_row(server["name"], server["state"], server["transport"], str(server["tools"]),
-                      str(server["restarts"]), server["last_error"] or "")
+                      str(server["restarts"]), percentiles, server["last_error"] or "")
     Console().print(table)
     return 0
 
@@ -145,6 +161,13 @@ def _mode_set(args: argparse.Namespace) -> int:
     body = {"mode": args.mode, "server": args.server, "tool": args.tool, "session": args.session}
     print(json.dumps(_admin("PUT", args.url, {key: value for key, value in body.items() if value is not None}),
                      indent=2))
+    return 0
+
+
+def _mode_clear(args: argparse.Namespace) -> int:
+    query = urlencode({key: value for key, value in (("server", args.server), ("tool", args.tool),
+                                                     ("session", args.session)) if value is not None})
+    print(json.dumps(_admin("DELETE", args.url, path=f"/admin/modes?{query}" if query else "/admin/modes"), indent=2))
     return 0
 
 
