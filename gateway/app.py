@@ -58,6 +58,7 @@ from gateway.pipeline.redact import (
     RedactSecrets,
 )
 from gateway.pipeline.validate import ValidateArguments
+from gateway.ui.data_api import DataApi
 from gateway.upstream.pool import UpstreamPool
 from gateway.vault.runtime import GatewaySecrets
 from simulators.config import build_simulator
@@ -143,6 +144,7 @@ class Gateway:
         for server in self.servers.values():
             self.pool.add_listener(server.broadcast)
         self.metrics.watch_pool(self.pool, _LiveSessions(self.managers))
+        self.ui_data = DataApi(config, self.store, self.redactor)
 
     def _gated(self, simulated: SimulatedExecutor, replay: CallNext, live: CallNext) \
             -> tuple[CallNext, CallNext, ShadowEstimate | None]:
@@ -161,6 +163,7 @@ class Gateway:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             stack.callback(self.store.close)
+            stack.callback(self.ui_data.close)
             if (close_simulator := getattr(self.simulator, "aclose", None)) is not None:
                 stack.push_async_callback(close_simulator)
             stack.callback(self.shadow_log.close)
@@ -189,6 +192,7 @@ class Gateway:
                 Route("/admin/servers", self._servers),
                 Route("/admin/servers/{name}/restart", self._restart, methods=["POST"]),
                 Route("/admin/modes", self._modes, methods=["GET", "PUT"]),
+                *self.ui_data.routes(),
             ],
             lifespan=self.lifespan,
             middleware=[Middleware(RedactResponses, redactor=self.redactor),

@@ -1,0 +1,124 @@
+"""The Recordings view's API: browse and search the store, see one key's recordings, delete or export a
+selection as a cassette. Built on the functions `simgate cache ls|show|export` use, so the page shows
+what the CLI shows.
+
+    GET  /admin/recordings?server=&tool=&q=&offset=&limit=   keys as `cache ls --json` rows, and per-tool counts
+    GET  /admin/recordings/{key}                              `cache show KEY` (a unique prefix works too)
+    POST /admin/recordings/delete   {"keys": [...]}           deletes those keys (with all their recordings)
+    POST /admin/recordings/export   {"keys": [...]}           the cassette (JSONL) of those keys, as a download
+
+Store reads run in a worker thread: a large store never holds up the gateway's calls.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.cache.cassette import collect, write_cassette
+from gateway.cache.listing import ls_row, per_tool, recording_groups, show
+from gateway.cache.store import DiskStore
+from gateway.pipeline.redact import Redactor
+from gateway.ui.data_http import ApiError, answers_errors, logger, query_int, read_body
+
+MAX_SELECTION = 10_000
+_MAX_QUERY = 200
+
+CacheKey = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Selection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[CacheKey] = Field(..., min_length=1, max_length=MAX_SELECTION)
+
+
+def _matches(row: dict[str, Any], query: str) -> bool:
+    """`query` (lower case) occurs in the key or the arguments' JSON text."""
+    text = json.dumps(row["arguments"], ensure_ascii=False, sort_keys=True, separators=(",", ":")).lower()
+    return query in text or row["key"].startswith(query)
+
+
+class RecordingsApi:
+    def __init__(self, store: DiskStore, redactor: Redactor) -> None:
+        self._store = store
+        self._redactor = redactor
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/admin/recordings", answers_errors(self._list), methods=["GET"]),
+            Route("/admin/recordings/delete", answers_errors(self._delete), methods=["POST"]),
+            Route("/admin/recordings/export", answers_errors(self._export), methods=["POST"]),
+            Route("/admin/recordings/{key}", answers_errors(self._show), methods=["GET"]),
+        ]
+
+    async def _list(self, request: Request) -> Response:
+        server = request.query_params.get("server") or None
+        tool = request.query_params.get("tool") or None
+        query = (request.query_params.get("q") or "").strip().lower()
+        if len(query) > _MAX_QUERY:
+            raise ApiError(f"q is longer than {_MAX_QUERY} characters", 400)
+        offset = query_int(request, "offset", 0, low=0, high=10**9)
+        limit = query_int(request, "limit", 100, low=1, high=1000)
+
+        def read() -> dict[str, Any]:
+            # One pass over the store: rows are small (no results), so memory stays bounded by the key count.
+            groups = recording_groups(self._store)
+            tools = per_tool(groups, time.time())
+            rows = [ls_row(g) for g in groups
+                    if (server is None or g[0].server == server) and (tool is None or g[0].tool == tool)]
+            del groups
+            if query:
+                rows = [row for row in rows if _matches(row, query)]
+            return {"total": len(rows), "offset": offset, "limit": limit, "rows": rows[offset:offset + limit],
+                    "tools": tools}
+
+        return JSONResponse(await anyio.to_thread.run_sync(read))
+
+    async def _show(self, request: Request) -> Response:
+        prefix = request.path_params["key"]
+        return JSONResponse(await anyio.to_thread.run_sync(show, self._store, prefix))
+
+    async def _delete(self, request: Request) -> Response:
+        selection = await read_body(request, Selection)
+
+        def delete() -> dict[str, Any]:
+            deleted, missing = [], []
+            with self._store.transaction():
+                for key in dict.fromkeys(selection.keys):
+                    (deleted if self._store.delete(key) else missing).append(key)
+            return {"deleted": deleted, "missing": missing}
+
+        outcome = await anyio.to_thread.run_sync(delete)
+        logger.info("recordings deleted from the page", extra={"keys": len(outcome["deleted"])})
+        return JSONResponse(outcome)
+
+    async def _export(self, request: Request) -> Response:
+        selection = await read_body(request, Selection)
+
+        def export() -> tuple[bytes, int]:
+            recordings, tools = collect(self._store, keys=selection.keys)
+            if not recordings:
+                raise ApiError("none of the selected keys is recorded (deleted meanwhile?)", 404)
+            # The one cassette writer (redacted with this gateway's secrets), into a private temp dir.
+            with tempfile.TemporaryDirectory(prefix="simgate-export-") as directory:
+                path = Path(directory) / "cassette.jsonl"
+                count = write_cassette(path, recordings, tools, {"server": None, "tool": None},
+                                       redactor=self._redactor)
+                return path.read_bytes(), count
+
+        data, count = await anyio.to_thread.run_sync(export)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        return Response(data, media_type="application/x-ndjson", headers={
+            "Content-Disposition": f'attachment; filename="simgate-cassette-{stamp}.jsonl"',
+            "X-Simgate-Recordings": str(count)})
