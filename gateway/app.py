@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
@@ -47,6 +48,7 @@ from gateway.pipeline.keying import AssignCacheKey
 from gateway.pipeline.modes import ChooseMode, ModeResolver, RouteByMode
 from gateway.pipeline.observe import ObserveCalls
 from gateway.pipeline.provenance import AttachProvenance
+from gateway.pipeline.publish import PublishCalls
 from gateway.pipeline.ratelimit import RateLimits
 from gateway.pipeline.redact import (
     RedactingSessions,
@@ -59,6 +61,8 @@ from gateway.pipeline.redact import (
 )
 from gateway.pipeline.validate import ValidateArguments
 from gateway.ui.data_api import DataApi
+from gateway.ui.feed import CallFeed
+from gateway.ui.routes import ui_routes
 from gateway.upstream.pool import UpstreamPool
 from gateway.vault.runtime import GatewaySecrets
 from simulators.config import build_simulator
@@ -92,6 +96,7 @@ class Gateway:
             if server.transport == "stdio":
                 self.pool.upstreams[name].errlog_redactor = self.redactor
         self.metrics = GatewayMetrics()
+        self.feed = CallFeed()  # finished calls, for the pages watching them (`/ui`)
         self.sessions = RedactingSessions(self.redactor, keep_history=config.gateway.simulator is not None)
         self.modes = ModeResolver(config, self.sessions)
         self.shadow_log = RedactingShadowLog(Path(config.gateway.cache_path) / "shadow", self.redactor)
@@ -114,7 +119,8 @@ class Gateway:
             "shadow": self.shadow,
         }
         self.pipeline = Pipeline(
-            [ObserveCalls(self.metrics), RedactSecrets(self.redactor), AttachProvenance(self.sessions),
+            [ObserveCalls(self.metrics), PublishCalls(self.feed, self.redactor), RedactSecrets(self.redactor),
+             AttachProvenance(self.sessions),
              Authorize(), ValidateArguments(), ChooseMode(self.modes), RateLimits(config, metrics=self.metrics),
              InjectFaults(config, metrics=self.metrics), AssignCacheKey(config, self.sessions)],
             RouteByMode(executors),
@@ -174,6 +180,7 @@ class Gateway:
                 stack.callback(watcher.cancel_scope.cancel)
                 watcher.start_soon(self.secrets.watch, self.pool.upstreams, name="vault watcher")
             await stack.enter_async_context(self.pool.running())
+            stack.callback(self.feed.close)  # open pages' streams end before the upstreams stop
             for manager in self.managers.values():
                 await stack.enter_async_context(manager.run())
             logger.info("gateway started", extra={"servers": list(self.pool.upstreams)})
@@ -190,9 +197,12 @@ class Gateway:
                 Route("/readyz", self._readyz),
                 Route("/metrics", self._metrics),
                 Route("/admin/servers", self._servers),
+                Route("/admin/servers/{name}", self._server),
                 Route("/admin/servers/{name}/restart", self._restart, methods=["POST"]),
+                Route("/admin/servers/{name}/start", self._start, methods=["POST"]),
+                Route("/admin/servers/{name}/stop", self._stop, methods=["POST"]),
                 Route("/admin/modes", self._modes, methods=["GET", "PUT"]),
-                *self.ui_data.routes(),
+                *ui_routes(self),
             ],
             lifespan=self.lifespan,
             middleware=[Middleware(RedactResponses, redactor=self.redactor),
@@ -206,15 +216,46 @@ class Gateway:
     async def _healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    def _upstream(self, request: Request) -> Any:
+        """The upstream named in the path, or None."""
+        return self.pool.upstreams.get(request.path_params["name"])
+
+    def _unknown(self, request: Request) -> Response:
+        return JSONResponse({"error": f"unknown server {request.path_params['name']!r}",
+                             "known": sorted(self.pool.upstreams)}, status_code=404)
+
     async def _restart(self, request: Request) -> Response:
-        """Start a server again: a failed install is tried once more, a running server restarted."""
-        name = request.path_params["name"]
-        upstream = self.pool.upstreams.get(name)
-        if upstream is None:
-            return JSONResponse({"error": f"unknown server {name!r}", "known": sorted(self.pool.upstreams)},
-                                status_code=404)
+        """Start a server again: a failed install is tried once more, a running (or stopped) server restarted."""
+        if (upstream := self._upstream(request)) is None:
+            return self._unknown(request)
+        state = upstream.state.value
         upstream.retry()
-        return JSONResponse({"server": name, "state": upstream.state.value}, status_code=202)
+        logger.info("server restart requested", extra={"server": upstream.name})
+        return JSONResponse({"server": upstream.name, "state": state}, status_code=202)
+
+    async def _start(self, request: Request) -> Response:
+        """Start a server stopped with `/stop` (a server that is not stopped is left as it is)."""
+        if (upstream := self._upstream(request)) is None:
+            return self._unknown(request)
+        state = upstream.state.value
+        upstream.start()
+        logger.info("server start requested", extra={"server": upstream.name})
+        return JSONResponse({"server": upstream.name, "state": state}, status_code=202)
+
+    async def _stop(self, request: Request) -> Response:
+        """Stop a server until `/start` (or `/restart`): its calls fail at once meanwhile, replay still answers."""
+        if (upstream := self._upstream(request)) is None:
+            return self._unknown(request)
+        state = upstream.state.value
+        upstream.stop()
+        logger.info("server stop requested", extra={"server": upstream.name})
+        return JSONResponse({"server": upstream.name, "state": state}, status_code=202)
+
+    async def _server(self, request: Request) -> Response:
+        """One server's status with its tools (and their schemas) as the gateway knows them."""
+        if (upstream := self._upstream(request)) is None:
+            return self._unknown(request)
+        return JSONResponse({**server_status(upstream.name, upstream), "tool_list": upstream.tools})
 
     async def _readyz(self, request: Request) -> Response:
         """Ready: every server of `gateway.ready_when` (default all) is up, or those of `?servers=a,b`;
@@ -270,9 +311,23 @@ def server_status(name: str, upstream: Any) -> dict[str, Any]:
         "tools": len(upstream.tools),
         "restarts": upstream.restarts,
         "last_error": upstream.last_error,
+        "sandbox": upstream.config.sandbox.backend if upstream.config.sandbox is not None else "none",
+        "latency_ms": latency_percentiles(upstream.latencies),
         "server_info": info.model_dump(exclude_none=True) if info else None,
         "protocol_version": upstream.initialize_result.protocol_version if upstream.initialize_result else None,
     }
+
+
+def latency_percentiles(samples: Any) -> dict[str, Any]:
+    """p50/p95/p99 (milliseconds, nearest rank) of a server's recent upstream tool calls."""
+    ordered = sorted(samples)
+    if not ordered:
+        return {"count": 0, "p50": None, "p95": None, "p99": None}
+
+    def rank(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] * 1000, 3)
+
+    return {"count": len(ordered), "p50": rank(0.50), "p95": rank(0.95), "p99": rank(0.99)}
 
 
 class _McpEndpoint:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import sys
 
 import uvicorn
@@ -26,7 +27,7 @@ def serve(config: GatewayConfig, *, host: str | None = None, port: int | None = 
     except ConfigError as exc:  # e.g. a vault secret a server refers to is missing: the gateway does not start
         print(f"simgate: {exc}", file=sys.stderr)
         return 2
-    server = uvicorn.Server(uvicorn.Config(
+    server = _Server(gateway, uvicorn.Config(
         gateway.app(), host=host, port=port, log_config=None, access_log=False, lifespan="on",
         timeout_graceful_shutdown=5,
         # Past this many connections (or requests in progress), a new request is answered 503 at once;
@@ -37,6 +38,17 @@ def serve(config: GatewayConfig, *, host: str | None = None, port: int | None = 
     logger.info("serving", extra={"url": f"http://{_url_host(host)}:{port}/mcp"})
     server.run()
     return 0 if server.started else 1
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, gateway: Gateway, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._gateway = gateway
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Streams that never end by themselves (pages watching live calls) end now, not at the graceful timeout.
+        self._gateway.feed.close()
+        await super().shutdown(sockets)
 
 
 def _url_host(host: str) -> str:

@@ -163,13 +163,13 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
 
 
 def _keys_of(page: Page, **params: Any) -> dict[str, dict[str, Any]]:
-    listed = page.get("/admin/recordings", **params)
+    listed = page.get("/ui/api/recordings", **params)
     assert listed.status_code == 200, listed.text
     return {row["key"]: row for row in listed.json()["rows"]}
 
 
 def test_recordings_list_equals_cache_ls_and_search(page: Page) -> None:
-    listed = page.get("/admin/recordings", limit=1000)
+    listed = page.get("/ui/api/recordings", limit=1000)
     assert listed.status_code == 200, listed.text
     cli = simgate("cache", "ls", "--config", page.config, "--json")
     assert cli.returncode == 0, cli.stderr
@@ -182,22 +182,22 @@ def test_recordings_list_equals_cache_ls_and_search(page: Page) -> None:
     assert [r["arguments"] for r in _keys_of(page, q="BETA").values()] == [{"text": "beta"}]
     assert [r["arguments"] for r in _keys_of(page, server="fx", q="[3,4").values()] == [{"numbers": [3, 4, 5]}]
     assert _keys_of(page, server="nope") == {}
-    paged = page.get("/admin/recordings", offset=4, limit=10).json()
+    paged = page.get("/ui/api/recordings", offset=4, limit=10).json()
     assert paged["total"] == 6 and len(paged["rows"]) == 2
 
 
 def test_a_recording_equals_cache_show(page: Page) -> None:
     counter = next(iter(_keys_of(page, tool="counter")))
     for asked in (counter, counter[:10]):
-        shown = page.get(f"/admin/recordings/{asked}")
+        shown = page.get(f"/ui/api/recordings/{asked}")
         assert shown.status_code == 200, shown.text
         cli = simgate("cache", "show", asked, "--config", page.config)
         assert cli.returncode == 0, cli.stderr
         assert shown.json() == json.loads(cli.stdout)
     assert [r["result"]["structuredContent"] for r in shown.json()["recordings"]] == [{"result": 1}, {"result": 2}]
-    missing = page.get("/admin/recordings/" + "0" * 20)
+    missing = page.get("/ui/api/recordings/" + "0" * 20)
     assert missing.status_code == 404 and "no recorded key starts with" in missing.json()["error"]
-    bad = page.get("/admin/recordings/xyz")
+    bad = page.get("/ui/api/recordings/xyz")
     assert bad.status_code == 404 and "not a cache key" in bad.json()["error"]
 
 
@@ -205,7 +205,7 @@ def test_export_a_selection_then_delete_it(page: Page, tmp_path: Path) -> None:
     echo = _keys_of(page, tool="echo")
     add = _keys_of(page, tool="add")
     chosen = [next(iter(echo)), *add]
-    exported = page.post("/admin/recordings/export", {"keys": chosen})
+    exported = page.post("/ui/api/recordings/export", {"keys": chosen})
     assert exported.status_code == 200, exported.text
     assert "attachment" in exported.headers["content-disposition"]
     cassette = tmp_path / "selection.jsonl"
@@ -222,13 +222,13 @@ def test_export_a_selection_then_delete_it(page: Page, tmp_path: Path) -> None:
         copy = simgate("cache", "show", key, "--cache-dir", str(tmp_path / "copy"))
         assert json.loads(original.stdout) == json.loads(copy.stdout)
 
-    deleted = page.post("/admin/recordings/delete", {"keys": list(add)})
+    deleted = page.post("/ui/api/recordings/delete", {"keys": list(add)})
     assert deleted.status_code == 200, deleted.text
     assert sorted(deleted.json()["deleted"]) == sorted(add) and deleted.json()["missing"] == []
     assert _keys_of(page, tool="add") == {}
     cli = simgate("cache", "ls", "--config", page.config, "--json", "--tool", "add")
     assert cli.returncode == 2 and "nothing recorded for tool 'add'" in cli.stderr
-    again = page.post("/admin/recordings/delete", {"keys": list(add)})
+    again = page.post("/ui/api/recordings/delete", {"keys": list(add)})
     assert again.json() == {"deleted": [], "missing": list(add)}
 
 
@@ -240,7 +240,7 @@ def test_export_a_selection_then_delete_it(page: Page, tmp_path: Path) -> None:
     ("not json", "Invalid JSON"),
 ])
 def test_bad_selections_are_refused(page: Page, body: Any, message: str) -> None:
-    for path in ("/admin/recordings/delete", "/admin/recordings/export"):
+    for path in ("/ui/api/recordings/delete", "/ui/api/recordings/export"):
         sent = httpx.post(page.url + path, content=body if isinstance(body, str) else json.dumps(body),
                           headers={**page.admin, "Content-Type": "application/json"}, timeout=30, trust_env=False)
         assert sent.status_code == 400 and message in sent.json()["error"], (path, sent.text)
@@ -250,18 +250,18 @@ def test_bad_selections_are_refused(page: Page, body: Any, message: str) -> None
 
 
 def test_fidelity_reports_are_listed_and_open(page: Page) -> None:
-    listed = page.get("/admin/fidelity/reports")
+    listed = page.get("/ui/api/fidelity/reports")
     assert listed.status_code == 200, listed.text
     reports = [r for r in listed.json()["reports"] if r["kind"] == "trajectories"]
     assert len(reports) == 1 and reports[0]["path"] == "run1/report.json"
     assert reports[0]["trajectories"] == "run1/trajectories.jsonl" and reports[0]["html"]
     assert reports[0]["baseline"] == "live" and set(reports[0]["modes"]) == {"live", "simulated"}
     root = reports[0]["root"]
-    opened = page.get("/admin/fidelity/report", root=root, path="run1/report.json")
+    opened = page.get("/ui/api/fidelity/report", root=root, path="run1/report.json")
     assert opened.status_code == 200, opened.text
     on_disk = json.loads((page.data / "run1" / "report.json").read_text())
     assert opened.json()["kind"] == "trajectories" and opened.json()["report"] == on_disk
-    html = page.get("/admin/fidelity/report.html", root=root, path="run1/report.json")
+    html = page.get("/ui/api/fidelity/report.html", root=root, path="run1/report.json")
     assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
     assert html.text == (page.data / "run1" / "report.html").read_text()
     assert "sandbox" in html.headers["content-security-policy"]
@@ -270,7 +270,7 @@ def test_fidelity_reports_are_listed_and_open(page: Page) -> None:
 def _wait_for_run(page: Page, run_id: str, seen: list[tuple[int, int | None]]) -> dict[str, Any]:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        state = page.get(f"/admin/fidelity/runs/{run_id}").json()
+        state = page.get(f"/ui/api/fidelity/runs/{run_id}").json()
         seen.append((state["done"], state["total"]))
         if state["state"] != "running":
             return state
@@ -279,10 +279,10 @@ def _wait_for_run(page: Page, run_id: str, seen: list[tuple[int, int | None]]) -
 
 
 def test_a_call_fidelity_run_for_chosen_tools(page: Page) -> None:
-    tools = page.get("/admin/fidelity/tools").json()
+    tools = page.get("/ui/api/fidelity/tools").json()
     assert {"server": "fx", "tool": "echo"}.items() <= next(t for t in tools["tools"] if t["tool"] == "echo").items()
     assert tools["default_backend"] == "examples"
-    started = page.post("/admin/fidelity/runs", {"tools": ["fx/echo", "fx/counter"], "backend": "examples"})
+    started = page.post("/ui/api/fidelity/runs", {"tools": ["fx/echo", "fx/counter"], "backend": "examples"})
     assert started.status_code == 202, started.text
     run = started.json()
     assert run["state"] == "running" and run["tools"] == ["fx/counter", "fx/echo"]
@@ -294,14 +294,14 @@ def test_a_call_fidelity_run_for_chosen_tools(page: Page) -> None:
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
     assert set(final["summary"]) == {"few_shot", "zero_shot"} and final["summary"]["few_shot"]["calls"] == 4
 
-    report = page.get("/admin/fidelity/report", **final["report"])
+    report = page.get("/ui/api/fidelity/report", **final["report"])
     assert report.status_code == 200, report.text
     document = report.json()["report"]
     assert report.json()["kind"] == "calls" and document["backend"] == "examples"
     assert {(c["server"], c["tool"]) for c in document["calls"]} == {("fx", "echo"), ("fx", "counter")}
-    assert any(r["path"] == final["report"]["path"] for r in page.get("/admin/fidelity/reports").json()["reports"])
+    assert any(r["path"] == final["report"]["path"] for r in page.get("/ui/api/fidelity/reports").json()["reports"])
     assert (page.work / "state" / "reports" / final["report"]["path"]).is_file()
-    assert page.get("/admin/fidelity/runs").json()["runs"][0]["id"] == run["id"]
+    assert page.get("/ui/api/fidelity/runs").json()["runs"][0]["id"] == run["id"]
 
 
 @pytest.mark.parametrize("body, status, message", [
@@ -311,25 +311,25 @@ def test_a_call_fidelity_run_for_chosen_tools(page: Page) -> None:
     ({"tools": ["fx/echo"], "setting": "both_ways"}, 400, "setting: Input should be"),
 ])
 def test_bad_fidelity_runs_are_refused(page: Page, body: dict[str, Any], status: int, message: str) -> None:
-    refused = page.post("/admin/fidelity/runs", body)
+    refused = page.post("/ui/api/fidelity/runs", body)
     assert refused.status_code == status and message in refused.json()["error"], refused.text
-    assert page.get("/admin/fidelity/runs/nope").status_code == 404
+    assert page.get("/ui/api/fidelity/runs/nope").status_code == 404
 
 
 # ---------------------------------------------------------------------------------------------- trajectories
 
 
 def test_trajectory_files_and_one_as_a_conversation(page: Page) -> None:
-    files = page.get("/admin/trajectories/files").json()
+    files = page.get("/ui/api/trajectories/files").json()
     assert [(f["path"]) for f in files["files"]] == ["run1/trajectories.jsonl"]  # not notes.jsonl
     root = files["files"][0]["root"]
-    listed = page.get("/admin/trajectories/list", root=root, path="run1/trajectories.jsonl").json()
+    listed = page.get("/ui/api/trajectories/list", root=root, path="run1/trajectories.jsonl").json()
     assert [(t["id"], t["mode"], t["tool_calls"]) for t in listed["trajectories"]] == [
         ("t1", "live", 3), ("t1", "simulated", 3), ("t2", "live", 1), ("t2", "simulated", 2)]
     assert listed["tasks"] == [{"task": "t1#0", "modes": {"live": 0, "simulated": 1}},
                                {"task": "t2#0", "modes": {"live": 2, "simulated": 3}}]
 
-    one = page.get("/admin/trajectories/one", root=root, path="run1/trajectories.jsonl", index=1).json()
+    one = page.get("/ui/api/trajectories/one", root=root, path="run1/trajectories.jsonl", index=1).json()
     assert one["mode"] == "simulated" and one["final_answer"] == "four"
     assert [t["role"] for t in one["turns"]] == ["user"] + ["assistant", "tool"] * 3 + ["assistant"]
     assert [call["source"] for call in one["calls"]] == ["simulator"] * 3
@@ -338,28 +338,28 @@ def test_trajectory_files_and_one_as_a_conversation(page: Page) -> None:
     assert [a["call"] for a in asked] == [0, 1, 2] and [t["call"] for t in answered] == [0, 1, 2]
     assert json.loads(asked[1]["arguments"]) == {"numbers": [1, 3]} == one["calls"][1]["arguments"]
     # Redacted as everything the gateway answers: the vault secret in the file does not come out.
-    secret = page.get("/admin/trajectories/one", root=root, path="run1/trajectories.jsonl", index=3)
+    secret = page.get("/ui/api/trajectories/one", root=root, path="run1/trajectories.jsonl", index=3)
     assert secret.status_code == 200 and SECRET not in secret.text and "echo" in secret.text
 
 
 def test_side_by_side_marks_the_first_divergence(page: Page) -> None:
-    root = page.get("/admin/trajectories/files").json()["files"][0]["root"]
-    both = page.get("/admin/trajectories/compare", root=root, path="run1/trajectories.jsonl", left=0, right=1).json()
+    root = page.get("/ui/api/trajectories/files").json()["files"][0]["root"]
+    both = page.get("/ui/api/trajectories/compare", root=root, path="run1/trajectories.jsonl", left=0, right=1).json()
     assert both["same_task"] and both["first_divergence"] == 1
     assert both["divergence"]["reason"] == "different arguments"
     # Step 1 is the second tool call: asked in message 3 on both sides (user, call 0, answer 0, call 1).
     assert both["divergence"]["left"] == {"call": 1, "turn": 3} == both["divergence"]["right"]
     assert both["left"]["mode"] == "live" and both["right"]["mode"] == "simulated"
 
-    shorter = page.get("/admin/trajectories/compare", root=root, path="run1/trajectories.jsonl", left=2,
+    shorter = page.get("/ui/api/trajectories/compare", root=root, path="run1/trajectories.jsonl", left=2,
                        right=3).json()
     assert shorter["first_divergence"] == 1 and shorter["divergence"]["reason"] == "left stops calling tools"
     assert shorter["divergence"]["left"] == {"call": None, "turn": 3}  # its final answer
     assert shorter["divergence"]["right"] == {"call": 1, "turn": 3}
-    same = page.get("/admin/trajectories/compare", root=root, path="run1/trajectories.jsonl", left=0,
+    same = page.get("/ui/api/trajectories/compare", root=root, path="run1/trajectories.jsonl", left=0,
                     right=0).json()
     assert same["first_divergence"] is None and same["divergence"] is None
-    beyond = page.get("/admin/trajectories/compare", root=root, path="run1/trajectories.jsonl", left=0, right=9)
+    beyond = page.get("/ui/api/trajectories/compare", root=root, path="run1/trajectories.jsonl", left=0, right=9)
     assert beyond.status_code == 404 and "no trajectory 9" in beyond.json()["error"]
 
 
@@ -369,35 +369,35 @@ def test_only_files_under_the_configured_directories_open(page: Page) -> None:
     (page.work / "report.json").write_text((page.data / "run1" / "report.json").read_text())
     (page.data / "escape.jsonl").symlink_to(outside)
     (page.data / "escape_dir").symlink_to(page.work, target_is_directory=True)
-    files = page.get("/admin/trajectories/files").json()
+    files = page.get("/ui/api/trajectories/files").json()
     root = next(r["root"] for r in files["roots"] if r["directory"] == str(page.data))
     assert all("escape" not in f["path"] for f in files["files"])
     for path, status in [("../outside.jsonl", 403), (str(outside), 403), ("run1/../../outside.jsonl", 403),
                          ("escape_dir/data/run1/../../outside.jsonl", 403),
                          ("escape.jsonl", 403), ("escape_dir/outside.jsonl", 403), ("run1/report.json", 403),
                          ("missing.jsonl", 404), ("", 400)]:
-        for endpoint in ("/admin/trajectories/list", "/admin/trajectories/one"):
+        for endpoint in ("/ui/api/trajectories/list", "/ui/api/trajectories/one"):
             answer = page.get(endpoint, root=root, path=path)
             assert answer.status_code == status, (path, answer.text)
     for bad_root in ("99", "-1", "x"):
-        answer = page.get("/admin/trajectories/list", root=bad_root, path="run1/trajectories.jsonl")
+        answer = page.get("/ui/api/trajectories/list", root=bad_root, path="run1/trajectories.jsonl")
         assert answer.status_code == 400 and "root must be one of" in answer.json()["error"]
-    report = page.get("/admin/fidelity/report", root=root, path="../report.json")
+    report = page.get("/ui/api/fidelity/report", root=root, path="../report.json")
     assert report.status_code == 403
-    report = page.get("/admin/fidelity/report", root=root, path="escape_dir/report.json")
+    report = page.get("/ui/api/fidelity/report", root=root, path="escape_dir/report.json")
     assert report.status_code == 403
 
 
 # ---------------------------------------------------------------------------------------------- auth
 
 
-ROUTES = [("GET", "/admin/recordings"), ("GET", "/admin/recordings/" + "a" * 64),
-          ("POST", "/admin/recordings/delete"), ("POST", "/admin/recordings/export"),
-          ("GET", "/admin/fidelity/reports"), ("GET", "/admin/fidelity/report"),
-          ("GET", "/admin/fidelity/report.html"), ("GET", "/admin/fidelity/tools"), ("GET", "/admin/fidelity/runs"),
-          ("POST", "/admin/fidelity/runs"), ("GET", "/admin/fidelity/runs/x"), ("GET", "/admin/trajectories/files"),
-          ("GET", "/admin/trajectories/list"), ("GET", "/admin/trajectories/one"),
-          ("GET", "/admin/trajectories/compare")]
+ROUTES = [("GET", "/ui/api/recordings"), ("GET", "/ui/api/recordings/" + "a" * 64),
+          ("POST", "/ui/api/recordings/delete"), ("POST", "/ui/api/recordings/export"),
+          ("GET", "/ui/api/fidelity/reports"), ("GET", "/ui/api/fidelity/report"),
+          ("GET", "/ui/api/fidelity/report.html"), ("GET", "/ui/api/fidelity/tools"), ("GET", "/ui/api/fidelity/runs"),
+          ("POST", "/ui/api/fidelity/runs"), ("GET", "/ui/api/fidelity/runs/x"), ("GET", "/ui/api/trajectories/files"),
+          ("GET", "/ui/api/trajectories/list"), ("GET", "/ui/api/trajectories/one"),
+          ("GET", "/ui/api/trajectories/compare")]
 
 
 @pytest.mark.parametrize("method, path", ROUTES)

@@ -22,6 +22,11 @@ logger = logging.getLogger("simgate.auth")
 
 STATE_KEY = "simgate_api_key"
 _OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+UI_PREFIX = "/ui"  # the page: it checks the admin key itself (header, or the cookie its login sets)
+
+
+def is_ui_path(path: str) -> bool:
+    return path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
 
 
 def presented_key(scope: Scope) -> ApiKey | None:
@@ -64,6 +69,9 @@ class RequireApiKey:
             await self.app(scope, receive, send)
             return
         self._unlock()
+        if key is None and is_ui_path(scope["path"]):
+            await self.app(scope, receive, send)  # `gateway.ui.auth` requires an admin key (or its cookie)
+            return
         refusal = self._refusal(scope, key)
         if refusal is not None:
             await refusal(scope, receive, send)
@@ -96,7 +104,7 @@ class RequireApiKey:
                        else "this gateway requires an API key: send 'Authorization: Bearer <key>'")
             return JSONResponse({"error": message}, status_code=401,
                                 headers={"WWW-Authenticate": 'Bearer realm="simgate"'})
-        if path.startswith("/admin/") and not key.admin:
+        if (path.startswith("/admin/") or is_ui_path(path)) and not key.admin:
             return JSONResponse({"error": f"API key {key.name!r} may not use the admin API"}, status_code=403)
         if path.startswith("/servers/"):
             server = path.removeprefix("/servers/").partition("/")[0]

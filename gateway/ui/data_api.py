@@ -1,9 +1,12 @@
-"""The data behind the page's Recordings, Fidelity and Trajectories views, as admin API routes (so the
-admin key, Host/Origin checks and response redaction apply to them as to every admin route)."""
+"""The data behind the page's Recordings, Fidelity and Trajectories views: their API routes, mounted
+under `/ui/api` by `gateway.ui.views` (so the page's admin-key auth, the Host/Origin checks and response
+redaction apply to them as to the rest of the page and the admin API)."""
 
 from __future__ import annotations
 
-from starlette.routing import Route
+from typing import Any
+
+from starlette.routing import BaseRoute
 
 from gateway.cache.store import DiskStore
 from gateway.config.models import GatewayConfig
@@ -15,15 +18,28 @@ from gateway.ui.trajectories_api import TrajectoriesApi
 
 
 class DataApi:
+    """Owned by the gateway (`Gateway.ui_data`), which closes it when it stops."""
+
     def __init__(self, config: GatewayConfig, store: DiskStore, redactor: Redactor) -> None:
         roots = DataRoots.from_settings(config.gateway)
         self.recordings = RecordingsApi(store, redactor)
         self.fidelity = FidelityApi(config, store, roots)
         self.trajectories = TrajectoriesApi(roots)
 
-    def routes(self) -> list[Route]:
-        return [*self.recordings.routes(), *self.fidelity.routes(), *self.trajectories.routes()]
-
     def close(self) -> None:
         """Stop a fidelity run still going (at its next call)."""
         self.fidelity.close()
+
+
+# The views' route factories (`View.routes`), given the Gateway.
+
+def recordings_routes(gateway: Any) -> list[BaseRoute]:
+    return list(gateway.ui_data.recordings.routes())
+
+
+def fidelity_routes(gateway: Any) -> list[BaseRoute]:
+    return list(gateway.ui_data.fidelity.routes())
+
+
+def trajectories_routes(gateway: Any) -> list[BaseRoute]:
+    return list(gateway.ui_data.trajectories.routes())

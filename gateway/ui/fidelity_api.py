@@ -1,13 +1,13 @@
 """The Fidelity view's API: the `fidelity calls` and `fidelity trajectories` reports under the page's
 directories, each opened as its report.json and report.html; call-fidelity runs started from the page.
 
-    GET  /admin/fidelity/reports                      every report found (kind, where, when, headline)
-    GET  /admin/fidelity/report?root=&path=           one report.json, parsed
-    GET  /admin/fidelity/report.html?root=&path=      the report.html beside it (self-contained, no script)
-    GET  /admin/fidelity/tools                        the recorded tools a run can score, and the simulator
-    GET  /admin/fidelity/runs                         runs started from the page (newest first)
-    POST /admin/fidelity/runs  {"tools": ["server/tool"], "setting": "both", "backend": null}
-    GET  /admin/fidelity/runs/{id}                    one run's state and progress (done of total calls)
+    GET  /ui/api/fidelity/reports                      every report found (kind, where, when, headline)
+    GET  /ui/api/fidelity/report?root=&path=           one report.json, parsed
+    GET  /ui/api/fidelity/report.html?root=&path=      the report.html beside it (self-contained, no script)
+    GET  /ui/api/fidelity/tools                        the recorded tools a run can score, and the simulator
+    GET  /ui/api/fidelity/runs                         runs started from the page (newest first)
+    POST /ui/api/fidelity/runs  {"tools": ["server/tool"], "setting": "both", "backend": null}
+    GET  /ui/api/fidelity/runs/{id}                    one run's state and progress (done of total calls)
 """
 
 from __future__ import annotations
@@ -69,12 +69,12 @@ class FidelityApi:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/admin/fidelity/reports", answers_errors(self._reports), methods=["GET"]),
-            Route("/admin/fidelity/report", answers_errors(self._report), methods=["GET"]),
-            Route("/admin/fidelity/report.html", answers_errors(self._report_html), methods=["GET"]),
-            Route("/admin/fidelity/tools", answers_errors(self._tools), methods=["GET"]),
-            Route("/admin/fidelity/runs", answers_errors(self._runs), methods=["GET", "POST"]),
-            Route("/admin/fidelity/runs/{id}", answers_errors(self._run), methods=["GET"]),
+            Route("/fidelity/reports", answers_errors(self._reports), methods=["GET"]),
+            Route("/fidelity/report", answers_errors(self._report), methods=["GET"]),
+            Route("/fidelity/report.html", answers_errors(self._report_html), methods=["GET"]),
+            Route("/fidelity/tools", answers_errors(self._tools), methods=["GET"]),
+            Route("/fidelity/runs", answers_errors(self._runs), methods=["GET", "POST"]),
+            Route("/fidelity/runs/{id}", answers_errors(self._run), methods=["GET"]),
         ]
 
     def close(self) -> None:

@@ -2,10 +2,10 @@
 selection as a cassette. Built on the functions `simgate cache ls|show|export` use, so the page shows
 what the CLI shows.
 
-    GET  /admin/recordings?server=&tool=&q=&offset=&limit=   keys as `cache ls --json` rows, and per-tool counts
-    GET  /admin/recordings/{key}                              `cache show KEY` (a unique prefix works too)
-    POST /admin/recordings/delete   {"keys": [...]}           deletes those keys (with all their recordings)
-    POST /admin/recordings/export   {"keys": [...]}           the cassette (JSONL) of those keys, as a download
+    GET  /ui/api/recordings?server=&tool=&q=&offset=&limit=   keys as `cache ls --json` rows, and per-tool counts
+    GET  /ui/api/recordings/{key}                              `cache show KEY` (a unique prefix works too)
+    POST /ui/api/recordings/delete   {"keys": [...]}           deletes those keys (with all their recordings)
+    POST /ui/api/recordings/export   {"keys": [...]}           the cassette (JSONL) of those keys, as a download
 
 Store reads run in a worker thread: a large store never holds up the gateway's calls.
 """
@@ -56,10 +56,10 @@ class RecordingsApi:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/admin/recordings", answers_errors(self._list), methods=["GET"]),
-            Route("/admin/recordings/delete", answers_errors(self._delete), methods=["POST"]),
-            Route("/admin/recordings/export", answers_errors(self._export), methods=["POST"]),
-            Route("/admin/recordings/{key}", answers_errors(self._show), methods=["GET"]),
+            Route("/recordings", answers_errors(self._list), methods=["GET"]),
+            Route("/recordings/delete", answers_errors(self._delete), methods=["POST"]),
+            Route("/recordings/export", answers_errors(self._export), methods=["POST"]),
+            Route("/recordings/{key}", answers_errors(self._show), methods=["GET"]),
         ]
 
     async def _list(self, request: Request) -> Response:

@@ -1,10 +1,10 @@
 """The Trajectories view's API: trajectory JSONL files under the page's directories, one trajectory as a
 conversation, and two side by side with their first divergence marked.
 
-    GET /admin/trajectories/files                                   JSONL files whose first line is a trajectory
-    GET /admin/trajectories/list?root=&path=                        one line per trajectory, and tasks run in several modes
-    GET /admin/trajectories/one?root=&path=&index=                  one trajectory as a conversation
-    GET /admin/trajectories/compare?root=&path=&left=&right=[&right_root=&right_path=]
+    GET /ui/api/trajectories/files                                   JSONL files whose first line is a trajectory
+    GET /ui/api/trajectories/list?root=&path=                        one line per trajectory, and tasks run in several modes
+    GET /ui/api/trajectories/one?root=&path=&index=                  one trajectory as a conversation
+    GET /ui/api/trajectories/compare?root=&path=&left=&right=[&right_root=&right_path=]
                                                                     two trajectories side by side
 
 Files are read line by line (a line over MAX_LINE_BYTES is skipped and said so), in a worker thread.
@@ -106,10 +106,10 @@ class TrajectoriesApi:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/admin/trajectories/files", answers_errors(self._files), methods=["GET"]),
-            Route("/admin/trajectories/list", answers_errors(self._list), methods=["GET"]),
-            Route("/admin/trajectories/one", answers_errors(self._one), methods=["GET"]),
-            Route("/admin/trajectories/compare", answers_errors(self._compare), methods=["GET"]),
+            Route("/trajectories/files", answers_errors(self._files), methods=["GET"]),
+            Route("/trajectories/list", answers_errors(self._list), methods=["GET"]),
+            Route("/trajectories/one", answers_errors(self._one), methods=["GET"]),
+            Route("/trajectories/compare", answers_errors(self._compare), methods=["GET"]),
         ]
 
     def _file(self, request: Request, root: str = "root", path: str = "path") -> Path:

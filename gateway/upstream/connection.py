@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -55,10 +55,12 @@ class UpstreamState(StrEnum):
     READY = "ready"
     RESTARTING = "restarting"
     FAILED = "failed"  # its install failed: not retried by itself (an install is long), only on request
-    STOPPED = "stopped"
+    STOPPED = "stopped"  # stopped on request (`POST /admin/servers/NAME/stop`) or with the gateway
 
 # A failed install is tried again on request (`POST /admin/servers/NAME/restart`), or after this long.
 INSTALL_RETRY_SECONDS = 3600.0
+# Upstream latencies kept per server for its percentiles (the most recent ones; a fixed bound).
+LATENCY_SAMPLES = 1024
 
 
 class _RawRequest(types.Request[dict[str, Any] | None, str]):
@@ -109,6 +111,9 @@ class Upstream:
         self._stale = False  # the config changed while the server was (re)starting
         self.errlog_redactor: Any = None  # set when the server gets vault secrets: its stderr is redacted
         self.egress_decisions: Counter[str] = Counter()  # its network-allowlist proxy's, across restarts
+        self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)  # seconds of its recent tool calls
+        self._hold = False  # stopped on request: the supervisor waits for `start()` instead of restarting
+        self._resume = anyio.Event()
 
     # ----------------------------------------------------------------- supervision
 
@@ -135,14 +140,43 @@ class Upstream:
 
     def retry(self, reason: str = "restart requested") -> None:
         """Start again now: a failed install is tried once more, a running server is restarted."""
-        if self.state == UpstreamState.FAILED:
+        if self._hold:
+            self.start()
+        elif self.state == UpstreamState.FAILED:
             self._retry.set()
         else:
             self.restart(reason)
 
+    def stop(self, reason: str = "stopped on request") -> None:
+        """Stop the server and keep it stopped (calls fail at once) until `start()`."""
+        self._hold = True
+        self._resume = anyio.Event()
+        if self.state == UpstreamState.FAILED:
+            self._retry.set()  # leave the wait for a retry: the supervisor then waits for `start()`
+        self.restart(reason)
+
+    def start(self) -> None:
+        """Start a server stopped with `stop()` (anything else: no change)."""
+        if self._hold:
+            self._hold = False
+            self._resume.set()
+
+    async def _held(self) -> None:
+        """While stopped on request: report it, and wait to be started."""
+        self.state = UpstreamState.STOPPED
+        self._signal_change()
+        logger.info("upstream %s stopped on request", self.name)
+        await self._resume.wait()
+        self.last_error = None
+        self.state = UpstreamState.STARTING
+        self._signal_change()
+
     async def _supervise(self, dirs: ServerDirs, stderr: IO[str]) -> None:
         backoff = 0.5
         while True:
+            if self._hold:
+                await self._held()
+                backoff = 0.5
             started = time.monotonic()
             install_failed = False
             try:
@@ -163,8 +197,11 @@ class Upstream:
                                "/admin/servers/%s/restart) or for %.0fs", self.name, self.name, INSTALL_RETRY_SECONDS)
                 with anyio.move_on_after(INSTALL_RETRY_SECONDS):
                     await self._retry.wait()
-                self.restarts += 1
+                if not self._hold:
+                    self.restarts += 1
                 continue
+            if self._hold:
+                continue  # stopped on request: no back-off, no restart counted
             if time.monotonic() - started > 60:
                 backoff = 0.5  # it ran well for a while: restart promptly
             logger.info("upstream %s: restarting in %.1fs (%s)", self.name, backoff, self.last_error)
@@ -270,7 +307,8 @@ class Upstream:
         """The live session, waiting up to `timeout` for a (re)start; a server that keeps failing to
         start is not waited for, so that callers (hybrid mode) move on at once."""
         deadline = anyio.current_time() + timeout
-        while self._session is None and self.consecutive_failures < 2 and self.state != UpstreamState.FAILED:
+        while (self._session is None and self.consecutive_failures < 2 and not self._hold
+               and self.state != UpstreamState.FAILED):
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
                 break
@@ -296,14 +334,19 @@ class Upstream:
         raw_calls = self._raw_calls
         try:
             with self._callers.sending(origin):
+                started = time.perf_counter()
                 if method == "tools/call" and raw_calls is not None and (origin is None or not origin.wants_progress()):
-                    return await raw_calls.request(method, _strip_modern_meta(params), timeout)
-                return await session.send_request(
-                    _RawRequest(method=method, params=_strip_modern_meta(params)),
-                    _RAW_RESULT,
-                    request_read_timeout_seconds=timeout,
-                    progress_callback=origin.progress if origin is not None else None,
-                )
+                    result = await raw_calls.request(method, _strip_modern_meta(params), timeout)
+                else:
+                    result = await session.send_request(
+                        _RawRequest(method=method, params=_strip_modern_meta(params)),
+                        _RAW_RESULT,
+                        request_read_timeout_seconds=timeout,
+                        progress_callback=origin.progress if origin is not None else None,
+                    )
+                if method == "tools/call":
+                    self.latencies.append(time.perf_counter() - started)
+                return result
         except MCPError as exc:
             if exc.code == types.REQUEST_TIMEOUT:
                 self._restart_now.set()  # check liveness now rather than at the next interval

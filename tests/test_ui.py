@@ -1,0 +1,285 @@
+"""The page at /ui, driven in a real browser (Debian's chromium through Playwright) against a real
+gateway with real fixture servers and real `mcp` SDK clients.
+
+Screenshots of each view are kept under $SIMGATE_TEST_ARTEFACTS/ui (default: the temp dir's
+simgate-test-artefacts/ui) and their paths printed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from harness import GatewayProcess, fixture_server, mcp_session, provenance, running_gateway, wait_until
+from mcp.shared.exceptions import MCPError
+from playwright.async_api import Page, async_playwright, expect
+from test_redaction import SECRET, leaks_in, leaky_server, plant
+
+from gateway.auth.keys import KeyStore
+from gateway.pipeline.call import ToolCall
+from gateway.pipeline.publish import PublishCalls
+from gateway.ui.feed import CallEvent, CallFeed, TooManyViewers
+
+pytestmark = pytest.mark.anyio
+
+ARTEFACTS = Path(os.environ.get("SIMGATE_TEST_ARTEFACTS") or Path(tempfile.gettempdir()) / "simgate-test-artefacts")
+CHROMIUM = "/usr/bin/chromium"
+
+
+class Ui:
+    def __init__(self, gateway: GatewayProcess, admin: str, agent: str) -> None:
+        self.gateway = gateway
+        self.url = gateway.url
+        self.admin = admin
+        self.agent = agent
+
+    def admin_api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(method, self.url + path, headers={"Authorization": f"Bearer {self.admin}"},
+                             timeout=10, trust_env=False, **kwargs)
+
+    def server(self, name: str) -> dict[str, Any]:
+        servers = self.admin_api("GET", "/admin/servers").json()["servers"]
+        return next(server for server in servers if server["name"] == name)
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
+    work = tmp_path_factory.mktemp("ui")
+    plant(work, "api", SECRET)  # a vault secret the `leaky` server echoes: the page must show it redacted
+    keys = KeyStore(work / "keys.json")
+    _, admin = keys.create("operator", servers=["*"], admin=True)
+    _, agent = keys.create("agent-1", servers=["*"])
+    config = {"gateway": {"keys_path": str(work / "keys.json"), "record": "all"},
+              "mcpServers": {"fx": fixture_server("routing_server.py"), "leaky": leaky_server()}}
+    with running_gateway(config, work) as gateway:
+        yield Ui(gateway, admin, agent)
+
+
+@asynccontextmanager
+async def logged_in(ui: Ui) -> AsyncIterator[Page]:
+    """A fresh browser, logged in through the page's own form."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 900})
+            response = await page.goto(ui.url + "/ui/")
+            assert response is not None and response.status == 401  # no key yet: the login form
+            await page.fill("#key", ui.admin)
+            await page.click("button[type=submit]")
+            await expect(page.locator("#nav a")).to_have_count(3)
+            yield page
+        finally:
+            await browser.close()
+
+
+async def screenshot(page: Page, name: str) -> None:
+    directory = ARTEFACTS / "ui"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+
+
+def agent_headers(ui: Ui) -> dict[str, str]:
+    return {"Authorization": f"Bearer {ui.agent}"}
+
+
+# ---------------------------------------------------------------------------------------------- views
+
+
+async def test_a_client_call_appears_in_the_live_table_redacted(ui: Ui) -> None:
+    async with logged_in(ui) as page:
+        await page.goto(ui.url + "/ui/#/calls")
+        await expect(page.locator("#stream-state")).to_have_text("open")
+        async with mcp_session(ui.gateway.mcp_url(), headers=agent_headers(ui)) as client:
+            await client.call_tool("fx__echo", {"text": "seen on the page"})
+            leaked = await client.call_tool("leaky__leak_text", {})
+        assert "[REDACTED:api]" in leaked.content[0].text  # what the client itself gets
+
+        echo = page.locator("#calls tbody tr", has_text="echo")
+        await expect(echo).to_have_count(1)
+        cells = await echo.locator("td").all_inner_texts()
+        assert cells[1:] == ["agent-1", cells[2], "fx", "echo", "live", "live", cells[7], "ok"], cells
+        assert cells[2] and cells[2] != "–"  # the session
+        await echo.click()
+        detail = page.locator("#call-detail")
+        await expect(detail).to_contain_text('"text": "seen on the page"')
+        await expect(detail).to_contain_text("echo: seen on the page")
+
+        await page.locator("#calls tbody tr", has_text="leak_text").click()
+        await expect(detail).to_contain_text("[REDACTED:api]")
+        assert leaks_in(await page.content()) == []
+
+        await page.fill("input[data-filter=tool]", "leak")
+        await expect(page.locator("#calls tbody tr")).to_have_count(1)
+        await screenshot(page, "calls")
+
+
+async def test_flipping_a_server_to_replay_on_the_page_makes_the_next_call_come_from_the_cache(ui: Ui) -> None:
+    async with mcp_session(ui.gateway.mcp_url(), headers=agent_headers(ui)) as client:
+        first = await client.call_tool("fx__echo", {"text": "replay me"})
+        assert provenance(first)["source"] == "live"
+        try:
+            async with logged_in(ui) as page:
+                await page.goto(ui.url + "/ui/#/modes")
+                choice = page.locator("select[data-level=server][data-server=fx]")
+                await choice.select_option("replay")
+                await expect(page.locator("#view-modes .status")).to_have_text("fx: replay")
+                await expect(choice).to_have_value("replay")
+                assert ui.admin_api("GET", "/admin/modes").json()["servers"] == {"fx": "replay"}  # the CLI agrees
+                await screenshot(page, "modes")
+            second = await client.call_tool("fx__echo", {"text": "replay me"})
+            assert provenance(second)["source"] == "cache"
+            assert second.content == first.content
+        finally:
+            ui.admin_api("PUT", "/admin/modes", json={"mode": "live", "server": "fx"})
+
+
+async def test_servers_view_shows_tools_and_restarts_stops_and_starts_a_server(ui: Ui) -> None:
+    async with mcp_session(ui.gateway.mcp_url(), headers=agent_headers(ui)) as client:
+        await client.call_tool("fx__echo", {"text": "timed"})
+    restarts = ui.server("fx")["restarts"]
+    async with logged_in(ui) as page:
+        await page.goto(ui.url + "/ui/#/servers")
+        row = page.locator("#servers tr[data-server=fx]")
+        await expect(row).to_have_attribute("data-state", "ready")
+        p50 = await row.locator("td").nth(6).inner_text()
+        assert p50.endswith(" ms"), p50  # upstream latency measured
+        await page.locator("#servers tr[data-server=fx] a").click()
+        await expect(page.locator("#server-detail details[data-tool=echo]")).to_have_count(1)
+        await page.locator("#server-detail details[data-tool=echo] summary").click()
+        await expect(page.locator("#server-detail details[data-tool=echo]")).to_contain_text('"properties"')
+        await screenshot(page, "servers")
+
+        await row.locator("button[data-action=restart]").click()
+        assert wait_until(lambda: ui.server("fx")["restarts"] == restarts + 1 and ui.server("fx")["state"] == "ready",
+                          timeout=20)
+        await expect(row.locator("td").nth(5)).to_have_text(str(restarts + 1))
+
+        await row.locator("button[data-action=stop]").click()
+        await expect(page.locator("#servers tr[data-server=fx]")).to_have_attribute("data-state", "stopped")
+        async with mcp_session(ui.gateway.mcp_url(), headers=agent_headers(ui)) as client:
+            with pytest.raises(MCPError, match="stopped"):
+                await client.call_tool("fx__echo", {"text": "while stopped"})
+            await page.locator("#servers tr[data-server=fx] button[data-action=start]").click()
+            await expect(page.locator("#servers tr[data-server=fx]")).to_have_attribute("data-state", "ready",
+                                                                                        timeout=20_000)
+            again = await client.call_tool("fx__echo", {"text": "after start"})
+            assert provenance(again)["source"] == "live"
+
+
+# ---------------------------------------------------------------------------------------------- access
+
+
+def test_without_the_admin_key_the_page_and_its_api_refuse(ui: Ui) -> None:
+    def get(path: str, **headers: str) -> httpx.Response:
+        return httpx.get(ui.url + path, headers=headers, timeout=10, trust_env=False)
+
+    for path in ("/ui/", "/ui/api/servers", "/ui/api/modes", "/ui/api/calls/stream", "/ui/static/app.js",
+                 "/ui/static/views/calls.js"):
+        assert get(path).status_code == 401, path
+        assert get(path, Authorization="Bearer sgk_nope_nope").status_code == 401, path
+        assert get(path, Authorization=f"Bearer {ui.agent}").status_code == 403, path  # not an admin key
+        assert get(path, Cookie="simgate_ui=forged.99999999999.00").status_code == 401, path
+    assert get("/ui/api/servers", Authorization=f"Bearer {ui.admin}").status_code == 200
+    assert httpx.post(ui.url + "/ui/api/servers/fx/restart", timeout=10, trust_env=False).status_code == 401
+    assert httpx.put(ui.url + "/ui/api/modes", json={"mode": "replay"}, timeout=10,
+                     headers={"Authorization": f"Bearer {ui.agent}"}, trust_env=False).status_code == 403
+    assert get("/ui/login").status_code == 200  # the form itself needs no key
+
+    # The session cookie: HttpOnly, SameSite=Strict, and alone it changes nothing.
+    with httpx.Client(base_url=ui.url, timeout=10, trust_env=False) as browser:
+        assert browser.post("/ui/login", headers={"Authorization": f"Bearer {ui.agent}"}).status_code == 403
+        login = browser.post("/ui/login", headers={"Authorization": f"Bearer {ui.admin}"})
+        assert login.status_code == 200
+        cookie = login.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and ui.admin.lower() not in cookie
+        assert browser.get("/ui/api/modes").status_code == 200
+        assert browser.put("/ui/api/modes", json={"mode": "replay"}).status_code == 403  # no X-Simgate-UI
+        assert browser.get("/ui/api/modes").json()["default"] == "live"
+    assert ui.admin not in ui.gateway.log_text()
+
+
+def test_a_foreign_origin_is_refused(ui: Ui) -> None:
+    admin = {"Authorization": f"Bearer {ui.admin}", "X-Simgate-UI": "1"}
+    for origin in ("http://evil.example", "http://127.0.0.1.evil.example:8080"):
+        page = httpx.get(ui.url + "/ui/", headers={**admin, "Origin": origin}, timeout=10, trust_env=False)
+        assert page.status_code == 403, page.text
+        change = httpx.put(ui.url + "/ui/api/modes", json={"mode": "replay"}, headers={**admin, "Origin": origin},
+                           timeout=10, trust_env=False)
+        assert change.status_code == 403 and "refused" in change.json()["error"]
+    rebound = httpx.get(ui.url + "/ui/", headers={**admin, "Host": "attacker.example"}, timeout=10, trust_env=False)
+    assert rebound.status_code == 421
+    assert ui.admin_api("GET", "/admin/modes").json()["default"] == "live"
+
+
+def test_off_loopback_the_page_still_refuses_a_foreign_origin(tmp_path: Path) -> None:
+    """Listening on 0.0.0.0 the gateway's Host/Origin check is off (names are unknown): the page keeps its own."""
+    keys = KeyStore(tmp_path / "keys.json")
+    _, admin = keys.create("operator", servers=["*"], admin=True)
+    config = {"gateway": {"keys_path": str(tmp_path / "keys.json")}, "mcpServers": {"fx": fixture_server(
+        "routing_server.py")}}
+    with running_gateway(config, tmp_path / "gw", host="0.0.0.0") as gateway:
+        headers = {"Authorization": f"Bearer {admin}", "X-Simgate-UI": "1"}
+        foreign = httpx.put(gateway.url + "/ui/api/modes", json={"mode": "replay"}, timeout=10, trust_env=False,
+                            headers={**headers, "Origin": "http://evil.example"})
+        assert foreign.status_code == 403
+        own = httpx.put(gateway.url + "/ui/api/modes", json={"mode": "replay"}, timeout=10, trust_env=False,
+                        headers={**headers, "Origin": gateway.url})
+        assert own.status_code == 200 and own.json()["default"] == "replay"
+
+
+# ---------------------------------------------------------------------------------------------- the feed
+
+
+def _call() -> ToolCall:
+    return ToolCall(server="fx", tool="echo", exposed_name="fx__echo", arguments={"text": "x"})
+
+
+async def test_no_viewer_no_work_and_a_slow_viewer_loses_events_not_memory() -> None:
+    feed = CallFeed(queue_size=4, max_subscribers=1)
+    stage = PublishCalls(feed)
+
+    async def answer(call: ToolCall) -> dict[str, Any]:
+        return {"content": [], "isError": False}
+
+    await stage(_call(), answer)
+    assert feed.next_id() == 1  # nobody watched: no event was even numbered
+
+    with feed.subscribe() as slow:
+        with pytest.raises(TooManyViewers):
+            with feed.subscribe():
+                pass
+        for _ in range(10):
+            await stage(_call(), answer)
+        assert slow.dropped == 6
+        received = [slow.receive.receive_nowait() for _ in range(4)]
+        assert [event.fields["id"] for event in received] == [2, 3, 4, 5]
+        assert '"tool":"echo"' in received[0].json
+    assert not feed.watched
+
+
+def test_a_huge_result_is_cut_for_the_page() -> None:
+    event = CallEvent({"id": 1, "arguments": {"blob": "x" * 200_000}, "result": None, "error": None})
+    assert len(event.json) < 70_000 and '"truncated":true' in event.json
+
+
+async def test_the_stream_ends_when_the_gateway_stops(tmp_path: Path) -> None:
+    """An open page does not hold a stopping gateway up."""
+    with running_gateway({"mcpServers": {"fx": fixture_server("routing_server.py")}}, tmp_path) as gateway:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30, trust_env=False) as http:
+            async with http.stream("GET", "/ui/api/calls/stream") as stream:
+                lines = stream.aiter_lines()
+                assert await lines.__anext__() == "retry: 3000"
+                started = anyio.current_time()
+                assert await anyio.to_thread.run_sync(gateway.terminate) in (0, -signal.SIGTERM)
+                print("stopped in", anyio.current_time() - started)
+                assert anyio.current_time() - started < 4
