@@ -74,7 +74,7 @@ async def logged_in(ui: Ui) -> AsyncIterator[Page]:
             assert response is not None and response.status == 401  # no key yet: the login form
             await page.fill("#key", ui.admin)
             await page.click("button[type=submit]")
-            await expect(page.locator("#nav a")).to_have_count(3)
+            await expect(page.locator("#nav a")).to_have_count(6)
             yield page
         finally:
             await browser.close()

@@ -10,8 +10,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ import anyio
 import httpx
 import pytest
 from harness import fixture_server, mcp_session, running_gateway
+from playwright.async_api import async_playwright, expect
 
 from gateway.auth.keys import KeyStore
 from gateway.cli import main
@@ -413,3 +417,147 @@ def test_the_data_api_needs_the_admin_key(page: Page, method: str, path: str) ->
     foreign = send({**page.admin, "Origin": "http://evil.example"})
     assert foreign.status_code == 403
     assert send(page.admin).status_code not in (401, 403)
+
+
+# ---------------------------------------------------------------------------------------------- in a browser
+# Debian's chromium through Playwright (never `playwright install`), on the same gateway: the recordings
+# test deletes echo's keys, so it runs after the API tests above (file order) that use them.
+
+ARTEFACTS = Path(os.environ.get("SIMGATE_TEST_ARTEFACTS") or Path(tempfile.gettempdir()) / "simgate-test-artefacts")
+CHROMIUM = "/usr/bin/chromium"
+
+
+@asynccontextmanager
+async def logged_in(page_: Page) -> AsyncIterator[Any]:
+    """A fresh browser, logged in through the page's own form with the admin key."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            context = await browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+            tab = await context.new_page()
+            await tab.goto(page_.url + "/ui/")
+            await tab.fill("#key", page_.admin["Authorization"].removeprefix("Bearer "))
+            await tab.click("button[type=submit]")
+            await expect(tab.locator("#nav a[data-view=trajectories]")).to_have_count(1)
+            yield tab
+        finally:
+            await browser.close()
+
+
+async def screenshot(tab: Any, name: str) -> None:
+    directory = ARTEFACTS / "ui"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.png"
+    await tab.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+
+
+@pytest.mark.anyio
+async def test_recordings_view_shows_cache_show_and_exports_then_deletes_a_selection(page: Page,
+                                                                                     tmp_path: Path) -> None:
+    async with logged_in(page) as tab:
+        await tab.goto(page.url + "/ui/#/recordings")
+        rows = tab.locator("#recordings tbody tr")
+        await expect(rows).to_have_count(page.get("/ui/api/recordings").json()["total"])
+        await tab.select_option("#rec-tool", "counter")
+        await expect(rows).to_have_count(1)
+        await rows.first.click()
+        shown = tab.locator("#recording-json")
+        await expect(shown).to_contain_text('"structuredContent"')
+        key = await shown.get_attribute("data-key")
+        cli = simgate("cache", "show", key, "--config", page.config)
+        assert json.loads(await shown.inner_text()) == json.loads(cli.stdout)  # the page equals the CLI
+        await screenshot(tab, "recordings")
+
+        await tab.select_option("#rec-tool", "echo")
+        await expect(rows).to_have_count(2)
+        await tab.fill("#rec-search", "alph")
+        await tab.press("#rec-search", "Enter")
+        await expect(rows).to_have_count(1)
+        await tab.fill("#rec-search", "")
+        await tab.click("#rec-search-go")
+        await expect(rows).to_have_count(2)
+        await tab.check("#rec-all")
+        async with tab.expect_download() as downloading:
+            await tab.click("#rec-export")
+        saved = tmp_path / "cassette.jsonl"
+        await (await downloading.value).save_as(saved)
+        lines = [json.loads(line) for line in saved.read_text().splitlines()]
+        assert lines[0]["count"] == 2 and {r["arguments"]["text"] for r in lines[1:]} == {"alpha", "beta"}
+        await expect(tab.locator("#recordings-status")).to_contain_text("exported 2 recording(s)")
+
+        await tab.click("#rec-delete")
+        await expect(tab.locator("#rec-delete")).to_have_text("Really delete 2 key(s)?")
+        await tab.click("#rec-delete")
+        await expect(tab.locator("#recordings-status")).to_contain_text("deleted 2 key(s)")
+        await expect(rows).to_have_count(0)
+        assert simgate("cache", "ls", "--config", page.config, "--json", "--tool", "echo").returncode == 2
+
+
+@pytest.mark.anyio
+async def test_fidelity_view_opens_a_report_and_runs_chosen_tools_with_progress(page: Page) -> None:
+    async with logged_in(page) as tab:
+        await tab.goto(page.url + "/ui/#/fidelity")
+        listed = tab.locator('#reports tbody tr[data-path="run1/report.json"]')
+        await expect(listed).to_have_count(1)
+        await listed.get_by_role("button", name="Open").click()
+        detail = tab.locator("#report-detail")
+        await expect(detail.locator("#modes tbody tr")).to_have_count(2)
+        report = json.loads((page.data / "run1" / "report.json").read_text())
+        for mode, summary in report["modes"].items():
+            cells = await detail.locator("#modes tbody tr", has_text=mode).locator("td").all_inner_texts()
+            assert cells[:4] == [mode, str(summary["trajectories"]), str(summary["tasks"]),
+                                 f"{summary['success_rate'] * 100:.1f}%"]
+            assert float(cells[4]) == pytest.approx(summary["mean_tool_calls"], abs=0.005)
+        async with tab.context.expect_page() as opening:
+            await tab.click("#report-html")
+        html = await opening.value
+        await expect(html.locator("h1")).to_contain_text("trajectory-level fidelity")
+        assert await html.locator("table").count() >= 2
+        await html.close()
+
+        await tab.check('#run-tools input[data-tool="fx/counter"]')
+        await tab.check('#run-tools input[data-tool="fx/fail"]')
+        await tab.click("#run-start")
+        progress = tab.locator("#run-progress-text")
+        # counter ×2 and fail ×1 recordings, few-shot and zero-shot: 6 calls.
+        await expect(progress).to_have_text("6 / 6 calls scored · done", timeout=60_000)
+        assert await tab.locator("#run-progress").get_attribute("value") == "6"
+        await expect(detail.locator("section[data-kind=calls]")).to_have_count(1)
+        await expect(detail.locator("#per-tool-few_shot tbody tr")).to_have_count(2)
+        await expect(tab.locator("#runs tbody tr[data-state=done]").first).to_be_visible()
+        await screenshot(tab, "fidelity")
+
+
+@pytest.mark.anyio
+async def test_trajectories_view_reads_a_conversation_and_marks_the_first_divergence(page: Page) -> None:
+    async with logged_in(page) as tab:
+        await tab.goto(page.url + "/ui/#/trajectories")
+        rows = tab.locator("#trajectories tbody tr")
+        await expect(rows).to_have_count(4)
+        await rows.nth(1).click()
+        turns = tab.locator("#conversation .turn")
+        await expect(turns).to_have_count(8)
+        assert await turns.evaluate_all("ts => ts.map(t => t.dataset.role)") == \
+            ["user"] + ["assistant", "tool"] * 3 + ["assistant"]
+        await expect(tab.locator("#conversation .call [data-source=simulator]")).to_have_count(3)
+        await expect(tab.locator("#conversation .turn[data-turn='3'] .call")).to_contain_text('{"numbers": [1, 3]}')
+        await screenshot(tab, "trajectory")
+
+        await tab.click("button[data-compare='t1#0']")
+        banner = tab.locator("#divergence")
+        await expect(banner).to_have_attribute("data-step", "1")
+        await expect(banner).to_contain_text("step 2: different arguments")
+        marked = tab.locator("#side-by-side .turn.diverge")
+        await expect(marked).to_have_count(2)
+        assert await marked.evaluate_all("ts => ts.map(t => t.dataset.turn)") == ["3", "3"]
+        await expect(tab.locator("#left .turn.diverge")).to_contain_text('{"numbers": [1, 2]}')
+        await expect(tab.locator("#right .turn.diverge")).to_contain_text('{"numbers": [1, 3]}')
+        await expect(tab.locator("#left .call [data-source=live]")).to_have_count(3)
+        await tab.evaluate("window.scrollTo(0, 0)")  # the view scrolled to the divergence; a full-page shot from the top
+        await screenshot(tab, "trajectories-side-by-side")
+
+        await tab.click("button[data-compare='t2#0']")  # the live run stops calling tools after one call
+        await expect(banner).to_have_attribute("data-step", "1")
+        await expect(tab.locator("#left .turn.diverge")).to_contain_text("short")
+        assert SECRET not in await tab.content()
