@@ -169,7 +169,6 @@ class Gateway:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             stack.callback(self.store.close)
-            stack.callback(self.ui_data.close)
             if (close_simulator := getattr(self.simulator, "aclose", None)) is not None:
                 stack.push_async_callback(close_simulator)
             stack.callback(self.shadow_log.close)
@@ -183,6 +182,7 @@ class Gateway:
             stack.callback(self.feed.close)  # open pages' streams end before the upstreams stop
             for manager in self.managers.values():
                 await stack.enter_async_context(manager.run())
+            stack.callback(self.ui_data.close)  # first thing at shutdown: a page's fidelity run stops at once
             logger.info("gateway started", extra={"servers": list(self.pool.upstreams)})
             yield
         logger.info("gateway stopped; every upstream is closed")

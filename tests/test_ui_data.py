@@ -22,10 +22,12 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from harness import fixture_server, mcp_session, running_gateway
+from harness import fixture_server, mcp_session, running_gateway, wait_until
 from playwright.async_api import async_playwright, expect
 
 from gateway.auth.keys import KeyStore
+from gateway.cache.records import Recording
+from gateway.cache.store import DiskStore
 from gateway.cli import main
 from gateway.vault.store import Vault
 from runner.fidelity.report import write_report
@@ -561,3 +563,37 @@ async def test_trajectories_view_reads_a_conversation_and_marks_the_first_diverg
         await expect(banner).to_have_attribute("data-step", "1")
         await expect(tab.locator("#left .turn.diverge")).to_contain_text("short")
         assert SECRET not in await tab.content()
+
+
+# ---------------------------------------------------------------------------------------------- one run at a time
+
+
+def test_one_fidelity_run_at_a_time_and_stopping_the_gateway_cancels_it(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    store = DiskStore(state / "cache")
+    try:  # enough recorded calls for a run that lasts seconds
+        store.put_many([Recording(key=f"{i:064x}", server="fx", tool="echo", tool_fingerprint="0" * 16,
+                                  arguments={"text": f"word {i}"}, result={"content": [{"type": "text",
+                                                                                       "text": f"word {i}"}]},
+                                  latency_ms=1.0, recorded_at="2026-01-01T00:00:00.000+00:00") for i in range(400)],
+                       replace=False)
+    finally:
+        store.close()
+    config = {"gateway": {"state_dir": str(state), "log_level": "info"},
+              "mcpServers": {"fx": fixture_server("misbehaving_server.py")}}
+    with running_gateway(config, tmp_path) as gateway:
+        url = gateway.url + "/ui/api/fidelity/runs"
+        first = httpx.post(url, json={"tools": ["fx/echo"]}, timeout=30, trust_env=False)
+        assert first.status_code == 202, first.text
+        second = httpx.post(url, json={"tools": ["fx/echo"]}, timeout=30, trust_env=False)
+        assert second.status_code == 409, second.text
+        assert f"fidelity run {first.json()['id']} is still running; one run at a time" == second.json()["error"]
+        assert wait_until(lambda: httpx.get(f"{url}/{first.json()['id']}", trust_env=False).json()["done"] > 0)
+        running = httpx.get(f"{url}/{first.json()['id']}", trust_env=False).json()
+        assert running["state"] == "running" and 0 < running["done"] < running["total"] == 800
+        started = time.monotonic()
+        gateway.terminate()
+        assert time.monotonic() - started < 15
+        assert '"state": "cancelled"' in gateway.log_text() or "'state': 'cancelled'" in gateway.log_text(), \
+            gateway.log_text()[-2000:]
+    assert not (state / "reports").exists() or not any((state / "reports").iterdir())

@@ -3,6 +3,7 @@ and the page (`/ui`), so both always show the same recordings."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from gateway.cache.records import Recording
@@ -16,18 +17,26 @@ class KeyLookupError(GatewayError):
     """A key (or prefix) that names no recording, or more than one key."""
 
 
-def recording_groups(store: CacheStore, server: str | None = None, tool: str | None = None) -> list[list[Recording]]:
-    """Each key's recordings, filtered, ordered by server, tool and first recording time."""
-    groups = []
+def iter_groups(store: CacheStore, server: str | None = None, tool: str | None = None) -> Iterator[list[Recording]]:
+    """Each key's recordings, filtered, in the store's order (one key in memory at a time)."""
     for key in list(store.keys()):
         group = store.get(key)
         if not group:
             continue
         if (server is not None and group[0].server != server) or (tool is not None and group[0].tool != tool):
             continue
-        groups.append(group)
-    groups.sort(key=lambda g: (g[0].server, g[0].tool, g[0].recorded_at, g[0].key))
-    return groups
+        yield group
+
+
+def order(server: str, tool: str, recorded_at: str, key: str) -> tuple[str, str, str, str]:
+    """How keys are listed: by server, tool, first recording time and key."""
+    return server, tool, recorded_at, key
+
+
+def recording_groups(store: CacheStore, server: str | None = None, tool: str | None = None) -> list[list[Recording]]:
+    """Each key's recordings, filtered, ordered by server, tool and first recording time."""
+    return sorted(iter_groups(store, server, tool), key=lambda g: order(g[0].server, g[0].tool, g[0].recorded_at,
+                                                                         g[0].key))
 
 
 def ls_row(group: list[Recording]) -> dict[str, Any]:
@@ -38,7 +47,7 @@ def ls_row(group: list[Recording]) -> dict[str, Any]:
             "arguments": first.arguments}
 
 
-def per_tool(groups: list[list[Recording]], now: float) -> list[dict[str, Any]]:
+def per_tool(groups: Iterable[list[Recording]], now: float) -> list[dict[str, Any]]:
     """Counts per (server, tool), as `simgate cache stats --json` gives them under `per_tool`."""
     tools: dict[tuple[str, str], dict[str, Any]] = {}
     for group in groups:
@@ -51,7 +60,7 @@ def per_tool(groups: list[list[Recording]], now: float) -> list[dict[str, Any]]:
         row["expired"] += sum(1 for r in group if r.expires_at is not None and r.expires_at < now)
         row["sequential_keys"] += len(group) > 1
         row["last_recorded_at"] = max(row["last_recorded_at"], *(r.recorded_at for r in group))
-    return list(tools.values())
+    return sorted(tools.values(), key=lambda row: (row["server"], row["tool"]))
 
 
 def find_key(store: CacheStore, prefix: str) -> str:

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.cache.listing import per_tool, recording_groups
+from gateway.cache.listing import iter_groups, per_tool
 from gateway.cache.store import DiskStore
 from gateway.config.models import GatewayConfig
 from gateway.ui.data_http import ApiError, answers_errors, read_body, read_json_file
@@ -140,7 +140,7 @@ class FidelityApi:
     # ------------------------------------------------------------------------------------------ runs
 
     def _recorded(self) -> list[dict[str, Any]]:
-        return per_tool(recording_groups(self._store), time.time())
+        return per_tool(iter_groups(self._store), time.time())
 
     async def _tools(self, request: Request) -> Response:
         simulator = self._config.gateway.simulator

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,7 +27,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.cache.cassette import collect, write_cassette
-from gateway.cache.listing import ls_row, per_tool, recording_groups, show
+from gateway.cache.listing import iter_groups, ls_row, order, per_tool, show
+from gateway.cache.records import Recording
 from gateway.cache.store import DiskStore
 from gateway.pipeline.redact import Redactor
 from gateway.ui.data_http import ApiError, answers_errors, logger, query_int, read_body
@@ -72,14 +74,19 @@ class RecordingsApi:
         limit = query_int(request, "limit", 100, low=1, high=1000)
 
         def read() -> dict[str, Any]:
-            # One pass over the store: rows are small (no results), so memory stays bounded by the key count.
-            groups = recording_groups(self._store)
-            tools = per_tool(groups, time.time())
-            rows = [ls_row(g) for g in groups
-                    if (server is None or g[0].server == server) and (tool is None or g[0].tool == tool)]
-            del groups
-            if query:
-                rows = [row for row in rows if _matches(row, query)]
+            # One pass over the store, one key's recordings in memory at a time: a row holds no result.
+            rows: list[dict[str, Any]] = []
+
+            def listed() -> Iterator[list[Recording]]:
+                for group in iter_groups(self._store):
+                    if (server is None or group[0].server == server) and (tool is None or group[0].tool == tool):
+                        row = ls_row(group)
+                        if not query or _matches(row, query):
+                            rows.append(row)
+                    yield group
+
+            tools = per_tool(listed(), time.time())
+            rows.sort(key=lambda r: order(r["server"], r["tool"], r["recorded_at"], r["key"]))
             return {"total": len(rows), "offset": offset, "limit": limit, "rows": rows[offset:offset + limit],
                     "tools": tools}
 
