@@ -29,6 +29,7 @@ from gateway.auth.keys import KeyStore
 from gateway.cache.records import Recording
 from gateway.cache.store import DiskStore
 from gateway.cli import main
+from gateway.ui.conversation import conversation
 from gateway.vault.store import Vault
 from runner.fidelity.report import write_report
 from runner.trajectory import AgentInfo, ToolEvent, Trajectory, Usage
@@ -153,6 +154,9 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
     data = work / "data"
     write_trajectories(data / "run1")
     (data / "notes.jsonl").write_text('{"not": "a trajectory"}\n')
+    good = trajectory("live", LIVE, "three").to_line()
+    (data / "run2").mkdir()
+    (data / "run2" / "trajectories.jsonl").write_text(f"{good}\n{good[:50]}\n\n[1, 2]\n{good}\n")
     state = work / "state"
     Vault(state / "vault.json").set("api", SECRET)
     config = {"gateway": {"record": "all", "state_dir": str(state), "data_dirs": [str(data)]},
@@ -327,7 +331,7 @@ def test_bad_fidelity_runs_are_refused(page: Page, body: dict[str, Any], status:
 
 def test_trajectory_files_and_one_as_a_conversation(page: Page) -> None:
     files = page.get("/ui/api/trajectories/files").json()
-    assert [(f["path"]) for f in files["files"]] == ["run1/trajectories.jsonl"]  # not notes.jsonl
+    assert sorted(f["path"] for f in files["files"]) == ["run1/trajectories.jsonl", "run2/trajectories.jsonl"]
     root = files["files"][0]["root"]
     listed = page.get("/ui/api/trajectories/list", root=root, path="run1/trajectories.jsonl").json()
     assert [(t["id"], t["mode"], t["tool_calls"]) for t in listed["trajectories"]] == [
@@ -346,6 +350,19 @@ def test_trajectory_files_and_one_as_a_conversation(page: Page) -> None:
     # Redacted as everything the gateway answers: the vault secret in the file does not come out.
     secret = page.get("/ui/api/trajectories/one", root=root, path="run1/trajectories.jsonl", index=3)
     assert secret.status_code == 200 and SECRET not in secret.text and "echo" in secret.text
+
+
+def test_unreadable_lines_are_named_and_skipped(page: Page) -> None:
+    root = page.get("/ui/api/trajectories/files").json()["files"][0]["root"]
+    listed = page.get("/ui/api/trajectories/list", root=root, path="run2/trajectories.jsonl").json()
+    assert [t["index"] for t in listed["trajectories"]] == [0, 3]  # blank lines are not counted
+    assert [(p["line"], p["index"]) for p in listed["problems"]] == [(2, 1), (4, 2)]
+    assert "not valid JSON" in listed["problems"][0]["error"] and "not a JSON object" in listed["problems"][1]["error"]
+    broken = page.get("/ui/api/trajectories/one", root=root, path="run2/trajectories.jsonl", index=1)
+    assert broken.status_code == 422 and broken.json()["error"].startswith("line 2 of trajectories.jsonl: not valid")
+    assert page.get("/ui/api/trajectories/one", root=root, path="run2/trajectories.jsonl", index=3).json()["id"] == "t1"
+    bad_index = page.get("/ui/api/trajectories/one", root=root, path="run2/trajectories.jsonl", index="x")
+    assert bad_index.status_code == 400 and "index must be an integer" in bad_index.json()["error"]
 
 
 def test_side_by_side_marks_the_first_divergence(page: Page) -> None:
@@ -534,7 +551,12 @@ async def test_fidelity_view_opens_a_report_and_runs_chosen_tools_with_progress(
 @pytest.mark.anyio
 async def test_trajectories_view_reads_a_conversation_and_marks_the_first_divergence(page: Page) -> None:
     async with logged_in(page) as tab:
-        await tab.goto(page.url + "/ui/#/trajectories")
+        # From the trajectory fidelity report to the trajectories it compared.
+        await tab.goto(page.url + "/ui/#/fidelity")
+        await tab.locator('#reports tbody tr[data-path="run1/report.json"]').get_by_role("button", name="Open").click()
+        await tab.click("#report-trajectories")
+        root = page.get("/ui/api/trajectories/files").json()["files"][0]["root"]
+        await expect(tab.locator("#traj-file")).to_have_value(f"{root}:run1/trajectories.jsonl")
         rows = tab.locator("#trajectories tbody tr")
         await expect(rows).to_have_count(4)
         await rows.nth(1).click()
@@ -597,3 +619,17 @@ def test_one_fidelity_run_at_a_time_and_stopping_the_gateway_cancels_it(tmp_path
         assert '"state": "cancelled"' in gateway.log_text() or "'state': 'cancelled'" in gateway.log_text(), \
             gateway.log_text()[-2000:]
     assert not (state / "reports").exists() or not any((state / "reports").iterdir())
+
+
+def test_calls_without_ids_pair_with_their_answers_in_order() -> None:
+    # The agents-SDK adapter may leave call ids empty: the k-th tool answer then belongs to the k-th call.
+    run = trajectory("live", LIVE, "three").model_dump(mode="json")
+    for event in run["tool_events"]:
+        event["call_id"] = ""
+    for message in run["messages"]:
+        message.pop("tool_call_id", None)
+        for call in message.get("tool_calls") or []:
+            call["id"] = ""
+    view = conversation(run)
+    assert [t.get("call") for t in view["turns"] if t["role"] == "tool"] == [0, 1, 2]
+    assert [t["tool_calls"][0]["call"] for t in view["turns"] if t.get("tool_calls")] == [0, 1, 2]

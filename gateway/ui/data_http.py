@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -45,7 +46,7 @@ def answers_errors(endpoint: Endpoint) -> Endpoint:
         except KeyLookupError as exc:
             return JSONResponse({"error": exc.message}, status_code=404)
         except STORE_ERRORS as exc:
-            logger.warning("the page could not read the store", extra={"error": describe_store_error(exc)})
+            logger.warning("a page request could not read from disk", extra={"error": describe_store_error(exc)})
             return JSONResponse({"error": describe_store_error(exc)}, status_code=503)
 
     return run
@@ -77,7 +78,7 @@ def query_int(request: Request, name: str, default: int, *, low: int, high: int)
     return value
 
 
-def read_json_file(path: Any, limit: int) -> Any:
+def read_json_file(path: Path, limit: int) -> Any:
     """A JSON file of at most `limit` bytes; `ApiError` if it is larger or not JSON."""
     size = path.stat().st_size
     if size > limit:

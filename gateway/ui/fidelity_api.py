@@ -128,8 +128,10 @@ class FidelityApi:
     async def _report_html(self, request: Request) -> Response:
         file = self._roots.resolve(request.query_params.get("root"), request.query_params.get("path"), suffix=".json")
         html = file.with_name("report.html")
-        if not html.is_file() or html.is_symlink():
+        if not html.is_file():
             raise ApiError("no report.html beside this report", 404)
+        if not html.resolve().is_relative_to(file.parent):
+            raise ApiError("report.html beside this report leads elsewhere (a link); it is not opened", 403)
         if html.stat().st_size > MAX_REPORT_BYTES:
             raise ApiError("report.html is too large to open here", 413)
         text = await anyio.Path(html).read_text(encoding="utf-8", errors="replace")

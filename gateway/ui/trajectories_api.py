@@ -29,6 +29,7 @@ from gateway.ui.data_roots import DataRoots
 MAX_LINE_BYTES = 32 * 1024 * 1024
 MAX_LISTED = 5000
 _MAX_FILES = 500
+_MAX_CHECKED = 5000
 _READ = 1 << 16
 
 
@@ -103,6 +104,19 @@ def list_file(file: Path) -> dict[str, Any]:
 class TrajectoriesApi:
     def __init__(self, roots: DataRoots) -> None:
         self._roots = roots
+        # (file, size, time) -> holds trajectories: a listing reads the first line of new or changed files only
+        self._checked: dict[tuple[str, int, float], bool] = {}
+
+    def _holds_trajectories(self, file: Path, size: int, modified: float) -> bool:
+        key = (str(file), size, modified)
+        if key not in self._checked:
+            if len(self._checked) >= _MAX_CHECKED:
+                self._checked.clear()
+            try:
+                self._checked[key] = _is_trajectory_file(file)
+            except OSError:
+                return False
+        return self._checked[key]
 
     def routes(self) -> list[Route]:
         return [
@@ -119,7 +133,7 @@ class TrajectoriesApi:
         def find() -> list[dict[str, Any]]:
             found = []
             for item in self._roots.walk(".jsonl"):
-                if _is_trajectory_file(item.file):
+                if self._holds_trajectories(item.file, item.size, item.modified):
                     found.append({"root": item.root, "path": item.path, "size": item.size, "modified": item.modified})
                     if len(found) >= _MAX_FILES:
                         break
