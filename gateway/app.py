@@ -48,7 +48,6 @@ from gateway.pipeline.keying import AssignCacheKey
 from gateway.pipeline.modes import ChooseMode, ModeResolver, RouteByMode
 from gateway.pipeline.observe import ObserveCalls
 from gateway.pipeline.provenance import AttachProvenance
-from gateway.pipeline.publish import PublishCalls
 from gateway.pipeline.ratelimit import RateLimits
 from gateway.pipeline.redact import (
     RedactingSessions,
@@ -119,7 +118,7 @@ class Gateway:
             "shadow": self.shadow,
         }
         self.pipeline = Pipeline(
-            [ObserveCalls(self.metrics), PublishCalls(self.feed, self.redactor), RedactSecrets(self.redactor),
+            [ObserveCalls(self.metrics, self.feed, self.redactor), RedactSecrets(self.redactor),
              AttachProvenance(self.sessions),
              Authorize(), ValidateArguments(), ChooseMode(self.modes), RateLimits(config, metrics=self.metrics),
              InjectFaults(config, metrics=self.metrics), AssignCacheKey(config, self.sessions)],
@@ -201,7 +200,7 @@ class Gateway:
                 Route("/admin/servers/{name}/restart", self._restart, methods=["POST"]),
                 Route("/admin/servers/{name}/start", self._start, methods=["POST"]),
                 Route("/admin/servers/{name}/stop", self._stop, methods=["POST"]),
-                Route("/admin/modes", self._modes, methods=["GET", "PUT"]),
+                Route("/admin/modes", self._modes, methods=["GET", "PUT", "DELETE"]),
                 *ui_routes(self),
             ],
             lifespan=self.lifespan,
@@ -278,25 +277,35 @@ class Gateway:
 
 
     async def _modes(self, request: Request) -> Response:
-        if request.method == "PUT":
+        """GET: the modes in force; PUT {mode, server?, tool?, session?}: set one; DELETE ?server=&tool=&session=:
+        drop a run-time setting (that level follows the config again)."""
+        if request.method in ("PUT", "DELETE"):
             try:
-                body = ModeChange.model_validate_json(await request.body())
+                if request.method == "PUT":
+                    body = ModeChange.model_validate_json(await request.body())
+                else:
+                    body = ModeChange.model_validate({**request.query_params, "mode": None})
                 if body.server is not None and body.server not in self.pool.upstreams:
                     raise GatewayError(f"unknown server {body.server!r}")
-                self.modes.set(body.mode, server=body.server, tool=body.tool, session=body.session)
+                if body.mode is None and request.method == "PUT":
+                    raise GatewayError("a mode is needed (DELETE drops a setting)")
+                if body.mode is None:
+                    self.modes.clear(server=body.server, tool=body.tool, session=body.session)
+                else:
+                    self.modes.set(body.mode, server=body.server, tool=body.tool, session=body.session)
             except ValidationError as exc:
                 return JSONResponse({"error": f"invalid mode change: {exc.errors(include_url=False)[0]['msg']}"},
                                     status_code=400)
             except GatewayError as exc:
                 return JSONResponse({"error": exc.message}, status_code=400)
-            logger.info("mode changed", extra=body.model_dump(exclude_none=True))
+            logger.info("mode changed" if body.mode else "mode setting dropped", extra=body.model_dump(exclude_none=True))
         return JSONResponse(self.modes.show())
 
 
 class ModeChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    mode: str
+    mode: str | None  # None: drop the setting (DELETE)
     server: str | None = None
     tool: str | None = None
     session: str | None = None

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from typing import Any
+from urllib.parse import urlencode
 
 import anyio
 import httpx
@@ -32,8 +33,12 @@ def register(commands: Any) -> None:
     servers = commands.add_parser("servers", help="list the servers of a running gateway")
     servers.add_argument("--url", default=DEFAULT_URL, help=f"the gateway (default {DEFAULT_URL})")
     servers.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    servers.add_argument("--restart", metavar="SERVER", help="start SERVER again (a failed install is tried once "
-                         "more, a running server restarted)")
+    action = servers.add_mutually_exclusive_group()
+    action.add_argument("--restart", metavar="SERVER", help="start SERVER again (a failed install is tried once "
+                        "more, a running or stopped server restarted)")
+    action.add_argument("--stop", metavar="SERVER", help="stop SERVER and keep it stopped (its calls fail at once) "
+                        "until --start")
+    action.add_argument("--start", metavar="SERVER", help="start SERVER after --stop")
     servers.set_defaults(handler=_servers)
 
     call = commands.add_parser("call", help="call one tool through a running gateway")
@@ -57,6 +62,13 @@ def register(commands: Any) -> None:
     set_mode.add_argument("--session", help="only this session (its X-Simgate-Session or Mcp-Session-Id)")
     set_mode.add_argument("--url", default=DEFAULT_URL, help=f"the gateway (default {DEFAULT_URL})")
     set_mode.set_defaults(handler=_mode_set)
+    clear_mode = mode_commands.add_parser("clear", help="drop a mode set at run time: that level follows the config "
+                                                       "again (the gateway's default without options)")
+    clear_mode.add_argument("--server", help="this server's setting")
+    clear_mode.add_argument("--tool", help="this tool's setting (needs --server)")
+    clear_mode.add_argument("--session", help="this session's setting")
+    clear_mode.add_argument("--url", default=DEFAULT_URL, help=f"the gateway (default {DEFAULT_URL})")
+    clear_mode.set_defaults(handler=_mode_clear)
 
     config = commands.add_parser("config", help="work with config files")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
@@ -98,11 +110,13 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _servers(args: argparse.Namespace) -> int:
-    if args.restart:
-        code, answer = _admin("POST", args.url, path=f"/admin/servers/{args.restart}/restart", expect=202)
-        if code == 0:
-            print(f"{answer['server']}: starting again (was {answer['state']})")
-        return code
+    for action, doing in (("restart", "starting again"), ("stop", "stopping"), ("start", "starting")):
+        name = getattr(args, action)
+        if name:
+            code, answer = _admin("POST", args.url, path=f"/admin/servers/{name}/{action}", expect=202)
+            if code == 0:
+                print(f"{answer['server']}: {doing} (was {answer['state']})")
+            return code
     try:
         response = httpx.get(f"{args.url.rstrip('/')}/admin/servers", headers=auth_headers(), timeout=10)
     except httpx.HTTPError as exc:
@@ -157,6 +171,15 @@ def _mode_show(args: argparse.Namespace) -> int:
 def _mode_set(args: argparse.Namespace) -> int:
     body = {"mode": args.mode, "server": args.server, "tool": args.tool, "session": args.session}
     status, modes = _admin("PUT", args.url, {key: value for key, value in body.items() if value is not None})
+    if status == 0:
+        print(json.dumps(modes, indent=2))
+    return status
+
+
+def _mode_clear(args: argparse.Namespace) -> int:
+    query = urlencode({key: value for key, value in (("server", args.server), ("tool", args.tool),
+                                                     ("session", args.session)) if value is not None})
+    status, modes = _admin("DELETE", args.url, path=f"/admin/modes?{query}" if query else "/admin/modes")
     if status == 0:
         print(json.dumps(modes, indent=2))
     return status

@@ -7,8 +7,11 @@ simgate-test-artefacts/ui) and their paths printed.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -18,14 +21,15 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from harness import GatewayProcess, fixture_server, mcp_session, provenance, running_gateway, wait_until
+from harness import REPO_ROOT, GatewayProcess, fixture_server, mcp_session, provenance, running_gateway, wait_until
 from mcp.shared.exceptions import MCPError
 from playwright.async_api import Page, async_playwright, expect
 from test_redaction import SECRET, leaks_in, leaky_server, plant
 
 from gateway.auth.keys import KeyStore
+from gateway.metrics import GatewayMetrics
 from gateway.pipeline.call import ToolCall
-from gateway.pipeline.publish import PublishCalls
+from gateway.pipeline.observe import ObserveCalls
 from gateway.ui.feed import CallEvent, CallFeed, TooManyViewers
 
 pytestmark = pytest.mark.anyio
@@ -72,9 +76,10 @@ async def logged_in(ui: Ui) -> AsyncIterator[Page]:
             page = await browser.new_page(viewport={"width": 1400, "height": 900})
             response = await page.goto(ui.url + "/ui/")
             assert response is not None and response.status == 401  # no key yet: the login form
+            await screenshot(page, "login")
             await page.fill("#key", ui.admin)
             await page.click("button[type=submit]")
-            await expect(page.locator("#nav a")).to_have_count(6)
+            await expect(page.locator("#nav a[data-view=modes]")).to_have_count(1)
             yield page
         finally:
             await browser.close()
@@ -135,12 +140,20 @@ async def test_flipping_a_server_to_replay_on_the_page_makes_the_next_call_come_
                 await expect(page.locator("#view-modes .status")).to_have_text("fx: replay")
                 await expect(choice).to_have_value("replay")
                 assert ui.admin_api("GET", "/admin/modes").json()["servers"] == {"fx": "replay"}  # the CLI agrees
+                await expect(page.locator("tr.tool[data-tool=echo] td[data-effective]")).to_have_text(
+                    "→ replay (server)")
                 await screenshot(page, "modes")
-            second = await client.call_tool("fx__echo", {"text": "replay me"})
-            assert provenance(second)["source"] == "cache"
-            assert second.content == first.content
+                second = await client.call_tool("fx__echo", {"text": "replay me"})
+                assert provenance(second)["source"] == "cache"
+                assert second.content == first.content
+
+                await choice.select_option("(inherit)")  # the run-time setting dropped: the gateway's default again
+                await expect(page.locator("#view-modes .status")).to_have_text("fx: (inherit)")
+                assert ui.admin_api("GET", "/admin/modes").json()["servers"] == {}
+                third = await client.call_tool("fx__echo", {"text": "replay me"})
+                assert provenance(third)["source"] == "live"
         finally:
-            ui.admin_api("PUT", "/admin/modes", json={"mode": "live", "server": "fx"})
+            ui.admin_api("DELETE", "/admin/modes?server=fx")
 
 
 async def test_servers_view_shows_tools_and_restarts_stops_and_starts_a_server(ui: Ui) -> None:
@@ -166,6 +179,7 @@ async def test_servers_view_shows_tools_and_restarts_stops_and_starts_a_server(u
 
         await row.locator("button[data-action=stop]").click()
         await expect(page.locator("#servers tr[data-server=fx]")).to_have_attribute("data-state", "stopped")
+        assert ui.admin_api("POST", "/admin/servers/fx/stop").status_code == 202  # twice: still one start to go
         async with mcp_session(ui.gateway.mcp_url(), headers=agent_headers(ui)) as client:
             with pytest.raises(MCPError, match="stopped"):
                 await client.call_tool("fx__echo", {"text": "while stopped"})
@@ -174,6 +188,35 @@ async def test_servers_view_shows_tools_and_restarts_stops_and_starts_a_server(u
                                                                                         timeout=20_000)
             again = await client.call_tool("fx__echo", {"text": "after start"})
             assert provenance(again)["source"] == "live"
+
+
+def simgate(ui: Ui, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-m", "gateway", *args, "--url", ui.url], capture_output=True, text=True,
+                          timeout=60, check=False, env={**os.environ, "PYTHONPATH": str(REPO_ROOT),
+                                                        "SIMGATE_API_KEY": ui.admin})
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+async def test_the_cli_and_the_page_agree(ui: Ui) -> None:
+    async with logged_in(ui) as page:
+        ui.admin_api("PUT", "/admin/modes", json={"mode": "simulated", "server": "leaky", "tool": "leak_text"})
+        simgate(ui, "servers", "--stop", "leaky")
+        try:
+            await page.goto(ui.url + "/ui/#/modes")
+            await expect(page.locator("select[data-level=tool][data-server=leaky][data-tool=leak_text]")).to_have_value(
+                "simulated")
+            simgate(ui, "mode", "clear", "--server", "leaky", "--tool", "leak_text")
+            await page.reload()
+            await expect(page.locator("select[data-level=tool][data-server=leaky][data-tool=leak_text]")).to_have_value(
+                "(inherit)")
+            await page.goto(ui.url + "/ui/#/servers")
+            await expect(page.locator("#servers tr[data-server=leaky]")).to_have_attribute("data-state", "stopped")
+        finally:
+            simgate(ui, "servers", "--start", "leaky")
+        await expect(page.locator("#servers tr[data-server=leaky]")).to_have_attribute("data-state", "ready",
+                                                                                       timeout=20_000)
+    assert ui.admin_api("GET", "/admin/modes").json()["tools"] == {}
 
 
 # ---------------------------------------------------------------------------------------------- access
@@ -221,22 +264,6 @@ def test_a_foreign_origin_is_refused(ui: Ui) -> None:
     assert ui.admin_api("GET", "/admin/modes").json()["default"] == "live"
 
 
-def test_off_loopback_the_page_still_refuses_a_foreign_origin(tmp_path: Path) -> None:
-    """Listening on 0.0.0.0 the gateway's Host/Origin check is off (names are unknown): the page keeps its own."""
-    keys = KeyStore(tmp_path / "keys.json")
-    _, admin = keys.create("operator", servers=["*"], admin=True)
-    config = {"gateway": {"keys_path": str(tmp_path / "keys.json")}, "mcpServers": {"fx": fixture_server(
-        "routing_server.py")}}
-    with running_gateway(config, tmp_path / "gw", host="0.0.0.0") as gateway:
-        headers = {"Authorization": f"Bearer {admin}", "X-Simgate-UI": "1"}
-        foreign = httpx.put(gateway.url + "/ui/api/modes", json={"mode": "replay"}, timeout=10, trust_env=False,
-                            headers={**headers, "Origin": "http://evil.example"})
-        assert foreign.status_code == 403
-        own = httpx.put(gateway.url + "/ui/api/modes", json={"mode": "replay"}, timeout=10, trust_env=False,
-                        headers={**headers, "Origin": gateway.url})
-        assert own.status_code == 200 and own.json()["default"] == "replay"
-
-
 # ---------------------------------------------------------------------------------------------- the feed
 
 
@@ -246,7 +273,7 @@ def _call() -> ToolCall:
 
 async def test_no_viewer_no_work_and_a_slow_viewer_loses_events_not_memory() -> None:
     feed = CallFeed(queue_size=4, max_subscribers=1)
-    stage = PublishCalls(feed)
+    stage = ObserveCalls(GatewayMetrics(), feed)
 
     async def answer(call: ToolCall) -> dict[str, Any]:
         return {"content": [], "isError": False}
@@ -262,24 +289,40 @@ async def test_no_viewer_no_work_and_a_slow_viewer_loses_events_not_memory() -> 
             await stage(_call(), answer)
         assert slow.dropped == 6
         received = [slow.receive.receive_nowait() for _ in range(4)]
-        assert [event.fields["id"] for event in received] == [2, 3, 4, 5]
+        assert [event.id for event in received] == [2, 3, 4, 5]
         assert '"tool":"echo"' in received[0].json
     assert not feed.watched
 
 
 def test_a_huge_result_is_cut_for_the_page() -> None:
-    event = CallEvent({"id": 1, "arguments": {"blob": "x" * 200_000}, "result": None, "error": None})
-    assert len(event.json) < 70_000 and '"truncated":true' in event.json
+    event = CallEvent.build({"id": 1, "tool": "t"}, {"arguments": {"blob": "x" * 200_000}, "result": {"ok": 1},
+                                                      "error": None})
+    data = json.loads(event.json)
+    assert len(event.json) < 70_000 and data["arguments"]["truncated"] is True and data["arguments"]["chars"] > 200_000
+    assert data["result"] == {"ok": 1} and data["error"] is None and data["tool"] == "t"
 
 
-async def test_the_stream_ends_when_the_gateway_stops(tmp_path: Path) -> None:
-    """An open page does not hold a stopping gateway up."""
-    with running_gateway({"mcpServers": {"fx": fixture_server("routing_server.py")}}, tmp_path) as gateway:
-        async with httpx.AsyncClient(base_url=gateway.url, timeout=30, trust_env=False) as http:
+async def test_off_loopback_the_page_keeps_its_origin_check_and_its_stream_ends_with_the_gateway(
+        tmp_path: Path) -> None:
+    """Listening on 0.0.0.0 the gateway's Host/Origin check is off (it cannot know its names): the page keeps
+    its own same-origin rule. And an open page does not hold a stopping gateway up."""
+    keys = KeyStore(tmp_path / "keys.json")
+    _, admin = keys.create("operator", servers=["*"], admin=True)
+    config = {"gateway": {"keys_path": str(tmp_path / "keys.json")},
+              "mcpServers": {"fx": fixture_server("routing_server.py")}}
+    with running_gateway(config, tmp_path / "gw", host="0.0.0.0", wait_ready=False) as gateway:
+        headers = {"Authorization": f"Bearer {admin}", "X-Simgate-UI": "1"}
+        foreign = httpx.put(gateway.url + "/ui/api/modes", json={"mode": "replay"}, timeout=10, trust_env=False,
+                            headers={**headers, "Origin": "http://evil.example"})
+        assert foreign.status_code == 403
+        own = httpx.put(gateway.url + "/ui/api/modes", json={"mode": "replay"}, timeout=10, trust_env=False,
+                        headers={**headers, "Origin": gateway.url})
+        assert own.status_code == 200 and own.json()["default"] == "replay"
+
+        async with httpx.AsyncClient(base_url=gateway.url, headers=headers, timeout=30, trust_env=False) as http:
             async with http.stream("GET", "/ui/api/calls/stream") as stream:
                 lines = stream.aiter_lines()
                 assert await lines.__anext__() == "retry: 3000"
                 started = anyio.current_time()
                 assert await anyio.to_thread.run_sync(gateway.terminate) in (0, -signal.SIGTERM)
-                print("stopped in", anyio.current_time() - started)
-                assert anyio.current_time() - started < 4
+                assert anyio.current_time() - started < 4  # not uvicorn's graceful timeout (5 s) and more

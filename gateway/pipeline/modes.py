@@ -72,6 +72,24 @@ class ModeResolver:
         else:
             self.overrides.default = mode
 
+    def clear(self, *, server: str | None = None, tool: str | None = None, session: str | None = None) -> None:
+        """Drop a run-time setting: that level follows the config (or the next level) again."""
+        if session is not None:
+            state = self._sessions.get(session)
+            if state is not None:
+                state.mode = None
+        elif tool is not None:
+            if server is None:
+                raise InvalidMode("a tool's mode needs its server", data={"tool": tool})
+            tools = self.overrides.tools.get(server, {})
+            tools.pop(tool, None)
+            if not tools:
+                self.overrides.tools.pop(server, None)
+        elif server is not None:
+            self.overrides.servers.pop(server, None)
+        else:
+            self.overrides.default = None
+
     def show(self) -> dict[str, object]:
         config_servers = {name: s.mode for name, s in self._config.servers.items() if s.mode}
         config_tools = {name: {tool: t.mode for tool, t in s.tool_settings.items() if t.mode}

@@ -1,4 +1,5 @@
-"""Stage: count, time and log every call (outermost, so it sees every outcome)."""
+"""Stage: count, time and log every call (outermost, so it sees every outcome), and hand it to the pages
+watching live calls (`gateway.ui.feed`) when there are any: with none, that costs one attribute check."""
 
 from __future__ import annotations
 
@@ -10,26 +11,33 @@ from mcp.shared.exceptions import MCPError
 
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.call import CallNext, CallResult, ToolCall
+from gateway.pipeline.publish import call_event
+from gateway.ui.feed import CallFeed
 
 logger = logging.getLogger("simgate.calls")
 
 
 class ObserveCalls:
-    def __init__(self, metrics: GatewayMetrics) -> None:
+    def __init__(self, metrics: GatewayMetrics, feed: CallFeed | None = None, redactor: Any = None) -> None:
         self._metrics = metrics
         self._counters: dict[tuple[str, str, str], Any] = {}
         self._histograms: dict[str, Any] = {}
+        self._feed = feed
+        self._redactor = redactor
 
     async def __call__(self, call: ToolCall, call_next: CallNext) -> CallResult:
         started = time.perf_counter()
         outcome = "error"
         code: int | None = None
+        result: CallResult | None = None
+        error: MCPError | None = None
         try:
             result = await call_next(call)
             outcome = "tool_error" if result.get("isError") else "ok"
             return result
         except MCPError as exc:
             code = exc.code
+            error = exc
             outcome = f"rpc_error_{-exc.code}" if exc.code < 0 else f"rpc_error_{exc.code}"
             raise
         finally:
@@ -47,3 +55,5 @@ class ObserveCalls:
             logger.info("tools/call", extra={"event": "tool_call", "server": call.server, "tool": call.tool,
                                              "outcome": outcome, "code": code, "session": call.session_id,
                                              "latency_ms": round(elapsed * 1000, 3)})
+            if self._feed is not None and self._feed.watched:
+                self._feed.publish(call_event(self._feed, call, elapsed, outcome, result, error, self._redactor))

@@ -57,7 +57,7 @@ class _Stream:
                 if subscription.dropped != reported:
                     reported = subscription.dropped
                     yield _event("dropped", {"dropped": reported})
-                yield f"id: {event.fields['id']}\nevent: call\ndata: {event.json}\n\n"
+                yield f"id: {event.id}\nevent: call\ndata: {event.json}\n\n"
 
 
 def _event(name: str, data: dict[str, Any]) -> str:

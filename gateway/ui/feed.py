@@ -12,7 +12,6 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import anyio
@@ -20,7 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from gateway.errors import GatewayError
 
-#: What of a call's arguments or result a viewer is sent at most (characters of JSON); the rest is cut.
+#: What of a call's arguments, result or error a viewer is sent at most (characters of JSON); the rest is cut.
 MAX_PAYLOAD_CHARS = 65_536
 
 
@@ -30,28 +29,27 @@ class TooManyViewers(GatewayError):
     MESSAGE = "too many pages are watching the live calls already; close one"
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True)
 class CallEvent:
-    """One finished call as the page shows it; serialized once, however many viewers there are."""
+    """One finished call as the page shows it: its JSON, made once however many viewers there are, and
+    bounded (so a queue of events pins little memory, whatever the size of the call's result)."""
 
-    fields: dict[str, Any]
-    redact: Any = None  # the gateway's redactor, applied when (and only if) the event is sent
+    id: int
+    json: str
 
-    @cached_property
-    def json(self) -> str:
-        data = self.redact(self.fields) if self.redact else self.fields
-        data = {**data, "arguments": _bounded(data.get("arguments")), "result": _bounded(data.get("result")),
-                "error": _bounded(data.get("error"))}
-        return json.dumps(data, default=str, separators=(",", ":"))
+    @classmethod
+    def build(cls, fields: dict[str, Any], payloads: dict[str, Any]) -> CallEvent:
+        """`payloads` (arguments, result, error: already redacted) are cut to MAX_PAYLOAD_CHARS each."""
+        head = json.dumps(fields, default=str, separators=(",", ":"))
+        parts = [f'"{name}":{_bounded(value)}' for name, value in payloads.items()]
+        return cls(fields["id"], head[:-1] + "," + ",".join(parts) + "}" if parts else head)
 
 
-def _bounded(value: Any) -> Any:
-    if value is None:
-        return None
-    text = json.dumps(value, default=str)
+def _bounded(value: Any) -> str:
+    text = json.dumps(value, default=str, separators=(",", ":"))
     if len(text) <= MAX_PAYLOAD_CHARS:
-        return value
-    return {"truncated": True, "chars": len(text), "head": text[:MAX_PAYLOAD_CHARS]}
+        return text
+    return json.dumps({"truncated": True, "chars": len(text), "head": text[:MAX_PAYLOAD_CHARS]})
 
 
 @dataclass(eq=False)
@@ -73,7 +71,7 @@ class Subscription:
 
 
 class CallFeed:
-    def __init__(self, *, queue_size: int = 256, max_subscribers: int = 16) -> None:
+    def __init__(self, *, queue_size: int = 128, max_subscribers: int = 16) -> None:
         self._queue_size = queue_size
         self._max = max_subscribers
         self._subscribers: list[Subscription] = []

@@ -41,7 +41,7 @@ def ui_routes(gateway: Any) -> list[BaseRoute]:
         Route("/servers/{name}/restart", gateway._restart, methods=["POST"]),
         Route("/servers/{name}/start", gateway._start, methods=["POST"]),
         Route("/servers/{name}/stop", gateway._stop, methods=["POST"]),
-        Route("/modes", gateway._modes, methods=["GET", "PUT"]),
+        Route("/modes", gateway._modes, methods=["GET", "PUT", "DELETE"]),
     ]
     for view in VIEWS:
         if view.routes is not None:

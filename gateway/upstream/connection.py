@@ -149,6 +149,8 @@ class Upstream:
 
     def stop(self, reason: str = "stopped on request") -> None:
         """Stop the server and keep it stopped (calls fail at once) until `start()`."""
+        if self._hold:
+            return  # stopped already (a new event would strand the supervisor waiting on the old one)
         self._hold = True
         self._resume = anyio.Event()
         if self.state == UpstreamState.FAILED:
@@ -164,6 +166,7 @@ class Upstream:
     async def _held(self) -> None:
         """While stopped on request: report it, and wait to be started."""
         self.state = UpstreamState.STOPPED
+        self.last_error = "stopped on request"
         self._signal_change()
         logger.info("upstream %s stopped on request", self.name)
         await self._resume.wait()

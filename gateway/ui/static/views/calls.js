@@ -38,11 +38,14 @@ export async function render(root, api) {
     detail,
   );
 
+  // ok, tool_error, rpc_error (any JSON-RPC code: the outcome says which) or error
+  const kind = (call) => (String(call.outcome).startsWith("rpc_error") ? "rpc_error" : call.outcome);
+
   function matches(call) {
     const has = (value, wanted) => !wanted || String(value ?? "").toLowerCase().includes(wanted);
     if (!has(call.server, filters.server) || !has(call.tool, filters.tool)) return false;
     if (filters.source && call.source !== filters.source) return false;
-    if (filters.outcome && call.outcome !== filters.outcome) return false;
+    if (filters.outcome && kind(call) !== filters.outcome) return false;
     if (filters.text) {
       const hay = `${call.client ?? ""} ${call.session ?? ""} ${JSON.stringify(call.arguments)}`.toLowerCase();
       if (!hay.includes(filters.text)) return false;
@@ -63,7 +66,7 @@ export async function render(root, api) {
   }
 
   function row(call) {
-    return h(`tr.outcome-${call.outcome}`, { dataset: { id: call.id, source: call.source ?? "" }, onclick: () => open(call) },
+    return h(`tr.outcome-${kind(call)}`, { dataset: { id: call.id, source: call.source ?? "" }, onclick: () => open(call) },
       h("td", {}, fmtTime(call.time)), h("td", {}, call.client ?? "–"), h("td.mono", {}, call.session ?? "–"),
       h("td", {}, call.server), h("td", {}, call.tool), h("td", {}, call.mode ?? "–"),
       h("td", {}, h(`span.badge.source-${call.source}`, {}, call.source ?? "–")),
@@ -76,13 +79,21 @@ export async function render(root, api) {
     counts.textContent = `${shown.length} shown of ${calls.length}` + (dropped ? ` · ${dropped} dropped (too slow)` : "");
   }
 
+  // Many calls a second redraw the table at most once a frame.
+  let pending = false;
+  const schedule = () => {
+    if (paused || pending) return;
+    pending = true;
+    requestAnimationFrame(() => { pending = false; draw(); });
+  };
+
   const close = api.events("/calls/stream", {
     call(call) {
       calls.unshift(call);
       if (calls.length > MAX_ROWS) calls.length = MAX_ROWS;
-      if (!paused) draw();
+      schedule();
     },
-    dropped(data) { dropped = data.dropped; draw(); },
+    dropped(data) { dropped = data.dropped; schedule(); },
   }, (s) => { state.textContent = s; state.dataset.state = s; });
   draw();
   return close;
