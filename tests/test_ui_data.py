@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -22,7 +23,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from harness import fixture_server, mcp_session, running_gateway, wait_until
+from harness import fixture_server, mcp_session, running_gateway
 from playwright.async_api import async_playwright, expect
 
 from gateway.auth.keys import KeyStore
@@ -590,7 +591,8 @@ async def test_trajectories_view_reads_a_conversation_and_marks_the_first_diverg
 # ---------------------------------------------------------------------------------------------- one run at a time
 
 
-def test_one_fidelity_run_at_a_time_and_stopping_the_gateway_cancels_it(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_run_progress_on_the_page_one_run_at_a_time_and_stopping_the_gateway_cancels_it(tmp_path: Path) -> None:
     state = tmp_path / "state"
     store = DiskStore(state / "cache")
     try:  # enough recorded calls for a run that lasts seconds
@@ -603,21 +605,31 @@ def test_one_fidelity_run_at_a_time_and_stopping_the_gateway_cancels_it(tmp_path
         store.close()
     config = {"gateway": {"state_dir": str(state), "log_level": "info"},
               "mcpServers": {"fx": fixture_server("misbehaving_server.py")}}
-    with running_gateway(config, tmp_path) as gateway:
+    with running_gateway(config, tmp_path) as gateway:  # no keys: the page is open, as the admin API is
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            try:
+                tab = await browser.new_page(viewport={"width": 1400, "height": 900})
+                await tab.goto(gateway.url + "/ui/#/fidelity")
+                await tab.check('#run-tools input[data-tool="fx/echo"]')
+                await tab.click("#run-start")
+                # Progress shows while the run goes: some of the 800 calls (400 recordings, two settings) scored.
+                progress = tab.locator("#run-progress-text")
+                await expect(progress).to_have_text(re.compile(r"^[1-9]\d* / 800 calls scored · running$"),
+                                                    timeout=30_000)
+                await screenshot(tab, "fidelity-run-in-progress")
+            finally:
+                await browser.close()
         url = gateway.url + "/ui/api/fidelity/runs"
-        first = httpx.post(url, json={"tools": ["fx/echo"]}, timeout=30, trust_env=False)
-        assert first.status_code == 202, first.text
+        run = httpx.get(url, trust_env=False).json()["runs"][0]
+        assert run["state"] == "running" and 0 < run["done"] < run["total"] == 800
         second = httpx.post(url, json={"tools": ["fx/echo"]}, timeout=30, trust_env=False)
         assert second.status_code == 409, second.text
-        assert f"fidelity run {first.json()['id']} is still running; one run at a time" == second.json()["error"]
-        assert wait_until(lambda: httpx.get(f"{url}/{first.json()['id']}", trust_env=False).json()["done"] > 0)
-        running = httpx.get(f"{url}/{first.json()['id']}", trust_env=False).json()
-        assert running["state"] == "running" and 0 < running["done"] < running["total"] == 800
+        assert second.json()["error"] == f"fidelity run {run['id']} is still running; one run at a time"
         started = time.monotonic()
         gateway.terminate()
         assert time.monotonic() - started < 15
-        assert '"state": "cancelled"' in gateway.log_text() or "'state': 'cancelled'" in gateway.log_text(), \
-            gateway.log_text()[-2000:]
+        assert '"state": "cancelled"' in gateway.log_text(), gateway.log_text()[-2000:]
     assert not (state / "reports").exists() or not any((state / "reports").iterdir())
 
 

@@ -66,7 +66,7 @@ def conversation(trajectory: dict[str, Any]) -> dict[str, Any]:
             shown = []
             for tool_call in message["tool_calls"]:
                 tool_call = tool_call if isinstance(tool_call, dict) else {}
-                function = tool_call.get("function") if isinstance(tool_call.get("function"), dict) else {}
+                function: dict[str, Any] = tool_call["function"] if isinstance(tool_call.get("function"), dict) else {}
                 k = by_id.get(tool_call.get("id"), asked if not by_id and asked < len(events) else None)
                 asked += 1
                 shown.append({"id": tool_call.get("id"), "name": function.get("name"),

@@ -47,8 +47,9 @@ def report_kind(document: Any) -> str | None:
 def headline(document: dict[str, Any], kind: str) -> dict[str, Any]:
     """What a list of reports shows of one."""
     if kind == "calls":
-        settings = document.get("settings") or {}
-        few = (settings.get("few_shot") or next(iter(settings.values()), {})).get("overall") or {}
+        settings: dict[str, Any] = document.get("settings") or {}
+        chosen: dict[str, Any] = settings.get("few_shot") or next(iter(settings.values()), {})
+        few: dict[str, Any] = chosen.get("overall") or {}
         return {"created_at": document.get("created_at"), "backend": document.get("backend"),
                 "model": document.get("model"), "servers": document.get("servers") or [],
                 "calls": few.get("calls"), "settings": sorted(settings),

@@ -34,7 +34,7 @@ class RunRequest(BaseModel):
     tools: list[str] = Field(..., min_length=1, max_length=1000, description="'server/tool' names")
     setting: Literal["both", "few_shot", "zero_shot"] = "both"
     backend: Literal["examples", "schema", "examples-schema"] | None = Field(
-        None, description="default: the config's gateway.simulator, else examples (as the CLI)")
+        default=None, description="default: the config's gateway.simulator, else examples (as the CLI)")
 
 
 class RunState(BaseModel):
@@ -48,7 +48,7 @@ class RunState(BaseModel):
     done: int = 0
     total: int | None = None
     error: str | None = None
-    report: dict[str, Any] | None = Field(None, description="{root, path} of report.json, once written")
+    report: dict[str, Any] | None = Field(default=None, description="{root, path} of report.json, once written")
     summary: dict[str, Any] | None = None
 
 

@@ -100,7 +100,8 @@ class RecordingsApi:
         selection = await read_body(request, Selection)
 
         def delete() -> dict[str, Any]:
-            deleted, missing = [], []
+            deleted: list[str] = []
+            missing: list[str] = []
             with self._store.transaction():
                 for key in dict.fromkeys(selection.keys):
                     (deleted if self._store.delete(key) else missing).append(key)

@@ -131,7 +131,7 @@ class TrajectoriesApi:
 
     async def _files(self, request: Request) -> Response:
         def find() -> list[dict[str, Any]]:
-            found = []
+            found: list[dict[str, Any]] = []
             for item in self._roots.walk(".jsonl"):
                 if self._holds_trajectories(item.file, item.size, item.modified):
                     found.append({"root": item.root, "path": item.path, "size": item.size, "modified": item.modified})

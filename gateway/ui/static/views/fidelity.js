@@ -159,6 +159,7 @@ export async function render(root, api) {
         progress.value = run.done;
         progressText.textContent = `${run.done} / ${run.total ?? "?"} calls scored · ${run.state}`;
         progressText.dataset.state = run.state;
+        runsBody.querySelector(`tr[data-run="${run.id}"]`)?.replaceWith(runRow(run));
         if (run.state !== "running") {
           clearInterval(timer);
           timer = null;
