@@ -132,10 +132,12 @@ def _servers(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("server", "state", "transport", "tools", "restarts", "last error")
+    table = Table("server", "state", "transport", "tools", "restarts", "p50/p95/p99 ms", "last error")
     for server in servers:
+        latency = server.get("latency_ms") or {}
+        percentiles = "/".join("–" if latency.get(q) is None else f"{latency[q]:.1f}" for q in ("p50", "p95", "p99"))
         table.add_row(server["name"], server["state"], server["transport"], str(server["tools"]),
-                      str(server["restarts"]), server["last_error"] or "")
+                      str(server["restarts"]), percentiles, server["last_error"] or "")
     Console().print(table)
     return 0
 

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ from mcp.shared.exceptions import MCPError
 from playwright.async_api import Page, async_playwright, expect
 from test_redaction import SECRET, leaks_in, leaky_server, plant
 
+from gateway.app import latency_percentiles
 from gateway.auth.keys import KeyStore
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.call import ToolCall
@@ -80,7 +82,12 @@ async def logged_in(ui: Ui) -> AsyncIterator[Page]:
             await page.fill("#key", ui.admin)
             await page.click("button[type=submit]")
             await expect(page.locator("#nav a[data-view=modes]")).to_have_count(1)
+            # From here on the page must run clean: no script error, nothing refused (the CSP included).
+            problems: list[str] = []
+            page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+            page.on("console", lambda message: message.type == "error" and problems.append(f"{message.text} {message.location}"))
             yield page
+            assert problems == []
         finally:
             await browser.close()
 
@@ -157,8 +164,12 @@ async def test_flipping_a_server_to_replay_on_the_page_makes_the_next_call_come_
 
 
 async def test_servers_view_shows_tools_and_restarts_stops_and_starts_a_server(ui: Ui) -> None:
+    before = ui.server("fx")["latency_ms"]["count"]
     async with mcp_session(ui.gateway.mcp_url(), headers=agent_headers(ui)) as client:
-        await client.call_tool("fx__echo", {"text": "timed"})
+        for index in range(5):
+            await client.call_tool("fx__echo", {"text": f"timed {index}"})
+    latency = ui.server("fx")["latency_ms"]
+    assert latency["count"] == before + 5 and 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
     restarts = ui.server("fx")["restarts"]
     async with logged_in(ui) as page:
         await page.goto(ui.url + "/ui/#/servers")
@@ -292,6 +303,13 @@ async def test_no_viewer_no_work_and_a_slow_viewer_loses_events_not_memory() -> 
         assert [event.id for event in received] == [2, 3, 4, 5]
         assert '"tool":"echo"' in received[0].json
     assert not feed.watched
+
+
+def test_latency_percentiles_are_nearest_rank() -> None:
+    samples = deque([n / 1000 for n in range(100, 0, -1)], maxlen=1024)  # 1..100 ms, in any order
+    assert latency_percentiles(samples) == {"count": 100, "p50": 50.0, "p95": 95.0, "p99": 99.0}
+    assert latency_percentiles(deque([0.002])) == {"count": 1, "p50": 2.0, "p95": 2.0, "p99": 2.0}
+    assert latency_percentiles(deque()) == {"count": 0, "p50": None, "p95": None, "p99": None}
 
 
 def test_a_huge_result_is_cut_for_the_page() -> None:

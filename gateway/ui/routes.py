@@ -6,6 +6,7 @@ so the CLI and the page always agree; views may add routes of their own (`gatewa
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from starlette.middleware import Middleware
@@ -19,6 +20,8 @@ from gateway.auth.middleware import presented_key
 from gateway.config.models import MODES
 from gateway.ui.auth import STATIC, SessionCookies, UiAuth, login_page
 from gateway.ui.views import VIEWS
+
+logger = logging.getLogger("simgate.ui")
 
 # Everything the page loads comes from the gateway itself; nothing may frame it.
 _SECURITY_HEADERS = [
@@ -91,6 +94,7 @@ class _Login:
             return JSONResponse({"error": message}, status_code=401)
         response = JSONResponse({"key": key.name})
         self._cookies.set_cookie(response, key, secure=request.url.scheme == "https")
+        logger.info("page login", extra={"key": key.name})  # its name only: the key itself is never logged
         return response
 
 

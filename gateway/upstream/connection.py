@@ -338,18 +338,19 @@ class Upstream:
         try:
             with self._callers.sending(origin):
                 started = time.perf_counter()
-                if method == "tools/call" and raw_calls is not None and (origin is None or not origin.wants_progress()):
-                    result = await raw_calls.request(method, _strip_modern_meta(params), timeout)
-                else:
-                    result = await session.send_request(
+                try:
+                    if method == "tools/call" and raw_calls is not None and (origin is None
+                                                                              or not origin.wants_progress()):
+                        return await raw_calls.request(method, _strip_modern_meta(params), timeout)
+                    return await session.send_request(
                         _RawRequest(method=method, params=_strip_modern_meta(params)),
                         _RAW_RESULT,
                         request_read_timeout_seconds=timeout,
                         progress_callback=origin.progress if origin is not None else None,
                     )
-                if method == "tools/call":
-                    self.latencies.append(time.perf_counter() - started)
-                return result
+                finally:
+                    if method == "tools/call":  # errors and timeouts too: they are part of what callers wait
+                        self.latencies.append(time.perf_counter() - started)
         except MCPError as exc:
             if exc.code == types.REQUEST_TIMEOUT:
                 self._restart_now.set()  # check liveness now rather than at the next interval
