@@ -459,9 +459,19 @@ async def logged_in(page_: Page) -> AsyncIterator[Any]:
             await tab.fill("#key", page_.admin["Authorization"].removeprefix("Bearer "))
             await tab.click("button[type=submit]")
             await expect(tab.locator("#nav a[data-view=trajectories]")).to_have_count(1)
+            problems = watch_for_errors(tab)
             yield tab
+            assert problems == []
         finally:
             await browser.close()
+
+
+def watch_for_errors(tab: Any) -> list[str]:
+    """The page must run clean: no script error, nothing refused (the CSP included)."""
+    problems: list[str] = []
+    tab.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    tab.on("console", lambda message: message.type == "error" and problems.append(f"{message.text} {message.location}"))
+    return problems
 
 
 async def screenshot(tab: Any, name: str) -> None:
@@ -610,6 +620,7 @@ async def test_run_progress_on_the_page_one_run_at_a_time_and_stopping_the_gatew
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             try:
                 tab = await browser.new_page(viewport={"width": 1400, "height": 900})
+                problems = watch_for_errors(tab)
                 await tab.goto(gateway.url + "/ui/#/fidelity")
                 await tab.check('#run-tools input[data-tool="fx/echo"]')
                 await tab.click("#run-start")
@@ -618,6 +629,7 @@ async def test_run_progress_on_the_page_one_run_at_a_time_and_stopping_the_gatew
                 await expect(progress).to_have_text(re.compile(r"^[1-9]\d* / 800 calls scored · running$"),
                                                     timeout=30_000)
                 await screenshot(tab, "fidelity-run-in-progress")
+                assert problems == []
             finally:
                 await browser.close()
         url = gateway.url + "/ui/api/fidelity/runs"
