@@ -383,6 +383,12 @@ def test_side_by_side_marks_the_first_divergence(page: Page) -> None:
     same = page.get("/ui/api/trajectories/compare", root=root, path="run1/trajectories.jsonl", left=0,
                     right=0).json()
     assert same["first_divergence"] is None and same["divergence"] is None
+    across = page.get("/ui/api/trajectories/compare", root=root, path="run1/trajectories.jsonl", left=0,
+                      right_root=root, right_path="run2/trajectories.jsonl", right=3).json()  # line 5 of run2
+    assert across["same_task"] and across["first_divergence"] is None and across["calls"] == {"left": 3, "right": 3}
+    escaping = page.get("/ui/api/trajectories/compare", root=root, path="run1/trajectories.jsonl", left=0,
+                        right_root=root, right_path="../outside.jsonl", right=0)
+    assert escaping.status_code == 403
     beyond = page.get("/ui/api/trajectories/compare", root=root, path="run1/trajectories.jsonl", left=0, right=9)
     assert beyond.status_code == 404 and "no trajectory 9" in beyond.json()["error"]
 
@@ -596,6 +602,18 @@ async def test_trajectories_view_reads_a_conversation_and_marks_the_first_diverg
         await expect(banner).to_have_attribute("data-step", "1")
         await expect(tab.locator("#left .turn.diverge")).to_contain_text("short")
         assert SECRET not in await tab.content()
+
+        # Two runs of one task from two files: the simulated run of run1, the live run of run2.
+        await tab.check('#trajectories input[data-index="1"]')
+        await tab.select_option("#traj-file", f"{root}:run2/trajectories.jsonl")
+        await expect(rows).to_have_count(2)
+        await tab.check('#trajectories input[data-index="0"]')
+        await expect(tab.locator("#traj-compare")).to_have_text("Compare the two selected (two files)")
+        await tab.click("#traj-compare")
+        await expect(banner).to_have_attribute("data-step", "1")
+        await expect(tab.locator("#left [data-mode]")).to_have_attribute("data-mode", "simulated")
+        await expect(tab.locator("#right [data-mode]")).to_have_attribute("data-mode", "live")
+        await expect(tab.locator("#right .turn.diverge")).to_contain_text('{"numbers": [1, 2]}')
 
 
 # ---------------------------------------------------------------------------------------------- one run at a time

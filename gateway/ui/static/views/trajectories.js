@@ -62,16 +62,24 @@ export async function render(root, api) {
     detail,
   );
 
+  // Chosen runs, kept across files: two runs of one task may sit in two files (e.g. two `simgate run`s).
+  const same = (a, b) => a.root === b.root && a.path === b.path && a.index === b.index;
+
   function choose(index, on) {
-    const at = chosen.indexOf(index);
-    if (on && at < 0) chosen.push(index);
+    const entry = { ...file, index };
+    const at = chosen.findIndex((c) => same(c, entry));
+    if (on && at < 0) chosen.push(entry);
     if (!on && at >= 0) chosen.splice(at, 1);
     while (chosen.length > 2) {
       const dropped = chosen.shift();
-      const box = listBody.querySelector(`input[data-index="${dropped}"]`);
-      if (box) box.checked = false;
+      if (dropped.root === file.root && dropped.path === file.path) {
+        const box = listBody.querySelector(`input[data-index="${dropped.index}"]`);
+        if (box) box.checked = false;
+      }
     }
     compareButton.disabled = chosen.length !== 2;
+    compareButton.textContent = chosen.length === 2 && (chosen[0].path !== chosen[1].path || chosen[0].root !== chosen[1].root)
+      ? "Compare the two selected (two files)" : "Compare the two selected";
   }
 
   async function openOne(index) {
@@ -85,9 +93,11 @@ export async function render(root, api) {
     }
   }
 
+  // `left`, `right`: {root, path, index}.
   async function compare(left, right) {
     try {
-      const both = await api.get(`/trajectories/compare${query({ ...file, left, right })}`);
+      const both = await api.get(`/trajectories/compare${query({ root: left.root, path: left.path, left: left.index,
+        right_root: right.root, right_path: right.path, right: right.index })}`);
       const d = both.divergence;
       const note = d ? `first divergence: step ${d.step + 1} (tool call ${d.step + 1}), ${d.reason}` : "";
       const banner = d
@@ -106,20 +116,18 @@ export async function render(root, api) {
   }
 
   function compareChosen() {
-    const [left, right] = [...chosen].sort((a, b) => a - b);
-    compare(left, right);
+    compare(chosen[0], chosen[1]); // in the order they were chosen: the first on the left
   }
 
   async function openFile() {
     const [root_, ...rest] = fileChoice.value.split(":");
     file = { root: Number(root_), path: rest.join(":") };
-    chosen.length = 0;
-    compareButton.disabled = true;
     detail.replaceChildren();
     try {
       const listed = await api.get(`/trajectories/list${query(file)}`);
       listBody.replaceChildren(...listed.trajectories.map((t) => h("tr.clickable", { dataset: { index: t.index, mode: t.mode ?? "" }, onclick: () => openOne(t.index) },
-        h("td", {}, h("input", { type: "checkbox", dataset: { index: t.index }, onclick: (e) => e.stopPropagation(),
+        h("td", {}, h("input", { type: "checkbox", dataset: { index: t.index }, checked: chosen.some((c) => same(c, { ...file, index: t.index })),
+          onclick: (e) => e.stopPropagation(),
           onchange: (e) => choose(t.index, e.target.checked) })),
         h("td.num", {}, t.index), h("td", {}, t.id), h("td", {}, t.mode), h("td.num", {}, t.repeat),
         h("td.num", {}, t.tool_calls), h("td", {}, t.outcome), h("td", {}, t.question ?? ""))));
@@ -129,7 +137,8 @@ export async function render(root, api) {
           const left = modes.includes("live") ? "live" : modes[0];
           const right = modes.find((m) => m !== left);
           return h("div.toolbar", { dataset: { task: task.task } }, h("code", {}, task.task),
-            h("button", { type: "button", dataset: { compare: task.task }, onclick: () => compare(task.modes[left], task.modes[right]) },
+            h("button", { type: "button", dataset: { compare: task.task },
+              onclick: () => compare({ ...file, index: task.modes[left] }, { ...file, index: task.modes[right] }) },
               `${left} vs ${right} side by side`));
         }));
       const problems = listed.problems.length ? ` · ${listed.problems.length} line(s) unreadable (first: line ${listed.problems[0].line}: ${listed.problems[0].error})` : "";
