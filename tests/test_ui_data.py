@@ -1,8 +1,10 @@
-"""The data behind the page's Recordings, Fidelity and Trajectories views, against a real gateway.
+"""The page's Recordings, Fidelity and Trajectories views and their API (`/ui/api/...`), against a real gateway.
 
 One gateway (client keys on, a vault secret, the fixture server recording every call) serves the
-tests; they talk to its admin API over HTTP as the page does, and compare with `simgate cache ...` run
-on the same store. Trajectory files are written with the runner's own models and report writer.
+tests; they call its API over HTTP with the admin key, and compare with `simgate cache ...` run (in this
+process) on the same store; then drive the views in Debian's chromium through Playwright. Trajectory
+files are written with the runner's own models and report writer. Screenshots of each view are kept
+under $SIMGATE_TEST_ARTEFACTS/ui (default: the temp dir's simgate-test-artefacts/ui).
 """
 
 from __future__ import annotations
