@@ -105,7 +105,8 @@ class RequireApiKey:
             return JSONResponse({"error": message}, status_code=401,
                                 headers={"WWW-Authenticate": 'Bearer realm="simgate"'})
         if (path.startswith("/admin/") or is_ui_path(path)) and not key.admin:
-            return JSONResponse({"error": f"API key {key.name!r} may not use the admin API"}, status_code=403)
+            what = "the page (/ui)" if is_ui_path(path) else "the admin API"
+            return JSONResponse({"error": f"API key {key.name!r} may not use {what}"}, status_code=403)
         if path.startswith("/servers/"):
             server = path.removeprefix("/servers/").partition("/")[0]
             if not key.allows_server(server):

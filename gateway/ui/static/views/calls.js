@@ -6,8 +6,9 @@ const COLUMNS = ["time", "client", "session", "server", "tool", "mode", "source"
 
 export async function render(root, api) {
   const calls = []; // newest first, at most MAX_ROWS
-  const filters = { server: "", tool: "", source: "", outcome: "", text: "" };
+  const filters = { server: "", tool: "", mode: "", source: "", outcome: "", text: "" };
   let paused = false;
+  let selected = null; // the id of the call whose detail is shown
   let dropped = 0;
   const state = h("span.badge", { id: "stream-state" }, "connecting");
   const counts = h("span.muted", { id: "call-counts" });
@@ -26,6 +27,7 @@ export async function render(root, api) {
     h("h2", {}, "Live calls ", state),
     h("div.toolbar", {},
       input("server", "server"), input("tool", "tool"),
+      choice("mode", ["live", "replay", "simulated", "hybrid", "shadow"]),
       choice("source", ["live", "cache", "simulator"]),
       choice("outcome", ["ok", "tool_error", "rpc_error", "error"]),
       input("text", "client, session, arguments…"),
@@ -44,6 +46,7 @@ export async function render(root, api) {
   function matches(call) {
     const has = (value, wanted) => !wanted || String(value ?? "").toLowerCase().includes(wanted);
     if (!has(call.server, filters.server) || !has(call.tool, filters.tool)) return false;
+    if (filters.mode && call.mode !== filters.mode) return false;
     if (filters.source && call.source !== filters.source) return false;
     if (filters.outcome && kind(call) !== filters.outcome) return false;
     if (filters.text) {
@@ -54,6 +57,7 @@ export async function render(root, api) {
   }
 
   function open(call) {
+    selected = call.id;
     for (const tr of body.querySelectorAll("tr.selected")) tr.classList.remove("selected");
     body.querySelector(`tr[data-id="${call.id}"]`)?.classList.add("selected");
     detail.replaceChildren(
@@ -66,7 +70,10 @@ export async function render(root, api) {
   }
 
   function row(call) {
-    return h(`tr.outcome-${kind(call)}`, { dataset: { id: call.id, source: call.source ?? "" }, onclick: () => open(call) },
+    return h(`tr.outcome-${kind(call)}${call.id === selected ? ".selected" : ""}`, {
+      dataset: { id: call.id, source: call.source ?? "" }, tabindex: "0",
+      onclick: () => open(call), onkeydown: (e) => { if (e.key === "Enter") open(call); },
+    },
       h("td", {}, fmtTime(call.time)), h("td", {}, call.client ?? "–"), h("td.mono", {}, call.session ?? "–"),
       h("td", {}, call.server), h("td", {}, call.tool), h("td", {}, call.mode ?? "–"),
       h("td", {}, h(`span.badge.source-${call.source}`, {}, call.source ?? "–")),
