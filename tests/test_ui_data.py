@@ -145,10 +145,12 @@ def write_trajectories(directory: Path) -> list[Trajectory]:
 # ---------------------------------------------------------------------------------------------- the gateway
 
 
-async def _record(url: str, headers: dict[str, str]) -> None:
-    async with mcp_session(url, headers={**headers, "X-Simgate-Session": "ui-data"}) as session:
+async def _record(gateway: Any, headers: dict[str, str]) -> None:
+    async with mcp_session(gateway.mcp_url("fx"), headers={**headers, "X-Simgate-Session": "ui-data"}) as session:
         for tool, arguments in CALLS:
             await session.call_tool(tool, arguments)
+    async with mcp_session(gateway.mcp_url("leaky"), headers=headers) as session:
+        await session.call_tool("leak_text", {})  # its answer holds the vault secret
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +170,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
     admin = create_key(state, "ops", admin=True)
     agent = create_key(state, "agent")
     with running_gateway(config, work) as gateway:
-        anyio.run(_record, gateway.mcp_url("fx"), admin)
+        anyio.run(_record, gateway, admin)
         yield Page(url=gateway.url, work=work, data=data, admin=admin, agent=agent)
 
 
@@ -187,16 +189,17 @@ def test_recordings_list_equals_cache_ls_and_search(page: Page) -> None:
     cli = simgate("cache", "ls", "--config", page.config, "--json")
     assert cli.returncode == 0, cli.stderr
     assert listed.json()["rows"] == json.loads(cli.stdout)
-    assert listed.json()["total"] == 6  # echo ×2, add ×2, counter (one key, two positions), fail
+    assert listed.json()["total"] == 7  # echo ×2, add ×2, counter (one key, two positions), fail, leak_text
     tools = {(t["server"], t["tool"]): t["recordings"] for t in listed.json()["tools"]}
-    assert tools == {("fx", "add"): 2, ("fx", "counter"): 2, ("fx", "echo"): 2, ("fx", "fail"): 1}
+    assert tools == {("fx", "add"): 2, ("fx", "counter"): 2, ("fx", "echo"): 2, ("fx", "fail"): 1,
+                     ("leaky", "leak_text"): 1}
 
     assert {r["arguments"]["text"] for r in _keys_of(page, tool="echo").values()} == {"alpha", "beta"}
     assert [r["arguments"] for r in _keys_of(page, q="BETA").values()] == [{"text": "beta"}]
     assert [r["arguments"] for r in _keys_of(page, server="fx", q="[3,4").values()] == [{"numbers": [3, 4, 5]}]
     assert _keys_of(page, server="nope") == {}
     paged = page.get("/ui/api/recordings", offset=4, limit=10).json()
-    assert paged["total"] == 6 and len(paged["rows"]) == 2
+    assert paged["total"] == 7 and len(paged["rows"]) == 3
 
 
 def test_a_recording_equals_cache_show(page: Page) -> None:
@@ -243,6 +246,14 @@ def test_export_a_selection_then_delete_it(page: Page, tmp_path: Path) -> None:
     assert cli.returncode == 2 and "nothing recorded for tool 'add'" in cli.stderr
     again = page.post("/ui/api/recordings/delete", {"keys": list(add)})
     assert again.json() == {"deleted": [], "missing": list(add)}
+
+
+def test_a_recording_and_its_cassette_hold_no_secret(page: Page) -> None:
+    [key] = _keys_of(page, server="leaky")
+    shown = page.get(f"/ui/api/recordings/{key}")
+    assert shown.status_code == 200 and "[REDACTED:api]" in shown.text and SECRET not in shown.text
+    exported = page.post("/ui/api/recordings/export", {"keys": [key]})
+    assert exported.status_code == 200 and "[REDACTED:api]" in exported.text and SECRET not in exported.text
 
 
 @pytest.mark.parametrize("body, message", [
@@ -441,7 +452,7 @@ def test_the_data_api_needs_the_admin_key(page: Page, method: str, path: str) ->
     assert send({}).status_code == 401
     assert send({"Authorization": "Bearer sgk_nope_nope"}).status_code == 401
     refused = send(page.agent)
-    assert refused.status_code == 403 and "may not use the admin API" in refused.json()["error"]
+    assert refused.status_code == 403 and "API key 'agent' may not use" in refused.json()["error"]
     foreign = send({**page.admin, "Origin": "http://evil.example"})
     assert foreign.status_code == 403
     assert send(page.admin).status_code not in (401, 403)
