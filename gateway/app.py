@@ -42,6 +42,7 @@ from gateway.pipeline.redact import (
     Redactor,
     RedactResponses,
 )
+from gateway.ui.data_api import DataApi
 from gateway.ui.feed import CallFeed
 from gateway.ui.routes import ui_routes
 from gateway.upstream.pool import UpstreamPool
@@ -118,6 +119,7 @@ class Gateway:
         for server in self.servers.values():
             self.pool.add_listener(server.broadcast)
         self.metrics.watch_pool(self.pool, _LiveSessions(self.managers))
+        self.ui_data = DataApi(config, self.store, self.redactor)
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -140,6 +142,7 @@ class Gateway:
             stack.callback(self.feed.close)  # open pages' streams end before the upstreams stop
             for manager in self.managers.values():
                 await stack.enter_async_context(manager.run())
+            stack.callback(self.ui_data.close)  # first thing at shutdown: a page's fidelity run stops at once
             logger.info("gateway started", extra={"servers": list(self.pool.upstreams)})
             yield
         logger.info("gateway stopped; every upstream is closed")

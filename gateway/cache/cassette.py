@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,11 +83,12 @@ class ImportReport:
 # ---------------------------------------------------------------------------------------------- export
 
 
-def collect(store: CacheStore, server: str | None = None,
-            tool: str | None = None) -> tuple[list[Recording], dict[str, list[dict[str, Any]]]]:
-    """The recordings of `server`/`tool` (all by default) in a stable order, and their servers' tool lists."""
+def collect(store: CacheStore, server: str | None = None, tool: str | None = None,
+            keys: Collection[str] | None = None) -> tuple[list[Recording], dict[str, list[dict[str, Any]]]]:
+    """The recordings of `server`/`tool` (all by default; only those `keys` when given) in a stable order,
+    and their servers' tool lists (only the exported tools' definitions with a tool filter or `keys`)."""
     recordings: list[Recording] = []
-    for key in list(store.keys()):
+    for key in list(store.keys()) if keys is None else sorted(set(keys)):
         group = store.get(key)  # one key's sequence is read in one statement, so it is consistent
         if not group:
             continue
@@ -100,6 +101,9 @@ def collect(store: CacheStore, server: str | None = None,
         listed = store.load_tools(name)
         if tool is not None:
             listed = [t for t in listed if t.get("name") == tool]
+        elif keys is not None:
+            exported = {r.tool for r in recordings if r.server == name}
+            listed = [t for t in listed if t.get("name") in exported]
         if listed:
             tools[name] = listed
     return recordings, tools

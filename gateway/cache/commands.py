@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cache.errors import STORE_ERRORS, describe_store_error
+from gateway.cache.listing import ls_row, per_tool, recording_groups, show
 from gateway.cli import Handler, guarded
 from simgate.errors import UsageError
 
@@ -115,20 +116,6 @@ def _open_store(args: argparse.Namespace, *, create: bool = False) -> Any:
     return DiskStore(directory)
 
 
-def _groups(store: Any, server: str | None, tool: str | None) -> list[list[Any]]:
-    """Each key's recordings, filtered, ordered by server, tool and first recording time."""
-    groups = []
-    for key in list(store.keys()):
-        group = store.get(key)
-        if not group:
-            continue
-        if (server is not None and group[0].server != server) or (tool is not None and group[0].tool != tool):
-            continue
-        groups.append(group)
-    groups.sort(key=lambda g: (g[0].server, g[0].tool, g[0].recorded_at, g[0].key))
-    return groups
-
-
 def _no_match(server: str | None, tool: str | None) -> str:
     parts = [f"server {server!r}" if server else "", f"tool {tool!r}" if tool else ""]
     return "nothing recorded for " + " and ".join(p for p in parts if p)
@@ -168,20 +155,8 @@ def _print_json(value: Any) -> None:
 def _stats(args: argparse.Namespace) -> int:
     store = _open_store(args)
     try:
-        groups = _groups(store, args.server, args.tool)
-        now = time.time()
-        tools: dict[tuple[str, str], dict[str, Any]] = {}
-        for group in groups:
-            row = tools.setdefault((group[0].server, group[0].tool),
-                                   {"server": group[0].server, "tool": group[0].tool, "keys": 0, "recordings": 0,
-                                    "errors": 0, "expired": 0, "sequential_keys": 0, "last_recorded_at": ""})
-            row["keys"] += 1
-            row["recordings"] += len(group)
-            row["errors"] += sum(1 for r in group if r.is_error)
-            row["expired"] += sum(1 for r in group if r.expires_at is not None and r.expires_at < now)
-            row["sequential_keys"] += len(group) > 1
-            row["last_recorded_at"] = max(row["last_recorded_at"], *(r.recorded_at for r in group))
-        rows = list(tools.values())
+        groups = recording_groups(store, args.server, args.tool)
+        rows = per_tool(groups, time.time())
         where = store.describe()
         size = _size_on_disk(store.directory) if isinstance(getattr(store, "directory", None), Path) else None
         summary = {"store": where, "servers": len({r["server"] for r in rows}), "tools": len(rows),
@@ -213,15 +188,13 @@ def _stats(args: argparse.Namespace) -> int:
 def _ls(args: argparse.Namespace) -> int:
     store = _open_store(args)
     try:
-        groups = _groups(store, args.server, args.tool)
+        groups = recording_groups(store, args.server, args.tool)
     finally:
         store.close()
     if not groups and (args.server or args.tool):
         raise CommandError(_no_match(args.server, args.tool))
     if args.json:
-        _print_json([{"server": g[0].server, "tool": g[0].tool, "key": g[0].key, "recordings": len(g),
-                      "errors": sum(1 for r in g if r.is_error), "recorded_at": g[0].recorded_at,
-                      "arguments": g[0].arguments} for g in groups])
+        _print_json([ls_row(g) for g in groups])
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -244,18 +217,10 @@ def _show(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.key!r} is not a cache key (hex digits)")
     store = _open_store(args)
     try:
-        keys = store.keys()  # an iterator over the store, not a dict view
-        matches = [key for key in keys if key.startswith(prefix)]
-        if not matches:
-            raise CommandError(f"no recorded key starts with {prefix!r}")
-        if len(matches) > 1:
-            shown = ", ".join(sorted(m[:12] for m in matches)[:5])
-            raise CommandError(f"{prefix!r} is ambiguous: {len(matches)} keys start with it ({shown}...); "
-                               "give more digits")
-        recordings = store.get(matches[0])
+        shown = show(store, prefix)
     finally:
         store.close()
-    _print_json({"key": matches[0], "recordings": [r.model_dump(mode="json") for r in recordings]})
+    _print_json(shown)
     return 0
 
 

@@ -208,6 +208,9 @@ class GatewaySettings(BaseModel):
         "all", description="what /readyz waits for: all servers, any one, or the servers named")
     keys_path: str | None = Field(None, description="client API keys (default: STATE_DIR/keys.json); "
                                   "with any key in it, every client must present one")
+    data_dirs: list[str] = Field(default_factory=list, description="directories whose fidelity reports and "
+                                 "trajectory files the page (/ui) may open, besides STATE_DIR/runs and "
+                                 "STATE_DIR/reports; nothing outside them")
     fast_paths: bool = Field(True, description="answer plain tool calls without the SDK's per-request machinery, "
                              "downstream (one JSON body) and upstream (raw requests); false: the SDK all the way "
                              "(the answers are the same either way)")

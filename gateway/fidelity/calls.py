@@ -4,6 +4,7 @@ optional second live call → scores → `CallFidelityReport`."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,8 @@ class CallsOptions:
     second_live: bool = False
     config: GatewayConfig | None = None
     settings: tuple[str, ...] = SETTINGS
+    tools: frozenset[tuple[str, str]] | None = None  # only these (server, tool) are scored; all by default
+    progress: Callable[[int, int], None] | None = None  # (calls scored, calls to score), after each one
 
 
 def _request(world: RecordedWorld, index: int, setting: str, k: int,
@@ -54,6 +57,13 @@ async def _simulate(simulator: Simulator, request: SimulationRequest) -> tuple[d
 
 async def evaluate_calls(options: CallsOptions) -> CallFidelityReport:
     world = load_world(options.store, options.server)
+    # The world stays whole (examples and history are drawn from it); only the chosen tools are scored.
+    scored = [index for index, r in enumerate(world.recordings)
+              if options.tools is None or (r.server, r.tool) in options.tools]
+    if not scored:
+        known = sorted({f"{r.server}/{r.tool}" for r in world.recordings})
+        raise FidelityInputError(f"nothing recorded for the chosen tool(s) in {options.store} "
+                                 f"(recorded: {', '.join(known)})")
     descriptions: dict[str, str | None] = {}
     if options.config is not None:
         descriptions = {name: server.description for name, server in options.config.servers.items()}
@@ -69,8 +79,10 @@ async def evaluate_calls(options: CallsOptions) -> CallFidelityReport:
     model: str | None = None
     scores: list[CallScore] = []
     try:
+        total = len(scored) * len(options.settings)
         for setting in options.settings:
-            for index, recording in enumerate(world.recordings):
+            for index in scored:
+                recording = world.recordings[index]
                 request = _request(world, index, setting, options.simulator.examples, descriptions)
                 result, problem, latency, used_model = await _simulate(simulator, request)
                 model = model or used_model
@@ -79,6 +91,8 @@ async def evaluate_calls(options: CallsOptions) -> CallFidelityReport:
                     arguments=recording.arguments, live=live_answer(recording), simulated=result,
                     output_schema=request.tool.output_schema, second_live=second.get(index),
                     simulator_error=problem, latency_ms=round(latency, 3), embed=embed))
+                if options.progress is not None:
+                    options.progress(len(scores), total)
     finally:
         close = getattr(simulator, "aclose", None)
         if close is not None:
@@ -91,5 +105,6 @@ async def evaluate_calls(options: CallsOptions) -> CallFidelityReport:
     return CallFidelityReport(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"), store=world.store,
         backend=options.simulator.backend, model=model, examples=options.simulator.examples,
-        second_live=bool(second), embedding=embedding_note, servers=sorted({r.server for r in world.recordings}),
+        second_live=bool(second), embedding=embedding_note,
+        servers=sorted({world.recordings[index].server for index in scored}),
         settings=settings, calls=scores)

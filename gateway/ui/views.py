@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.routing import BaseRoute
 
-from gateway.ui import calls
+from gateway.ui import calls, data_api
 
 RoutesFactory = Callable[[Any], list[BaseRoute]]
 
@@ -35,4 +35,7 @@ VIEWS: tuple[View, ...] = (
     View("servers", "Servers"),
     View("calls", "Live calls", routes=calls.routes),
     View("modes", "Modes"),
+    View("recordings", "Recordings", routes=data_api.recordings_routes),
+    View("fidelity", "Fidelity", routes=data_api.fidelity_routes),
+    View("trajectories", "Trajectories", routes=data_api.trajectories_routes),
 )

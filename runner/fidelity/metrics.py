@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from rapidfuzz.distance import Levenshtein
 
-from simgate.canonical import canonical_json
+from simgate.sequences import first_divergence, tool_calls, tool_names
 
 BOOTSTRAP_SAMPLES = 2000
 
@@ -38,23 +38,6 @@ def task_key(trajectory: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------- sequences
 
 
-def _canonical(arguments: Any) -> str:
-    # The cache key's notion of "the same arguments" (1 == 1.0), so a call matches the call it replays.
-    return canonical_json(arguments if arguments is not None else {})
-
-
-def tool_names(trajectory: dict[str, Any]) -> list[str]:
-    """The tools called, in order (`name` as the agent saw it, e.g. `server__tool`)."""
-    return [str(event.get("name") or f"{event.get('server')}__{event.get('tool')}")
-            for event in trajectory.get("tool_events") or []]
-
-
-def tool_calls(trajectory: dict[str, Any]) -> list[tuple[str, str]]:
-    """The calls made, in order, as (name, canonical JSON of the arguments)."""
-    return [(name, _canonical(event.get("arguments")))
-            for name, event in zip(tool_names(trajectory), trajectory.get("tool_events") or [], strict=True)]
-
-
 def edit_distance(a: Sequence[Any], b: Sequence[Any]) -> int:
     """Levenshtein distance between two sequences of tool calls (insert, delete, substitute one call)."""
     return int(Levenshtein.distance(list(a), list(b)))
@@ -64,15 +47,6 @@ def normalized_edit_distance(a: Sequence[Any], b: Sequence[Any]) -> float:
     """Edit distance over the longer length: 0 identical, 1 nothing in common (two empty sequences: 0)."""
     longest = max(len(a), len(b))
     return edit_distance(a, b) / longest if longest else 0.0
-
-
-def first_divergence(a: Sequence[Any], b: Sequence[Any]) -> int | None:
-    """The 0-based step at which two sequences first differ (a shorter one differs where it ends);
-    None when they are identical."""
-    for step, (x, y) in enumerate(zip(a, b, strict=False)):
-        if x != y:
-            return step
-    return None if len(a) == len(b) else min(len(a), len(b))
 
 
 def multiset_f1(predicted: Iterable[Any], reference: Iterable[Any]) -> float:
