@@ -58,6 +58,9 @@ from gateway.pipeline.redact import (
     RedactSecrets,
 )
 from gateway.pipeline.validate import ValidateArguments
+from gateway.replicas.forward import ReplicaLinks, ReplicaRouting
+from gateway.replicas.plan import ReplicaPlan
+from gateway.replicas.sessions import TaggedSessionManager
 from gateway.upstream.pool import UpstreamPool
 from gateway.vault.runtime import GatewaySecrets
 from simulators.config import build_simulator
@@ -68,10 +71,14 @@ logger = logging.getLogger("simgate.gateway")
 class Gateway:
     """Everything one running gateway owns; built from a config, no global state."""
 
-    def __init__(self, config: GatewayConfig, *, host: str | None = None, insecure: bool = False) -> None:
-        """`insecure`: the gateway may serve without client keys (also after the last one is removed)."""
+    def __init__(self, config: GatewayConfig, *, host: str | None = None, insecure: bool = False,
+                 replica: ReplicaPlan | None = None) -> None:
+        """`insecure`: the gateway may serve without client keys (also after the last one is removed).
+        `replica`: this process is one of several replicas of the gateway (`simgate serve --workers N`)."""
         self.config = config
         self.insecure = insecure
+        self.replica = replica
+        self.links = ReplicaLinks(replica) if replica is not None else None
         state_dir = Path(config.gateway.state_dir)
         # Vault secrets: resolved into the upstreams' env/headers now (a missing one stops the start),
         # and redacted from everything the gateway returns or writes.
@@ -86,11 +93,14 @@ class Gateway:
             raise ConfigError(str(exc)) from None
         self.store = DiskStore(Path(config.gateway.cache_path))
         upstream_config = config.model_copy(update={"servers": {**config.servers, **resolved}}) if resolved else config
-        self.pool = UpstreamPool(upstream_config, state_dir, snapshots=RedactingSnapshots(self.store, self.redactor))
+        self.pool = UpstreamPool(upstream_config, state_dir, snapshots=RedactingSnapshots(self.store, self.redactor),
+                                 replica=replica.index if replica is not None else None)
         for name, server in resolved.items():
             if server.transport == "stdio":
                 self.pool.upstreams[name].errlog_redactor = self.redactor
         self.metrics = GatewayMetrics()
+        if replica is not None:
+            self.metrics.label_replica(replica.index, replica.count)
         self.sessions = RedactingSessions(self.redactor, keep_history=config.gateway.simulator is not None)
         self.modes = ModeResolver(config, self.sessions)
         self.shadow_log = RedactingShadowLog(Path(config.gateway.cache_path) / "shadow", self.redactor)
@@ -124,9 +134,12 @@ class Gateway:
         self.servers.update({single.endpoint: ProxyServer(single, self.pipeline) for single in singles.values()})
         for server in self.servers.values():
             server.on_client_gone = self.sessions.forget_connection
+        # A replica's session ids name it, so that its siblings pass the session's requests to it.
+        managers = partial(TaggedSessionManager, prefix=replica.session_prefix()) if replica is not None \
+            else StreamableHTTPSessionManager
         self.managers = {
-            endpoint: StreamableHTTPSessionManager(app=server, security_settings=security,
-                                                   max_request_body_size=config.gateway.max_body_bytes)
+            endpoint: managers(app=server, security_settings=security,
+                               max_request_body_size=config.gateway.max_body_bytes)
             for endpoint, server in self.servers.items()
         }
         for endpoint, server in self.servers.items():
@@ -161,6 +174,8 @@ class Gateway:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             stack.callback(self.store.close)
+            if self.links is not None:
+                stack.push_async_callback(self.links.aclose)
             if (close_simulator := getattr(self.simulator, "aclose", None)) is not None:
                 stack.push_async_callback(close_simulator)
             stack.callback(self.shadow_log.close)
@@ -179,6 +194,8 @@ class Gateway:
 
     def app(self) -> Starlette:
         settings = self.config.gateway
+        routing = [Middleware(ReplicaRouting, links=self.links, max_body_bytes=settings.max_body_bytes)] \
+            if self.links is not None else []
         return Starlette(
             routes=[
                 Route("/mcp", endpoint=_McpEndpoint(self, "/mcp"), methods=["GET", "POST", "DELETE"]),
@@ -191,7 +208,7 @@ class Gateway:
                 Route("/admin/modes", self._modes, methods=["GET", "PUT"]),
             ],
             lifespan=self.lifespan,
-            middleware=[Middleware(RedactResponses, redactor=self.redactor),
+            middleware=[*routing, Middleware(RedactResponses, redactor=self.redactor),
                         Middleware(CheckHostAndOrigin, settings=self.security),
                         Middleware(RequireApiKey, keys=self.keys, required=self.keys_at_start,
                                    keyless_allowed=self.insecure),

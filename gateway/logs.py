@@ -42,6 +42,8 @@ def configure_logging(level: str) -> None:
     # The SDK logs a traceback for every non-JSON stdout line; simgate logs one clear line instead.
     logging.getLogger("mcp.client.stdio").setLevel(logging.CRITICAL)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # Not a line per request (replicas pass requests to each other with httpx).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class RedactingFilter(logging.Filter):

@@ -23,9 +23,13 @@ Listener = Callable[[str, types.ServerNotification], Awaitable[None]]
 
 
 class UpstreamPool:
-    def __init__(self, config: GatewayConfig, state_dir: Path, snapshots: ToolSnapshots | None = None) -> None:
+    def __init__(self, config: GatewayConfig, state_dir: Path, snapshots: ToolSnapshots | None = None,
+                 replica: int | None = None) -> None:
+        """`replica`: this gateway is replica `replica` of several on one state dir; it runs its own copy of
+        every server, in directories of its own, and its docker sweep leaves its siblings' containers alone."""
         self._listeners: list[Listener] = []
         self._state_dir = state_dir
+        self._replica = replica
         # Engines of docker-sandboxed servers: containers an earlier run of this gateway left there are swept.
         self._docker_hosts = {server.sandbox.docker_host for server in config.active_servers.values()
                               if server.sandbox is not None and server.sandbox.backend == "docker"}
@@ -33,7 +37,7 @@ class UpstreamPool:
         self.upstreams: dict[str, Upstream] = {
             name: Upstream(name, server, state_dir, on_notification=self._fan_out, snapshots=snapshots,
                            raw_calls=config.gateway.fast_paths, settings=config.gateway,
-                           exposure=exposure_for(config.gateway, config.servers, name))
+                           exposure=exposure_for(config.gateway, config.servers, name), replica=replica)
             for name, server in config.active_servers.items()
         }
 
@@ -63,7 +67,7 @@ class UpstreamPool:
     async def running(self) -> AsyncIterator[UpstreamPool]:
         """Run every upstream for the duration of the block; on exit none is left behind."""
         for host in self._docker_hosts:
-            await anyio.to_thread.run_sync(sweep, host, gateway_instance(self._state_dir))
+            await anyio.to_thread.run_sync(sweep, host, gateway_instance(self._state_dir, self._replica))
         async with anyio.create_task_group() as tg:
             for upstream in self.upstreams.values():
                 tg.start_soon(upstream.run, name=f"upstream:{upstream.name}")

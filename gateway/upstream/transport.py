@@ -161,7 +161,7 @@ async def _raw_transport(name: str, config: ServerConfig, dirs: ServerDirs, stde
         env = {**config.env, **installed_env}
         async with egress_for(name, config.sandbox, egress_decisions) as egress:  # the allowlist proxy, if any
             if config.sandbox is not None and config.sandbox.backend == "docker":
-                instance = gateway_instance(dirs.state_dir)
+                instance = gateway_instance(dirs.state_dir, dirs.replica)
                 async with docker_stdio_client(name, command, args, env, config.cwd or str(dirs.work),
                                                dirs, config.sandbox, instance, stderr, limit, egress=egress,
                                                exposure=exposure) as streams:
