@@ -26,10 +26,10 @@ def serve(config: GatewayConfig, *, host: str | None = None, port: int | None = 
           workers: int | None = None, config_path: str | None = None) -> int:
     """`workers` (default `gateway.workers`) above 1: that many replicas behind one address (see
     `gateway.replicas`); each is this same command, started again from `config_path`, with its plan."""
-    configure_logging(config.gateway.log_level)
+    replica = plan_from_environment()
+    configure_logging(config.gateway.log_level, replica=replica.index if replica is not None else None)
     host = host or config.gateway.host
     port = config.gateway.port if port is None else port
-    replica = plan_from_environment()
     workers = workers or config.gateway.workers
     if replica is None and workers > 1:
         if config_path is None:
@@ -50,8 +50,7 @@ def serve(config: GatewayConfig, *, host: str | None = None, port: int | None = 
         limit_concurrency=config.gateway.max_connections,
         http=header_deadline_protocol(config.gateway.header_timeout),
     ))
-    logger.info("serving", extra={"url": f"http://{_url_host(host)}:{port}/mcp",
-                                  **({"replica": replica.index} if replica is not None else {})})
+    logger.info("serving", extra={"url": f"http://{_url_host(host)}:{port}/mcp"})
     server.run(sockets=_replica_sockets(replica, host, port) if replica is not None else None)
     return 0 if server.started else 1
 
