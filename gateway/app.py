@@ -99,8 +99,6 @@ class Gateway:
             if server.transport == "stdio":
                 self.pool.upstreams[name].errlog_redactor = self.redactor
         self.metrics = GatewayMetrics()
-        if replica is not None:
-            self.metrics.label_replica(replica.index, replica.count)
         self.sessions = RedactingSessions(self.redactor, keep_history=config.gateway.simulator is not None)
         self.modes = ModeResolver(config, self.sessions)
         self.shadow_log = RedactingShadowLog(Path(config.gateway.cache_path) / "shadow", self.redactor)
@@ -156,6 +154,8 @@ class Gateway:
         for server in self.servers.values():
             self.pool.add_listener(server.broadcast)
         self.metrics.watch_pool(self.pool, _LiveSessions(self.managers))
+        if replica is not None:
+            self.metrics.label_replica(replica.index, replica.count)
 
     def _gated(self, simulated: SimulatedExecutor, replay: CallNext, live: CallNext) \
             -> tuple[CallNext, CallNext, ShadowEstimate | None]:
@@ -174,8 +174,6 @@ class Gateway:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             stack.callback(self.store.close)
-            if self.links is not None:
-                stack.push_async_callback(self.links.aclose)
             if (close_simulator := getattr(self.simulator, "aclose", None)) is not None:
                 stack.push_async_callback(close_simulator)
             stack.callback(self.shadow_log.close)
@@ -185,6 +183,8 @@ class Gateway:
                 watcher = await stack.enter_async_context(anyio.create_task_group())
                 stack.callback(watcher.cancel_scope.cancel)
                 watcher.start_soon(self.secrets.watch, self.pool.upstreams, name="vault watcher")
+            if self.links is not None:
+                stack.push_async_callback(self.links.aclose)
             await stack.enter_async_context(self.pool.running())
             for manager in self.managers.values():
                 await stack.enter_async_context(manager.run())
