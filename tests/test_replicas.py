@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,7 +27,7 @@ import pytest
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.harness import fixture_server, pid_alive, running_gateway, wait_until
+from tests.harness import REPO_ROOT, fixture_server, pid_alive, running_gateway, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -243,3 +246,27 @@ async def test_killed_replica_is_restarted_others_continue_and_sigterm_leaves_no
         assert wait_until(lambda: not any(pid_alive(pid) for pid in everything), timeout=10), \
             [pid for pid in everything if pid_alive(pid)]
         assert "exited with code -9; starting it again" in gateway.log_text()
+
+
+def _serve(workdir: Path, config: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "simgate.json").write_text(json.dumps(config))
+    return subprocess.run([sys.executable, "-m", "gateway", "serve", "simgate.json", *args], cwd=workdir,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=60)
+
+
+def test_a_taken_port_or_a_config_a_replica_refuses_stops_the_gateway_with_one_message(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        refused = _serve(tmp_path / "taken", CONFIG, "--port", port, "--workers", "2")
+    assert refused.returncode == 1 and f"simgate: cannot listen on 127.0.0.1:{port}" in refused.stderr, refused.stderr
+    assert "replica 0 started" not in refused.stderr  # nothing was started
+
+    # A missing vault secret is found by each replica as it builds its gateway: not restarted, the gateway stops.
+    secret = {"mcpServers": {"rep": {**fixture_server("replica_server.py"), "env": {"TOKEN": "vault:missing"}}}}
+    refused = _serve(tmp_path / "vault", secret, "--port", "0", "--workers", "2")
+    assert refused.returncode == 1, refused.stderr
+    assert "refers to vault secret" in refused.stderr and "refused to start (exit code 2)" in refused.stderr
+    assert "starting it again" not in refused.stderr

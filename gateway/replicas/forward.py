@@ -151,8 +151,9 @@ class ReplicaRouting:
             await response.aclose()
 
     async def _everywhere(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A run-time change (a mode, a restart): applied here, then by every sibling, so the gateway, not
-        one replica of it, changes. The client gets this replica's answer."""
+        """A run-time change (a mode, a restart): applied here, then by every sibling, and only then
+        answered (with this replica's answer), so the gateway, not one replica of it, has changed when the
+        client hears back."""
         try:
             body = await _read_body(receive, self.max_body_bytes)
         except _ClientGone:
@@ -161,22 +162,23 @@ class ReplicaRouting:
             await JSONResponse({"error": f"request body over {self.max_body_bytes} bytes"},
                                status_code=413)(scope, receive, send)
             return
-        status = 0
+        answer: list[Message] = []  # an admin answer is small: held until the siblings have applied it
 
-        async def noting(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
+        async def hold(message: Message) -> None:
+            answer.append(message)
+
+        await self.app(scope, _replay(body), hold)
+        status = answer[0].get("status", 0) if answer else 0
+        if 200 <= status < 300:
+            await self._apply_on_siblings(scope, body)
+        for message in answer:
             await send(message)
 
-        await self.app(scope, _replay(body), noting)
-        if not 200 <= status < 300:
-            return
+    async def _apply_on_siblings(self, scope: Scope, body: bytes) -> None:
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
         headers.append((FORWARDED_HEADER.encode(), str(self.plan.index).encode()))
-        for replica in range(self.plan.count):
-            if replica == self.plan.index:
-                continue
+
+        async def apply(replica: int) -> None:
             try:
                 answer = await self.links.client.request(
                     scope["method"], self.links.url(replica, scope["path"], scope["query_string"]),
@@ -186,6 +188,11 @@ class ReplicaRouting:
                                    answer.status_code)
             except httpx.HTTPError as exc:
                 logger.warning("replica %d did not apply %s %s: %s", replica, scope["method"], scope["path"], exc)
+
+        async with anyio.create_task_group() as tg:
+            for replica in range(self.plan.count):
+                if replica != self.plan.index:
+                    tg.start_soon(apply, replica)
 
 
 def _is_admin_change(scope: Scope) -> bool:
