@@ -185,6 +185,8 @@ class Gateway:
                 watcher.start_soon(self.secrets.watch, self.pool.upstreams, name="vault watcher")
             if self.links is not None:
                 stack.push_async_callback(self.links.aclose)
+                if self.replica is not None and self.replica.restarted:  # before it takes any request
+                    await self.links.adopt_modes(self.modes)
             await stack.enter_async_context(self.pool.running())
             for manager in self.managers.values():
                 await stack.enter_async_context(manager.run())
@@ -194,8 +196,8 @@ class Gateway:
 
     def app(self) -> Starlette:
         settings = self.config.gateway
-        routing = [Middleware(ReplicaRouting, links=self.links, max_body_bytes=settings.max_body_bytes)] \
-            if self.links is not None else []
+        routing = [Middleware(ReplicaRouting, links=self.links, max_body_bytes=settings.max_body_bytes,
+                              modes=self.modes)] if self.links is not None else []
         return Starlette(
             routes=[
                 Route("/mcp", endpoint=_McpEndpoint(self, "/mcp"), methods=["GET", "POST", "DELETE"]),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import socket
 import sys
 
 import anyio
@@ -16,8 +15,8 @@ from gateway.downstream.headers import header_deadline_protocol
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging
 from gateway.replicas.orphans import die_with_parent
-from gateway.replicas.plan import ReplicaPlan, plan_from_environment
-from gateway.replicas.sockets import inherited, public_listener
+from gateway.replicas.plan import plan_from_environment
+from gateway.replicas.sockets import inherited
 
 logger = logging.getLogger("simgate.gateway")
 
@@ -51,13 +50,8 @@ def serve(config: GatewayConfig, *, host: str | None = None, port: int | None = 
         http=header_deadline_protocol(config.gateway.header_timeout),
     ))
     logger.info("serving", extra={"url": f"http://{_url_host(host)}:{port}/mcp"})
-    server.run(sockets=_replica_sockets(replica, host, port) if replica is not None else None)
+    server.run(sockets=[inherited(replica.public_fd), inherited(replica.private_fd)] if replica is not None else None)
     return 0 if server.started else 1
-
-
-def _replica_sockets(replica: ReplicaPlan, host: str, port: int) -> list[socket.socket]:
-    """The public address (shared with the siblings) and this replica's private listener."""
-    return [public_listener(host, port), inherited(replica.private_fd)]
 
 
 def _supervise(config_path: str, workers: int, host: str, port: int, insecure: bool) -> int:

@@ -212,6 +212,9 @@ async def test_killed_replica_is_restarted_others_continue_and_sigterm_leaves_no
                 sessions[owner(session_id)].append((session, f"k{number}", pid))
             assert sessions[0] and sessions[1], "every session went to one replica"
 
+            # A run-time mode change (of a tool these sessions do not call), which the restarted replica keeps.
+            change = {"mode": "simulated", "server": "rep", "tool": "progress"}
+            assert httpx.put(f"{gateway.url}/admin/modes", json=change, timeout=30).status_code == 200
             before = replica_pids(parent)
             assert set(before) == {0, 1}, before
             old_upstream = sessions[0][0][2]
@@ -227,6 +230,8 @@ async def test_killed_replica_is_restarted_others_continue_and_sigterm_leaves_no
             wait_replicas_ready(gateway.url)
             after = replica_pids(parent)
             assert after[1] == before[1], (before, after)
+            modes = httpx.get(f"{gateway.url}/admin/modes?replica=0", timeout=10).json()
+            assert modes["tools"].get("rep", {}).get("progress") == "simulated", modes
             for session, key, pid in sessions[1]:
                 assert text(await session.call_tool("rep__recall", {"key": key})) == f"v{key[1:]}"
             # The restarted replica serves new sessions.

@@ -2,19 +2,21 @@
 
 Why this design (SO_REUSEPORT plus forwarding by session id, not a front process): the kernel spreads
 connections over the replicas' listeners (no balancer of our own, no extra hop for the many requests
-without session state), a dead replica's listener leaves the group at once so new connections go to
-the living, and only a request of a handshake-era session that landed on a replica other than its
-owner takes one extra loopback hop. The owner is read from the session id itself (`r1-…`), so there
-is no shared table to keep consistent; the owner's private port comes from the parent, never from the
-client, so a crafted id can reach only a sibling replica.
+without session state, no single process that all traffic crosses), and only a request of a
+handshake-era session that landed on a replica other than its owner takes one extra loopback hop. The
+owner is read from the session id itself (`r1-…`), so there is no shared table to keep consistent; the
+owner's private port comes from the parent, never from the client, so a crafted id can reach only a
+sibling replica. The parent keeps every listener (see `sockets`), so a replica's death resets only the
+connections it had accepted.
 
-Also passed on: `GET /metrics?replica=N` (and `/healthz`, `/readyz`, `/admin/servers`, `/admin/modes`), so each replica
-can be scraped and checked through the one address, and run-time changes of the admin API (modes,
-restarts), which every replica applies.
+Also passed on: `GET /metrics?replica=N` (and `/healthz`, `/readyz`, `/admin/servers`, `/admin/modes`),
+so each replica can be scraped and checked through the one address, and run-time changes of the admin
+API (modes, restarts), which every replica applies.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,11 +27,16 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.pipeline.modes import ModeResolver, ModeSettings
 from gateway.replicas.plan import FORWARDED_HEADER, REPLICA_HEADER, VIA_HEADER, ReplicaPlan
 
 logger = logging.getLogger("simgate.replicas")
 
 MCP_SESSION_ID = "mcp-session-id"
+# A replica started again asks a sibling for the run-time modes there (`simgate mode set`), with the token
+# the parent gave them all; without it the path does not exist.
+MODES_PATH = "/_simgate/replica/modes"
+TOKEN_HEADER = "x-simgate-replica-token"
 # Not passed on by a proxy (RFC 9110 §7.6.1); the rest of a request or response is passed unchanged.
 # Per-replica views, answered by the replica named in `?replica=N`.
 _PER_REPLICA = frozenset({"/metrics", "/healthz", "/readyz", "/admin/servers", "/admin/modes"})
@@ -50,6 +57,22 @@ class ReplicaLinks:
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10), trust_env=False,
                                         limits=httpx.Limits(max_connections=None, max_keepalive_connections=32))
 
+    async def adopt_modes(self, modes: ModeResolver) -> None:
+        """Take the run-time modes of the first sibling that answers (this replica was started again)."""
+        for replica in range(self.plan.count):
+            if replica == self.plan.index:
+                continue
+            try:
+                answer = await self.client.get(self.url(replica, MODES_PATH, b""), timeout=5,
+                                               headers={TOKEN_HEADER: self.plan.token})
+                if answer.status_code == 200:
+                    modes.overrides = ModeSettings.model_validate_json(answer.content)
+                    logger.info("run-time modes taken from replica %d", replica)
+                    return
+            except httpx.HTTPError as exc:
+                logger.info("replica %d did not give its run-time modes: %s", replica, exc)
+        logger.warning("no sibling gave its run-time modes: this replica starts with the config's")
+
     def url(self, replica: int, path: str, query: bytes) -> str:
         return f"http://127.0.0.1:{self.plan.private_ports[replica]}{path}" + (f"?{query.decode()}" if query else "")
 
@@ -61,9 +84,10 @@ class ReplicaRouting:
     """Outermost ASGI middleware of a replica: says which replica answered (`X-Simgate-Replica`), and
     passes on what another replica must answer."""
 
-    def __init__(self, app: ASGIApp, links: ReplicaLinks, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, links: ReplicaLinks, max_body_bytes: int, modes: ModeResolver) -> None:
         self.app = app
         self.links = links
+        self.modes = modes
         self.plan = links.plan
         self.max_body_bytes = max_body_bytes
 
@@ -73,6 +97,10 @@ class ReplicaRouting:
             return
         send = self._labelled(send)
         headers = Headers(scope=scope)
+        if scope["path"] == MODES_PATH and scope["method"] == "GET" and \
+                hmac.compare_digest(headers.get(TOKEN_HEADER, "").encode(), self.plan.token.encode()):
+            await JSONResponse(self.modes.overrides.model_dump())(scope, receive, send)
+            return
         if FORWARDED_HEADER in headers:  # passed on by a sibling: answered here, never passed on again
             await self.app(scope, receive, send)
             return
@@ -141,12 +169,8 @@ class ReplicaRouting:
             async with anyio.create_task_group() as tg:
                 # The body is all read by now: the next message is the client going away, which ends the stream.
                 tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
-                async for chunk in response.aiter_raw():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await _relay(response, send, replica)
                 tg.cancel_scope.cancel()
-        except httpx.HTTPError as exc:  # the owner went away mid-answer: the client's stream ends here too
-            logger.warning("replica %d ended an answer early: %s", replica, exc)
         finally:
             await response.aclose()
 
@@ -234,6 +258,18 @@ def _replay(body: bytes) -> Receive:
         raise AssertionError("unreachable")
 
     return receive
+
+
+async def _relay(response: httpx.Response, send: Send, replica: int) -> None:
+    try:
+        async for chunk in response.aiter_raw():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except httpx.HTTPError as exc:
+        # The owner went away mid-answer (it died, or was stopped): the answer is left incomplete, which
+        # ends the client's connection, as the owner's own would have ended.
+        logger.warning("replica %d ended an answer early: %s", replica, exc)
+        return
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: Any) -> None:

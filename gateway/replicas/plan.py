@@ -20,15 +20,18 @@ _TAGGED = re.compile(r"r(\d{1,4})-[0-9a-f]{32}")
 
 
 class ReplicaPlan(BaseModel):
-    """One replica's place among its siblings. Ports are all on 127.0.0.1 (`private_ports[i]` is replica
-    i's own listener, which its parent made and keeps, so it stays the same across restarts)."""
+    """One replica's place among its siblings. `private_ports[i]` (on 127.0.0.1) is how the siblings reach
+    replica i; the parent made and keeps every listener (see `sockets`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     index: int = Field(ge=0)
     private_ports: list[int] = Field(min_length=1)
-    private_fd: int = Field(ge=0, description="this replica's private listening socket, inherited")
+    public_fd: int = Field(ge=0, description="this replica's listener on the public address, inherited")
+    private_fd: int = Field(ge=0, description="this replica's private listener, inherited")
     parent_pid: int
+    restarted: bool = Field(False, description="started again after it died: it takes run-time state from a sibling")
+    token: str = Field(min_length=32, description="proves a request comes from a sibling (the parent makes it)")
 
     @property
     def count(self) -> int:

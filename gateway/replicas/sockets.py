@@ -1,10 +1,12 @@
-"""The listening sockets of a replicated gateway.
+"""The listening sockets of a replicated gateway, all made (and kept) by the parent.
 
-Every replica listens on the public address with SO_REUSEPORT, so the kernel spreads new connections
-over the replicas that are listening. The parent holds the same address bound but not listening: it
-reserves the port (a port 0 is resolved once, for all) while no connection is ever queued on it.
-Each replica also has a private listener on 127.0.0.1 that the parent makes and keeps, so its port
-does not change when the replica is restarted (its siblings forward to it by that port).
+Each replica has its own listener on the public address, with SO_REUSEPORT, so the kernel spreads new
+connections over the replicas. The parent holds every listener and hands replica i its pair at each
+start: when a replica dies, its listener stays open, and connections the kernel queued on it (or
+queues while it restarts) wait for the restarted replica instead of being reset. (A listener owned by
+the replica itself would take its queue down with it: a client whose connection had landed there in
+the last moments would get a reset.) The private listener on 127.0.0.1 is how the siblings reach
+replica i; it keeps its port across restarts for the same reason.
 """
 
 from __future__ import annotations
@@ -14,33 +16,26 @@ import socket
 BACKLOG = 2048
 
 
-def _bound(host: str, port: int) -> socket.socket:
+def public_listeners(host: str, port: int, count: int) -> list[socket.socket]:
+    """`count` listeners on one address (raises OSError when it is taken); a port 0 is resolved by the first."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                          flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, kind, proto)
+    made: list[socket.socket] = []
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(address)
+        for _ in range(count):
+            sock = socket.socket(family, kind, proto)
+            made.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address if not made[1:] else (address[0], made[0].getsockname()[1], *address[2:]))
+            sock.listen(BACKLOG)
     except BaseException:
-        sock.close()
+        for sock in made:
+            sock.close()
         raise
-    return sock
-
-
-def reserve(host: str, port: int) -> socket.socket:
-    """The parent's hold on the public address (raises OSError when it is taken)."""
-    return _bound(host, port)
-
-
-def public_listener(host: str, port: int) -> socket.socket:
-    """A replica's socket on the public address; the server starts listening on it once the app is up,
-    which is when the kernel starts giving this replica connections."""
-    sock = _bound(host, port)
-    sock.setblocking(False)
-    return sock
+    return made
 
 
 def private_listener() -> socket.socket:

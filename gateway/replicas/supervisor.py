@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from anyio.abc import Process
 
 from gateway.replicas.orphans import become_subreaper, end_orphans
 from gateway.replicas.plan import PLAN_ENV, ReplicaPlan
-from gateway.replicas.sockets import private_listener, reserve
+from gateway.replicas.sockets import private_listener, public_listeners
 
 logger = logging.getLogger("simgate.replicas")
 
@@ -37,11 +38,17 @@ class Supervisor:
         """`command(port)`: how to start one replica on the public port (`simgate serve CONFIG --host H --port
         P`); each gets its plan in the environment. A port 0 is resolved here, once for all replicas."""
         self._count = count
-        self._reservation = reserve(host, port)  # OSError when the address is taken: nothing started yet
-        self.port: int = self._reservation.getsockname()[1]
+        self._public = public_listeners(host, port, count)  # OSError when the address is taken: nothing started yet
+        self.port: int = self._public[0].getsockname()[1]
         self._command = command(self.port)
-        self._private = [private_listener() for _ in range(count)]
+        try:
+            self._private = [private_listener() for _ in range(count)]
+        except OSError:
+            for sock in self._public:
+                sock.close()
+            raise
         self._ports = [sock.getsockname()[1] for sock in self._private]
+        self._token = secrets.token_urlsafe(32)
         self._processes: dict[int, Process] = {}
         self._stop = anyio.Event()
         self.failure: str | None = None
@@ -62,8 +69,7 @@ class Supervisor:
                         watch.cancel_scope.cancel()
             await end_orphans(())
         finally:
-            self._reservation.close()
-            for sock in self._private:
+            for sock in [*self._public, *self._private]:
                 sock.close()
         if self.failure is not None:
             print(f"simgate: {self.failure}", file=sys.stderr)
@@ -81,9 +87,11 @@ class Supervisor:
         """Run replica `index` until the gateway stops; start it again when it dies."""
         deaths: deque[float] = deque()
         backoff = 0.5
+        restarted = False
         while not self._stop.is_set():
             started = time.monotonic()
-            code = await self._run_once(index)
+            code = await self._run_once(index, restarted)
+            restarted = True
             if self._stop.is_set():
                 return
             if code == REFUSED_TO_START:  # a config it cannot serve (the message is on stderr): not retried
@@ -107,11 +115,12 @@ class Supervisor:
                 await self._stop.wait()
             backoff = min(backoff * 2, MAX_BACKOFF)
 
-    async def _run_once(self, index: int) -> int | None:
-        plan = ReplicaPlan(index=index, private_ports=self._ports, private_fd=self._private[index].fileno(),
-                           parent_pid=os.getpid())
+    async def _run_once(self, index: int, restarted: bool) -> int | None:
+        plan = ReplicaPlan(index=index, private_ports=self._ports, public_fd=self._public[index].fileno(),
+                           private_fd=self._private[index].fileno(), parent_pid=os.getpid(), restarted=restarted,
+                           token=self._token)
         process = await anyio.open_process(
-            self._command, env={**os.environ, PLAN_ENV: plan.model_dump_json()}, pass_fds=[plan.private_fd],
+            self._command, env={**os.environ, PLAN_ENV: plan.model_dump_json()}, pass_fds=[plan.public_fd, plan.private_fd],
             stdin=subprocess.DEVNULL, stdout=None, stderr=None)
         self._processes[index] = process
         logger.info("replica %d started (pid %d)", index, process.pid)
