@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 from anyio.abc import Process
@@ -50,6 +50,9 @@ class Supervisor:
         self._ports = [sock.getsockname()[1] for sock in self._private]
         self._token = secrets.token_urlsafe(32)
         self._processes: dict[int, Process] = {}
+        # Held while a replica is started or orphans are ended: a replica just forked but not yet in
+        # `_processes` must not be taken for an orphan.
+        self._children = anyio.Lock()
         self._stop = anyio.Event()
         self.failure: str | None = None
 
@@ -77,9 +80,9 @@ class Supervisor:
         logger.info("every replica stopped")
         return 0
 
-    async def _on_signal(self, signals: object) -> None:
-        async for received in signals:  # type: ignore[attr-defined]
-            logger.info("stopping every replica (%s)", signal.Signals(received).name)
+    async def _on_signal(self, signals: AsyncIterator[signal.Signals]) -> None:
+        async for received in signals:
+            logger.info("stopping every replica (%s)", received.name)
             self._stop.set()
             return
 
@@ -100,7 +103,8 @@ class Supervisor:
                 return
             now = time.monotonic()
             # What it left behind (its upstream servers) ends before a fresh copy starts.
-            await end_orphans([process.pid for process in self._processes.values()])
+            async with self._children:
+                await end_orphans([process.pid for process in self._processes.values()])
             deaths.append(now)
             while deaths and deaths[0] < now - RESTART_WINDOW:
                 deaths.popleft()
@@ -119,10 +123,11 @@ class Supervisor:
         plan = ReplicaPlan(index=index, private_ports=self._ports, public_fd=self._public[index].fileno(),
                            private_fd=self._private[index].fileno(), parent_pid=os.getpid(), restarted=restarted,
                            token=self._token)
-        process = await anyio.open_process(
-            self._command, env={**os.environ, PLAN_ENV: plan.model_dump_json()}, pass_fds=[plan.public_fd, plan.private_fd],
-            stdin=subprocess.DEVNULL, stdout=None, stderr=None)
-        self._processes[index] = process
+        async with self._children:
+            process = await anyio.open_process(
+                self._command, env={**os.environ, PLAN_ENV: plan.model_dump_json()},
+                pass_fds=[plan.public_fd, plan.private_fd], stdin=subprocess.DEVNULL, stdout=None, stderr=None)
+            self._processes[index] = process
         logger.info("replica %d started (pid %d)", index, process.pid)
         try:
             async with anyio.create_task_group() as tg:
