@@ -58,7 +58,7 @@ from gateway.pipeline.redact import (
     RedactSecrets,
 )
 from gateway.pipeline.validate import ValidateArguments
-from gateway.replicas.forward import ReplicaLinks, ReplicaRouting
+from gateway.replicas.forward import ReplicaFront, ReplicaLinks, ReplicaRouting
 from gateway.replicas.plan import ReplicaPlan
 from gateway.replicas.sessions import TaggedSessionManager
 from gateway.upstream.pool import UpstreamPool
@@ -196,8 +196,10 @@ class Gateway:
 
     def app(self) -> Starlette:
         settings = self.config.gateway
-        routing = [Middleware(ReplicaRouting, links=self.links, max_body_bytes=settings.max_body_bytes,
-                              modes=self.modes)] if self.links is not None else []
+        # A replica's: answers named (outermost), requests of another replica's sessions passed on (innermost).
+        front = [Middleware(ReplicaFront, plan=self.links.plan, modes=self.modes)] if self.links is not None else []
+        routing = [Middleware(ReplicaRouting, links=self.links, max_body_bytes=settings.max_body_bytes)] \
+            if self.links is not None else []
         return Starlette(
             routes=[
                 Route("/mcp", endpoint=_McpEndpoint(self, "/mcp"), methods=["GET", "POST", "DELETE"]),
@@ -210,12 +212,12 @@ class Gateway:
                 Route("/admin/modes", self._modes, methods=["GET", "PUT"]),
             ],
             lifespan=self.lifespan,
-            middleware=[*routing, Middleware(RedactResponses, redactor=self.redactor),
+            middleware=[*front, Middleware(RedactResponses, redactor=self.redactor),
                         Middleware(CheckHostAndOrigin, settings=self.security),
                         Middleware(RequireApiKey, keys=self.keys, required=self.keys_at_start,
                                    keyless_allowed=self.insecure),
                         Middleware(BoundedBodies, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout,
-                                   max_pending=settings.max_pending_body_bytes)],
+                                   max_pending=settings.max_pending_body_bytes), *routing],
         )
 
     async def _healthz(self, request: Request) -> Response:

@@ -27,6 +27,7 @@ import pytest
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from gateway.auth.keys import KeyStore
 from tests.harness import REPO_ROOT, fixture_server, pid_alive, running_gateway, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -49,7 +50,8 @@ class Seen:
 
 
 @asynccontextmanager
-async def fresh_session(url: str, seen: Seen) -> AsyncIterator[tuple[ClientSession, str]]:
+async def fresh_session(url: str, seen: Seen, headers: dict[str, str] | None = None
+                        ) -> AsyncIterator[tuple[ClientSession, str]]:
     """A client session none of whose requests reuses a connection; yields it and its session id."""
     given: list[str] = []
 
@@ -59,7 +61,7 @@ async def fresh_session(url: str, seen: Seen) -> AsyncIterator[tuple[ClientSessi
             given.append(response.headers["mcp-session-id"])
 
     http = httpx2.AsyncClient(timeout=httpx2.Timeout(30, read=120), limits=httpx2.Limits(max_keepalive_connections=0),
-                              event_hooks={"response": [hook]})
+                              event_hooks={"response": [hook]}, headers=headers or {})
     async with http, streamable_http_client(url, http_client=http) as (read, write):
         async with ClientSession(read, write) as session:
             await session.initialize()
@@ -196,8 +198,15 @@ async def test_sessions_over_fresh_connections_stay_with_their_replica(tmp_path:
 
 
 async def test_killed_replica_is_restarted_others_continue_and_sigterm_leaves_nothing(tmp_path: Path) -> None:
-    with running_gateway(CONFIG, tmp_path / "gw", serve_args=WORKERS) as gateway:
+    # With a client key: requests passed on keep their credential, and a restarted replica still gets the
+    # run-time modes from its sibling.
+    state = tmp_path / "state"
+    _, secret = KeyStore(state / "keys.json").create("tester", servers=["rep"], admin=True)
+    auth = {"Authorization": f"Bearer {secret}"}
+    config = {**CONFIG, "gateway": {"state_dir": str(state)}}
+    with running_gateway(config, tmp_path / "gw", serve_args=WORKERS) as gateway:
         wait_replicas_ready(gateway.url)
+        assert httpx.get(f"{gateway.url}/admin/modes?replica=1", timeout=10).status_code == 401
         parent = gateway.process.pid
         seen = Seen()
         async with AsyncExitStack() as stack:
@@ -206,7 +215,7 @@ async def test_killed_replica_is_restarted_others_continue_and_sigterm_leaves_no
             for number in range(24):
                 if sessions[0] and sessions[1]:
                     break
-                session, session_id = await stack.enter_async_context(fresh_session(gateway.mcp_url(), seen))
+                session, session_id = await stack.enter_async_context(fresh_session(gateway.mcp_url(), seen, auth))
                 await session.call_tool("rep__remember", {"key": f"k{number}", "value": f"v{number}"})
                 pid = int(text(await session.call_tool("rep__whoami", {})).split(" ", 1)[0])
                 sessions[owner(session_id)].append((session, f"k{number}", pid))
@@ -214,7 +223,7 @@ async def test_killed_replica_is_restarted_others_continue_and_sigterm_leaves_no
 
             # A run-time mode change (of a tool these sessions do not call), which the restarted replica keeps.
             change = {"mode": "simulated", "server": "rep", "tool": "progress"}
-            assert httpx.put(f"{gateway.url}/admin/modes", json=change, timeout=30).status_code == 200
+            assert httpx.put(f"{gateway.url}/admin/modes", json=change, headers=auth, timeout=30).status_code == 200
             before = replica_pids(parent)
             assert set(before) == {0, 1}, before
             old_upstream = sessions[0][0][2]
@@ -230,13 +239,13 @@ async def test_killed_replica_is_restarted_others_continue_and_sigterm_leaves_no
             wait_replicas_ready(gateway.url)
             after = replica_pids(parent)
             assert after[1] == before[1], (before, after)
-            modes = httpx.get(f"{gateway.url}/admin/modes?replica=0", timeout=10).json()
+            modes = httpx.get(f"{gateway.url}/admin/modes?replica=0", headers=auth, timeout=10).json()
             assert modes["tools"].get("rep", {}).get("progress") == "simulated", modes
             for session, key, pid in sessions[1]:
                 assert text(await session.call_tool("rep__recall", {"key": key})) == f"v{key[1:]}"
             # The restarted replica serves new sessions.
             for _ in range(24):
-                async with fresh_session(gateway.mcp_url(), seen) as (session, session_id):
+                async with fresh_session(gateway.mcp_url(), seen, auth) as (session, session_id):
                     assert text(await session.call_tool("rep__remember", {"key": "x", "value": "y"})) == "ok"
                     if owner(session_id) == 0:
                         assert int(text(await session.call_tool("rep__whoami", {})).split(" ", 1)[0]) != old_upstream

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,9 +38,10 @@ MCP_SESSION_ID = "mcp-session-id"
 # the parent gave them all; without it the path does not exist.
 MODES_PATH = "/_simgate/replica/modes"
 TOKEN_HEADER = "x-simgate-replica-token"
-# Not passed on by a proxy (RFC 9110 §7.6.1); the rest of a request or response is passed unchanged.
 # Per-replica views, answered by the replica named in `?replica=N`.
 _PER_REPLICA = frozenset({"/metrics", "/healthz", "/readyz", "/admin/servers", "/admin/modes"})
+_REPLICA_NUMBER = re.compile(r"[0-9]{1,4}")
+# Not passed on by a proxy (RFC 9110 §7.6.1); the rest of a request or response is passed unchanged.
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
                          b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade"})
 
@@ -80,53 +82,25 @@ class ReplicaLinks:
         await self.client.aclose()
 
 
-class ReplicaRouting:
-    """Outermost ASGI middleware of a replica: says which replica answered (`X-Simgate-Replica`), and
-    passes on what another replica must answer."""
+class ReplicaFront:
+    """Outermost ASGI middleware of a replica: every answer names the replica that made it, and a sibling
+    started again gets the run-time modes here (before the key check: it has the parent's token, no key)."""
 
-    def __init__(self, app: ASGIApp, links: ReplicaLinks, max_body_bytes: int, modes: ModeResolver) -> None:
+    def __init__(self, app: ASGIApp, plan: ReplicaPlan, modes: ModeResolver) -> None:
         self.app = app
-        self.links = links
+        self.plan = plan
         self.modes = modes
-        self.plan = links.plan
-        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         send = self._labelled(send)
-        headers = Headers(scope=scope)
-        if scope["path"] == MODES_PATH and scope["method"] == "GET" and \
-                hmac.compare_digest(headers.get(TOKEN_HEADER, "").encode(), self.plan.token.encode()):
+        if scope["path"] == MODES_PATH and scope["method"] == "GET" and hmac.compare_digest(
+                Headers(scope=scope).get(TOKEN_HEADER, "").encode(), self.plan.token.encode()):
             await JSONResponse(self.modes.overrides.model_dump())(scope, receive, send)
             return
-        if FORWARDED_HEADER in headers:  # passed on by a sibling: answered here, never passed on again
-            await self.app(scope, receive, send)
-            return
-        target = self._owner(scope, headers)
-        if isinstance(target, JSONResponse):
-            await target(scope, receive, send)
-        elif target is not None:
-            await self._forward(target, scope, receive, send)
-        elif _is_admin_change(scope):
-            await self._everywhere(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-    def _owner(self, scope: Scope, headers: Headers) -> int | JSONResponse | None:
-        """The sibling that must answer this request (None: this replica)."""
-        asked = QueryParams(scope["query_string"]).get("replica") if scope["path"] in _PER_REPLICA else None
-        if asked is not None and scope["method"] in ("GET", "HEAD"):
-            if not asked.isdigit() or int(asked) >= self.plan.count:
-                return JSONResponse({"error": f"no replica {asked!r}: this gateway has replicas 0 to "
-                                              f"{self.plan.count - 1}"}, status_code=400)
-            return None if int(asked) == self.plan.index else int(asked)
-        session_id = headers.get(MCP_SESSION_ID)
-        if session_id is None:
-            return None
-        owner = self.plan.owner_of(session_id)
-        return None if owner == self.plan.index else owner
+        await self.app(scope, receive, send)
 
     def _labelled(self, send: Send) -> Send:
         """Every answer names the replica that made it (`X-Simgate-Replica`); one passed on from a sibling
@@ -146,6 +120,50 @@ class ReplicaRouting:
             await send(message)
 
         return labelled
+
+
+class ReplicaRouting:
+    """Innermost ASGI middleware of a replica: passes on what another replica must answer. Inside the
+    host, key and body checks, so a request is passed on only once it is allowed and its body is whole
+    (within `max_body_bytes` and `body_timeout`); its owner checks it again."""
+
+    def __init__(self, app: ASGIApp, links: ReplicaLinks, max_body_bytes: int) -> None:
+        self.app = app
+        self.links = links
+        self.plan = links.plan
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if FORWARDED_HEADER in headers:  # passed on by a sibling: answered here, never passed on again
+            await self.app(scope, receive, send)
+            return
+        target = self._owner(scope, headers)
+        if isinstance(target, JSONResponse):
+            await target(scope, receive, send)
+        elif target is not None:
+            await self._forward(target, scope, receive, send)
+        elif _is_admin_change(scope):
+            await self._everywhere(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    def _owner(self, scope: Scope, headers: Headers) -> int | JSONResponse | None:
+        """The sibling that must answer this request (None: this replica)."""
+        asked = QueryParams(scope["query_string"]).get("replica") if scope["path"] in _PER_REPLICA else None
+        if asked is not None and scope["method"] in ("GET", "HEAD"):
+            if _REPLICA_NUMBER.fullmatch(asked) is None or int(asked) >= self.plan.count:
+                return JSONResponse({"error": f"no replica {asked!r}: this gateway has replicas 0 to "
+                                              f"{self.plan.count - 1}"}, status_code=400)
+            return None if int(asked) == self.plan.index else int(asked)
+        session_id = headers.get(MCP_SESSION_ID)
+        if session_id is None:
+            return None
+        owner = self.plan.owner_of(session_id)
+        return None if owner == self.plan.index else owner
 
     async def _forward(self, replica: int, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request to `replica` and its answer back, both streamed (an SSE stream included)."""
