@@ -24,6 +24,7 @@ import anyio
 import httpx
 import httpx2
 import pytest
+from mcp import Client
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
@@ -187,6 +188,18 @@ async def test_sessions_over_fresh_connections_stay_with_their_replica(tmp_path:
             calls += sum(float(line.rsplit(" ", 1)[1]) for line in mine)
         assert calls == 16 * 5
         assert httpx.get(f"{gateway.url}/metrics?replica=2", timeout=10).status_code == 400
+
+        # Sessionless (2026-07-28) requests are answered where they land: by both replicas, none passed on.
+        modern = Seen()
+        http = httpx2.AsyncClient(timeout=30, limits=httpx2.Limits(max_keepalive_connections=0),
+                                  event_hooks={"response": [modern.note]})
+        transport = streamable_http_client(gateway.mcp_url(), http_client=http)
+        async with http, Client(transport, mode="2026-07-28") as client:
+            assert client.protocol_version == "2026-07-28"
+            pids = {text(await client.call_tool("rep__whoami", {})).split(" ")[0] for _ in range(16)}
+        assert pids == {str(r["pid"]) for r in results}, pids  # each replica's own copy of the server
+        assert {answered for _, answered, _ in modern.answers} == {0, 1}, modern.answers
+        assert all(sid is None and answered == came_in for sid, answered, came_in in modern.answers), modern.answers
 
         # A run-time change through the admin API holds on every replica, whichever got it.
         assert httpx.put(f"{gateway.url}/admin/modes", json={"mode": "replay", "server": "rep"},
