@@ -182,8 +182,12 @@ class ReplicaRouting:
                                status_code=502)(scope, receive, send)
             return
         try:
+            # `Connection: close`: the client's next request comes on a new connection, which the kernel may
+            # give to the owner; kept alive, this connection would make the session's every request take the
+            # extra hop (clients keep their connection to wherever their first request after the handshake went).
             await send({"type": "http.response.start", "status": response.status_code,
-                        "headers": [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP]})
+                        "headers": [*((k, v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP),
+                                    (b"connection", b"close")]})
             async with anyio.create_task_group() as tg:
                 # The body is all read by now: the next message is the client going away, which ends the stream.
                 tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
