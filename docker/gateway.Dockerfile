@@ -14,7 +14,8 @@ COPY simulators ./simulators
 COPY sandboxes ./sandboxes
 COPY runner ./runner
 COPY simgate ./simgate
-RUN pip install --no-cache-dir . \
+# The redis extra: the client for `gateway.store: {backend: redis}` (docker/compose.yaml uses it).
+RUN pip install --no-cache-dir ".[redis]" \
     && useradd --system --create-home --home-dir /var/lib/simgate simgate
 
 USER simgate

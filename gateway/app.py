@@ -42,6 +42,9 @@ from gateway.pipeline.redact import (
     Redactor,
     RedactResponses,
 )
+from gateway.replicas.forward import ReplicaFront, ReplicaLinks, ReplicaRouting
+from gateway.replicas.plan import ReplicaPlan
+from gateway.replicas.sessions import TaggedSessionManager
 from gateway.ui.data_api import DataApi
 from gateway.ui.feed import CallFeed
 from gateway.ui.routes import ui_routes
@@ -55,10 +58,14 @@ logger = logging.getLogger("simgate.gateway")
 class Gateway:
     """Everything one running gateway owns; built from a config, no global state."""
 
-    def __init__(self, config: GatewayConfig, *, host: str | None = None, insecure: bool = False) -> None:
-        """`insecure`: the gateway may serve without client keys (also after the last one is removed)."""
+    def __init__(self, config: GatewayConfig, *, host: str | None = None, insecure: bool = False,
+                 replica: ReplicaPlan | None = None) -> None:
+        """`insecure`: the gateway may serve without client keys (also after the last one is removed).
+        `replica`: this process is one of several replicas of the gateway (`simgate serve --workers N`)."""
         self.config = config
         self.insecure = insecure
+        self.replica = replica
+        self.links = ReplicaLinks(replica) if replica is not None else None
         state_dir = Path(config.gateway.state_dir)
         # Vault secrets: resolved into the upstreams' env/headers now (a missing one stops the start),
         # and redacted from everything the gateway returns or writes.
@@ -77,7 +84,8 @@ class Gateway:
         # The stderr of a stdio server given vault secrets is redacted on its way to stderr.log.
         self.pool = UpstreamPool(upstream_config, state_dir, snapshots=RedactingSnapshots(self.store, self.redactor),
                                  stderr_redactor=self.redactor,
-                                 redact_stderr_of={name for name, server in resolved.items() if server.transport == "stdio"})
+                                 redact_stderr_of={name for name, server in resolved.items() if server.transport == "stdio"},
+                                 replica=replica.index if replica is not None else None)
         self.metrics = GatewayMetrics()
         self.feed = CallFeed()  # finished calls, for the pages watching them (`/ui`)
         self.sessions = RedactingSessions(self.redactor, keep_history=config.gateway.simulator is not None,
@@ -94,6 +102,9 @@ class Gateway:
                                        counters=self.backend.counters)
         aggregate, singles = exposures_for(self.pool, config.gateway.name)
         self.security = security = rebinding_settings(host or config.gateway.host)
+        # A replica's session ids name it, so that its siblings pass the session's requests to it.
+        managers = partial(TaggedSessionManager, prefix=replica.session_prefix()) if replica is not None \
+            else StreamableHTTPSessionManager
         self.managers: dict[str, StreamableHTTPSessionManager] = {}
         self.servers: dict[str, ProxyServer] = {
             exposure.endpoint: ProxyServer(
@@ -103,8 +114,8 @@ class Gateway:
             for exposure in (aggregate, *singles.values())
         }
         self.managers.update({
-            endpoint: StreamableHTTPSessionManager(app=server, security_settings=security,
-                                                   max_request_body_size=config.gateway.max_body_bytes)
+            endpoint: managers(app=server, security_settings=security,
+                               max_request_body_size=config.gateway.max_body_bytes)
             for endpoint, server in self.servers.items()
         })
         # Every POST body is checked once, in front of the SDK (see `inbound`).
@@ -120,6 +131,8 @@ class Gateway:
             self.pool.add_listener(server.broadcast)
         self.metrics.watch_pool(self.pool, _LiveSessions(self.managers))
         self.ui_data = DataApi(config, self.store, self.redactor)
+        if replica is not None:
+            self.metrics.label_replica(replica.index, replica.count)
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -138,6 +151,10 @@ class Gateway:
                 watcher = await stack.enter_async_context(anyio.create_task_group())
                 stack.callback(watcher.cancel_scope.cancel)
                 watcher.start_soon(self.secrets.watch, self.pool.upstreams, name="vault watcher")
+            if self.links is not None:
+                stack.push_async_callback(self.links.aclose)
+                if self.replica is not None and self.replica.restarted:  # before it takes any request
+                    await self.links.adopt_modes(self.modes)
             await stack.enter_async_context(self.pool.running())
             stack.callback(self.feed.close)  # open pages' streams end before the upstreams stop
             for manager in self.managers.values():
@@ -149,6 +166,10 @@ class Gateway:
 
     def app(self) -> Starlette:
         settings = self.config.gateway
+        # A replica's: answers named (outermost), requests of another replica's sessions passed on (innermost).
+        front = [Middleware(ReplicaFront, plan=self.links.plan, modes=self.modes)] if self.links is not None else []
+        routing = [Middleware(ReplicaRouting, links=self.links, max_body_bytes=settings.max_body_bytes)] \
+            if self.links is not None else []
         return Starlette(
             routes=[
                 Route("/mcp", endpoint=_McpEndpoint(self, "/mcp"), methods=["GET", "POST", "DELETE"]),
@@ -165,12 +186,12 @@ class Gateway:
                 *ui_routes(self),
             ],
             lifespan=self.lifespan,
-            middleware=[Middleware(RedactResponses, redactor=self.redactor),
+            middleware=[*front, Middleware(RedactResponses, redactor=self.redactor),
                         Middleware(CheckHostAndOrigin, settings=self.security),
                         Middleware(RequireApiKey, keys=self.keys, required=self.keys_at_start,
                                    keyless_allowed=self.insecure),
                         Middleware(BoundedBodies, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout,
-                                   max_pending=settings.max_pending_body_bytes)],
+                                   max_pending=settings.max_pending_body_bytes), *routing],
         )
 
     async def _healthz(self, request: Request) -> Response:

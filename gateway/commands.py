@@ -24,6 +24,9 @@ def register(commands: Any) -> None:
     serve.add_argument("config", help="YAML or JSON config (a plain {\"mcpServers\": ...} client config works)")
     serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1, or the config's)")
     serve.add_argument("--port", type=int, default=None, help="port to listen on (default 8808, or the config's)")
+    serve.add_argument("--workers", type=_workers, default=None, metavar="N",
+                       help="run N gateway processes behind the one address (default 1, or the config's "
+                            "gateway.workers); sessions stay with the process that opened them")
     serve.add_argument("--insecure", action="store_true",
                        help="allow serving without client API keys: on a non-loopback address, and after the "
                             "last key is removed (else a gateway that has required keys then refuses every client)")
@@ -87,7 +90,18 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError(f"refusing to listen on {host}, which is not a loopback address, without client API keys "
                          f"(none in {config.gateway.keys_file}; create one with `simgate keys create`); "
                          "pass --insecure to do it anyway")
-    return serve(config, host=args.host, port=args.port, insecure=args.insecure)
+    return serve(config, host=args.host, port=args.port, insecure=args.insecure, workers=args.workers,
+                 config_path=args.config)
+
+
+def _workers(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of workers: {value!r}") from None
+    if not 1 <= count <= 64:
+        raise argparse.ArgumentTypeError(f"--workers must be between 1 and 64, not {count}")
+    return count
 
 
 def _has_keys(path: str) -> bool:

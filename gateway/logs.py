@@ -28,20 +28,35 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(level: str) -> None:
-    """One JSON object per line on stderr, written as it happens.
+def configure_logging(level: str, replica: int | None = None) -> None:
+    """One JSON object per line on stderr, written as it happens; `replica`: every line says which replica
+    of the gateway wrote it (the replicas of `serve --workers` share one stderr).
 
     Written synchronously on purpose: a queue thread loses its last records when uvicorn re-raises
     SIGTERM after its graceful shutdown, and the last records are the ones that say how it ended.
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    if replica is not None:
+        handler.addFilter(_Stamp(replica))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # The SDK logs a traceback for every non-JSON stdout line; simgate logs one clear line instead.
     logging.getLogger("mcp.client.stdio").setLevel(logging.CRITICAL)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # Not a line per request (replicas pass requests to each other with httpx).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+class _Stamp(logging.Filter):
+    def __init__(self, replica: int) -> None:
+        super().__init__()
+        self._replica = replica
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.replica = self._replica
+        return True
 
 
 class RedactingFilter(logging.Filter):

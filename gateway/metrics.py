@@ -34,6 +34,11 @@ class GatewayMetrics:
                                        "(error, timeout, malformed, latency)", ["server", "kind"],
                                        registry=self.registry)
 
+    def label_replica(self, index: int, count: int) -> None:
+        """Which replica's registry this is (each replica of `serve --workers` has its own)."""
+        Gauge("simgate_replica", "1 on the replica that answered this scrape (index of count)", ["replica", "of"],
+              registry=self.registry).labels(str(index), str(count)).set(1)
+
     def watch_pool(self, pool: UpstreamPool, live_sessions: dict[str, int]) -> None:
         self.registry.register(_PoolCollector(pool, live_sessions))
 

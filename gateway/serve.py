@@ -7,6 +7,7 @@ import logging
 import socket
 import sys
 
+import anyio
 import uvicorn
 
 from gateway.app import Gateway
@@ -14,16 +15,30 @@ from gateway.config.models import GatewayConfig
 from gateway.downstream.headers import header_deadline_protocol
 from gateway.errors import ConfigError
 from gateway.logs import configure_logging
+from gateway.replicas.orphans import die_with_parent
+from gateway.replicas.plan import plan_from_environment
+from gateway.replicas.sockets import inherited
 
 logger = logging.getLogger("simgate.gateway")
 
 
-def serve(config: GatewayConfig, *, host: str | None = None, port: int | None = None, insecure: bool = False) -> int:
-    configure_logging(config.gateway.log_level)
+def serve(config: GatewayConfig, *, host: str | None = None, port: int | None = None, insecure: bool = False,
+          workers: int | None = None, config_path: str | None = None) -> int:
+    """`workers` (default `gateway.workers`) above 1: that many replicas behind one address (see
+    `gateway.replicas`); each is this same command, started again from `config_path`, with its plan."""
+    replica = plan_from_environment()
+    configure_logging(config.gateway.log_level, replica=replica.index if replica is not None else None)
     host = host or config.gateway.host
     port = config.gateway.port if port is None else port
+    workers = workers or config.gateway.workers
+    if replica is None and workers > 1:
+        if config_path is None:
+            raise ConfigError("several workers need the config file they are started from")
+        return _supervise(config_path, workers, host, port, insecure)
+    if replica is not None:
+        die_with_parent(replica.parent_pid)
     try:
-        gateway = Gateway(config, host=host, insecure=insecure)
+        gateway = Gateway(config, host=host, insecure=insecure, replica=replica)
     except ConfigError as exc:  # e.g. a vault secret a server refers to is missing: the gateway does not start
         print(f"simgate: {exc}", file=sys.stderr)
         return 2
@@ -36,7 +51,7 @@ def serve(config: GatewayConfig, *, host: str | None = None, port: int | None = 
         http=header_deadline_protocol(config.gateway.header_timeout),
     ))
     logger.info("serving", extra={"url": f"http://{_url_host(host)}:{port}/mcp"})
-    server.run()
+    server.run(sockets=[inherited(replica.public_fd), inherited(replica.private_fd)] if replica is not None else None)
     return 0 if server.started else 1
 
 
@@ -49,6 +64,22 @@ class _Server(uvicorn.Server):
         # Streams that never end by themselves (pages watching live calls) end now, not at the graceful timeout.
         self._gateway.feed.close()
         await super().shutdown(sockets)
+
+
+def _supervise(config_path: str, workers: int, host: str, port: int, insecure: bool) -> int:
+    from gateway.replicas.supervisor import Supervisor
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "gateway", "serve", config_path, "--host", host, "--port", str(port),
+                *(["--insecure"] if insecure else [])]
+
+    try:
+        supervisor = Supervisor(command, workers, host, port)
+    except OSError as exc:
+        print(f"simgate: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    logger.info("serving", extra={"url": f"http://{_url_host(host)}:{supervisor.port}/mcp", "workers": workers})
+    return anyio.run(supervisor.run)
 
 
 def _url_host(host: str) -> str:

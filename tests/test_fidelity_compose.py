@@ -67,3 +67,23 @@ def test_gateway_service_uses_the_simulator() -> None:
     entry = Path(mount["target"])
     cmd = yaml.safe_load((REPO_ROOT / "docker" / "gateway.Dockerfile").read_text().split("CMD ", 1)[1].splitlines()[0])
     assert cmd[0] == str(entry) and "--insecure" in cmd  # a non-loopback bind in a container
+
+
+def test_gateway_service_runs_replicas_on_the_redis_service() -> None:
+    """The scaled gateway: `--workers` replicas behind its one port, every one on the Redis store."""
+    from gateway.replicas.supervisor import STOP_GRACE
+
+    compose = _compose()
+    redis, gateway = compose["services"]["redis"], compose["services"]["gateway"]
+    assert "redis-cli" in redis["healthcheck"]["test"] and "ping" in redis["healthcheck"]["test"]
+    assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
+    command = gateway["command"]
+    workers = command[command.index("--workers") + 1]
+    assert workers.startswith("${SIMGATE_GATEWAY_WORKERS:-") and int(workers.split(":-")[1].rstrip("}")) >= 2
+    assert command[command.index("--port") + 1] == "8808" and "--insecure" in command
+    assert int(gateway["stop_grace_period"].rstrip("s")) > STOP_GRACE  # replicas stop cleanly before SIGKILL
+    mount = gateway["configs"][0]
+    config = parse_config(compose["configs"][mount["source"]]["content"], source="compose inline config")
+    store = config.gateway.store
+    assert store.backend == "redis" and store.url is not None and urlparse(store.url).hostname == "redis"
+    assert '".[redis]"' in (REPO_ROOT / "docker" / "gateway.Dockerfile").read_text()

@@ -189,6 +189,9 @@ class GatewaySettings(BaseModel):
     max_pending_body_bytes: PositiveInt = Field(
         64 * 1024 * 1024, description="bytes that request bodies still arriving may hold together; a request that "
         "would go over is answered 503 (one-piece bodies, as ordinary MCP requests, never count)")
+    workers: Annotated[int, Field(ge=1, le=64)] = Field(
+        1, description="gateway processes (replicas) behind the one address; each runs its own upstream servers, "
+        "and a handshake-era session is always answered by the replica that holds it (`serve --workers`)")
     max_connections: PositiveInt = Field(
         256, description="client connections (and requests) served at once; more are answered 503 at once")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

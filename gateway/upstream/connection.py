@@ -87,8 +87,10 @@ class Upstream:
         settings: GatewaySettings | None = None,
         exposure: Exposure | None = None,
         errlog_redactor: Any = None,
+        replica: int | None = None,
     ) -> None:
         self.name = name
+        self._replica = replica  # one of several gateway replicas: its own dirs (see sandboxes.workdir)
         self._use_raw_calls = raw_calls  # tool calls beside the session (see `raw_calls`); else through it
         self.config = config
         self._settings = settings or GatewaySettings()  # the gateway's limits: result size, stderr.log size
@@ -120,11 +122,11 @@ class Upstream:
 
     async def run(self) -> None:
         """Keep the upstream running until cancelled."""
-        dirs = prepare_server_dirs(self._state_dir, self.name)
+        dirs = prepare_server_dirs(self._state_dir, self.name, self._replica)
         from gateway.pipeline.redact import redacting_pipe  # here: the pipeline imports this package
 
         settings = self._settings
-        with (rotating_errlog(dirs.root / "stderr.log", settings.stderr_log_bytes, settings.stderr_log_backups,
+        with (rotating_errlog(dirs.run / "stderr.log", settings.stderr_log_bytes, settings.stderr_log_backups,
                               self.name) as log_file,
               redacting_pipe(log_file, self.errlog_redactor, self.name) as stderr):
             try:

@@ -25,11 +25,15 @@ Listener = Callable[[str, types.ServerNotification], Awaitable[None]]
 
 class UpstreamPool:
     def __init__(self, config: GatewayConfig, state_dir: Path, snapshots: ToolSnapshots | None = None, *,
-                 stderr_redactor: Any = None, redact_stderr_of: Collection[str] = ()) -> None:
+                 stderr_redactor: Any = None, redact_stderr_of: Collection[str] = (),
+                 replica: int | None = None) -> None:
         """`stderr_redactor`: redacts the stderr of the servers of `redact_stderr_of` (those given vault
-        secrets) on its way to their stderr.log."""
+        secrets) on its way to their stderr.log. `replica`: this gateway is replica `replica` of several on one
+        state dir; it runs its own copy of every server, in directories of its own, and its docker sweep leaves
+        its siblings' containers alone."""
         self._listeners: list[Listener] = []
         self._state_dir = state_dir
+        self._replica = replica
         # Engines of docker-sandboxed servers: containers an earlier run of this gateway left there are swept.
         self._docker_hosts = {server.sandbox.docker_host for server in config.active_servers.values()
                               if server.sandbox is not None and server.sandbox.backend == "docker"}
@@ -38,7 +42,7 @@ class UpstreamPool:
             name: Upstream(name, server, state_dir, on_notification=self._fan_out, snapshots=snapshots,
                            raw_calls=config.gateway.fast_paths, settings=config.gateway,
                            exposure=exposure_for(config.gateway, config.servers, name),
-                           errlog_redactor=stderr_redactor if name in redact_stderr_of else None)
+                           errlog_redactor=stderr_redactor if name in redact_stderr_of else None, replica=replica)
             for name, server in config.active_servers.items()
         }
 
@@ -68,7 +72,7 @@ class UpstreamPool:
     async def running(self) -> AsyncIterator[UpstreamPool]:
         """Run every upstream for the duration of the block; on exit none is left behind."""
         for host in self._docker_hosts:
-            await anyio.to_thread.run_sync(sweep, host, gateway_instance(self._state_dir))
+            await anyio.to_thread.run_sync(sweep, host, gateway_instance(self._state_dir, self._replica))
         async with anyio.create_task_group() as tg:
             for upstream in self.upstreams.values():
                 tg.start_soon(upstream.run, name=f"upstream:{upstream.name}")

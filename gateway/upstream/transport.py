@@ -219,7 +219,7 @@ class DockerTransport(StdioTransport):
         config, dirs = target.config, target.dirs
         assert config.sandbox is not None
         return docker_stdio_client(target.name, command, args, env, config.cwd or str(dirs.work), dirs,
-                                   config.sandbox, gateway_instance(dirs.state_dir), target.stderr, target.limit,
+                                   config.sandbox, gateway_instance(dirs.state_dir, dirs.replica), target.stderr, target.limit,
                                    egress=egress, exposure=target.exposure)
 
 

@@ -125,9 +125,11 @@ class ContainerSpec(BaseModel):
                 "detach": False, "tty": False, "host_config": host_config, "network_disabled": False}
 
 
-def gateway_instance(state_dir: Path) -> str:
-    """Identifies one gateway's containers: the hash of its state directory (one gateway per state dir)."""
-    return hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
+def gateway_instance(state_dir: Path, replica: int | None = None) -> str:
+    """Identifies one gateway's containers: the hash of its state directory (one gateway per state dir), and
+    of its replica index when it is one of several (so a replica sweeps only what its own earlier run left)."""
+    key = str(state_dir.resolve()) + ("" if replica is None else f"#replica-{replica}")
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def container_user(dirs: ServerDirs, writable: list[Path]) -> str:

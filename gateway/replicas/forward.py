@@ -1,0 +1,300 @@
+"""Requests that belong to another replica are passed to it; everything else is answered here.
+
+Why this design (SO_REUSEPORT plus forwarding by session id, not a front process): the kernel spreads
+connections over the replicas' listeners (no balancer of our own, no extra hop for the many requests
+without session state, no single process that all traffic crosses), and only a request of a
+handshake-era session that landed on a replica other than its owner takes one extra loopback hop. The
+owner is read from the session id itself (`r1-…`), so there is no shared table to keep consistent; the
+owner's private port comes from the parent, never from the client, so a crafted id can reach only a
+sibling replica. The parent keeps every listener (see `sockets`), so a replica's death resets only the
+connections it had accepted.
+
+Also passed on: `GET /metrics?replica=N` (and `/healthz`, `/readyz`, `/admin/servers`, `/admin/modes`),
+so each replica can be scraped and checked through the one address, and run-time changes of the admin
+API (modes, restarts), which every replica applies.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+from starlette.datastructures import Headers, QueryParams
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.pipeline.modes import ModeResolver, ModeSettings
+from gateway.replicas.plan import FORWARDED_HEADER, REPLICA_HEADER, VIA_HEADER, ReplicaPlan
+
+logger = logging.getLogger("simgate.replicas")
+
+MCP_SESSION_ID = "mcp-session-id"
+# A replica started again asks a sibling for the run-time modes there (`simgate mode set`), with the token
+# the parent gave them all; without it the path does not exist.
+MODES_PATH = "/_simgate/replica/modes"
+TOKEN_HEADER = "x-simgate-replica-token"
+# Per-replica views, answered by the replica named in `?replica=N`.
+_PER_REPLICA = frozenset({"/metrics", "/healthz", "/readyz", "/admin/servers", "/admin/modes"})
+_REPLICA_NUMBER = re.compile(r"[0-9]{1,4}")
+# Not passed on by a proxy (RFC 9110 §7.6.1); the rest of a request or response is passed unchanged.
+_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
+                         b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade"})
+
+
+class _ClientGone(Exception):
+    """The client disconnected while its request body was being passed on."""
+
+
+class ReplicaLinks:
+    """This replica's connections to its siblings' private listeners (closed with the gateway)."""
+
+    def __init__(self, plan: ReplicaPlan) -> None:
+        self.plan = plan
+        # No read timeout: an SSE stream of a session may stay open as long as the client wants it.
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10), trust_env=False,
+                                        limits=httpx.Limits(max_connections=None, max_keepalive_connections=32))
+
+    async def adopt_modes(self, modes: ModeResolver) -> None:
+        """Take the run-time modes of the first sibling that answers (this replica was started again)."""
+        for replica in range(self.plan.count):
+            if replica == self.plan.index:
+                continue
+            try:
+                answer = await self.client.get(self.url(replica, MODES_PATH, b""), timeout=5,
+                                               headers={TOKEN_HEADER: self.plan.token})
+                if answer.status_code == 200:
+                    modes.overrides = ModeSettings.model_validate_json(answer.content)
+                    logger.info("run-time modes taken from replica %d", replica)
+                    return
+            except httpx.HTTPError as exc:
+                logger.info("replica %d did not give its run-time modes: %s", replica, exc)
+        logger.warning("no sibling gave its run-time modes: this replica starts with the config's")
+
+    def url(self, replica: int, path: str, query: bytes) -> str:
+        return f"http://127.0.0.1:{self.plan.private_ports[replica]}{path}" + (f"?{query.decode()}" if query else "")
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class ReplicaFront:
+    """Outermost ASGI middleware of a replica: every answer names the replica that made it, and a sibling
+    started again gets the run-time modes here (before the key check: it has the parent's token, no key)."""
+
+    def __init__(self, app: ASGIApp, plan: ReplicaPlan, modes: ModeResolver) -> None:
+        self.app = app
+        self.plan = plan
+        self.modes = modes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        send = self._labelled(send)
+        if scope["path"] == MODES_PATH and scope["method"] == "GET" and hmac.compare_digest(
+                Headers(scope=scope).get(TOKEN_HEADER, "").encode(), self.plan.token.encode()):
+            await JSONResponse(self.modes.overrides.model_dump())(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _labelled(self, send: Send) -> Send:
+        """Every answer names the replica that made it (`X-Simgate-Replica`); one passed on from a sibling
+        keeps the sibling's name and also says where it came in (`X-Simgate-Via`)."""
+        replica = str(self.plan.index).encode()
+        name, via = REPLICA_HEADER.encode(), VIA_HEADER.encode()
+
+        async def labelled(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                answered = [v for k, v in headers if k.lower() == name]
+                headers = [(k, v) for k, v in headers if k.lower() not in (name, via)]
+                headers.append((name, answered[0] if answered else replica))
+                if answered and answered[0] != replica:
+                    headers.append((via, replica))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return labelled
+
+
+class ReplicaRouting:
+    """Innermost ASGI middleware of a replica: passes on what another replica must answer. Inside the
+    host, key and body checks, so a request is passed on only once it is allowed and its body is whole
+    (within `max_body_bytes` and `body_timeout`); its owner checks it again."""
+
+    def __init__(self, app: ASGIApp, links: ReplicaLinks, max_body_bytes: int) -> None:
+        self.app = app
+        self.links = links
+        self.plan = links.plan
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if FORWARDED_HEADER in headers:  # passed on by a sibling: answered here, never passed on again
+            await self.app(scope, receive, send)
+            return
+        target = self._owner(scope, headers)
+        if isinstance(target, JSONResponse):
+            await target(scope, receive, send)
+        elif target is not None:
+            await self._forward(target, scope, receive, send)
+        elif _is_admin_change(scope):
+            await self._everywhere(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    def _owner(self, scope: Scope, headers: Headers) -> int | JSONResponse | None:
+        """The sibling that must answer this request (None: this replica)."""
+        asked = QueryParams(scope["query_string"]).get("replica") if scope["path"] in _PER_REPLICA else None
+        if asked is not None and scope["method"] in ("GET", "HEAD"):
+            if _REPLICA_NUMBER.fullmatch(asked) is None or int(asked) >= self.plan.count:
+                return JSONResponse({"error": f"no replica {asked!r}: this gateway has replicas 0 to "
+                                              f"{self.plan.count - 1}"}, status_code=400)
+            return None if int(asked) == self.plan.index else int(asked)
+        session_id = headers.get(MCP_SESSION_ID)
+        if session_id is None:
+            return None
+        owner = self.plan.owner_of(session_id)
+        return None if owner == self.plan.index else owner
+
+    async def _forward(self, replica: int, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request to `replica` and its answer back, both streamed (an SSE stream included)."""
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
+        headers.append((FORWARDED_HEADER.encode(), str(self.plan.index).encode()))
+        request = self.links.client.build_request(
+            scope["method"], self.links.url(replica, scope["path"], scope["query_string"]), headers=headers,
+            content=_body(receive) if scope["method"] in ("POST", "PUT", "PATCH") else None)
+        try:
+            response = await self.links.client.send(request, stream=True)
+        except _ClientGone:
+            return
+        except httpx.HTTPError as exc:
+            logger.warning("replica %d did not answer a request passed on to it: %s", replica, exc)
+            await JSONResponse({"error": f"replica {replica}, which holds this session, did not answer"},
+                               status_code=502)(scope, receive, send)
+            return
+        try:
+            # `Connection: close`: the client's next request comes on a new connection, which the kernel may
+            # give to the owner; kept alive, this connection would make the session's every request take the
+            # extra hop (clients keep their connection to wherever their first request after the handshake went).
+            await send({"type": "http.response.start", "status": response.status_code,
+                        "headers": [*((k, v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP),
+                                    (b"connection", b"close")]})
+            async with anyio.create_task_group() as tg:
+                # The body is all read by now: the next message is the client going away, which ends the stream.
+                tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+                await _relay(response, send, replica)
+                tg.cancel_scope.cancel()
+        finally:
+            await response.aclose()
+
+    async def _everywhere(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A run-time change (a mode, a restart): applied here, then by every sibling, and only then
+        answered (with this replica's answer), so the gateway, not one replica of it, has changed when the
+        client hears back."""
+        try:
+            body = await _read_body(receive, self.max_body_bytes)
+        except _ClientGone:
+            return
+        if body is None:
+            await JSONResponse({"error": f"request body over {self.max_body_bytes} bytes"},
+                               status_code=413)(scope, receive, send)
+            return
+        answer: list[Message] = []  # an admin answer is small: held until the siblings have applied it
+
+        async def hold(message: Message) -> None:
+            answer.append(message)
+
+        await self.app(scope, _replay(body), hold)
+        status = answer[0].get("status", 0) if answer else 0
+        if 200 <= status < 300:
+            await self._apply_on_siblings(scope, body)
+        for message in answer:
+            await send(message)
+
+    async def _apply_on_siblings(self, scope: Scope, body: bytes) -> None:
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
+        headers.append((FORWARDED_HEADER.encode(), str(self.plan.index).encode()))
+
+        async def apply(replica: int) -> None:
+            try:
+                answer = await self.links.client.request(
+                    scope["method"], self.links.url(replica, scope["path"], scope["query_string"]),
+                    headers=headers, content=body, timeout=30)
+                if not 200 <= answer.status_code < 300:
+                    logger.warning("replica %d refused %s %s: HTTP %d", replica, scope["method"], scope["path"],
+                                   answer.status_code)
+            except httpx.HTTPError as exc:
+                logger.warning("replica %d did not apply %s %s: %s", replica, scope["method"], scope["path"], exc)
+
+        async with anyio.create_task_group() as tg:
+            for replica in range(self.plan.count):
+                if replica != self.plan.index:
+                    tg.start_soon(apply, replica)
+
+
+def _is_admin_change(scope: Scope) -> bool:
+    path, method = scope["path"], scope["method"]
+    return (path == "/admin/modes" and method == "PUT") or (
+        path.startswith("/admin/servers/") and path.endswith("/restart") and method == "POST")
+
+
+async def _body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in _body(receive):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    return receive
+
+
+async def _relay(response: httpx.Response, send: Send, replica: int) -> None:
+    try:
+        async for chunk in response.aiter_raw():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except httpx.HTTPError as exc:
+        # The owner went away mid-answer (it died, or was stopped): the answer is left incomplete, which
+        # ends the client's connection, as the owner's own would have ended.
+        logger.warning("replica %d ended an answer early: %s", replica, exc)
+        return
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
