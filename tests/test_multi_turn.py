@@ -8,13 +8,17 @@ real LLM as both user and agent."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from harness import GatewayProcess, fixture_server, running_gateway
+from harness import REPO_ROOT, GatewayProcess, fixture_server, running_gateway
+from llm_server import LLMServer
 from scripted_llm import ScriptedEndpoint
 
 from runner.agents.base import Draft
@@ -31,6 +35,7 @@ from runner.settings import RunSettings, UserSettings
 from runner.structured import Endpoint, EndpointPool
 from runner.tasks import Task
 
+ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 LONG = "x" * 5000
 CONVERSATION = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -47,6 +52,15 @@ CONVERSATION = [
 ]
 TOOLS = [{"type": "function", "function": {"name": "routing__note", "description": "Take a note.",
                                            "parameters": {"type": "object", "properties": {"text": {"type": "string"}}}}}]
+
+
+def simgate(*args: str, cwd: Path) -> dict[str, Any]:
+    """Run a command; its last stdout line that is JSON is its summary."""
+    result = subprocess.run([sys.executable, "-m", "gateway", *args], cwd=cwd, capture_output=True, text=True,
+                            timeout=600, env=ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summaries = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    return json.loads(summaries[-1]) if summaries else {}
 
 
 def _call(name: str, **arguments: Any) -> str:
@@ -290,3 +304,54 @@ def test_the_judge_reads_every_user_turn_and_filters_keep_working(tmp_path: Path
     assert judged["turns"] == _multi_turn_trajectory()["turns"]  # the record is carried whole
     assert passes(judged, compile_filter("completeness >= 4 and conciseness >= 4"))[0]
     assert json.loads(to_toucan(judged)["response_quality_assessment"])["overall_score"] == 5
+
+
+@pytest.mark.timeout(900)  # the tiny model on two CPUs plays the agent and the user of every turn
+def test_tiny_llm_as_user_and_agent_makes_a_two_turn_trajectory_exported_three_ways(
+        gateway: GatewayProcess, llm_server: LLMServer, tmp_path: Path) -> None:  # noqa: F811
+    tasks = [{"id": "echo-1", "question": "Please echo the word hello back to me.", "servers": ["routing"],
+              "target_tools": ["routing__echo"], "subset_name": "single-server"},
+             {"id": "note-1", "question": "Take a note that says: buy milk.", "servers": ["routing"],
+              "target_tools": ["routing__note"]}]
+    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(task) + "\n" for task in tasks))
+    summary = simgate("extend", "multi-turn", "tasks.jsonl", "--gateway", gateway.mcp_url(), "--turns", "2",
+                      "--llm-base-url", llm_server.base_url, "--model", "gemma", "--user-model", "gemma-user",
+                      "--user-temperature", "0", "--user-max-tokens", "300", "--max-turns", "3", "--max-tokens", "80",
+                      "--max-string-length", "32", "--max-array-items", "3", "--no-progress", "--out", "mt.jsonl",
+                      cwd=tmp_path)
+    trajectories = [json.loads(line) for line in (tmp_path / "mt.jsonl").read_text().splitlines()]
+    assert summary["written"] == len(trajectories) == 2 and summary["not_written"] == 0
+    for trajectory in trajectories:
+        assert trajectory["id"].endswith("-multi-turn") and trajectory["task_extra"]["subset_name"] == "multi-turn"
+        users = [m["content"] for m in trajectory["messages"] if m["role"] == "user"]
+        assert users == [turn["question"] for turn in trajectory["turns"]]
+        assert [trajectory["messages"][turn["message"]]["content"] for turn in trajectory["turns"]] == users
+    two = [t for t in trajectories if len(t["turns"]) == 2]
+    if not two:
+        pytest.fail("no 2-turn trajectory: " + "; ".join(f"{t['id']}: {t['conversation_end']}" for t in trajectories))
+    for trajectory in two:
+        first, second = trajectory["turns"]
+        assert first["source"] == "task" and first["outcome"] == "final_answer"
+        # --min-turns defaults to 2: the user had to write a follow-up, and 2 turns is the limit
+        assert second["source"] == "simulated_user" and second["user_model"] == "gemma-user@user-v1"
+        assert second["question"].strip() and trajectory["conversation_end"] in ("turn limit reached",
+                                                                                  "the agent gave no final answer "
+                                                                                  "to turn 2")
+
+    import datasets
+
+    loaded = {}
+    for name, out in (("toucan", "mt.parquet"), ("openai", "mt-openai.jsonl"), ("sharegpt", "mt-sharegpt.jsonl")):
+        simgate("export", "trajectories", "mt.jsonl", "--format", name, "--out", out, cwd=tmp_path)
+        loaded[name] = datasets.load_dataset("parquet" if out.endswith(".parquet") else "json",
+                                             data_files=str(tmp_path / out), split="train",
+                                             cache_dir=str(tmp_path / "hf-cache"))
+        assert len(loaded[name]) == len(trajectories)
+    for index, trajectory in enumerate(trajectories):
+        users = [turn["question"] for turn in trajectory["turns"]]
+        toucan = loaded["toucan"][index]
+        assert toucan["subset_name"] == "multi-turn" and toucan["question"] == users[0]
+        assert [m["content"] for m in json.loads(toucan["messages"]) if m["role"] == "user"] == users
+        assert [t["question"] for t in json.loads(toucan["metadata"])["turns"]] == users
+        assert [m["content"] for m in loaded["openai"][index]["messages"] if m["role"] == "user"] == users
+        assert [c["value"] for c in loaded["sharegpt"][index]["conversations"] if c["from"] == "human"] == users
