@@ -317,8 +317,8 @@ def test_tiny_llm_as_user_and_agent_makes_a_two_turn_trajectory_exported_three_w
     summary = simgate("extend", "multi-turn", "tasks.jsonl", "--gateway", gateway.mcp_url(), "--turns", "2",
                       "--llm-base-url", llm_server.base_url, "--model", "gemma", "--user-model", "gemma-user",
                       "--user-temperature", "0", "--user-max-tokens", "300", "--max-turns", "3", "--max-tokens", "80",
-                      "--max-string-length", "32", "--max-array-items", "3", "--no-progress", "--out", "mt.jsonl",
-                      cwd=tmp_path)
+                      # the native agent: the tiny base model, prompted, calls tools until its turns run out
+                      "--agent", "native", "--no-progress", "--out", "mt.jsonl", cwd=tmp_path)
     trajectories = [json.loads(line) for line in (tmp_path / "mt.jsonl").read_text().splitlines()]
     assert summary["written"] == len(trajectories) == 2 and summary["not_written"] == 0
     for trajectory in trajectories:
