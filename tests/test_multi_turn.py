@@ -355,3 +355,20 @@ def test_tiny_llm_as_user_and_agent_makes_a_two_turn_trajectory_exported_three_w
         assert [t["question"] for t in json.loads(toucan["metadata"])["turns"]] == users
         assert [m["content"] for m in loaded["openai"][index]["messages"] if m["role"] == "user"] == users
         assert [c["value"] for c in loaded["sharegpt"][index]["conversations"] if c["from"] == "human"] == users
+
+
+def test_the_declared_run_stage_takes_a_simulated_user_and_names_a_bad_setting(tmp_path: Path) -> None:
+    from runner.errors import RunnerError
+    from runner.pipeline.declared import PipelineConfig, _stage
+
+    config = PipelineConfig(dir=tmp_path, gateway="http://127.0.0.1:1/mcp",
+                            llm={"base_url": "http://127.0.0.1:1/v1", "model": "m"}, stages={"run": {}})
+    (tmp_path / "tasks.jsonl").write_text("")
+    with pytest.raises(RunnerError, match=r"stage run: user\.turns: Input should be greater than or equal to 1"):
+        anyio.run(_stage, "run", {"user": {"turns": 0}}, config, tmp_path / "tasks.jsonl", tmp_path / "out.jsonl")
+    with pytest.raises(RunnerError, match=r"stage run: user: Value error, min_turns \(3\) exceeds turns \(2\)"):
+        anyio.run(_stage, "run", {"user": {"turns": 2, "min_turns": 3}}, config, tmp_path / "tasks.jsonl",
+                  tmp_path / "out.jsonl")
+    counts = anyio.run(_stage, "run", {"mode": "simulated", "user": {"turns": 3, "model": "u"}}, config,
+                       tmp_path / "tasks.jsonl", tmp_path / "out.jsonl")
+    assert counts == {"trajectories": 0, "mode": "simulated"}  # accepted (no tasks: nothing to run)
