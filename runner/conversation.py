@@ -11,6 +11,7 @@ run out, the user says it is done, or the turn limit is reached; why is written 
 from __future__ import annotations
 
 import os
+import zlib
 from typing import cast
 
 from runner.agents.base import Agent, Draft
@@ -26,6 +27,11 @@ GOAL_DONE = "the simulated user's goal is done"
 TURN_LIMIT = "turn limit reached"
 FOLLOW_UPS_DONE = "every follow-up was asked"
 SINGLE_TURN = "single turn"
+
+
+def turn_seed(seed: int, task_id: str, turn: int) -> int:
+    """Stable across runs and processes (a resumed run asks the same), different per task and turn."""
+    return (seed * 1_000_003 + zlib.crc32(task_id.encode()) * 31 + turn) % 2**31
 
 
 class SimulatedUser:
@@ -50,7 +56,7 @@ class SimulatedUser:
         prompt = user_prompt(task.question, digest(draft.messages, self.settings.digest_budget), draft.tools,
                              self.settings.turns - turn, may_stop)
         value, why = await json_completion(self.client, self.endpoint, prompt, user_schema(may_stop), "user_turn",
-                                           temperature=self.settings.temperature, seed=self.seed * 1009 + turn)
+                                           temperature=self.settings.temperature, seed=turn_seed(self.seed, task.id, turn))
         if value is None:
             if any(kind in (why or "") for kind in ("APIConnectionError", "APITimeoutError")):
                 raise LLMUnreachable(f"the simulated user's LLM at {self.endpoint.base_url}: {why}")

@@ -22,7 +22,7 @@ from llm_server import LLMServer
 from scripted_llm import ScriptedEndpoint
 
 from runner.agents.base import Draft
-from runner.conversation import FOLLOW_UPS_DONE, GOAL_DONE, SimulatedUser
+from runner.conversation import FOLLOW_UPS_DONE, GOAL_DONE, SimulatedUser, turn_seed
 from runner.errors import LLMUnreachable
 from runner.export.formats import to_openai, to_sharegpt, to_toucan
 from runner.pipeline.catalogue import Catalogue, CatalogueServer, CatalogueTool
@@ -108,7 +108,8 @@ def test_simulated_user_writes_follow_ups_and_stops_when_its_goal_is_done() -> N
                        (None, "the simulated user gave no usable turn (not JSON (7 characters))"),
                        (None, "the simulated user wrote an empty follow-up")]
     first, second = endpoint.requests[0]["body"], endpoint.requests[1]["body"]
-    assert first["model"] == "user" and first["seed"] == 3 * 1009 + 1
+    assert first["model"] == "user" and first["seed"] == turn_seed(3, "t", 1) != turn_seed(3, "u", 1)
+    assert second["seed"] == turn_seed(3, "t", 2) != turn_seed(3, "t", 1)
     # Before min_turns the user may not stop: no goal_done in the schema; after it, it may.
     assert first["response_format"]["json_schema"]["schema"] == user_schema(may_stop=False)
     assert "goal_done" not in first["response_format"]["json_schema"]["schema"]["properties"]
