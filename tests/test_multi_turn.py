@@ -170,12 +170,30 @@ def test_a_simulated_user_continues_the_conversation_in_one_gateway_session(gate
     assert live.final_answer == "I noted b too." and live.checks["target_tool_share"] == 1.0
     # The second turn's agent saw the whole conversation, not only the new question.
     assert len(agent.requests[2]["body"]["messages"]) == 6
-    # One gateway session for the whole conversation: the replay, sequential for `note`, finds the second
-    # turn's call at the position after the first's (a session opened per turn would start again at #0).
+    # Recorded live, the conversation replays as it was.
     assert [e.source for e in live.tool_events] == ["live", "live"]
     assert [e.source for e in replayed.tool_events] == ["cache", "cache"]
     assert replayed.messages == live.messages and replayed.session == live.session == "multi/live/notes-1#0"
     assert json.loads((tmp_path / "live.jsonl").read_text())["turns"][1]["source"] == "simulated_user"
+
+    # One gateway connection for the whole conversation: simulated, the second turn's call is shown the
+    # first turn's as "this session, call 1" (the gateway keeps a session's history per connection, so a
+    # connection opened per turn would show none).
+    simulated_answers = [json.dumps({"isError": False, "content_text": f"note: {text}"}) for text in "ab"]
+    with ScriptedEndpoint(simulated_answers) as simulator_llm, ScriptedEndpoint(agent_script) as agent, \
+            ScriptedEndpoint(user_script) as user:
+        config = {"gateway": {"cache_dir": str(tmp_path / "sim-cache"), "simulator": {
+            "backend": "openai", "openai": {"base_url": simulator_llm.base_url, "model": "sim"}}},
+            "mcpServers": {"routing": {**fixture_server("routing_server.py"), "tools": {"allow": ["note", "echo"]}}}}
+        with running_gateway(config, tmp_path / "sim-gw") as simulating:
+            settings = _settings(simulating, agent, "simulated",
+                                 user=UserSettings(turns=3, llm_base_url=user.base_url, model="user"))
+            (simulated,) = anyio.run(run_tasks, [task], settings, None)
+    assert [e.source for e in simulated.tool_events] == ["simulator", "simulator"] and len(simulated.turns) == 2
+    first_call, second_call = ([m["content"] for m in r["body"]["messages"] if m["role"] == "user"]
+                               for r in simulator_llm.requests)
+    assert first_call == ['[this session, call 1] note {"text":"a"}']
+    assert second_call == ['[this session, call 1] note {"text":"a"}', '[this session, call 2] note {"text":"b"}']
 
 
 def test_a_tasks_follow_ups_are_asked_in_order_and_an_unanswered_turn_ends_the_conversation(
