@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from runner.agents import Draft, build_agent
 from runner.checks import run_checks
+from runner.conversation import close_turns, converse
 from runner.errors import GatewayUnreachable, LLMUnreachable, RunnerError
 from runner.mcp_tools import gateway_session
 from runner.output import DoneKey, JsonlWriter, done_key
@@ -86,7 +87,7 @@ async def run_one(task: Task, settings: RunSettings) -> Trajectory:
                     # A gateway set-up problem, not the agent's: not written, so a fixed gateway retries it.
                     raise GatewayUnreachable(f"the gateway offers no tool of the task's server(s) "
                                              f"{', '.join(task.servers)}")
-                await agent.run(task, gateway, draft)
+                await converse(agent, task, gateway, draft, settings)
         except Exception as exc:  # noqa: BLE001  (sorted below; a trajectory never takes the run down)
             leaf = _leaf(exc)
             if isinstance(leaf, GatewayUnreachable | LLMUnreachable) and draft.outcome is None:
@@ -107,7 +108,8 @@ async def run_one(task: Task, settings: RunSettings) -> Trajectory:
                           target_tools=task.target_tools),
         agent=AgentInfo(kind=settings.agent, model=settings.model, temperature=settings.temperature,
                         seed=settings.seed, max_turns=settings.max_turns),
-        created_at=utc_now(), task_extra=task.extra)
+        created_at=utc_now(), turns=close_turns(draft, outcome), conversation_end=draft.conversation_end,
+        task_extra=task.extra)
 
 
 def _progress(enabled: bool, total: int) -> Any:

@@ -4,12 +4,41 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.config.execution import RUN_MODES, Mode, mode_names
 
 AgentKind = Literal["native", "prompted", "agents-sdk"]
 AGENT_KINDS: tuple[str, ...] = ("native", "prompted", "agents-sdk")
+
+
+class UserSettings(BaseModel):
+    """A simulated user: after each final answer an LLM reads a digest of the conversation and either
+    says its goal is done or writes the next user message, up to `turns` user turns in all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    turns: int = Field(2, ge=1, le=20, description="user turns at most, the task's question included")
+    min_turns: int = Field(1, ge=1, le=20, description="user turns before the user may say its goal is done")
+    llm_base_url: str | None = Field(None, description="the user's OpenAI-compatible API (default: the agent's)")
+    model: str | None = Field(None, description="the user model (default: the agent's)")
+    api_key_env: str | None = Field(None, description="environment variable holding its API key")
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(400, ge=16)
+    digest_budget: int = Field(200, ge=0, description="characters of each tool output and answer in the digest")
+
+    @field_validator("llm_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {value!r}")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> UserSettings:
+        if self.min_turns > self.turns:
+            raise ValueError(f"min_turns ({self.min_turns}) exceeds turns ({self.turns})")
+        return self
 
 
 class RunSettings(BaseModel):
@@ -21,7 +50,7 @@ class RunSettings(BaseModel):
     model: str = Field(..., min_length=1)
     api_key_env: str | None = Field(None, description="environment variable holding the LLM API key")
     agent: AgentKind = "prompted"
-    max_turns: int = Field(8, ge=1, le=200, description="model calls per trajectory")
+    max_turns: int = Field(8, ge=1, le=200, description="model calls per user turn")
     max_tokens: int | None = Field(None, ge=1, description="cap on one model answer")
     first_tool_choice: Literal["auto", "required"] = Field(
         "auto", description="`required`: the first model turn must call a tool (native, agents-sdk; later turns auto)")
@@ -45,6 +74,7 @@ class RunSettings(BaseModel):
     # and lists where a constrained decoder can.
     max_string_length: int | None = Field(None, ge=1, description="bound on unbounded strings (prompted agent)")
     max_array_items: int | None = Field(None, ge=1, description="bound on unbounded arrays (prompted agent)")
+    user: UserSettings | None = Field(None, description="a simulated user writes follow-up turns (multi-turn)")
 
     @field_validator("mode")
     @classmethod

@@ -22,12 +22,21 @@ class Task(BaseModel):
     question: str = Field(..., min_length=1)
     servers: list[str] | None = None
     target_tools: list[str] = Field(default_factory=list)
+    follow_ups: list[str] = Field(default_factory=list, description="user turns asked after the question, each "
+                                  "once the previous one is answered (a split question)")
 
     @field_validator("id", mode="before")
     @classmethod
     def _id_as_text(cls, value: Any) -> Any:
         # Numeric ids are common in datasets; they are the same id as their text.
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("follow_ups")
+    @classmethod
+    def _no_blank_turn(cls, value: list[str]) -> list[str]:
+        if any(not turn.strip() for turn in value):
+            raise ValueError("a follow-up must not be blank")
+        return value
 
     @property
     def extra(self) -> dict[str, Any]:

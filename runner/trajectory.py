@@ -53,6 +53,22 @@ class AgentInfo(BaseModel):
     max_turns: int
 
 
+TurnSource = Literal["task", "follow_up", "simulated_user"]
+
+
+class UserTurn(BaseModel):
+    """One user message of the conversation and how the agent's answer to it ended."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str
+    source: TurnSource = Field(..., description="the task's question, one of the task's follow_ups, or written "
+                                                "by the simulated user")
+    message: int = Field(..., description="its index in `messages`")
+    outcome: Outcome | None = Field(None, description="how the agent's answer to it ended (None: not reached)")
+    user_model: str | None = Field(None, description="the simulated user's model, for its turns")
+
+
 class Trajectory(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -72,6 +88,9 @@ class Trajectory(BaseModel):
     checks: dict[str, Any]
     agent: AgentInfo
     created_at: str
+    turns: list[UserTurn] = Field(default_factory=list, description="the user turns, in order (empty in files "
+                                                                     "written before multi-turn support)")
+    conversation_end: str | None = Field(None, description="why no further user turn followed")
     task_extra: dict[str, Any] = Field(
         default_factory=dict, description="the task's own keys beyond the known ones (subset_name, metadata, ...)")
 

@@ -34,6 +34,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     "call": (["s", "t", "novalue", "--url", DEAD], "'novalue' is not key=value"),
     "mode show": (["--url", DEAD], "cannot reach the gateway"),
     "mode set": (["live", "--url", DEAD], "cannot reach the gateway"),
+    "mode clear": (["--server", "s", "--url", DEAD], "cannot reach the gateway"),
     "config check": (["{t}/missing.yaml"], "missing.yaml"),
     "cache stats": (["--cache-dir", "{t}/none"], "none"),
     "cache ls": (["--cache-dir", "{t}/none"], "none"),
@@ -65,6 +66,8 @@ CASES: dict[str, tuple[list[str], str]] = {
     "judge trajectories": (["{t}/missing.jsonl", "--out", "{t}/out.jsonl", *LLM], "missing.jsonl"),
     "extend irrelevance": (["{t}/missing.jsonl", "--gateway", DEAD, "--out", "{t}/out.jsonl"], "missing.jsonl"),
     "extend persona": (["{t}/missing.jsonl", "--gateway", DEAD, "--out", "{t}/out.jsonl", *LLM], "missing.jsonl"),
+    "extend split": (["{t}/missing.jsonl", "--gateway", DEAD, "--out", "{t}/out.jsonl", *LLM], "missing.jsonl"),
+    "extend multi-turn": (["{t}/missing.jsonl", "--gateway", DEAD, "--out", "{t}/out.jsonl", *LLM], "missing.jsonl"),
     "pipeline run": (["{t}/missing.yaml"], "missing.yaml"),
     "filter": (["{t}/missing.jsonl", "--where", "True", "--out", "{t}/out.jsonl"], "missing.jsonl"),
 }

@@ -34,7 +34,8 @@ GONE = {"command": "/bin/false"}  # an upstream that cannot start
 # The everything server has many tools; two keep the prompt (and the tiny model's time) small.
 EVERYTHING_TOOLS = {"allow": ["echo", "get-sum"]}
 TRAJECTORY_KEYS = {"id", "question", "mode", "repeat", "session", "messages", "tools", "target_tools", "tool_events",
-                   "final_answer", "outcome", "error", "usage", "checks", "agent", "created_at", "task_extra"}
+                   "final_answer", "outcome", "error", "usage", "checks", "agent", "created_at", "turns",
+                   "conversation_end", "task_extra"}
 EVENT_KEYS = {"step", "call_id", "name", "server", "tool", "arguments", "source", "cache_key", "latency_ms",
               "is_error"}
 TASKS = [
@@ -88,6 +89,12 @@ def _check_shape(trajectory: dict[str, Any], task: dict[str, Any], mode: str, *,
     assert trajectory["agent"] == {"kind": kind, "model": "gemma", "temperature": 0.0, "seed": 0, "max_turns": 2}
     messages = trajectory["messages"]
     assert [m["role"] for m in messages[:2]] == ["system", "user"] and messages[1]["content"] == task["question"]
+    # a task without follow-ups is one user turn
+    assert trajectory["turns"] == [{"question": task["question"], "source": "task", "message": 1,
+                                    "outcome": trajectory["outcome"], "user_model": None}]
+    assert trajectory["conversation_end"] == ("single turn" if trajectory["outcome"] == "final_answer"
+                                              else "the agent gave no final answer to turn 1"
+                                              if trajectory["outcome"] == "max_turns" else None)
     # only the task's server's tools are offered, as OpenAI function tools
     prefix = task["servers"][0] + "__"
     assert trajectory["tools"] and all(t["type"] == "function" and t["function"]["name"].startswith(prefix)

@@ -13,7 +13,7 @@ from runner.errors import AgentError, LLMRequestRejected, LLMUnreachable
 from runner.mcp_tools import GatewaySession
 from runner.settings import RunSettings
 from runner.tasks import Task
-from runner.trajectory import Outcome, ToolEvent, Usage
+from runner.trajectory import Outcome, ToolEvent, Usage, UserTurn
 
 SYSTEM_PROMPT = ("You are a helpful assistant with access to tools. Use the tools when they help to answer the "
                  "user's question, then give a final answer.")
@@ -30,6 +30,17 @@ class Draft:
     final_answer: str | None = None
     outcome: Outcome | None = None
     error: str | None = None
+    turns: list[UserTurn] = field(default_factory=list)
+    conversation_end: str | None = None
+    steps: int = 0  # model turns so far, over every user turn: step numbers and call ids stay unique
+
+    def open_turn(self, system: str, question: str) -> None:
+        """Start answering a user message: the conversation begins with the system prompt; later user
+        turns continue it (same tools, same gateway session)."""
+        if not self.messages:
+            self.messages.append({"role": "system", "content": system})
+        self.messages.append({"role": "user", "content": question})
+        self.final_answer, self.outcome = None, None
 
 
 class Agent(Protocol):

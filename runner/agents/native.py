@@ -32,15 +32,16 @@ class NativeAgent:
         settings = self.settings
         client = llm_client(settings)
         draft.tools = gateway.openai_tools()
-        draft.messages.extend([{"role": "system", "content": SYSTEM_PROMPT},
-                               {"role": "user", "content": task.question}])
+        draft.open_turn(SYSTEM_PROMPT, task.question)
         request: dict[str, Any] = {}
         if draft.tools:
             request = {"tools": draft.tools, "parallel_tool_calls": settings.parallel_tool_calls}
         async with client:
-            for step in range(settings.max_turns):
+            first = draft.steps
+            for step in range(first, first + settings.max_turns):
+                draft.steps = step + 1
                 if draft.tools and settings.first_tool_choice == "required":
-                    request["tool_choice"] = "required" if step == 0 else "auto"
+                    request["tool_choice"] = "required" if step == first else "auto"
                 choice = await complete(client, settings, draft, messages=draft.messages, **request)
                 message = choice.message
                 asked = list(message.tool_calls or [])

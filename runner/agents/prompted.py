@@ -172,10 +172,11 @@ class PromptedAgent:
         draft.tools = gateway.openai_tools()
         names = {tool["function"]["name"] for tool in draft.tools}
         system = system_prompt(draft.tools)
-        draft.messages.extend([{"role": "system", "content": system}, {"role": "user", "content": task.question}])
+        draft.open_turn(system, task.question)
         per_tool = True
         async with llm_client(settings) as client:
-            for step in range(settings.max_turns):
+            for step in range(draft.steps, draft.steps + settings.max_turns):
+                draft.steps = step + 1
                 schema = answer_schema(draft.tools, per_tool_arguments=per_tool, max_string=settings.max_string_length,
                                        max_items=settings.max_array_items)
                 try:

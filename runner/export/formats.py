@@ -9,6 +9,9 @@ Plain functions on plain data, so a converter is trivially testable and reusable
 - `to_sharegpt`: LLaMA-Factory's ShareGPT layout with function calling (`conversations` of
   `system`/`human`/`gpt`/`function_call`/`observation` turns, `tools` as a JSON string).
 
+A conversation of several user turns (multi-turn: `turns` in the trajectory) keeps every user message
+in order in all three formats; TOUCAN's `question` column is the first, `metadata.turns` lists them all.
+
 The task's own keys (`task_extra`: a TOUCAN task's `subset_name`, its assessments, anything else) are
 kept: in TOUCAN rows a key that is one of its columns fills that column (a task's `subset_name` wins
 over the default) and all of them are in `metadata["task"]`; in ShareGPT records each becomes a
@@ -117,7 +120,7 @@ def to_toucan(trajectory: dict[str, Any], subset_name: str | None = None) -> dic
     extra = _task_extra(trajectory)
     metadata = {key: trajectory.get(key) for key in
                 ("id", "mode", "repeat", "session", "outcome", "error", "final_answer", "tool_events", "usage",
-                 "agent", "created_at")}
+                 "agent", "created_at", "turns", "conversation_end")}
     metadata["mcp_servers"] = _mcp_servers(trajectory["tools"])
     if extra:
         metadata["task"] = extra

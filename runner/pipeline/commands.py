@@ -14,15 +14,23 @@ from typing import Any
 import anyio
 
 from gateway.cli import command_group
+from runner.commands import agent_arguments, guarded_run, print_summary, settings_from
 from runner.errors import RunnerError
 from runner.export.commands import write_rows
 from runner.output import read_file
 from runner.pipeline.catalogue import fetch_catalogue
-from runner.pipeline.extensions import IRRELEVANCE_FILTER, irrelevance_tasks, persona_tasks
+from runner.pipeline.extensions import (
+    IRRELEVANCE_FILTER,
+    irrelevance_tasks,
+    multi_turn_tasks,
+    persona_tasks,
+    split_tasks,
+)
 from runner.pipeline.filters import PRESETS, compile_filter, passes
 from runner.pipeline.judge import judge_tasks, judge_trajectories
 from runner.pipeline.strategies import Strategy, plan_tasks
 from runner.pipeline.synth import synthesize
+from runner.settings import RUN_MODES, UserSettings
 from runner.structured import Endpoint, EndpointPool
 
 
@@ -110,6 +118,34 @@ def register(commands: Any) -> None:
     persona.add_argument("--out", required=True, type=Path, help="appended; a re-run resumes")
     _models(persona, "rewriter")
     persona.set_defaults(handler=_persona)
+
+    split = extend.add_parser("split", help="a multi-tool question split into user turns, each asked after the "
+                              "previous answer (tasks with follow_ups)")
+    split.add_argument("tasks", type=Path)
+    split.add_argument("--gateway", required=True, metavar="URL")
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--temperature", type=float, default=0.3)
+    split.add_argument("--out", required=True, type=Path, help="appended; a re-run resumes")
+    _models(split, "splitter")
+    split.set_defaults(handler=_split)
+    multi = extend.add_parser("multi-turn", help="run each task as a conversation: a simulated user LLM writes "
+                              "follow-ups from a digest of the conversation, up to --turns user turns")
+    multi.add_argument("tasks", type=Path)
+    multi.add_argument("--gateway", required=True, metavar="URL")
+    multi.add_argument("--mode", choices=RUN_MODES, default="live", help="execution mode of every call")
+    multi.add_argument("--turns", type=int, default=3, help="user turns at most, the question included (default 3)")
+    multi.add_argument("--min-turns", type=int,
+                       help="user turns before the simulated user may say its goal is done (default 2, or --turns "
+                            "if less)")
+    multi.add_argument("--user-llm-base-url", metavar="URL", help="the simulated user's API (default --llm-base-url)")
+    multi.add_argument("--user-model", help="the simulated user's model (default --model)")
+    multi.add_argument("--user-temperature", type=float, default=0.7)
+    multi.add_argument("--user-max-tokens", type=int, default=400)
+    multi.add_argument("--digest-budget", type=int, default=200,
+                       help="characters of each tool output the simulated user reads (default 200)")
+    multi.add_argument("--out", required=True, type=Path, help="trajectories, JSONL (a re-run resumes)")
+    agent_arguments(multi)
+    multi.set_defaults(handler=guarded_run("extend multi-turn", _multi_turn))
 
     pipeline = command_group(commands, "pipeline", "the whole data pipeline declared in one file")
     run = pipeline.add_parser("run", help="run (or resume) every stage of PIPELINE.yaml")
@@ -230,3 +266,40 @@ def _persona(args: argparse.Namespace) -> int:
 
     print(json.dumps(anyio.run(run).model_dump(mode="json"), sort_keys=True))
     return 0
+
+
+def _split(args: argparse.Namespace) -> int:
+    tasks = read_file(args.tasks, "task")
+
+    async def run() -> Any:
+        catalogue = await fetch_catalogue(args.gateway)
+        return await split_tasks(tasks, catalogue, _pool(args, args.seed), args.out, seed=args.seed,
+                                 temperature=args.temperature, concurrency=args.concurrency)
+
+    print(json.dumps(anyio.run(run).model_dump(mode="json"), sort_keys=True))
+    return 0
+
+
+def _multi_turn(args: argparse.Namespace) -> int:
+    from runner.preflight import preflight
+    from runner.run import Job, execute
+    from runner.tasks import parse_tasks
+
+    source = read_file(args.tasks, "task")
+    tasks = parse_tasks([json.dumps(task) for task in multi_turn_tasks(source)], str(args.tasks))
+    user = UserSettings(turns=args.turns, min_turns=args.min_turns or min(2, args.turns),
+                        llm_base_url=args.user_llm_base_url, model=args.user_model,
+                        temperature=args.user_temperature, max_tokens=args.user_max_tokens,
+                        digest_budget=args.digest_budget)
+    settings = settings_from(args, args.mode, user=user)
+
+    async def main() -> Any:
+        await preflight(settings)
+        return await execute([Job(task=task, settings=settings) for task in tasks], args.out,
+                             concurrency=settings.concurrency, progress=settings.progress, keep_done=False)
+
+    result = anyio.run(main)
+    print_summary(result.summary, args.out)
+    print(json.dumps({"tasks": len(tasks), **result.summary.model_dump(include={
+        "written", "skipped", "not_written", "outcomes"})}, sort_keys=True))
+    return 0 if result.summary.not_written == 0 else 1

@@ -137,9 +137,14 @@ async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, so
         extra = sorted(set(settings) - known - {"base_url"})
         if extra:
             raise RunnerError(f"stage run: unknown setting {extra[0]!r}")
-        run_settings = RunSettings(gateway=config.gateway, llm_base_url=settings.get("base_url", config.llm.base_url),
-                                   model=settings.get("model", config.llm.model), progress=False,
-                                   **{k: v for k, v in settings.items() if k in known})
+        try:
+            run_settings = RunSettings(gateway=config.gateway, llm_base_url=settings.get("base_url",
+                                                                                        config.llm.base_url),
+                                       model=settings.get("model", config.llm.model), progress=False,
+                                       **{k: v for k, v in settings.items() if k in known})
+        except ValidationError as exc:  # e.g. a simulated user's `user: {turns: 0}`: one line, no traceback
+            error = exc.errors(include_url=False)[0]
+            raise RunnerError(f"stage run: {'.'.join(map(str, error['loc']))}: {error['msg']}") from None
         if not read_file(source, "task"):  # an earlier stage kept nothing: an empty run, not an error
             out.touch()
             return {"trajectories": 0, "mode": run_settings.mode}

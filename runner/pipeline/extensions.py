@@ -1,7 +1,9 @@
 """TOUCAN's extensions of a task set: `irrelevance` (a question paired with another server's tools, so a
-correct trajectory calls no tool) and `persona` (N rewrites of each question — a new persona or
-domain, or added constraints — that keep its target tools). New tasks get new stable ids and say where
-they came from (`metadata.extension`, `metadata.source_id`)."""
+correct trajectory calls no tool), `persona` (N rewrites of each question — a new persona or
+domain, or added constraints — that keep its target tools), and multi-turn: `split` (a multi-tool
+question split into user turns, each asked after the previous answer: the task's `follow_ups`) and
+`multi_turn_tasks` (tasks a simulated user continues, run by `simgate extend multi-turn`). New tasks get
+new stable ids and say where they came from (`metadata.extension`, `metadata.source_id`)."""
 
 from __future__ import annotations
 
@@ -16,10 +18,12 @@ from pydantic import BaseModel, Field
 from runner.output import JsonlWriter, write_each
 from runner.pipeline.catalogue import Catalogue
 from runner.pipeline.filters import PRESETS
+from runner.pipeline.prompts import SPLIT_VERSION, split_prompt, split_schema
 from runner.pipeline.synth import names_a_tool
 from runner.structured import EndpointPool, json_completion
 
 PERSONA_VERSION = "persona-v1"
+MULTI_TURN_SUBSET = "multi-turn"  # TOUCAN's subset name for conversations of several user turns
 IRRELEVANCE_FILTER = PRESETS["irrelevance"]  # what keeps correct irrelevance trajectories
 
 
@@ -106,3 +110,65 @@ async def persona_tasks(tasks: list[dict[str, Any]], catalogue: Catalogue, gener
 
     await write_each(writer, tasks, one)
     return stats
+
+
+def _tool_description(catalogue: Catalogue, name: str) -> str:
+    for server in catalogue.servers:
+        for tool in server.tools:
+            if tool.name == name:
+                return tool.description or tool.tool
+    return name.partition("__")[2] or name
+
+
+async def split_tasks(tasks: list[dict[str, Any]], catalogue: Catalogue, generators: EndpointPool, out: Path, *,
+                      seed: int = 0, temperature: float = 0.3, concurrency: int = 2) -> ExtensionStats:
+    """Each task with two or more target tools split into user turns (2 to as many as its tools), appended
+    to `out` as a task whose `question` is the first turn and `follow_ups` the rest (resumable by id).
+    The split keeps the task's tools and targets; turns that name a tool are dropped."""
+    stats = ExtensionStats(source_tasks=len(tasks))
+    writer = JsonlWriter(out)
+    done = {str(record["id"]) for record in writer.open(key=lambda r: str(r["id"]), what="task")}
+    limiter = anyio.CapacityLimiter(concurrency)
+
+    async def one(index: int, task: dict[str, Any]) -> None:
+        targets = list(task.get("target_tools") or [])
+        new_id = f"{task['id']}-split"
+        if len(targets) < 2:
+            stats.dropped["fewer than two target tools"] += 1
+            return
+        if new_id in done:
+            stats.already_done += 1
+            return
+        steps = [_tool_description(catalogue, name) for name in targets]
+        async with limiter:
+            endpoint, client = generators.pick(index)
+            value, why = await json_completion(client, endpoint, split_prompt(str(task["question"]), steps),
+                                               split_schema(len(targets)), "turns", temperature=temperature,
+                                               seed=seed * 100003 + index)
+        if value is None:
+            stats.dropped[(why or "no answer").split(":")[0]] += 1
+            return
+        turns = [turn.strip() for turn in value["turns"]]
+        servers = [name for name in task.get("servers") or [] if any(s.name == name for s in catalogue.servers)]
+        if any(names_a_tool(turn, catalogue, servers) is not None for turn in turns):
+            stats.dropped["a turn names a tool or server"] += 1
+            return
+        await writer.write_record({
+            **{k: v for k, v in task.items() if k not in ("id", "question", "follow_ups", "metadata", "subset_name")},
+            "id": new_id, "question": turns[0], "follow_ups": turns[1:], "subset_name": MULTI_TURN_SUBSET,
+            "metadata": {**(task.get("metadata") or {}), "extension": "split", "source_id": task["id"],
+                         "source_question": task["question"], "generator": endpoint.model,
+                         "prompt_version": SPLIT_VERSION}})
+        stats.written += 1
+
+    await write_each(writer, tasks, one)
+    return stats
+
+
+def multi_turn_tasks(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tasks a simulated user continues: new ids (so they sit beside the single-turn runs of the same
+    tasks in one file), TOUCAN's multi-turn subset, the source named."""
+    return [{**{k: v for k, v in task.items() if k not in ("id", "metadata", "subset_name", "follow_ups")},
+             "id": f"{task['id']}-multi-turn", "subset_name": MULTI_TURN_SUBSET,
+             "metadata": {**(task.get("metadata") or {}), "extension": "multi-turn", "source_id": task["id"]}}
+            for task in tasks]

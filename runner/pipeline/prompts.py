@@ -15,6 +15,8 @@ from typing import Any
 SYNTH_VERSION = "synth-v1"
 JUDGE_TASK_VERSION = "judge-task-v1"
 JUDGE_TRAJECTORY_VERSION = "judge-trajectory-v1"
+USER_VERSION = "user-v1"
+SPLIT_VERSION = "split-v1"
 
 TASK_DIMENSIONS: dict[str, str] = {
     "tool_selection_difficulty": "How hard is it to work out which tools are needed from the question alone "
@@ -112,3 +114,71 @@ def transcript(messages: list[dict[str, Any]], tool_output_budget: int) -> str:
         if content:
             lines.append(f"[{role}] {content}")
     return "\n".join(lines)
+
+
+def digest(messages: list[dict[str, Any]], budget: int) -> str:
+    """The conversation condensed for the simulated user: its own messages whole, each tool call with
+    its arguments and its output cut to `budget`, the assistant's texts cut to twice that. A user
+    reads answers, not tool dumps, and a short prompt keeps every turn cheap."""
+    lines, names = [], {}
+    for message in messages:
+        role = message.get("role")
+        content = message.get("content") or ""
+        if not isinstance(content, str):
+            content = json.dumps(content, ensure_ascii=False)
+        if role == "user":
+            lines.append(f"You: {content}")
+        elif role == "tool":
+            name = names.get(message.get("tool_call_id"), "a tool")
+            lines.append(f"  ({name} returned: {shorten(content, budget)})")
+        elif role == "assistant":
+            for call in message.get("tool_calls") or []:
+                function = call.get("function", {})
+                names[call.get("id")] = function.get("name")
+                lines.append(f"  (the assistant used {function.get('name')} with "
+                             f"{shorten(str(function.get('arguments')), 200)})")
+            if content:
+                lines.append(f"Assistant: {shorten(content, 2 * budget)}")
+    return "\n".join(lines)
+
+
+def user_schema(may_stop: bool = True) -> dict[str, Any]:
+    """The simulated user's turn: why, whether the goal is done, and (if not) the next message. Before
+    the conversation's minimum length the user may not stop: the schema has no `goal_done` then."""
+    properties: dict[str, Any] = {"reasoning": {"type": "string", "maxLength": 300}}
+    if may_stop:
+        properties["goal_done"] = {"type": "boolean"}
+    properties["follow_up"] = {"type": "string", "minLength": 0 if may_stop else 5, "maxLength": 1000}
+    return {"type": "object", "properties": properties, "required": list(properties),
+            "additionalProperties": False}
+
+
+def user_prompt(goal: str, conversation: str, tools: list[dict[str, Any]], remaining: int,
+                may_stop: bool = True) -> str:
+    # Tools are described without their names, so the follow-up cannot name them.
+    listing = "\n".join(f"- {shorten(str(tool.get('function', tool).get('description') or ''), 150)}"
+                         for tool in tools) or "- (none)"
+    choice = ("If what you want is done and nothing natural is left to ask, set goal_done to true and leave "
+              "follow_up empty. Otherwise set goal_done to false and write your next message as follow_up"
+              if may_stop else "Write your next message as follow_up")
+    return (f"You are the user in a conversation with an assistant that can use tools. What you wanted when you "
+            f"started: {goal}\n\nThe conversation so far (tool outputs shortened):\n{conversation}\n\nWhat the "
+            f"assistant's tools can do:\n{listing}\n\nYou may send {remaining} more message(s). {choice}: it "
+            f"builds on the answers so far, needs the assistant's tools, gives every detail they need, and names "
+            f"no tool.\n\nAnswer in JSON.")
+
+
+def split_schema(most: int) -> dict[str, Any]:
+    return {"type": "object", "properties": {"turns": {
+        "type": "array", "minItems": 2, "maxItems": max(2, most),
+        "items": {"type": "string", "minLength": 5, "maxLength": 1000}}},
+        "required": ["turns"], "additionalProperties": False}
+
+
+def split_prompt(question: str, steps: list[str]) -> str:
+    listing = "\n".join(f"{i}. {shorten(step, 200)}" for i, step in enumerate(steps, start=1))
+    return (f"A user's request needs several steps. Split it into 2 to {max(2, len(steps))} messages the user "
+            f"sends one after another, each after the assistant answered the previous one. Each message asks for "
+            f"one part; together they ask for everything the request asks; a later message may refer to an "
+            f"earlier answer. Give every detail each part needs and name no tool.\n\nRequest: {question}\n\n"
+            f"The steps it needs, in order:\n{listing}\n\nAnswer in JSON.")
