@@ -221,7 +221,7 @@ def test_the_gateway_does_not_start_with_such_a_config(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "gateway", "serve", "simgate.json"], cwd=tmp_path, text=True,
                           capture_output=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-    assert done.stderr.startswith("simgate: simgate.json: config: server 'hostile': its cwd "
+    assert done.stderr.startswith("simgate serve: simgate.json: config: server 'hostile': its cwd "
                                   ".simgate/servers/other/work is inside the gateway's state directory"), done.stderr
 
 

@@ -33,7 +33,7 @@ def cli(workdir: Path, *args: str, stdin: str | None = "", env: dict[str, str] |
 def assert_clean_error(done: subprocess.CompletedProcess[str], *needles: str) -> None:
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr
-    assert done.stderr.startswith("simgate: ") and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("simgate vault ") and done.stderr.count("\n") == 1, done.stderr  # simgate vault CMD: ...
     for needle in needles:
         assert needle in done.stderr, (needle, done.stderr)
 
