@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import zlib
-from typing import cast
 
 from runner.agents.base import Agent, Draft
 from runner.errors import AgentError, LLMUnreachable
@@ -86,7 +85,8 @@ async def converse(agent: Agent, task: Task, gateway: GatewaySession, draft: Dra
 async def _converse(agent: Agent, task: Task, gateway: GatewaySession, draft: Draft,
                     user: SimulatedUser | None) -> None:
     limit = 1 + len(task.follow_ups) if task.follow_ups else (user.settings.turns if user else 1)
-    question, source, by = task.question, cast(TurnSource, "task"), None
+    source: TurnSource = "task"
+    question, by = task.question, None
     while True:
         draft.turns.append(UserTurn(question=question, source=source, user_model=by,
                                     message=len(draft.messages) if draft.messages else 1))  # 0: the system prompt

@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.routing import BaseRoute
 
-from gateway.cache.store import DiskStore
+from gateway.cache.store import CacheStore
 from gateway.config.models import GatewayConfig
 from gateway.pipeline.redact import Redactor
 from gateway.ui.data_roots import DataRoots
@@ -20,7 +20,7 @@ from gateway.ui.trajectories_api import TrajectoriesApi
 class DataApi:
     """Owned by the gateway (`Gateway.ui_data`), which closes it when it stops."""
 
-    def __init__(self, config: GatewayConfig, store: DiskStore, redactor: Redactor) -> None:
+    def __init__(self, config: GatewayConfig, store: CacheStore, redactor: Redactor) -> None:
         roots = DataRoots.from_settings(config.gateway)
         self.recordings = RecordingsApi(store, redactor)
         self.fidelity = FidelityApi(config, store, roots)

@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.cache.listing import iter_groups, per_tool
-from gateway.cache.store import DiskStore
+from gateway.cache.store import CacheStore
 from gateway.config.models import GatewayConfig
 from gateway.ui.data_http import ApiError, answers_errors, read_body, read_json_file
 from gateway.ui.data_roots import REPORTS_ROOT, DataRoots
@@ -61,7 +61,7 @@ def headline(document: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 class FidelityApi:
-    def __init__(self, config: GatewayConfig, store: DiskStore, roots: DataRoots) -> None:
+    def __init__(self, config: GatewayConfig, store: CacheStore, roots: DataRoots) -> None:
         self._config = config
         self._store = store
         self._roots = roots

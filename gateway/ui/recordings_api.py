@@ -29,7 +29,7 @@ from starlette.routing import Route
 from gateway.cache.cassette import collect, write_cassette
 from gateway.cache.listing import iter_groups, ls_row, order, per_tool, show
 from gateway.cache.records import Recording
-from gateway.cache.store import DiskStore
+from gateway.cache.store import CacheStore
 from gateway.pipeline.redact import Redactor
 from gateway.ui.data_http import ApiError, answers_errors, logger, query_int, read_body
 
@@ -52,7 +52,7 @@ def _matches(row: dict[str, Any], query: str) -> bool:
 
 
 class RecordingsApi:
-    def __init__(self, store: DiskStore, redactor: Redactor) -> None:
+    def __init__(self, store: CacheStore, redactor: Redactor) -> None:
         self._store = store
         self._redactor = redactor
 
@@ -102,9 +102,8 @@ class RecordingsApi:
         def delete() -> dict[str, Any]:
             deleted: list[str] = []
             missing: list[str] = []
-            with self._store.transaction():
-                for key in dict.fromkeys(selection.keys):
-                    (deleted if self._store.delete(key) else missing).append(key)
+            for key in dict.fromkeys(selection.keys):  # each delete is atomic, on either store backend
+                (deleted if self._store.delete(key) else missing).append(key)
             return {"deleted": deleted, "missing": missing}
 
         outcome = await anyio.to_thread.run_sync(delete)

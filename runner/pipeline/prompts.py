@@ -120,7 +120,8 @@ def digest(messages: list[dict[str, Any]], budget: int) -> str:
     """The conversation condensed for the simulated user: its own messages whole, each tool call with
     its arguments and its output cut to `budget`, the assistant's texts cut to twice that. A user
     reads answers, not tool dumps, and a short prompt keeps every turn cheap."""
-    lines, names = [], {}
+    lines: list[str] = []
+    names: dict[str, str] = {}
     for message in messages:
         role = message.get("role")
         content = message.get("content") or ""
@@ -129,7 +130,7 @@ def digest(messages: list[dict[str, Any]], budget: int) -> str:
         if role == "user":
             lines.append(f"You: {content}")
         elif role == "tool":
-            name = names.get(message.get("tool_call_id"), "a tool")
+            name = names.get(str(message.get("tool_call_id")), "a tool")
             lines.append(f"  ({name} returned: {shorten(content, budget)})")
         elif role == "assistant":
             for call in message.get("tool_calls") or []:
