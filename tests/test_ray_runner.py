@@ -1,0 +1,277 @@
+"""`simgate run --ray`: trajectories made on a real local Ray cluster (2 CPUs, loopback only) through real
+gateways, the tiny real LLM as the agent at temperature 0. Tasks recorded live once; then in replay mode
+the Ray run writes the same trajectories as the local runner; a worker killed mid-trajectory is retried
+and one killed on every attempt ends as a written error row; a killed driver resumes without duplicates;
+without Ray installed, `--ray` is one clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+# Ray's own traffic on loopback only: with this, Ray takes 127.0.0.1 as the node's address (the
+# variable is read when ray is imported, here and in every process the tests start).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
+import anyio  # noqa: E402
+import pytest  # noqa: E402
+import real_servers as rs  # noqa: E402
+from harness import REPO_ROOT, GatewayProcess, pid_alive, running_gateway, wait_until  # noqa: E402
+from llm_server import LLMServer  # noqa: E402
+
+from runner.run import Job, execute, run_tasks  # noqa: E402
+from runner.settings import RunSettings  # noqa: E402
+from runner.tasks import Task  # noqa: E402
+
+ROOT = rs.default_install_root()
+GONE = {"command": "/bin/false"}  # an upstream that cannot start: replay has no live fallback
+EVERYTHING_TOOLS = {"allow": ["echo", "get-sum"]}
+TASKS = [
+    Task(id="calc-1", question="What is 2**10 + 3? Use the calculator.", servers=["calculator"],
+         target_tools=["calculator__calculate"], subset_name="single-server"),
+    Task(id="sum-1", question="What is 2 plus 40?", servers=["everything"], target_tools=["everything__get-sum"]),
+    Task(id="calc-2", question="What is 6 * 7?", servers=["calculator"]),
+]
+# The two values a trajectory measures rather than decides: when it was made and how long each call took.
+MEASURED = re.compile(r'("created_at":"[^"]*"|"latency_ms":[0-9.eE+-]+)')
+
+
+def _settings(gateway: GatewayProcess, llm: LLMServer, mode: str, **overrides: Any) -> RunSettings:
+    values: dict[str, Any] = {"gateway": gateway.url, "mode": mode, "llm_base_url": llm.base_url, "model": "gemma",
+                              "agent": "prompted", "max_turns": 2, "max_tokens": 64, "max_string_length": 24,
+                              "max_array_items": 3, "temperature": 0.0, "seed": 0, "task_timeout": 180,
+                              "run_id": "rec", "progress": False}
+    return RunSettings(**{**values, **overrides})
+
+
+def _ray_processes_of(root: int) -> set[int]:
+    """Every Ray process descending from `root` (what ray.init started, and the workers those started)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return {pid for pid in found if _is_ray(pid)}
+
+
+def _is_ray(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            command = handle.read()
+    except OSError:
+        return False
+    return command.startswith(b"ray::") or b"/ray/" in command
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> Iterator[str]:
+    """A local Ray cluster owned by this process; shut down at the end, every process it started gone."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    address = ray.get_runtime_context().gcs_address
+    assert address.startswith("127.0.0.1:")
+    try:
+        yield address
+    finally:
+        started = _ray_processes_of(os.getpid())
+        ray.shutdown()
+        assert wait_until(lambda: not any(pid_alive(pid) for pid in started), timeout=30), "Ray left processes"
+
+
+@pytest.fixture(scope="module")
+def replay_gateways(tmp_path_factory: pytest.TempPathFactory, llm_server: LLMServer) -> Iterator[list[GatewayProcess]]:  # noqa: F811
+    """The tasks recorded live once (local runner, real servers), then two gateways that can only replay
+    those recordings (their upstreams cannot start): one world, two gateways."""
+    base = tmp_path_factory.mktemp("ray")
+    servers = {"calculator": rs.gateway_server("calculator", base / "calculator", ROOT),
+               "everything": {**rs.gateway_server("everything", base / "everything", ROOT), "tools": EVERYTHING_TOOLS}}
+    config = {"gateway": {"record": "all", "cache_dir": str(base / "cache")}, "mcpServers": servers}
+    with running_gateway(config, base / "live") as live:
+        recorded = anyio.run(run_tasks, TASKS, _settings(live, llm_server, "live"), None)
+    assert any(t.tool_events for t in recorded)
+    gone = {"calculator": GONE, "everything": {**GONE, "tools": EVERYTHING_TOOLS}}
+    replay = {"gateway": {"cache_dir": str(base / "cache")}, "mcpServers": gone}
+    with running_gateway(replay, base / "a", wait_ready=False) as a, \
+            running_gateway(replay, base / "b", wait_ready=False) as b:
+        yield [a, b]
+
+
+@pytest.fixture(scope="module")
+def local_replay(replay_gateways: list[GatewayProcess], llm_server: LLMServer,  # noqa: F811
+                 tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference: the local runner's replay of the tasks, one at a time."""
+    out = tmp_path_factory.mktemp("local") / "local.jsonl"
+    anyio.run(run_tasks, TASKS, _settings(replay_gateways[0], llm_server, "replay"), out)
+    return out
+
+
+def _comparable(path: Path) -> dict[str, str]:
+    """Each line by its trajectory's key, with the two measured values blanked and nothing else touched."""
+    lines = path.read_bytes().decode().splitlines()
+    keyed = {}
+    for line in lines:
+        record = json.loads(line)
+        keyed[f"{record['id']}/{record['mode']}#{record['repeat']}"] = MEASURED.sub(
+            lambda m: m.group(0).split(":")[0] + ":_", line)
+    assert len(keyed) == len(lines), "a trajectory written twice"
+    return keyed
+
+
+def _simgate(*args: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "gateway", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _run_args(gateways: list[GatewayProcess], llm: LLMServer, tasks: Path, out: Path, *extra: str) -> list[str]:
+    urls = [arg for gateway in gateways for arg in ("--gateway", gateway.url)]
+    return ["run", "--tasks", str(tasks), *urls, "--mode", "replay", "--run-id", "rec", "--llm-base-url",
+            llm.base_url, "--model", "gemma", "--max-turns", "2", "--max-tokens", "64", "--max-string-length", "24",
+            "--out", str(out), "--no-progress", *extra]
+
+
+def _tasks_file(path: Path, tasks: list[Task]) -> Path:
+    path.write_text("".join(task.model_dump_json(exclude_none=True) + "\n" for task in tasks))
+    return path
+
+
+def test_ray_run_writes_the_local_runners_trajectories(
+        ray_address: str, replay_gateways: list[GatewayProcess], local_replay: Path, llm_server: LLMServer,  # noqa: F811
+        tmp_path: Path) -> None:
+    out = tmp_path / "ray.jsonl"
+    tasks = _tasks_file(tmp_path / "tasks.jsonl", TASKS)
+    run = _simgate(*_run_args(replay_gateways, llm_server, tasks, out, "--ray", ray_address))
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr.decode()
+    assert "3 written" in stderr.decode()
+    local, distributed = _comparable(local_replay), _comparable(out)
+    # Byte for byte but for when each was made and the calls' latencies; the order of the lines is the
+    # order trajectories finished in (as the local runner's with --concurrency above 1), hence by key.
+    assert distributed == local
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(e["source"] == "cache" for r in records for e in r["tool_events"])
+    assert any(r["tool_events"] for r in records)
+
+
+class _WorkerKiller:
+    """SIGKILLs the Ray worker running a named job (its process title is `ray::simgate:run:{task id}`),
+    at most `times[task id]` times: a machine lost in the middle of a trajectory."""
+
+    def __init__(self, times: dict[str, int]) -> None:
+        self.times = dict(times)
+        self.killed: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> _WorkerKiller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        seen: set[int] = set()
+        while not self._stop.wait(0.02):
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit() or int(entry) in seen:
+                    continue
+                try:
+                    with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                        title = handle.read().split(b"\0")[0].decode(errors="replace")
+                except OSError:
+                    continue
+                task = title.removeprefix("ray::simgate:run:") if title.startswith("ray::simgate:run:") else None
+                if task and self.killed.get(task, 0) < self.times.get(task, 0):
+                    os.kill(int(entry), signal.SIGKILL)
+                    seen.add(int(entry))
+                    self.killed[task] = self.killed.get(task, 0) + 1
+
+
+def test_a_killed_worker_is_retried_and_one_killed_every_time_is_an_error_row(
+        ray_address: str, replay_gateways: list[GatewayProcess], local_replay: Path, llm_server: LLMServer,  # noqa: F811
+        tmp_path: Path) -> None:
+    from runner.distributed import RayCluster, RayJobs, RayOptions
+
+    out = tmp_path / "faults.jsonl"
+    settings = _settings(replay_gateways[0], llm_server, "replay")
+    jobs = [Job(task=task, settings=settings) for task in TASKS[:2]]
+    with RayCluster(RayOptions(address=ray_address, retries=1)) as cluster:
+        runner = RayJobs(cluster, [replay_gateways[0].mcp_url()], in_flight=1)
+        with _WorkerKiller({"calc-1": 1, "sum-1": 5}) as killer:
+            result = anyio.run(lambda: execute(jobs, out, concurrency=runner.concurrency, progress=False,
+                                               runner=runner))
+        assert killer.killed == {"calc-1": 1, "sum-1": 2}  # the first attempt and the one retry of each
+        assert result.summary.written == 2 and result.summary.not_written == 0
+        assert runner.attempts_failed == 3
+        # A second run finds both written and runs nothing.
+        again = anyio.run(lambda: execute(jobs, out, concurrency=runner.concurrency, progress=False, runner=runner))
+        assert again.summary.skipped == 2 and again.summary.written == 0
+    rows = _comparable(out)
+    assert rows["calc-1/replay#0"] == _comparable(local_replay)["calc-1/replay#0"]  # retried: as if never killed
+    failed = json.loads(out.read_text().splitlines()[[json.loads(x)["id"] for x in
+                                                      out.read_text().splitlines()].index("sum-1")])
+    assert failed["outcome"] == "error" and failed["messages"] == [] and failed["final_answer"] is None
+    assert failed["error"].startswith("no attempt finished on the Ray cluster (2 attempts); the last: "
+                                      "WorkerCrashedError"), failed["error"]
+    assert failed["session"] == "rec/live/sum-1#0" and failed["agent"]["model"] == "gemma"
+
+
+def test_a_killed_driver_resumes_without_duplicates(
+        ray_address: str, replay_gateways: list[GatewayProcess], llm_server: LLMServer,  # noqa: F811
+        tmp_path: Path) -> None:
+    out = tmp_path / "resume.jsonl"
+    tasks = _tasks_file(tmp_path / "tasks.jsonl", TASKS)
+    args = _run_args(replay_gateways[:1], llm_server, tasks, out, "--ray", ray_address)
+    first = _simgate(*args)
+    deadline = time.monotonic() + 200
+    while out.read_bytes().count(b"\n") < 1 if out.exists() else True:
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline, "no trajectory written in time"
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    before = out.read_bytes()
+    done = before.count(b"\n")
+    assert 1 <= done < len(TASKS), "the kill must come mid-run"
+    second = _simgate(*args)
+    _, stderr = second.communicate(timeout=300)
+    assert second.returncode == 0, stderr.decode()
+    assert f"{done} already there".encode() in stderr
+    after = out.read_bytes()
+    assert after.startswith(before) and after.endswith(b"\n")
+    written = [json.loads(line)["id"] for line in after.decode().splitlines()]
+    assert sorted(written) == sorted(task.id for task in TASKS)
+
+
+def test_ray_not_installed_is_one_clear_line(tmp_path: Path) -> None:
+    tasks = _tasks_file(tmp_path / "tasks.jsonl", TASKS[:1])
+    # `sys.modules["ray"] = None` makes `import ray` fail as it does where Ray is not installed.
+    code = ("import sys; sys.modules['ray'] = None; from gateway.cli import main; "
+            f"main(['run', '--tasks', {str(tasks)!r}, '--gateway', 'http://127.0.0.1:9/mcp', '--llm-base-url', "
+            f"'http://127.0.0.1:9/v1', '--model', 'm', '--out', {str(tmp_path / 'o.jsonl')!r}, '--ray'])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == "simgate run: --ray needs Ray: pip install 'simgate[ray]'"
