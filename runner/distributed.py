@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from runner.errors import DependencyMissing, RunnerError
 from runner.run import Job, Unreachable, failed_trajectory, run_one
 from runner.settings import RunSettings
+from runner.structured import Endpoint, client_for, json_completion
 from runner.trajectory import Trajectory
 
 
@@ -73,7 +74,7 @@ def _call(function: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Any
     return anyio.run(function, *args)
 
 
-async def _probe() -> dict[str, str]:
+async def worker_versions() -> dict[str, str]:
     return {"simgate": simgate_version(), "python": f"{sys.version_info.major}.{sys.version_info.minor}"}
 
 
@@ -103,7 +104,7 @@ class RayCluster:
             self._owned = True
         self._remote = ray.remote(_call)
         try:
-            found = ray.get(self._options(name="simgate:probe").remote(_probe, ()), timeout=300)
+            found = ray.get(self._options(name="simgate:probe").remote(worker_versions, ()), timeout=300)
         except Exception as exc:  # noqa: BLE001  (any failure here means the workers cannot run simgate)
             self.__exit__(None, None, None)
             raise RunnerError(f"the Ray cluster's workers cannot run simgate ({str(exc).splitlines()[-1][:300]}); "
@@ -238,6 +239,32 @@ class RayJobs:
         if unreachable:  # as the local runner: says nothing about the agent, so not written
             raise Unreachable(_gave_up(failures))
         return failed_trajectory(job, _gave_up(failures))
+
+
+async def _remote_completion(endpoint: Endpoint, prompt: str, schema: dict[str, Any], name: str,
+                             options: dict[str, Any]) -> tuple[Any, str | None]:
+    """On a worker: the stages' one structured completion, with a client of its own."""
+    async with client_for(endpoint) as client:
+        return await json_completion(client, endpoint, prompt, schema, name, **options)
+
+
+class RayCompletions:
+    """The synth and judge stages' `complete` on a Ray cluster: the same call and the same (value, why)
+    answer as `json_completion`; an attempt that did not finish is retried, and after the last it is a
+    failed generation or judgement, counted and recorded as the local stage records one."""
+
+    def __init__(self, cluster: RayCluster, stage: str) -> None:
+        self.cluster = cluster
+        self.stage = stage
+
+    async def __call__(self, client: Any, endpoint: Endpoint, prompt: str, schema: dict[str, Any], name: str,
+                       **options: Any) -> tuple[Any, str | None]:
+        del client  # the worker makes its own
+        try:
+            return await self.cluster.call_with_retries(_remote_completion, endpoint, prompt, schema, name, options,
+                                                        name=f"simgate:{self.stage}")
+        except AttemptFailed as exc:
+            return None, f"ray: {exc.message}"
 
 
 def gateway_urls(settings: RunSettings, urls: list[str]) -> list[str]:
