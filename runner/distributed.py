@@ -173,7 +173,7 @@ async def _attempt_job(job_json: str) -> dict[str, str]:
     return {"line": trajectory.to_line()}
 
 
-class _Gateways:
+class GatewaySlots:
     """At most `in_flight` jobs per gateway; each job goes to the least busy one (not the one it just
     failed on, when another is free)."""
 
@@ -207,7 +207,7 @@ class RayJobs:
         if not gateways:
             raise RunnerError("--ray needs at least one --gateway")
         self.cluster = cluster
-        self._gateways = _Gateways(gateways, in_flight)
+        self._gateways = GatewaySlots(gateways, in_flight)
         self.attempts_failed = 0  # attempts that ended without a trajectory and were retried or given up
 
     @property
