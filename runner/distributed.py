@@ -1,7 +1,7 @@
 """Runs and pipeline stages on a Ray cluster (`--ray [ADDRESS]`): the work spread, the file on the driver.
 
 Each job is one Ray task that runs the same function as the local runner (`runner.run.run_one`; for
-synth and judge, the same per-record function as their local loop) and returns its line; the driver
+synth and judge, the same structured completion, `json_completion`) and returns its result; the driver
 writes the lines as they complete through the one resumable JsonlWriter, so resume, skip-what-is-done
 and the file's bytes are the local runner's. The driver bounds the tasks in flight per gateway, sends
 each to the least busy gateway of a list, and retries an attempt that did not finish (a worker or node
@@ -15,7 +15,6 @@ Ray is optional (`pip install 'simgate[ray]'`) and imported only here, only when
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
@@ -60,8 +59,6 @@ def require_ray() -> Any:
     return ray
 
 
-
-
 def simgate_version() -> str:
     try:
         return version("simgate")
@@ -75,7 +72,8 @@ def _call(function: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> Any
 
 
 async def worker_versions() -> dict[str, str]:
-    return {"simgate": simgate_version(), "python": f"{sys.version_info.major}.{sys.version_info.minor}"}
+    """On a worker: what it runs (checked once, before any job: a node without simgate fails here, clearly)."""
+    return {"simgate": simgate_version()}
 
 
 class RayCluster:

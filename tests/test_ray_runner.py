@@ -142,6 +142,10 @@ def local_replay(replay_gateways: list[GatewayProcess], llm_server: LLMServer,  
     return out
 
 
+def _blank(match: re.Match[str]) -> str:
+    return match.group(0).split(":")[0] + ":null"
+
+
 def _comparable(path: Path) -> dict[str, str]:
     """Each line by its trajectory's key, with the two measured values blanked and nothing else touched."""
     lines = path.read_bytes().decode().splitlines()
@@ -149,7 +153,7 @@ def _comparable(path: Path) -> dict[str, str]:
     for line in lines:
         record = json.loads(line)
         keyed[f"{record['id']}/{record['mode']}#{record['repeat']}"] = MEASURED.sub(
-            lambda m: m.group(0).split(":")[0] + ":_", line)
+            _blank, line)
     assert len(keyed) == len(lines), "a trajectory written twice"
     return keyed
 
@@ -159,7 +163,7 @@ def _judged(path: Path) -> dict[str, Any]:
     across different request histories (its prompt cache), and a judge's text is the model's, not ours."""
     keyed = {}
     for line in path.read_text().splitlines():
-        record = json.loads(MEASURED.sub(lambda m: m.group(0).split(":")[0] + ":_", line))
+        record = json.loads(MEASURED.sub(_blank, line))
         field = "response_quality_assessment"
         assessment = record.pop(field)
         outcome = {"error": assessment["error"].split(" (")[0]} if assessment.get("error") else \
