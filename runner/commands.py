@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from pydantic import ValidationError
 
 from gateway.cli import Handler, guarded
 from gateway.config.execution import RUN_MODES, Mode
+from runner.errors import RunnerError
 from runner.settings import AGENT_KINDS, RunSettings
 
 
@@ -62,7 +64,9 @@ def register(commands: Any) -> None:
     run = commands.add_parser("run", help="agents work tasks through the gateway; trajectories to JSONL")
     run.add_argument("--tasks", required=True, metavar="FILE", help="tasks, JSONL: id, question[, servers, "
                                                                      "target_tools, ...]")
-    run.add_argument("--gateway", required=True, metavar="URL", help="the gateway, e.g. http://127.0.0.1:8808/mcp")
+    run.add_argument("--gateway", required=True, metavar="URL", action="append",
+                     help="the gateway, e.g. http://127.0.0.1:8808/mcp; with --ray, repeat it for several (one per "
+                          "node, or a load balancer once): --concurrency trajectories at once on each")
     run.add_argument("--mode", choices=[mode.value for mode in RUN_MODES], default=Mode.LIVE.value, help="execution mode of every call (default live)")
     run.add_argument("--out", required=True, metavar="FILE",
                      help="trajectories, JSONL; trajectories already in it are skipped (resume)")
@@ -73,7 +77,31 @@ def register(commands: Any) -> None:
                      help="simulated/hybrid calls: keep the simulator from seeing recorded answers of the call "
                           "itself, or of every call recorded for the task (for evaluating it; default none)")
     agent_arguments(run)
+    ray_arguments(run)
     run.set_defaults(handler=guarded_run("run", _run))
+
+
+def ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--ray [ADDRESS]` and its settings (runner/distributed.py), for `run` and the pipeline's stages."""
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="run the work on a Ray cluster: no ADDRESS starts a local Ray, 'auto' joins the "
+                             "cluster of this machine, host:port or ray://host:10001 a remote one (pip install "
+                             "'simgate[ray]'); the output file stays on this machine")
+    parser.add_argument("--ray-retries", type=int, default=2,
+                        help="with --ray: attempts after the first for a job whose worker died or whose gateway or "
+                             "LLM could not be reached (default 2)")
+    parser.add_argument("--ray-task-cpus", type=float, default=0.25,
+                        help="with --ray: CPUs reserved per job (default 0.25: a job mostly waits on the LLM)")
+
+
+def ray_options(args: argparse.Namespace) -> Any:
+    """The RayOptions of `--ray`, or None without it."""
+    if args.ray is None:
+        return None
+    from runner.distributed import RayOptions, require_ray
+
+    require_ray()  # a missing Ray is said at once, before any gateway or LLM is checked
+    return RayOptions(address=args.ray or None, retries=args.ray_retries, task_cpus=args.ray_task_cpus)
 
 
 def guarded_run(name: str, handler: Handler) -> Handler:
@@ -116,15 +144,37 @@ def _run(args: argparse.Namespace) -> int:
     from runner.tasks import load_tasks
 
     tasks = load_tasks(Path(args.tasks))
-    settings = settings_from(args, args.mode, repeat=args.repeat, replay_of=args.replay_of, holdout=args.holdout)
+    settings = settings_from(args, args.mode, gateway=args.gateway[0], repeat=args.repeat, replay_of=args.replay_of,
+                             holdout=args.holdout)
     out = Path(args.out)
+    jobs = [Job(task=task, settings=settings) for task in tasks]
+    ray = ray_options(args)
+    if ray is None:
+        if len(args.gateway) > 1:
+            raise RunnerError("several --gateway need --ray (one local runner talks to one gateway)")
 
-    async def main() -> Any:
-        await preflight(settings)
-        jobs = [Job(task=task, settings=settings) for task in tasks]
-        return await execute(jobs, out, concurrency=settings.concurrency, progress=settings.progress,
-                             keep_done=False)
+        async def main() -> Any:
+            await preflight(settings)
+            return await execute(jobs, out, concurrency=settings.concurrency, progress=settings.progress,
+                                 keep_done=False)
 
-    result = anyio.run(main)
+        result = anyio.run(main)
+    else:
+        from runner.distributed import RayCluster, RayJobs, gateway_urls, job_env
+
+        gateways = gateway_urls(settings, args.gateway)
+
+        async def check() -> None:
+            for url in gateways:
+                await preflight(settings.model_copy(update={"gateway": url}))
+
+        anyio.run(check)  # before Ray starts: a wrong URL fails in a second, not after the cluster is up
+        with RayCluster(ray, env=job_env(settings)) as cluster:
+            runner = RayJobs(cluster, gateways, settings.concurrency)
+            result = anyio.run(lambda: execute(jobs, out, concurrency=runner.concurrency, progress=settings.progress,
+                                               keep_done=False, runner=runner))
+        if runner.attempts_failed:
+            print(f"simgate run: {runner.attempts_failed} attempt(s) on the Ray cluster did not finish and were "
+                  f"retried or given up", file=sys.stderr)
     print_summary(result.summary, out)
     return 0 if result.summary.not_written == 0 else 1

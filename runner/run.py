@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,12 @@ class RunResult(BaseModel):
     summary: RunSummary
 
 
-class _Unreachable(Exception):
+JobRunner = Callable[[Job], Awaitable[Trajectory]]
+
+
+class Unreachable(Exception):
+    """The gateway or the LLM could not be reached: the trajectory is not written (a later run retries it)."""
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -74,7 +80,7 @@ def _leaf(exc: BaseException) -> BaseException:
 
 
 async def run_one(task: Task, settings: RunSettings) -> Trajectory:
-    """One trajectory. Raises `_Unreachable` when the gateway or the LLM cannot be reached."""
+    """One trajectory. Raises `Unreachable` when the gateway or the LLM cannot be reached."""
     agent = build_agent(settings)
     session = settings.session_id(task.id, settings.repeat)
     draft = Draft()
@@ -91,12 +97,24 @@ async def run_one(task: Task, settings: RunSettings) -> Trajectory:
         except Exception as exc:  # noqa: BLE001  (sorted below; a trajectory never takes the run down)
             leaf = _leaf(exc)
             if isinstance(leaf, GatewayUnreachable | LLMUnreachable) and draft.outcome is None:
-                raise _Unreachable(str(leaf)) from None
+                raise Unreachable(str(leaf)) from None
             if draft.outcome is None:  # else the agent had finished: a failure closing the session changes nothing
                 draft.outcome = "error"
                 draft.error = str(leaf) if isinstance(leaf, RunnerError) else f"{type(leaf).__name__}: {leaf}"
     if scope.cancelled_caught and draft.outcome is None:
         draft.outcome, draft.error = "timeout", f"the trajectory took longer than {settings.task_timeout:g}s"
+    return _trajectory(task, settings, session, draft)
+
+
+def failed_trajectory(job: Job, error: str) -> Trajectory:
+    """The row of a trajectory that could not be made at all (e.g. its Ray worker died every attempt):
+    written like any trajectory that ended in an error, so the next run skips it."""
+    settings = job.settings
+    return _trajectory(job.task, settings, settings.session_id(job.task.id, settings.repeat),
+                       Draft(outcome="error", error=error))
+
+
+def _trajectory(task: Task, settings: RunSettings, session: str, draft: Draft) -> Trajectory:
     outcome = draft.outcome or "error"
     final_answer = draft.final_answer if outcome == "final_answer" else None
     return Trajectory(
@@ -122,11 +140,17 @@ def _progress(enabled: bool, total: int) -> Any:
     return progress
 
 
+async def _run_locally(job: Job) -> Trajectory:
+    return await run_one(job.task, job.settings)
+
+
 async def execute(jobs: list[Job], out: Path | None, *, concurrency: int = 1, progress: bool = True,
-                  keep_done: bool = True) -> RunResult:
+                  keep_done: bool = True, runner: JobRunner = _run_locally) -> RunResult:
     """Run the jobs not already in `out`; return every job's trajectory (earlier ones read back from
     `out`, unless `keep_done` is false: a large file need not be held in memory) in job order, and
-    the summary of this run."""
+    the summary of this run. `runner` makes one job's trajectory: here by default, or elsewhere (on a
+    Ray cluster, runner/distributed.py) with `run_one` all the same; `concurrency` bounds the jobs in
+    its hands at once."""
     summary = RunSummary(total=len(jobs))
     writer = JsonlWriter(out) if out is not None else None
     done: dict[DoneKey, Trajectory | None] = {}
@@ -149,8 +173,8 @@ async def execute(jobs: list[Job], out: Path | None, *, concurrency: int = 1, pr
     async def work(job: Job, bar_task: Any) -> None:
         async with limit:
             try:
-                trajectory = await run_one(job.task, job.settings)
-            except _Unreachable as exc:
+                trajectory = await runner(job)
+            except Unreachable as exc:
                 summary.not_written += 1
                 if len(summary.failures) < 5:
                     summary.failures.append(f"{job.task.id}: {exc.message}")

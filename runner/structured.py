@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from openai import AsyncOpenAI, OpenAIError
@@ -60,6 +61,11 @@ async def json_completion(client: AsyncOpenAI, endpoint: Endpoint, prompt: str, 
     if error is not None:
         return None, f"does not match the schema: {error}"
     return value, None
+
+
+# How a stage asks for one completion: `json_completion` here, or the same on a Ray worker
+# (runner/distributed.py RayCompletions), with the same arguments and the same (value, why) answer.
+Completer = Callable[..., Awaitable[tuple[Any, str | None]]]
 
 
 class EndpointPool:

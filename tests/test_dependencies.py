@@ -40,10 +40,11 @@ def test_an_undeclared_import_is_caught(tmp_path: Path) -> None:
 
 def test_building_the_command_line_loads_no_heavy_library() -> None:
     # Every `simgate` command builds every parser; `serve` must not carry the data pipeline's libraries
-    # (pyarrow, numpy and scipy: ~100 MB of the gateway's RSS when they were imported at module level).
+    # (pyarrow, numpy and scipy: ~100 MB of the gateway's RSS when they were imported at module level),
+    # nor Ray (an optional extra, imported only by `--ray`).
     code = ("import sys, gateway.cli; gateway.cli.build_parser(); "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyarrow', 'numpy', 'scipy', 'datasets', "
-            "'datasketch'}))")
+            "'datasketch', 'ray'}))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             cwd=REPO_ROOT, env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)})
     assert result.returncode == 0, result.stderr

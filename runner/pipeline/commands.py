@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from gateway.cli import command_group
-from runner.commands import agent_arguments, guarded_run, print_summary, settings_from
+from runner.commands import agent_arguments, guarded_run, print_summary, ray_arguments, ray_options, settings_from
 from runner.errors import RunnerError
 from runner.export.commands import write_rows
 from runner.output import read_file
@@ -31,7 +32,7 @@ from runner.pipeline.judge import judge_tasks, judge_trajectories
 from runner.pipeline.strategies import Strategy, plan_tasks
 from runner.pipeline.synth import synthesize
 from runner.settings import RUN_MODES, UserSettings
-from runner.structured import Endpoint, EndpointPool
+from runner.structured import Completer, Endpoint, EndpointPool, json_completion
 
 
 def _models(parser: argparse.ArgumentParser, role: str) -> None:
@@ -71,6 +72,7 @@ def register(commands: Any) -> None:
     synth.add_argument("--subset-name", help="the dataset subset the tasks belong to")
     synth.add_argument("--out", required=True, type=Path, help="tasks JSONL (appended; a re-run resumes)")
     _models(synth, "generator")
+    ray_arguments(synth)
     synth.set_defaults(handler=_synth)
 
     dedup = commands.add_parser("dedup", help="drop exact and near-duplicate questions")
@@ -89,6 +91,7 @@ def register(commands: Any) -> None:
     tasks.add_argument("--out", required=True, type=Path)
     tasks.add_argument("--retry-failed", action="store_true", help="judge again the records whose judgement failed")
     _models(tasks, "judge")
+    ray_arguments(tasks)
     tasks.set_defaults(handler=_judge_tasks)
     trajectories = judge.add_parser("trajectories", help="completeness and conciseness of trajectories")
     trajectories.add_argument("trajectories", type=Path)
@@ -97,6 +100,7 @@ def register(commands: Any) -> None:
                               help="characters of each tool output the judge reads (default 1000)")
     trajectories.add_argument("--retry-failed", action="store_true")
     _models(trajectories, "judge")
+    ray_arguments(trajectories)
     trajectories.set_defaults(handler=_judge_trajectories)
 
     extend = command_group(commands, "extend", "more tasks from a task set (TOUCAN's extensions)")
@@ -150,6 +154,7 @@ def register(commands: Any) -> None:
     pipeline = command_group(commands, "pipeline", "the whole data pipeline declared in one file")
     run = pipeline.add_parser("run", help="run (or resume) every stage of PIPELINE.yaml")
     run.add_argument("pipeline", type=Path, metavar="PIPELINE.yaml")
+    ray_arguments(run)
     run.set_defaults(handler=_pipeline_run)
 
     filter_ = commands.add_parser("filter", help="keep tasks or trajectories that pass a preset or an expression")
@@ -158,6 +163,25 @@ def register(commands: Any) -> None:
                          help=f"a preset ({', '.join(PRESETS)}) or an expression, e.g. 'question_quality >= 4'")
     filter_.add_argument("--out", required=True, type=Path)
     filter_.set_defaults(handler=_filter)
+
+
+def _cluster(args: argparse.Namespace) -> AbstractContextManager[Any]:
+    """The Ray cluster of `--ray` for the command (connected in the main thread, as Ray wants), or None."""
+    options = ray_options(args)
+    if options is None:
+        return nullcontext(None)
+    from runner.distributed import RayCluster
+
+    return RayCluster(options, env={args.api_key_env: os.environ[args.api_key_env]}
+                      if getattr(args, "api_key_env", None) and args.api_key_env in os.environ else None)
+
+
+def _completer(cluster: Any, stage: str) -> Completer:
+    if cluster is None:
+        return json_completion
+    from runner.distributed import RayCompletions
+
+    return RayCompletions(cluster, stage)
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -173,9 +197,10 @@ def _synth(args: argparse.Namespace) -> int:
                            usage_rank=_csv(args.usage_rank), alpha=args.alpha)
         return await synthesize(plans, catalogue, _pool(args, args.seed), args.out, seed=args.seed,
                                 temperature=args.temperature, concurrency=args.concurrency,
-                                subset_name=args.subset_name)
+                                subset_name=args.subset_name, complete=_completer(cluster, "synth"))
 
-    stats = anyio.run(run)
+    with _cluster(args) as cluster:
+        stats = anyio.run(run)
     print(json.dumps(stats.model_dump(mode="json"), sort_keys=True))
     return 0
 
@@ -203,16 +228,20 @@ def _judge_tasks(args: argparse.Namespace) -> int:
         tools = {tool.name: {"name": tool.name, "description": tool.description, "server": server.name}
                  for server in catalogue.servers for tool in server.tools}
         return await judge_tasks(args.tasks, args.out, _pool(args), tools, concurrency=args.concurrency,
-                                 retry_failed=args.retry_failed)
+                                 retry_failed=args.retry_failed, complete=_completer(cluster, "judge_tasks"))
 
-    print(json.dumps(anyio.run(run).model_dump(), sort_keys=True))
+    with _cluster(args) as cluster:
+        stats = anyio.run(run)
+    print(json.dumps(stats.model_dump(), sort_keys=True))
     return 0
 
 
 def _judge_trajectories(args: argparse.Namespace) -> int:
-    stats = anyio.run(lambda: judge_trajectories(args.trajectories, args.out, _pool(args),
-                                                 tool_output_budget=args.tool_output_budget,
-                                                 concurrency=args.concurrency, retry_failed=args.retry_failed))
+    with _cluster(args) as cluster:
+        stats = anyio.run(lambda: judge_trajectories(args.trajectories, args.out, _pool(args),
+                                                     tool_output_budget=args.tool_output_budget,
+                                                     concurrency=args.concurrency, retry_failed=args.retry_failed,
+                                                     complete=_completer(cluster, "judge_trajectories")))
     print(json.dumps(stats.model_dump(), sort_keys=True))
     return 0
 
@@ -235,10 +264,21 @@ def _filter(args: argparse.Namespace) -> int:
 
 
 def _pipeline_run(args: argparse.Namespace) -> int:
-    from runner.pipeline.declared import load_pipeline, run_pipeline  # the whole pipeline: only when used
+    from runner.pipeline.declared import PipelineRay, load_pipeline, run_pipeline  # only when used
 
     config = load_pipeline(args.pipeline)
-    for manifest in anyio.run(run_pipeline, config):
+    options = ray_options(args)
+    if options is not None:  # --ray: on the command line's cluster, with the file's gateways
+        config.ray = PipelineRay(**options.model_dump(), gateways=config.ray.gateways if config.ray else [])
+    if config.ray is None:
+        manifests = anyio.run(run_pipeline, config)
+    else:
+        from runner.distributed import RayCluster
+
+        key = (config.stages.get("run") or {}).get("api_key_env")
+        with RayCluster(config.ray, env={key: os.environ[key]} if key and key in os.environ else None) as cluster:
+            manifests = anyio.run(run_pipeline, config, cluster)
+    for manifest in manifests:
         print(json.dumps({"stage": manifest["stage"], "output": manifest["output"], **manifest["counts"]},
                          sort_keys=True, default=str))
     return 0

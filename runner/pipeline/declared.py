@@ -11,12 +11,15 @@
       judge_trajectories: {tool_output_budget: 1000}
       filter: {where: sft}
       export: {format: toucan, file: dataset.parquet}
+    ray: {address: auto, retries: 2, gateways: [http://node1:8808/mcp, http://node2:8808/mcp]}  # optional
 
 Stages run in that order (those not declared are skipped, their input passed on). A finished stage
 leaves `NN-stage.manifest.json` (its settings, the prompt versions, simgate's version, counts) and
 is not run again; a stage killed midway resumes (synth, judge and run append and skip what is done;
 the others rewrite their file whole). Changing a finished stage's settings is refused, naming the
-stage, instead of mixing two settings in one dataset.
+stage, instead of mixing two settings in one dataset. With `ray` (or `--ray`), synth, judge and run do
+their work on a Ray cluster (runner/distributed.py) and write the same files on this machine; where the
+work ran is in the manifest, not in the fingerprint (a stage begun here may be finished on a cluster).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from runner.distributed import RayCluster, RayOptions
 from runner.errors import RunnerError
 from runner.export.card import card_facts, write_card
 from runner.export.commands import write_rows
@@ -42,13 +46,14 @@ from runner.pipeline.filters import compile_filter, passes
 from runner.pipeline.judge import judge_tasks, judge_trajectories
 from runner.pipeline.strategies import Strategy, plan_tasks
 from runner.pipeline.synth import synthesize
-from runner.run import run_tasks
+from runner.run import Job, execute, run_tasks
 from runner.settings import RunSettings
-from runner.structured import Endpoint, EndpointPool
+from runner.structured import Completer, Endpoint, EndpointPool, json_completion
 from runner.tasks import load_tasks
 from simgate.files import atomic_write
 
 STAGES = ("synth", "dedup", "judge_tasks", "run", "judge_trajectories", "filter", "export")
+RAY_STAGES = ("synth", "judge_tasks", "run", "judge_trajectories")  # the ones whose work is LLM calls
 
 
 class LLMSettings(BaseModel):
@@ -60,12 +65,19 @@ class LLMSettings(BaseModel):
     max_tokens: int = 1024
 
 
+class PipelineRay(RayOptions):
+    """Where synth, judge and run do their work, and the run stage's gateways."""
+
+    gateways: list[str] = Field(default_factory=list, description="the run stage's gateways (default: `gateway`)")
+
+
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dir: Path
     gateway: str
     llm: LLMSettings
+    ray: PipelineRay | None = Field(None, description="synth, judge and run on a Ray cluster")
     stages: dict[str, dict[str, Any]] = Field(description="stage name → its settings")
 
 
@@ -104,9 +116,31 @@ def _pool(config: PipelineConfig, settings: dict[str, Any]) -> EndpointPool:
     return EndpointPool(endpoints, weighted=bool(weights), seed=int(settings.get("seed", 0)))
 
 
+def _completer(cluster: RayCluster | None, stage: str) -> Completer:
+    if cluster is None:
+        return json_completion
+    from runner.distributed import RayCompletions
+
+    return RayCompletions(cluster, stage)
+
+
+async def _run_stage(tasks: Path, run_settings: RunSettings, out: Path, config: PipelineConfig,
+                     cluster: RayCluster | None) -> int:
+    if cluster is None:
+        return len(await run_tasks(load_tasks(tasks), run_settings, out))
+    from runner.distributed import RayJobs, gateway_urls
+
+    assert config.ray is not None
+    runner = RayJobs(cluster, gateway_urls(run_settings, config.ray.gateways or [config.gateway]),
+                     run_settings.concurrency)
+    jobs = [Job(task=task, settings=run_settings) for task in load_tasks(tasks)]
+    result = await execute(jobs, out, concurrency=runner.concurrency, progress=False, runner=runner)
+    return len(result.trajectories)
+
+
 async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, source: Path | None,
-                 out: Path) -> dict[str, Any]:
-    """Run one stage from `source` into `out`; its counts."""
+                 out: Path, cluster: RayCluster | None = None) -> dict[str, Any]:
+    """Run one stage from `source` into `out` (synth, judge and run on `cluster` when given); its counts."""
     if name == "synth":
         catalogue = await fetch_catalogue(config.gateway, servers=settings.get("servers"))
         plans = plan_tasks(catalogue, Strategy(settings.get("strategy", "single:random")), int(settings.get("count", 10)),
@@ -116,7 +150,7 @@ async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, so
         stats = await synthesize(plans, catalogue, _pool(config, settings), out, seed=int(settings.get("seed", 0)),
                                  temperature=float(settings.get("temperature", 0.7)),
                                  concurrency=int(settings.get("concurrency", 2)),
-                                 subset_name=settings.get("subset_name"))
+                                 subset_name=settings.get("subset_name"), complete=_completer(cluster, "synth"))
         return stats.model_dump(mode="json")
     assert source is not None
     if name == "dedup":
@@ -130,7 +164,8 @@ async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, so
         tools = {tool.name: {"name": tool.name, "description": tool.description, "server": server.name}
                  for server in catalogue.servers for tool in server.tools}
         judged = await judge_tasks(source, out, _pool(config, settings), tools,
-                                  concurrency=int(settings.get("concurrency", 2)))
+                                   concurrency=int(settings.get("concurrency", 2)),
+                                   complete=_completer(cluster, "judge_tasks"))
         return judged.model_dump()
     if name == "run":
         known = set(RunSettings.model_fields) - {"gateway", "llm_base_url", "model", "progress"}
@@ -148,12 +183,13 @@ async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, so
         if not read_file(source, "task"):  # an earlier stage kept nothing: an empty run, not an error
             out.touch()
             return {"trajectories": 0, "mode": run_settings.mode}
-        trajectories = await run_tasks(load_tasks(source), run_settings, out)
-        return {"trajectories": len(trajectories), "mode": run_settings.mode}
+        return {"trajectories": await _run_stage(source, run_settings, out, config, cluster),
+                "mode": run_settings.mode}
     if name == "judge_trajectories":
         judged = await judge_trajectories(source, out, _pool(config, settings),
                                          tool_output_budget=int(settings.get("tool_output_budget", 1000)),
-                                         concurrency=int(settings.get("concurrency", 2)))
+                                         concurrency=int(settings.get("concurrency", 2)),
+                                         complete=_completer(cluster, "judge_trajectories"))
         return judged.model_dump()
     if name == "filter":
         expression = compile_filter(str(settings.get("where", "sft")))
@@ -171,8 +207,16 @@ async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, so
     raise RunnerError(f"unknown stage {name!r}")
 
 
-async def run_pipeline(config: PipelineConfig) -> list[dict[str, Any]]:
-    """Every declared stage in order; finished ones (same settings) are skipped. Returns the manifests."""
+def _executor(stage: str, config: PipelineConfig, cluster: RayCluster | None) -> dict[str, Any]:
+    if cluster is None or config.ray is None or stage not in RAY_STAGES:
+        return {"kind": "local"}
+    return {"kind": "ray", **config.ray.model_dump(exclude={"gateways"}),
+            **({"gateways": config.ray.gateways or [config.gateway]} if stage == "run" else {})}
+
+
+async def run_pipeline(config: PipelineConfig, cluster: RayCluster | None = None) -> list[dict[str, Any]]:
+    """Every declared stage in order; finished ones (same settings) are skipped. Returns the manifests.
+    `cluster`: connected to `config.ray` (in the main thread, as Ray wants) by the caller."""
     config.dir.mkdir(parents=True, exist_ok=True)
     manifests = []
     source: Path | None = None
@@ -198,11 +242,12 @@ async def run_pipeline(config: PipelineConfig) -> list[dict[str, Any]]:
             manifests.append(manifest)
             source = out
             continue
-        counts = await _stage(name, settings, config, source, out)
+        counts = await _stage(name, settings, config, source, out, cluster)
         manifest = {"stage": name, "fingerprint": fingerprint, "settings": settings, "input": str(source),
                     "output": str(out), "counts": counts, "simgate": _simgate_version(),
                     "prompt_versions": {"synth": prompts.SYNTH_VERSION, "judge_task": prompts.JUDGE_TASK_VERSION,
-                                        "judge_trajectory": prompts.JUDGE_TRAJECTORY_VERSION}}
+                                        "judge_trajectory": prompts.JUDGE_TRAJECTORY_VERSION},
+                    "executor": _executor(name, config, cluster)}
         atomic_write(manifest_path, json.dumps(manifest, indent=1).encode())
         manifests.append(manifest)
         source = out

@@ -27,7 +27,7 @@ from runner.pipeline.prompts import (
     trajectory_judge_prompt,
     transcript,
 )
-from runner.structured import EndpointPool, json_completion
+from runner.structured import Completer, EndpointPool, json_completion
 
 TASK_FIELD = "question_quality_assessment"
 TRAJECTORY_FIELD = "response_quality_assessment"
@@ -50,7 +50,7 @@ def ratings(assessment: dict[str, Any] | None) -> dict[str, int]:
 
 async def _judge_file(source: Path, out: Path, judges: EndpointPool, *, field: str, version: str,
                       dimensions: dict[str, str], prompt: Callable[[dict[str, Any]], str], what: str,
-                      concurrency: int, retry_failed: bool) -> JudgeStats:
+                      concurrency: int, retry_failed: bool, complete: Completer) -> JudgeStats:
     stats = JudgeStats()
     records = read_file(source, what)
     stats.records = len(records)
@@ -73,7 +73,7 @@ async def _judge_file(source: Path, out: Path, judges: EndpointPool, *, field: s
     async def one(index: int, record: dict[str, Any]) -> None:
         async with limiter:
             endpoint, client = judges.pick(index)
-            value, why = await json_completion(client, endpoint, prompt(record), schema, "ratings")
+            value, why = await complete(client, endpoint, prompt(record), schema, "ratings")
             judge = {"model": endpoint.model, "prompt_version": version}
             if value is None:
                 stats.failed += 1
@@ -88,7 +88,8 @@ async def _judge_file(source: Path, out: Path, judges: EndpointPool, *, field: s
 
 
 async def judge_tasks(source: Path, out: Path, judges: EndpointPool, tools: dict[str, dict[str, Any]], *,
-                      concurrency: int = 2, retry_failed: bool = False) -> JudgeStats:
+                      concurrency: int = 2, retry_failed: bool = False,
+                      complete: Completer = json_completion) -> JudgeStats:
     """`tools`: gateway tool name → {name, description, server} (the catalogue): a task's judge sees the
     tools of the task's servers, as its agent will."""
 
@@ -99,15 +100,16 @@ async def judge_tasks(source: Path, out: Path, judges: EndpointPool, tools: dict
 
     return await _judge_file(source, out, judges, field=TASK_FIELD, version=JUDGE_TASK_VERSION,
                              dimensions=TASK_DIMENSIONS, prompt=prompt, what="task", concurrency=concurrency,
-                             retry_failed=retry_failed)
+                             retry_failed=retry_failed, complete=complete)
 
 
 async def judge_trajectories(source: Path, out: Path, judges: EndpointPool, *, tool_output_budget: int = 1000,
-                             concurrency: int = 2, retry_failed: bool = False) -> JudgeStats:
+                             concurrency: int = 2, retry_failed: bool = False,
+                             complete: Completer = json_completion) -> JudgeStats:
     def prompt(trajectory: dict[str, Any]) -> str:
         return trajectory_judge_prompt(str(trajectory.get("question", "")),
                                        transcript(trajectory.get("messages") or [], tool_output_budget))
 
     return await _judge_file(source, out, judges, field=TRAJECTORY_FIELD, version=JUDGE_TRAJECTORY_VERSION,
                              dimensions=TRAJECTORY_DIMENSIONS, prompt=prompt, what="trajectory",
-                             concurrency=concurrency, retry_failed=retry_failed)
+                             concurrency=concurrency, retry_failed=retry_failed, complete=complete)

@@ -21,7 +21,7 @@ from runner.output import JsonlWriter, write_each
 from runner.pipeline.catalogue import Catalogue
 from runner.pipeline.prompts import SYNTH_VERSION, synth_prompt, synth_schema
 from runner.pipeline.strategies import Plan, Strategy
-from runner.structured import EndpointPool, json_completion
+from runner.structured import Completer, EndpointPool, json_completion
 
 
 class SynthStats(BaseModel):
@@ -66,7 +66,7 @@ def check_generation(value: Any, plan: Plan, catalogue: Catalogue) -> tuple[dict
 
 async def synthesize(plans: list[Plan], catalogue: Catalogue, generators: EndpointPool, out: Path, *,
                      seed: int = 0, temperature: float = 0.7, concurrency: int = 2,
-                     subset_name: str | None = None) -> SynthStats:
+                     subset_name: str | None = None, complete: Completer = json_completion) -> SynthStats:
     stats = SynthStats(planned=len(plans))
     writer = JsonlWriter(out)
     done = {str(record["id"]) for record in writer.open(key=lambda r: str(r["id"]), what="task")}
@@ -81,7 +81,7 @@ async def synthesize(plans: list[Plan], catalogue: Catalogue, generators: Endpoi
             shown = [{"name": s.name, "category": s.category, "description": s.description,
                       "tools": [{"name": t.name, "description": t.description} for t in s.tools]} for s in servers]
             names = sorted(t.name for s in servers for t in s.tools)
-            value, why = await json_completion(
+            value, why = await complete(
                 client, endpoint, synth_prompt(shown, plan.num_tools, plan.strategy is Strategy.MULTI_BRAINSTORM),
                 synth_schema(names, plan.num_tools), "task", temperature=temperature, seed=seed * 100003 + plan.index)
             if value is None:
