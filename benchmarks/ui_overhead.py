@@ -37,9 +37,9 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from harness import fixture_server, mcp_session, running_gateway  # noqa: E402  (tests/: the gateway harness)
 
-from gateway.metrics import GatewayMetrics  # noqa: E402
 from gateway.pipeline.call import ToolCall  # noqa: E402
 from gateway.pipeline.observe import ObserveCalls  # noqa: E402
+from gateway.prometheus import GatewayMetrics  # noqa: E402
 from gateway.ui.feed import CallFeed  # noqa: E402
 
 

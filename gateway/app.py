@@ -21,7 +21,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.assembly import build_executors, build_pipeline
-from gateway.auth.keys import KeyFileError, KeyStore
+from gateway.auth.api_keys import KeyFileError, KeyStore
 from gateway.auth.middleware import RequireApiKey
 from gateway.auth.rebinding import CheckHostAndOrigin, rebinding_settings
 from gateway.cache.backends import open_backend
@@ -33,7 +33,6 @@ from gateway.downstream.inbound import InboundCheck, live_transports
 from gateway.downstream.server import ProxyServer
 from gateway.errors import ConfigError, GatewayError
 from gateway.logs import redact_logs
-from gateway.metrics import GatewayMetrics
 from gateway.pipeline.modes import ModeResolver
 from gateway.pipeline.redact import (
     RedactingSessions,
@@ -42,6 +41,7 @@ from gateway.pipeline.redact import (
     Redactor,
     RedactResponses,
 )
+from gateway.prometheus import GatewayMetrics
 from gateway.replicas.forward import ReplicaFront, ReplicaLinks, ReplicaRouting
 from gateway.replicas.plan import ReplicaPlan
 from gateway.replicas.sessions import TaggedSessionManager
@@ -49,7 +49,7 @@ from gateway.ui.data_api import DataApi
 from gateway.ui.feed import CallFeed
 from gateway.ui.routes import ui_routes
 from gateway.upstream.pool import UpstreamPool
-from gateway.vault.runtime import GatewaySecrets
+from gateway.vault.gateway_secrets import GatewaySecrets
 from simulators.config import build_simulator
 
 logger = logging.getLogger("simgate.gateway")

@@ -22,7 +22,6 @@ from gateway.executors.replay import ReplayExecutor
 from gateway.executors.shadow import ShadowExecutor
 from gateway.executors.simulated import SimulatedExecutor
 from gateway.fidelity.evidence import EvidenceBook, ShadowEstimate
-from gateway.metrics import GatewayMetrics
 from gateway.pipeline.authorize import Authorize
 from gateway.pipeline.call import CallNext, Pipeline
 from gateway.pipeline.faults import InjectFaults
@@ -33,6 +32,7 @@ from gateway.pipeline.provenance import AttachProvenance
 from gateway.pipeline.ratelimit import RateLimits, SharedCounters
 from gateway.pipeline.redact import RedactingShadowLog, RedactingStore, Redactor, RedactSecrets
 from gateway.pipeline.validate import ValidateArguments, unchecked_servers
+from gateway.prometheus import GatewayMetrics
 from gateway.sessions import Sessions
 from gateway.ui.feed import CallFeed
 from gateway.upstream.pool import UpstreamPool

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 import anyio
 import httpx
 
-from gateway.auth.keys import KeyFileError, KeyStore, auth_headers
+from gateway.auth.api_keys import KeyFileError, KeyStore, auth_headers
 from gateway.config.execution import mode_names
 from gateway.config.loader import load_config
 from gateway.net import is_loopback

@@ -75,8 +75,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def _build_images(args: argparse.Namespace) -> int:
     from sandboxes.docker.engine import connected
+    from sandboxes.docker.host_runtime import Runtime, detect_runtime
     from sandboxes.docker.images import ensure_base, ensure_image
-    from sandboxes.docker.runtime import Runtime, detect_runtime
 
     with connected(args.docker_host) as client:  # SandboxUnavailable: one line, exit code 2
         print(f"base: {ensure_base(client)}")

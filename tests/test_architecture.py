@@ -12,9 +12,9 @@ from gateway.assembly import build_executors, build_pipeline
 from gateway.cache.store import DiskStore
 from gateway.config.execution import Mode, RecordMode, Source
 from gateway.config.models import GatewayConfig
-from gateway.metrics import GatewayMetrics
 from gateway.pipeline.modes import ModeResolver, RouteByMode
 from gateway.pipeline.redact import RedactingSessions, RedactingShadowLog, Redactor
+from gateway.prometheus import GatewayMetrics
 from gateway.upstream.pool import UpstreamPool
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -98,8 +98,8 @@ def test_a_mode_without_an_executor_fails_at_start() -> None:
 
 def test_one_canonical_json_where_1_and_1_0_are_the_same_value() -> None:
     """The cache key, the simulators' seeds and memo, and the trajectory comparison agree on sameness."""
-    from gateway.cache.keys import cache_key
-    from runner.fidelity.metrics import tool_calls
+    from gateway.cache.cache_keys import cache_key
+    from runner.fidelity.trajectory_metrics import tool_calls
     from simgate.canonical import canonical_json, digest
     from simulators.base import SimulationRequest, ToolSpec
     from simulators.schema import SchemaSimulator

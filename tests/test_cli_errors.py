@@ -111,7 +111,7 @@ def test_bad_input_is_one_line_and_exit_code_2(command: str, tmp_path: Path, mon
 
 def test_every_expected_error_has_the_one_base() -> None:
     """The errors a user is meant to read derive from `SimgateError`, whichever layer raises them."""
-    from gateway.auth.keys import KeyFileError
+    from gateway.auth.api_keys import KeyFileError
     from gateway.cache.cassette import CassetteError
     from gateway.errors import ConfigError, GatewayError, ReplayMiss
     from gateway.fidelity.source import FidelityInputError

@@ -285,7 +285,7 @@ DEBIAN_PYTHON = "/usr/bin/python3.11"  # Debian's own interpreter: dist-packages
 def test_image_files_follow_a_distributions_python_layout() -> None:
     """Its package directories are the ones it names itself (dist-packages, some outside the standard
     library); none is made up, so listing and fingerprinting its files work."""
-    from sandboxes.docker.runtime import python_files
+    from sandboxes.docker.host_runtime import python_files
 
     probe = "import json, site; print(json.dumps(site.getsitepackages()))"
     named = json.loads(subprocess.run([DEBIAN_PYTHON, "-I", "-S", "-c", probe], capture_output=True, text=True,

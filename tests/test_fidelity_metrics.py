@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from simulators.fidelity import metrics as m
+from simulators.fidelity import call_metrics as m
 from simulators.fidelity.scoring import aggregate, score_call
 
 

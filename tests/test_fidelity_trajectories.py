@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fidelity_support import assert_rendered, render_in_chromium
 
-from runner.fidelity import metrics as tm
+from runner.fidelity import trajectory_metrics as tm
 from runner.fidelity.report import TrajectoryFidelityReport, write_report
 
 

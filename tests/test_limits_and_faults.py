@@ -23,11 +23,11 @@ from pydantic import ValidationError
 from gateway.config.limits import FaultConfig, RateLimit, UpstreamQuota
 from gateway.config.models import GatewayConfig
 from gateway.errors import RATE_LIMITED, UPSTREAM_TIMEOUT, RateLimited, UpstreamTimeout
-from gateway.metrics import GatewayMetrics
 from gateway.pipeline.call import CallResult, Pipeline, ToolCall
 from gateway.pipeline.faults import InjectFaults, malform
 from gateway.pipeline.provenance import PROVENANCE_KEY, AttachProvenance
 from gateway.pipeline.ratelimit import RateLimits
+from gateway.prometheus import GatewayMetrics
 from gateway.sessions import Sessions
 
 pytestmark = pytest.mark.anyio

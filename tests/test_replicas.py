@@ -28,7 +28,7 @@ from mcp import Client
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from gateway.auth.keys import KeyStore
+from gateway.auth.api_keys import KeyStore
 from tests.harness import REPO_ROOT, fixture_server, pid_alive, running_gateway, wait_until
 
 pytestmark = pytest.mark.anyio

@@ -152,7 +152,7 @@ async def test_fidelity_calls_zero_shot_shows_no_recorded_answer_of_the_tool(tmp
 
 
 def test_cache_key_leaves_out_defaults_wherever_the_schema_declares_them() -> None:
-    from gateway.cache.keys import cache_key
+    from gateway.cache.cache_keys import cache_key
 
     schema = {"type": "object", "$defs": {"opts": {"type": "object", "properties": {
         "depth": {"type": "integer", "default": 1}, "strict": {"type": "boolean", "default": False}}}},

@@ -28,10 +28,10 @@ from playwright.async_api import Page, async_playwright, expect
 from test_redaction import SECRET, leaks_in, leaky_server, plant
 
 from gateway.app import latency_percentiles
-from gateway.auth.keys import KeyStore
-from gateway.metrics import GatewayMetrics
+from gateway.auth.api_keys import KeyStore
 from gateway.pipeline.call import ToolCall
 from gateway.pipeline.observe import ObserveCalls
+from gateway.prometheus import GatewayMetrics
 from gateway.ui.feed import CallEvent, CallFeed, TooManyViewers
 
 pytestmark = pytest.mark.anyio

@@ -28,7 +28,7 @@ import pytest
 from harness import fixture_server, mcp_session, running_gateway
 from playwright.async_api import async_playwright, expect
 
-from gateway.auth.keys import KeyStore
+from gateway.auth.api_keys import KeyStore
 from gateway.cache.records import Recording
 from gateway.cache.store import DiskStore
 from gateway.cli import main

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.auth.keys import API_KEY_ENV, KeyFileError, KeyStore
+from gateway.auth.api_keys import API_KEY_ENV, KeyFileError, KeyStore
 from gateway.config.limits import RateLimit
 
 DEFAULT_KEYS = ".simgate/keys.json"

@@ -118,7 +118,7 @@ def write_cassette(path: str | Path, recordings: Iterable[Recording],
     `redactor` or else the secrets of the default vault when it can be opened).
     """
     from gateway.pipeline.redact import redact_recording
-    from gateway.vault.runtime import default_redactor
+    from gateway.vault.gateway_secrets import default_redactor
 
     path = Path(path)
     redactor = redactor if redactor is not None else default_redactor()

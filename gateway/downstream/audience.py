@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import mcp_types as types
 from mcp.server.session import ServerSession
 
-from gateway.auth.keys import ApiKey
+from gateway.auth.api_keys import ApiKey
 from gateway.errors import TooManySubscriptions
 
 # Each subscription is a set entry per session: a bound keeps one client from growing it without end.

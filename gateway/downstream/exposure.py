@@ -16,7 +16,7 @@ from mcp.shared.uri_template import UriTemplate
 from gateway.errors import Forbidden, UnknownServer, UnknownTool
 from gateway.naming import exposed_names
 from gateway.upstream.connection import Upstream
-from gateway.upstream.origin import Origin
+from gateway.upstream.origin_protocol import Origin
 from gateway.upstream.pool import UpstreamPool
 
 # What a client may use (from its API key); None: everything.

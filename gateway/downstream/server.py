@@ -13,11 +13,11 @@ from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from gateway.auth.keys import ApiKey
+from gateway.auth.api_keys import ApiKey
 from gateway.auth.middleware import presented_key
 from gateway.downstream.audience import Listener
 from gateway.downstream.exposure import Exposure
-from gateway.downstream.origin import RequestOrigin
+from gateway.downstream.request_origin import RequestOrigin
 from gateway.errors import InvalidHoldout
 from gateway.pipeline.call import Pipeline, ToolCall
 

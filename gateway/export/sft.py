@@ -78,7 +78,7 @@ def export_sft(world: RecordedWorld, out: Path, options: SftOptions,
                descriptions: dict[str, str | None] | None = None) -> SftSummary:
     """Write the JSONL atomically (a temp file, then rename: never half a file)."""
     from gateway.pipeline.redact import redact_recording
-    from gateway.vault.runtime import default_redactor
+    from gateway.vault.gateway_secrets import default_redactor
     from simgate.files import atomic_write
 
     redactor = default_redactor()

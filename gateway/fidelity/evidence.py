@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from gateway.cache.shadow import ShadowPair
 from simgate.files import atomic_write, exclusive_lock
-from simulators.fidelity import metrics as m
+from simulators.fidelity import call_metrics as m
 from simulators.fidelity.gate import EvidenceFile, ToolEvidence, evidence_from_report, simulator_identity
 
 logger = logging.getLogger("simgate.fidelity")

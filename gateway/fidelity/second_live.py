@@ -28,7 +28,7 @@ async def second_live_answers(config: GatewayConfig, recordings: list[Recording]
     from gateway.errors import GatewayError
     from gateway.pipeline.redact import Redactor
     from gateway.upstream.pool import UpstreamPool
-    from gateway.vault.runtime import GatewaySecrets
+    from gateway.vault.gateway_secrets import GatewaySecrets
     from gateway.vault.store import VaultError
 
     redactor = Redactor()

@@ -12,10 +12,10 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
-from gateway.auth.keys import ApiKey
+from gateway.auth.api_keys import ApiKey
 from gateway.config.execution import Mode
 from gateway.sessions import state_key
-from gateway.upstream.origin import Origin
+from gateway.upstream.origin_protocol import Origin
 
 CallResult = dict[str, Any]
 CallNext = Callable[["ToolCall"], Awaitable[CallResult]]

@@ -36,9 +36,9 @@ from referencing.exceptions import Unresolvable
 from gateway.config.limits import FaultConfig
 from gateway.config.models import GatewayConfig
 from gateway.errors import UpstreamTimeout
-from gateway.metrics import GatewayMetrics
 from gateway.pipeline.call import CallNext, CallResult, ToolCall
 from gateway.pipeline.ratelimit import AnyioClock, Clock
+from gateway.prometheus import GatewayMetrics
 
 FAULT_SOURCE = "fault"  # provenance source of an answer made up by the injector (error, timeout)
 # Values of every JSON type, tried in turn until one breaks the schema (fresh each time: never shared).

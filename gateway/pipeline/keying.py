@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.cache.keys import cache_key, tool_fingerprint
+from gateway.cache.cache_keys import cache_key, tool_fingerprint
 from gateway.config.execution import Mode, RecordMode
 from gateway.config.models import GatewayConfig
 from gateway.pipeline.call import CallNext, CallResult, ToolCall

@@ -9,9 +9,9 @@ from typing import Any
 
 from mcp.shared.exceptions import MCPError
 
-from gateway.metrics import GatewayMetrics
 from gateway.pipeline.call import CallNext, CallResult, ToolCall
 from gateway.pipeline.publish import call_event
+from gateway.prometheus import GatewayMetrics
 from gateway.ui.feed import CallFeed
 
 logger = logging.getLogger("simgate.calls")

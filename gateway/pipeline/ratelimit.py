@@ -28,8 +28,8 @@ from gateway.config.execution import UPSTREAM_MODES
 from gateway.config.limits import RateLimit, UpstreamQuota
 from gateway.config.models import GatewayConfig
 from gateway.errors import RateLimited
-from gateway.metrics import GatewayMetrics
 from gateway.pipeline.call import CallNext, CallResult, ToolCall
+from gateway.prometheus import GatewayMetrics
 
 # Modes whose calls may reach the upstream server, and so count against its quota.
 _EPSILON = 1e-9

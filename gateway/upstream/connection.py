@@ -25,7 +25,7 @@ from gateway.config.models import GatewaySettings, ServerConfig
 from gateway.errors import RESULT_TOO_LARGE, ResultTooLarge, UpstreamTimeout, UpstreamUnavailable
 from gateway.upstream.correlation import Callers, unmarked, without_mark
 from gateway.upstream.errlog import rotating_errlog
-from gateway.upstream.origin import Origin
+from gateway.upstream.origin_protocol import Origin
 from gateway.upstream.raw_calls import RawCalls
 from gateway.upstream.transport import open_transport
 from sandboxes.exposure import Exposure

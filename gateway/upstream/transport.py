@@ -31,8 +31,8 @@ from gateway.upstream.stdio import stdio_streams
 from sandboxes.diskcap import disk_cap
 from sandboxes.docker.container import gateway_instance
 from sandboxes.docker.stdio import docker_stdio_client
+from sandboxes.egress.lifecycle import egress_for
 from sandboxes.egress.mount import EgressMount
-from sandboxes.egress.runtime import egress_for
 from sandboxes.exposure import Exposure
 from sandboxes.framing import OversizedMessage
 from sandboxes.launch import prepare_launch

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from runner.fidelity.metrics import (
+from runner.fidelity.trajectory_metrics import (
     BOOTSTRAP_SAMPLES,
     Gap,
     PairSummary,

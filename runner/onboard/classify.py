@@ -19,7 +19,7 @@ from runner.onboard.observations import (
     ToolStatus,
 )
 from simgate.results import text_of
-from simulators.fidelity.metrics import leaf_values
+from simulators.fidelity.call_metrics import leaf_values
 
 # Error text that means a credential is missing or refused.
 _CREDENTIAL_TEXT = re.compile(

@@ -19,8 +19,8 @@ import docker
 from docker.types import LogConfig, Mount, Ulimit
 from pydantic import BaseModel
 
+from sandboxes.docker.host_runtime import detect_runtime, forwarder_python
 from sandboxes.docker.images import ensure_image
-from sandboxes.docker.runtime import detect_runtime, forwarder_python
 from sandboxes.egress.allowlist import NetworkAllow
 from sandboxes.egress.mount import SANDBOX_DIR as EGRESS_DIR
 from sandboxes.egress.mount import EgressMount

@@ -27,7 +27,7 @@ from typing import IO
 import docker
 from docker.errors import APIError, BuildError, ImageNotFound
 
-from sandboxes.docker.runtime import (
+from sandboxes.docker.host_runtime import (
     BASE_TOOLS,
     FileSet,
     Runtime,

@@ -170,7 +170,7 @@ def _with_kappa(values: list, metric_set: MetricSet) -> list:
 
 
 def _outcome_names(agg: Aggregate) -> list[str]:
-    from simulators.fidelity.metrics import OUTCOMES
+    from simulators.fidelity.call_metrics import OUTCOMES
 
     floor = agg.live_vs_live_confusion or {}
     seen = ({o for row in agg.confusion.values() for o in row} | set(agg.confusion)

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from simulators.fidelity import metrics as m
+from simulators.fidelity import call_metrics as m
 from simulators.fidelity.answers import as_answer
 
 METRICS = ("schema_validity", "outcome_agreement", "kappa", "path_jaccard", "type_agreement", "value_fidelity",
