@@ -417,3 +417,26 @@ def test_the_redis_store_answers_as_the_diskcache_store(redis_server: RedisServe
     # decision for the run), Redis keeps the first decision for every gateway.
     assert on_disk[:-1] == on_redis[:-1] and on_redis[-2:] == [True, True]
     assert on_redis[3] == {"added": 5, "replaced": 0, "kept": 0, "gaps": 1}
+
+
+async def test_fidelity_calls_and_status_read_the_recordings_from_redis(
+        cluster: tuple[GatewayProcess, GatewayProcess], tmp_path: Path) -> None:
+    """`simgate fidelity calls/status --config` on a Redis config read its store, not an empty cache directory
+    (the gate's evidence is written to the gateway's cache directory, which each gateway reads)."""
+    a, _ = cluster
+    async with mcp_session(a.mcp_url("fx"), headers={"X-Simgate-Session": "fidelity"}) as session:
+        for text in ("one", "two", "three"):
+            await session.call_tool("echo", {"text": text})
+    config = json.loads((a.workdir / "simgate.json").read_text())
+    config["gateway"]["cache_dir"] = str(tmp_path / "evidence")
+    config["gateway"]["simulator"] = {"backend": "examples"}
+    path = tmp_path / "simgate.json"
+    path.write_text(json.dumps(config))
+    done = _simgate("fidelity", "calls", "--config", str(path), "--server", "fx", "--backend", "examples",
+                    "--setting", "few_shot", "--out", str(tmp_path / "report"), timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["settings"]["few_shot"]["overall"]["calls"] >= 3, report["settings"]["few_shot"]["overall"]
+    status = _simgate("fidelity", "status", "--config", str(path), "--json")
+    assert status.returncode == 0, status.stderr
+    assert ("fx", "echo") in {(row["server"], row["tool"]) for row in json.loads(status.stdout)["tools"]}

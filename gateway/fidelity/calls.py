@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.cache.store import CacheStore
 from gateway.config.models import GatewayConfig
 from gateway.fidelity.source import FidelityInputError, RecordedWorld, live_answer, load_world
 from simulators.base import SimulationError, SimulationRequest, Simulator
@@ -29,6 +30,7 @@ class CallsOptions:
     settings: tuple[str, ...] = SETTINGS
     tools: frozenset[tuple[str, str]] | None = None  # only these (server, tool) are scored; all by default
     progress: Callable[[int, int], None] | None = None  # (calls scored, calls to score), after each one
+    recordings: CacheStore | None = None  # where the recordings are when not in the diskcache at `store` (Redis)
 
 
 def _request(world: RecordedWorld, index: int, setting: str, k: int,
@@ -56,7 +58,7 @@ async def _simulate(simulator: Simulator, request: SimulationRequest) -> tuple[d
 
 
 async def evaluate_calls(options: CallsOptions) -> CallFidelityReport:
-    world = load_world(options.store, options.server)
+    world = load_world(options.store, options.server, store=options.recordings)
     # The world stays whole (examples and history are drawn from it); only the chosen tools are scored.
     scored = [index for index, r in enumerate(world.recordings)
               if options.tools is None or (r.server, r.tool) in options.tools]

@@ -10,12 +10,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from gateway.cache.errors import STORE_ERRORS, describe_store_error
 from gateway.cli import command_group, guarded
+
+if TYPE_CHECKING:
+    from gateway.cache.store import CacheStore
+    from gateway.config.models import GatewayConfig
 
 DEFAULT_STORE = ".simgate/cache"
 
@@ -93,9 +97,14 @@ def _calls(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     store = Path(args.store or (config.gateway.cache_path if config is not None else DEFAULT_STORE))
     settings = SETTINGS if args.setting == "both" else (args.setting,)
+    recordings = shared_store(config) if not args.store else None
     options = CallsOptions(store=store, simulator=simulator_settings(args, config), server=args.server,
-                           second_live=args.second_live, config=config, settings=settings)
-    report = asyncio.run(evaluate_calls(options))
+                           second_live=args.second_live, config=config, settings=settings, recordings=recordings)
+    try:
+        report = asyncio.run(evaluate_calls(options))
+    finally:
+        if recordings is not None:
+            recordings.close()
     json_path, html_path = write_call_report(report, Path(args.out))
     from gateway.fidelity.evidence import write_evidence
 
@@ -109,13 +118,28 @@ def _calls(args: argparse.Namespace) -> int:
     return 0
 
 
+def shared_store(config: GatewayConfig | None) -> CacheStore | None:
+    """The config's store when it is not a diskcache directory (Redis): recordings are read from there, while
+    the gate's evidence stays in the gateway's cache directory."""
+    if config is None or config.gateway.store.backend == "diskcache":
+        return None
+    from gateway.cache.backends import open_store
+
+    return open_store(config.gateway)
+
+
 def _status(args: argparse.Namespace) -> int:
     from gateway.config.loader import load_config
     from gateway.fidelity.status import gate_status
 
     config = load_config(args.config)
     store = Path(args.store or config.gateway.cache_path)
-    status = gate_status(config, store)
+    recordings = shared_store(config) if not args.store else None
+    try:
+        status = gate_status(config, store, recordings)
+    finally:
+        if recordings is not None:
+            recordings.close()
     if args.json:
         print(status.model_dump_json(indent=2))
         return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cache.records import Recording
-from gateway.cache.store import DiskStore
+from gateway.cache.store import CacheStore, DiskStore
 from simgate.errors import SimgateError
 from simulators.base import Example, ToolSpec
 
@@ -73,19 +73,22 @@ def open_store(directory: Path) -> DiskStore:
     return DiskStore(directory)
 
 
-def load_world(directory: Path, server: str | None = None) -> RecordedWorld:
-    """Read every recording (of `server`, when given) and the tool lists the store kept."""
+def load_world(directory: Path, server: str | None = None, store: CacheStore | None = None) -> RecordedWorld:
+    """Read every recording (of `server`, when given) and the tool lists the store kept: the diskcache store at
+    `directory`, or `store` when given (a config's Redis store; the caller closes it)."""
     from gateway.cache.cassette import collect
 
-    store = open_store(directory)
+    given = store
+    store = given if given is not None else open_store(directory)
+    where = given.describe() if given is not None else str(directory)
     try:
         everything, _ = collect(store)
         if not everything:
-            raise FidelityInputError(f"the store at {directory} holds no recorded call; record some first "
+            raise FidelityInputError(f"the store at {where} holds no recorded call; record some first "
                                      "(gateway.record: all, or X-Simgate-Mode with record on)")
         known = sorted({r.server for r in everything})
         if server is not None and server not in known:
-            raise FidelityInputError(f"nothing recorded for server {server!r} in {directory} "
+            raise FidelityInputError(f"nothing recorded for server {server!r} in {where} "
                                      f"(recorded servers: {', '.join(known)})")
         recordings = [r for r in everything if server is None or r.server == server]
         tools: dict[tuple[str, str], ToolSpec] = {}
@@ -93,7 +96,8 @@ def load_world(directory: Path, server: str | None = None) -> RecordedWorld:
             for definition in store.load_tools(name):
                 tools[(name, definition.get("name", ""))] = ToolSpec.from_mcp(definition)
     finally:
-        store.close()
+        if given is None:
+            store.close()
     recordings.sort(key=lambda r: (r.recorded_at, r.server, r.tool, r.key, r.episode, r.position))
     by_tool: dict[tuple[str, str], list[Recording]] = {}
     for recording in recordings:

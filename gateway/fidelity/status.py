@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from gateway.cache.shadow import ShadowLog
+from gateway.cache.store import CacheStore
 from gateway.config.models import GatewayConfig
 from gateway.fidelity.evidence import EvidenceBook, ShadowEstimate, read_evidence
 from gateway.fidelity.source import FidelityInputError
@@ -28,7 +29,9 @@ class GateStatus(BaseModel):
     tools: list[ToolStatus]
 
 
-def gate_status(config: GatewayConfig, store: Path) -> GateStatus:
+def gate_status(config: GatewayConfig, store: Path, recordings: CacheStore | None = None) -> GateStatus:
+    """`store`: the cache directory (evidence, shadow log); `recordings`: the config's store when not a diskcache
+    directory there (Redis), for the tool lists."""
     settings = config.gateway.simulator
     if settings is None:
         raise FidelityInputError("the config has no gateway.simulator: nothing is simulated, there is no gate")
@@ -41,7 +44,7 @@ def gate_status(config: GatewayConfig, store: Path) -> GateStatus:
         finally:
             log.close()
     book = EvidenceBook(store, ShadowEstimate.from_pairs(pairs))
-    tools = _known_tools(config, store, book, settings.identity)
+    tools = _known_tools(config, store, book, settings.identity, recordings)
     rows: list[ToolStatus] = []
     for server, tool in tools:
         if settings.gate is None:
@@ -58,10 +61,14 @@ def gate_status(config: GatewayConfig, store: Path) -> GateStatus:
                       store=str(store), tools=rows)
 
 
-def _known_tools(config: GatewayConfig, store: Path, book: EvidenceBook, simulator: str) -> list[tuple[str, str]]:
+def _known_tools(config: GatewayConfig, store: Path, book: EvidenceBook, simulator: str,
+                 recordings: CacheStore | None = None) -> list[tuple[str, str]]:
     """Every tool of the config's servers whose tool list the store kept, and every tool with evidence."""
     found: set[tuple[str, str]] = set()
-    if (store / "cache.db").is_file():
+    if recordings is not None:
+        for name in config.servers:
+            found.update((name, t.get("name", "")) for t in recordings.load_tools(name))
+    elif (store / "cache.db").is_file():
         from gateway.cache.store import DiskStore
 
         disk = DiskStore(store)
