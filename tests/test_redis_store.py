@@ -424,7 +424,8 @@ async def test_fidelity_calls_and_status_read_the_recordings_from_redis(
     """`simgate fidelity calls/status --config` on a Redis config read its store, not an empty cache directory
     (the gate's evidence is written to the gateway's cache directory, which each gateway reads)."""
     a, _ = cluster
-    async with mcp_session(a.mcp_url("fx"), headers={"X-Simgate-Session": "fidelity"}) as session:
+    headers = {"X-Simgate-Session": "fidelity", "X-Simgate-Mode": "live"}  # earlier tests may leave replay on
+    async with mcp_session(a.mcp_url("fx"), headers=headers) as session:
         for text in ("one", "two", "three"):
             await session.call_tool("echo", {"text": text})
     config = json.loads((a.workdir / "simgate.json").read_text())
@@ -440,3 +441,7 @@ async def test_fidelity_calls_and_status_read_the_recordings_from_redis(
     status = _simgate("fidelity", "status", "--config", str(path), "--json")
     assert status.returncode == 0, status.stderr
     assert ("fx", "echo") in {(row["server"], row["tool"]) for row in json.loads(status.stdout)["tools"]}
+    exported = _simgate("export", "simulator-sft", "--config", str(path), "--server", "fx",
+                        "--out", str(tmp_path / "sft.jsonl"))
+    assert exported.returncode == 0, exported.stderr
+    assert len((tmp_path / "sft.jsonl").read_text().splitlines()) >= 3

@@ -46,6 +46,12 @@ def open_store(settings: GatewaySettings) -> CacheStore:
     return _STORES[settings.store.backend](settings)
 
 
+def shared_store(settings: GatewaySettings) -> CacheStore | None:
+    """The store when it is not a diskcache directory (Redis), for commands that otherwise read the cache
+    directory (fidelity, export); None for diskcache."""
+    return None if settings.store.backend == "diskcache" else open_store(settings)
+
+
 def open_backend(settings: GatewaySettings) -> Backend:
     """Everything a serving gateway keeps outside its process. Raises ConfigError when it cannot be reached."""
     return _BACKENDS[settings.store.backend](settings)

@@ -43,13 +43,20 @@ def _sft(args: argparse.Namespace) -> int:
         raise FidelityInputError(f"{out.parent} does not exist")
     descriptions: dict[str, str | None] = {}
     store = Path(args.store or ".simgate/cache")
+    recordings = None
     if args.config:
+        from gateway.cache.backends import shared_store
         from gateway.config.loader import load_config
 
         config = load_config(args.config)
         store = Path(config.gateway.cache_path)
         descriptions = {name: server.description for name, server in config.servers.items()}
-    world = load_world(store, args.server)
+        recordings = shared_store(config.gateway)  # a Redis store; None for diskcache (read at `store`)
+    try:
+        world = load_world(store, args.server, store=recordings)
+    finally:
+        if recordings is not None:
+            recordings.close()
     summary = export_sft(world, out, SftOptions(prompt=args.prompt or LATEST, examples=args.examples,
                                                 history=args.history, max_answer_chars=args.max_answer_chars),
                          descriptions)

@@ -10,16 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
+from gateway.cache.backends import shared_store
 from gateway.cache.errors import STORE_ERRORS, describe_store_error
 from gateway.cli import command_group, guarded
-
-if TYPE_CHECKING:
-    from gateway.cache.store import CacheStore
-    from gateway.config.models import GatewayConfig
 
 DEFAULT_STORE = ".simgate/cache"
 
@@ -97,7 +94,7 @@ def _calls(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     store = Path(args.store or (config.gateway.cache_path if config is not None else DEFAULT_STORE))
     settings = SETTINGS if args.setting == "both" else (args.setting,)
-    recordings = shared_store(config) if not args.store else None
+    recordings = shared_store(config.gateway) if config is not None and not args.store else None
     options = CallsOptions(store=store, simulator=simulator_settings(args, config), server=args.server,
                            second_live=args.second_live, config=config, settings=settings, recordings=recordings)
     try:
@@ -118,23 +115,13 @@ def _calls(args: argparse.Namespace) -> int:
     return 0
 
 
-def shared_store(config: GatewayConfig | None) -> CacheStore | None:
-    """The config's store when it is not a diskcache directory (Redis): recordings are read from there, while
-    the gate's evidence stays in the gateway's cache directory."""
-    if config is None or config.gateway.store.backend == "diskcache":
-        return None
-    from gateway.cache.backends import open_store
-
-    return open_store(config.gateway)
-
-
 def _status(args: argparse.Namespace) -> int:
     from gateway.config.loader import load_config
     from gateway.fidelity.status import gate_status
 
     config = load_config(args.config)
     store = Path(args.store or config.gateway.cache_path)
-    recordings = shared_store(config) if not args.store else None
+    recordings = shared_store(config.gateway) if not args.store else None
     try:
         status = gate_status(config, store, recordings)
     finally:
