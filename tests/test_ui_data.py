@@ -636,11 +636,11 @@ async def test_trajectories_view_reads_a_conversation_and_marks_the_first_diverg
 async def test_run_progress_on_the_page_one_run_at_a_time_and_stopping_the_gateway_cancels_it(tmp_path: Path) -> None:
     state = tmp_path / "state"
     store = DiskStore(state / "cache")
-    try:  # enough recorded calls for a run that lasts seconds
+    try:  # enough recorded calls for a run that outlasts the checks below even on an idle machine
         store.put_many([Recording(key=f"{i:064x}", server="fx", tool="echo", tool_fingerprint="0" * 16,
                                   arguments={"text": f"word {i}"}, result={"content": [{"type": "text",
                                                                                        "text": f"word {i}"}]},
-                                  latency_ms=1.0, recorded_at="2026-01-01T00:00:00.000+00:00") for i in range(400)],
+                                  latency_ms=1.0, recorded_at="2026-01-01T00:00:00.000+00:00") for i in range(3000)],
                        replace=False)
     finally:
         store.close()
@@ -655,9 +655,9 @@ async def test_run_progress_on_the_page_one_run_at_a_time_and_stopping_the_gatew
                 await tab.goto(gateway.url + "/ui/#/fidelity")
                 await tab.check('#run-tools input[data-tool="fx/echo"]')
                 await tab.click("#run-start")
-                # Progress shows while the run goes: some of the 800 calls (400 recordings, two settings) scored.
+                # Progress shows while the run goes: some of the 6000 calls (3000 recordings, two settings) scored.
                 progress = tab.locator("#run-progress-text")
-                await expect(progress).to_have_text(re.compile(r"^[1-9]\d* / 800 calls scored · running$"),
+                await expect(progress).to_have_text(re.compile(r"^[1-9]\d* / 6000 calls scored · running$"),
                                                     timeout=30_000)
                 await screenshot(tab, "fidelity-run-in-progress")
                 assert problems == []
@@ -665,7 +665,7 @@ async def test_run_progress_on_the_page_one_run_at_a_time_and_stopping_the_gatew
                 await browser.close()
         url = gateway.url + "/ui/api/fidelity/runs"
         run = httpx.get(url, trust_env=False).json()["runs"][0]
-        assert run["state"] == "running" and 0 < run["done"] < run["total"] == 800
+        assert run["state"] == "running" and 0 < run["done"] < run["total"] == 6000
         second = httpx.post(url, json={"tools": ["fx/echo"]}, timeout=30, trust_env=False)
         assert second.status_code == 409, second.text
         assert second.json()["error"] == f"fidelity run {run['id']} is still running; one run at a time"
