@@ -43,10 +43,9 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 import llm_server  # tests/: the tiny LLM, the real-server catalog, the gateway harness
 import real_servers as rs
 from harness import running_gateway
+from trajectories import EVERYTHING_TOOLS  # benchmarks/: the same servers
 
 from runner.pipeline.declared import STAGES, PipelineConfig, run_pipeline
-
-EVERYTHING_TOOLS = {"allow": ["echo", "get-sum"]}
 
 
 class TimingProxy:
@@ -107,15 +106,6 @@ class TimingProxy:
         self.server.shutdown()
         self.server.server_close()
         self.client.close()
-
-
-def _real(name: str, work_dir: Path) -> dict[str, Any]:
-    root = rs.default_install_root()
-    if not rs.installed(name, root):
-        raise SystemExit(f"{name} is not installed under {root}: run .ci/install-servers")
-    work = rs.prepare_work_dir(name, work_dir)
-    command, args, env = rs.server_command(name, root, work_dir)
-    return {"command": command, "args": args, "env": env, "cwd": str(work)}
 
 
 def _stages(args: argparse.Namespace, mode: str) -> dict[str, dict[str, Any]]:
@@ -196,9 +186,9 @@ def main() -> int:
         if args.simulator == "openai":
             simulator["openai"] = {"base_url": proxy.base_url, "model": args.model, "max_tokens": 256,
                                    "max_string_length": 48, "max_array_items": 3, "timeout_s": 240}
-        servers = {"calculator": _real("calculator", base / "calculator"),
-                   "everything": {**_real("everything", base / "everything"), "tools": EVERYTHING_TOOLS},
-                   "time": _real("time", base / "time")}
+        servers = {"calculator": rs.gateway_server("calculator", base / "calculator", skip=False),
+                   "everything": {**rs.gateway_server("everything", base / "everything", skip=False), "tools": EVERYTHING_TOOLS},
+                   "time": rs.gateway_server("time", base / "time", skip=False)}
         gateway = stack.enter_context(running_gateway(
             {"gateway": {"record": "all", "cache_dir": str(base / "cache"), "simulator": simulator},
              "mcpServers": servers}, base / "gw"))

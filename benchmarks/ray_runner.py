@@ -46,37 +46,12 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 import llm_server  # tests/: the tiny LLM, the real-server catalog, the gateway harness
 import real_servers as rs
 from harness import running_gateway
+from trajectories import EVERYTHING_TOOLS, GONE, sample_tasks  # benchmarks/: the same tasks and servers
 
 from runner.distributed import RayCluster, RayJobs, RayOptions, worker_versions
 from runner.output import JsonlWriter
 from runner.run import Job, execute, run_tasks
 from runner.settings import RunSettings
-from runner.tasks import Task
-
-GONE = {"command": "/bin/false"}
-EVERYTHING_TOOLS = {"allow": ["echo", "get-sum"]}
-QUESTIONS = [
-    ("calculator", "What is 2**10 + 3? Use the calculator."),
-    ("everything", "What is 2 plus 40?"),
-    ("calculator", "What is 17 * 23?"),
-    ("everything", "Echo the word hello."),
-    ("calculator", "What is the square root of 144?"),
-    ("everything", "Add 7 and 8."),
-]
-
-
-def _real(name: str, work_dir: Path) -> dict[str, Any]:
-    root = rs.default_install_root()
-    if not rs.installed(name, root):
-        raise SystemExit(f"{name} is not installed under {root}: run .ci/install-servers")
-    work = rs.prepare_work_dir(name, work_dir)
-    command, args, env = rs.server_command(name, root, work_dir)
-    return {"command": command, "args": args, "env": env, "cwd": str(work)}
-
-
-def _tasks(count: int) -> list[Task]:
-    return [Task(id=f"t{n}", question=QUESTIONS[n % len(QUESTIONS)][1], servers=[QUESTIONS[n % len(QUESTIONS)][0]])
-            for n in range(count)]
 
 
 def _timed(run: Any) -> dict[str, Any]:
@@ -121,7 +96,7 @@ def main() -> int:
 
     import ray
 
-    tasks = _tasks(args.tasks)
+    tasks = sample_tasks(args.tasks)
     with tempfile.TemporaryDirectory(prefix="simgate-bench-ray-") as tmp, ExitStack() as stack:
         base = Path(tmp)
         llm_url = args.llm_base_url
@@ -130,8 +105,8 @@ def main() -> int:
             stack.callback(server.stop)
             llm_url = server.base_url
         cache = str(base / "cache")
-        servers = {"calculator": _real("calculator", base / "calculator"),
-                   "everything": {**_real("everything", base / "everything"), "tools": EVERYTHING_TOOLS}}
+        servers = {"calculator": rs.gateway_server("calculator", base / "calculator", skip=False),
+                   "everything": {**rs.gateway_server("everything", base / "everything", skip=False), "tools": EVERYTHING_TOOLS}}
         gone = {"calculator": GONE, "everything": {**GONE, "tools": EVERYTHING_TOOLS}}
         live = stack.enter_context(running_gateway(
             {"gateway": {"record": "all", "cache_dir": cache}, "mcpServers": servers}, base / "live"))

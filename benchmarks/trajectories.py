@@ -57,16 +57,7 @@ QUESTIONS = [
 ]
 
 
-def _real(name: str, work_dir: Path) -> dict[str, Any]:
-    root = rs.default_install_root()
-    if not rs.installed(name, root):
-        raise SystemExit(f"{name} is not installed under {root}: run .ci/install-servers")
-    work = rs.prepare_work_dir(name, work_dir)
-    command, args, env = rs.server_command(name, root, work_dir)
-    return {"command": command, "args": args, "env": env, "cwd": str(work)}
-
-
-def _tasks(count: int) -> list[Task]:
+def sample_tasks(count: int) -> list[Task]:
     return [Task(id=f"t{n}", question=QUESTIONS[n % len(QUESTIONS)][1], servers=[QUESTIONS[n % len(QUESTIONS)][0]])
             for n in range(count)]
 
@@ -101,7 +92,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="write the JSON report here")
     args = parser.parse_args()
 
-    tasks = _tasks(args.tasks)
+    tasks = sample_tasks(args.tasks)
     with tempfile.TemporaryDirectory(prefix="simgate-bench-") as tmp, ExitStack() as stack:
         base = Path(tmp)
         llm_url = args.llm_base_url
@@ -110,8 +101,8 @@ def main() -> int:
             stack.callback(server.stop)
             llm_url = server.base_url
         cache = str(base / "cache")
-        servers = {"calculator": _real("calculator", base / "calculator"),
-                   "everything": {**_real("everything", base / "everything"), "tools": EVERYTHING_TOOLS}}
+        servers = {"calculator": rs.gateway_server("calculator", base / "calculator", skip=False),
+                   "everything": {**rs.gateway_server("everything", base / "everything", skip=False), "tools": EVERYTHING_TOOLS}}
         gone = {"calculator": GONE, "everything": {**GONE, "tools": EVERYTHING_TOOLS}}
         gateways = {
             "live": stack.enter_context(running_gateway(

@@ -973,14 +973,17 @@ def tools_installed(install_root: Path) -> bool:
 
 
 
-def gateway_server(name: str, work_dir: Path, install_root: Path | None = None) -> dict[str, Any]:
-    """A gateway config entry that runs server ``name`` offline from its install (the test is skipped,
-    naming the fix, when it is not installed)."""
+def gateway_server(name: str, work_dir: Path, install_root: Path | None = None, *, skip: bool = True) -> dict[str, Any]:
+    """A gateway config entry that runs server ``name`` offline from its install. Not installed: the test is
+    skipped, naming the fix (`skip=False`, for scripts such as the benchmarks: the script exits with it)."""
     root = install_root or default_install_root()
     if not installed(name, root):
+        message = f"{name} not installed under {root}: run .ci/install-servers"
+        if not skip:
+            raise SystemExit(message)
         import pytest  # only tests call this; .ci/install-servers imports this module without pytest
 
-        pytest.skip(f"{name} not installed under {root}: run .ci/install-servers")
+        pytest.skip(message)
     work = prepare_work_dir(name, work_dir)
     command, args, env = server_command(name, root, work_dir)
     return {"command": command, "args": args, "env": env, "cwd": str(work)}
