@@ -137,6 +137,18 @@ def wait_until(predicate: Any, timeout: float = 10, interval: float = 0.05) -> b
     return bool(predicate())
 
 
+def kill_once_written(process: subprocess.Popen[Any], path: Path, timeout: float) -> None:
+    """SIGKILL `process`'s group as soon as `path` holds one complete line: a kill mid-run. The process must
+    still be running then, and write that line within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_bytes().count(b"\n") >= 1):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no line written in time"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 PROVENANCE = "simgate/provenance"
 
 

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +26,7 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 import anyio  # noqa: E402
 import pytest  # noqa: E402
 import real_servers as rs  # noqa: E402
-from harness import REPO_ROOT, GatewayProcess, pid_alive, running_gateway, wait_until  # noqa: E402
+from harness import REPO_ROOT, GatewayProcess, kill_once_written, pid_alive, running_gateway, wait_until  # noqa: E402
 from llm_server import LLMServer  # noqa: E402
 
 from runner.run import Job, execute, run_tasks  # noqa: E402
@@ -323,13 +322,7 @@ def test_a_killed_driver_resumes_without_duplicates(
     tasks = _tasks_file(tmp_path / "tasks.jsonl", TASKS)
     args = _run_args(replay_gateways[:1], llm_server, tasks, out, "--ray", ray_address)
     with _simgate(*args) as first:
-        deadline = time.monotonic() + 300
-        while out.read_bytes().count(b"\n") < 1 if out.exists() else True:
-            assert first.poll() is None, first.communicate()
-            assert time.monotonic() < deadline, "no trajectory written in time"
-            time.sleep(0.05)
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+        kill_once_written(first, out, timeout=300)
     before = out.read_bytes()
     done = before.count(b"\n")
     assert 1 <= done < len(TASKS), "the kill must come mid-run"

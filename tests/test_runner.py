@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import anyio
 import httpx
 import pytest
 import real_servers as rs
-from harness import REPO_ROOT, GatewayProcess, fixture_server, running_gateway
+from harness import REPO_ROOT, GatewayProcess, fixture_server, kill_once_written, running_gateway
 from llm_server import LLMServer
 
 from runner.export.formats import to_sharegpt, to_toucan
@@ -263,13 +261,7 @@ def test_killed_runner_resumes_without_duplicates_or_half_lines(
                              for n, i in enumerate(ids)))
     out = tmp_path / "out.jsonl"
     first = _simgate(*_cli_args(live_gateway, llm_server, tasks, out), "--session-prefix", "kill/")
-    deadline = time.monotonic() + 150
-    while out.read_bytes().count(b"\n") < 1 if out.exists() else True:
-        assert first.poll() is None, first.communicate()
-        assert time.monotonic() < deadline, "no trajectory written in time"
-        time.sleep(0.05)
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
+    kill_once_written(first, out, timeout=150)
     before = out.read_bytes()
     done_before = before.count(b"\n")
     assert 1 <= done_before < len(ids), "the kill must come mid-run"
