@@ -396,7 +396,9 @@ def forget_invalid_probes(store_dir: Path, server: str) -> int:
     """Delete the recordings of the invalid probe calls of `server`; returns how many."""
     store = DiskStore(store_dir)
     try:
-        doomed = {r.key for r in store.all() if r.server == server and r.task == INVALID_INPUT_TASK}
+        # Only this server's keys (through the tool list its gateway kept), not a scan of the whole store.
+        keys = {key for tool in store.load_tools(server) for key in store.tool_keys(server, tool.get("name", ""))}
+        doomed = [key for key in keys if any(r.task == INVALID_INPUT_TASK for r in store.get(key))]
         return sum(store.delete(key) for key in doomed)
     finally:
         store.close()
