@@ -36,7 +36,7 @@ JOBS = (1, 4)
 def onboard(specs: list[str], jobs: int, state: Path, workdir: Path) -> tuple[float, list[dict[str, Any]]]:
     """One onboarding of every spec: (wall-clock seconds, the reports)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "gateway", "onboard", *specs, "--jobs", str(jobs), "--force", "--no-progress",
+    command = [sys.executable, "-m", "simgate", "onboard", *specs, "--jobs", str(jobs), "--force", "--no-progress",
                "--state-dir", str(state), "--out", str(workdir / "reports"), "--config", str(workdir / "onboarded.yaml")]
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

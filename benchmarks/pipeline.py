@@ -45,7 +45,7 @@ import real_servers as rs
 from harness import running_gateway
 from trajectories import EVERYTHING_TOOLS  # benchmarks/: the same servers
 
-from runner.pipeline.declared import STAGES, PipelineConfig, run_pipeline
+from simgate.runner.pipeline.declared import STAGES, PipelineConfig, run_pipeline
 
 
 class TimingProxy:

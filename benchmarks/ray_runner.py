@@ -48,10 +48,10 @@ import real_servers as rs
 from harness import running_gateway
 from trajectories import EVERYTHING_TOOLS, GONE, sample_tasks  # benchmarks/: the same tasks and servers
 
-from runner.distributed import RayCluster, RayJobs, RayOptions, worker_versions
-from runner.output import JsonlWriter
-from runner.run import Job, execute, run_tasks
-from runner.settings import RunSettings
+from simgate.runner.distributed import RayCluster, RayJobs, RayOptions, worker_versions
+from simgate.runner.output import JsonlWriter
+from simgate.runner.run import Job, execute, run_tasks
+from simgate.runner.settings import RunSettings
 
 
 def _timed(run: Any) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def _timed(run: Any) -> dict[str, Any]:
 def _driver_ms(jobs: list[Job], lines: list[str], path: Path, repeats: int = 200) -> float:
     """The driver's work per trajectory, without the cluster: the job serialized, the line parsed back
     into a trajectory and written (fsynced) by the JsonlWriter."""
-    from runner.trajectory import Trajectory
+    from simgate.runner.trajectory import Trajectory
 
     writer = JsonlWriter(path)
     list(writer.open())

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.pipeline.redact import Redactor, StreamRedactor  # noqa: E402
+from simgate.gateway.pipeline.redact import Redactor, StreamRedactor  # noqa: E402
 
 
 def main() -> None:

@@ -123,7 +123,7 @@ def run_once(workdir: Path, workers: int, store: dict[str, Any] | None, clients:
     (workdir / "simgate.json").write_text(json.dumps(config))
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    argv = [sys.executable, "-m", "gateway", "serve", "simgate.json", "--port", str(port), "--workers", str(workers)]
+    argv = [sys.executable, "-m", "simgate", "serve", "simgate.json", "--port", str(port), "--workers", str(workers)]
     with _process(argv, workdir, workdir / "gateway.log") as process:
         for replica in range(workers):
             _wait(f"{base}/readyz" + (f"?replica={replica}" if workers > 1 else ""), process)

@@ -52,7 +52,7 @@ CONFIGS = ("disk-1", "disk-2", "redis-1", "redis-2")
 
 
 def _simgate(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "gateway", *args], check=True, capture_output=True, cwd=REPO,
+    subprocess.run([sys.executable, "-m", "simgate", *args], check=True, capture_output=True, cwd=REPO,
                    env={**os.environ, "PYTHONPATH": str(REPO)})
 
 

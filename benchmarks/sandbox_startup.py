@@ -34,9 +34,9 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 import real_servers as rs  # noqa: E402
 from docker_engine import private_engine  # noqa: E402
 
-from gateway.config.models import ServerConfig  # noqa: E402
-from gateway.upstream.transport import open_transport  # noqa: E402
-from sandboxes.workdir import prepare_server_dirs  # noqa: E402
+from simgate.gateway.config.models import ServerConfig  # noqa: E402
+from simgate.gateway.upstream.transport import open_transport  # noqa: E402
+from simgate.sandboxes.workdir import prepare_server_dirs  # noqa: E402
 
 BACKENDS = ("none", "bwrap", "docker")
 

@@ -49,8 +49,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from harness import fixture_server, mcp_session, running_gateway
 from mcp.shared.exceptions import MCPError
 
-from simulators.base import Example, SimulationRequest, ToolSpec
-from simulators.config import SimulatorConfig, build_simulator
+from simgate.simulators.base import Example, SimulationRequest, ToolSpec
+from simgate.simulators.config import SimulatorConfig, build_simulator
 
 SERVER = "fx"
 TOOL = "add"
@@ -254,7 +254,7 @@ async def _record_real(work: Path) -> tuple[Path, list[tuple[str, str, dict[str,
 def _score_backend(work: Path, store: Path, name: str, extra: list[str]) -> dict[str, Any]:
     from fidelity_support import fresh_config, simgate
 
-    from simulators.fidelity.report import CallFidelityReport
+    from simgate.simulators.fidelity.report import CallFidelityReport
 
     out = work / f"fidelity-{name}"
     started = time.perf_counter()

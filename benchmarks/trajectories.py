@@ -41,9 +41,9 @@ import llm_server  # tests/: the tiny LLM, the real-server catalog, the gateway 
 import real_servers as rs
 from harness import running_gateway
 
-from runner.run import run_tasks
-from runner.settings import RunSettings
-from runner.tasks import Task
+from simgate.runner.run import run_tasks
+from simgate.runner.settings import RunSettings
+from simgate.runner.tasks import Task
 
 GONE = {"command": "/bin/false"}
 EVERYTHING_TOOLS = {"allow": ["echo", "get-sum"]}

@@ -37,10 +37,10 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from harness import fixture_server, mcp_session, running_gateway  # noqa: E402  (tests/: the gateway harness)
 
-from gateway.pipeline.call import ToolCall  # noqa: E402
-from gateway.pipeline.observe import ObserveCalls  # noqa: E402
-from gateway.prometheus import GatewayMetrics  # noqa: E402
-from gateway.ui.feed import CallFeed  # noqa: E402
+from simgate.gateway.pipeline.call import ToolCall  # noqa: E402
+from simgate.gateway.pipeline.observe import ObserveCalls  # noqa: E402
+from simgate.gateway.prometheus import GatewayMetrics  # noqa: E402
+from simgate.gateway.ui.feed import CallFeed  # noqa: E402
 
 
 def watch(url: str, expect: int, timeout: float = 60) -> None:

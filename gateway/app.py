@@ -20,37 +20,37 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from gateway.assembly import build_executors, build_pipeline
-from gateway.auth.api_keys import KeyFileError, KeyStore
-from gateway.auth.middleware import RequireApiKey
-from gateway.auth.rebinding import CheckHostAndOrigin, rebinding_settings
-from gateway.cache.backends import open_backend
-from gateway.config.models import GatewayConfig
-from gateway.downstream.bodies import BoundedBodies
-from gateway.downstream.direct_calls import DirectCalls
-from gateway.downstream.exposure import exposures_for
-from gateway.downstream.inbound import InboundCheck, live_transports
-from gateway.downstream.server import ProxyServer
-from gateway.errors import ConfigError, GatewayError
-from gateway.logs import redact_logs
-from gateway.pipeline.modes import ModeResolver
-from gateway.pipeline.redact import (
+from simgate.gateway.assembly import build_executors, build_pipeline
+from simgate.gateway.auth.api_keys import KeyFileError, KeyStore
+from simgate.gateway.auth.middleware import RequireApiKey
+from simgate.gateway.auth.rebinding import CheckHostAndOrigin, rebinding_settings
+from simgate.gateway.cache.backends import open_backend
+from simgate.gateway.config.models import GatewayConfig
+from simgate.gateway.downstream.bodies import BoundedBodies
+from simgate.gateway.downstream.direct_calls import DirectCalls
+from simgate.gateway.downstream.exposure import exposures_for
+from simgate.gateway.downstream.inbound import InboundCheck, live_transports
+from simgate.gateway.downstream.server import ProxyServer
+from simgate.gateway.errors import ConfigError, GatewayError
+from simgate.gateway.logs import redact_logs
+from simgate.gateway.pipeline.modes import ModeResolver
+from simgate.gateway.pipeline.redact import (
     RedactingSessions,
     RedactingShadowLog,
     RedactingSnapshots,
     Redactor,
     RedactResponses,
 )
-from gateway.prometheus import GatewayMetrics
-from gateway.replicas.forward import ReplicaFront, ReplicaLinks, ReplicaRouting
-from gateway.replicas.plan import ReplicaPlan
-from gateway.replicas.sessions import TaggedSessionManager
-from gateway.ui.data_api import DataApi
-from gateway.ui.feed import CallFeed
-from gateway.ui.routes import ui_routes
-from gateway.upstream.pool import UpstreamPool
-from gateway.vault.gateway_secrets import GatewaySecrets
-from simulators.config import build_simulator
+from simgate.gateway.prometheus import GatewayMetrics
+from simgate.gateway.replicas.forward import ReplicaFront, ReplicaLinks, ReplicaRouting
+from simgate.gateway.replicas.plan import ReplicaPlan
+from simgate.gateway.replicas.sessions import TaggedSessionManager
+from simgate.gateway.ui.data_api import DataApi
+from simgate.gateway.ui.feed import CallFeed
+from simgate.gateway.ui.routes import ui_routes
+from simgate.gateway.upstream.pool import UpstreamPool
+from simgate.gateway.vault.gateway_secrets import GatewaySecrets
+from simgate.simulators.config import build_simulator
 
 logger = logging.getLogger("simgate.gateway")
 

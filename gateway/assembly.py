@@ -11,32 +11,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.cache.store import CacheStore
-from gateway.config.execution import Mode, Source
-from gateway.config.models import GatewayConfig
-from gateway.executors.gated import GatedSimulator, gated_simulated_mode
-from gateway.executors.hybrid import HybridExecutor
-from gateway.executors.live import LiveExecutor
-from gateway.executors.record import RecordingLive
-from gateway.executors.replay import ReplayExecutor
-from gateway.executors.shadow import ShadowExecutor
-from gateway.executors.simulated import SimulatedExecutor
-from gateway.fidelity.evidence import EvidenceBook, ShadowEstimate
-from gateway.pipeline.authorize import Authorize
-from gateway.pipeline.call import CallNext, Pipeline
-from gateway.pipeline.faults import InjectFaults
-from gateway.pipeline.keying import AssignCacheKey
-from gateway.pipeline.modes import ChooseMode, ModeResolver, RouteByMode
-from gateway.pipeline.observe import ObserveCalls
-from gateway.pipeline.provenance import AttachProvenance
-from gateway.pipeline.ratelimit import RateLimits, SharedCounters
-from gateway.pipeline.redact import RedactingShadowLog, RedactingStore, Redactor, RedactSecrets
-from gateway.pipeline.validate import ValidateArguments, unchecked_servers
-from gateway.prometheus import GatewayMetrics
-from gateway.sessions import Sessions
-from gateway.ui.feed import CallFeed
-from gateway.upstream.pool import UpstreamPool
-from simulators.base import Simulator
+from simgate.gateway.cache.store import CacheStore
+from simgate.gateway.config.execution import Mode, Source
+from simgate.gateway.config.models import GatewayConfig
+from simgate.gateway.executors.gated import GatedSimulator, gated_simulated_mode
+from simgate.gateway.executors.hybrid import HybridExecutor
+from simgate.gateway.executors.live import LiveExecutor
+from simgate.gateway.executors.record import RecordingLive
+from simgate.gateway.executors.replay import ReplayExecutor
+from simgate.gateway.executors.shadow import ShadowExecutor
+from simgate.gateway.executors.simulated import SimulatedExecutor
+from simgate.gateway.fidelity.evidence import EvidenceBook, ShadowEstimate
+from simgate.gateway.pipeline.authorize import Authorize
+from simgate.gateway.pipeline.call import CallNext, Pipeline
+from simgate.gateway.pipeline.faults import InjectFaults
+from simgate.gateway.pipeline.keying import AssignCacheKey
+from simgate.gateway.pipeline.modes import ChooseMode, ModeResolver, RouteByMode
+from simgate.gateway.pipeline.observe import ObserveCalls
+from simgate.gateway.pipeline.provenance import AttachProvenance
+from simgate.gateway.pipeline.ratelimit import RateLimits, SharedCounters
+from simgate.gateway.pipeline.redact import RedactingShadowLog, RedactingStore, Redactor, RedactSecrets
+from simgate.gateway.pipeline.validate import ValidateArguments, unchecked_servers
+from simgate.gateway.prometheus import GatewayMetrics
+from simgate.gateway.sessions import Sessions
+from simgate.gateway.ui.feed import CallFeed
+from simgate.gateway.upstream.pool import UpstreamPool
+from simgate.simulators.base import Simulator
 
 
 @dataclass(frozen=True)

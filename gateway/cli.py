@@ -17,19 +17,19 @@ Handler = Callable[[argparse.Namespace], int]
 
 # The project's own commands, in the order `simgate --help` lists them.
 COMMANDS = (
-    "gateway.commands:register",
-    "gateway.cache.commands:register",
-    "gateway.vault.commands:register",
-    "gateway.auth.commands:register",
-    "sandboxes.commands:register",
-    "gateway.upstream.install_commands:register",
-    "gateway.fidelity.commands:register",
-    "gateway.export.commands:register",
-    "runner.commands:register",
-    "runner.fidelity.commands:register",
-    "runner.export.commands:register",
-    "runner.onboard.commands:register",
-    "runner.pipeline.commands:register",
+    "simgate.gateway.commands:register",
+    "simgate.gateway.cache.commands:register",
+    "simgate.gateway.vault.commands:register",
+    "simgate.gateway.auth.commands:register",
+    "simgate.sandboxes.commands:register",
+    "simgate.gateway.upstream.install_commands:register",
+    "simgate.gateway.fidelity.commands:register",
+    "simgate.gateway.export.commands:register",
+    "simgate.runner.commands:register",
+    "simgate.runner.fidelity.commands:register",
+    "simgate.runner.export.commands:register",
+    "simgate.runner.onboard.commands:register",
+    "simgate.runner.pipeline.commands:register",
 )
 PLUGIN_GROUP = "simgate.commands"
 

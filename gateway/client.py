@@ -8,7 +8,7 @@ import httpx2
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from gateway.auth.api_keys import auth_headers
+from simgate.gateway.auth.api_keys import auth_headers
 
 
 async def call_tool(url: str, tool: str, arguments: dict[str, Any], mode: str | None = None) -> dict[str, Any]:

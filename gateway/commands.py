@@ -10,11 +10,11 @@ from urllib.parse import urlencode
 import anyio
 import httpx
 
-from gateway.auth.api_keys import KeyFileError, KeyStore, auth_headers
-from gateway.config.execution import mode_names
-from gateway.config.loader import load_config
-from gateway.net import is_loopback
 from simgate.errors import Unreachable, UsageError
+from simgate.gateway.auth.api_keys import KeyFileError, KeyStore, auth_headers
+from simgate.gateway.config.execution import mode_names
+from simgate.gateway.config.loader import load_config
+from simgate.gateway.net import is_loopback
 
 DEFAULT_URL = "http://127.0.0.1:8808"
 
@@ -81,7 +81,7 @@ def register(commands: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.serve import serve
+    from simgate.gateway.serve import serve
 
     config = load_config(args.config)
     host = args.host or config.gateway.host
@@ -202,7 +202,7 @@ def _call(args: argparse.Namespace) -> int:
     arguments = parse_arguments(args.arguments)
     from mcp.shared.exceptions import MCPError
 
-    from gateway.client import call_tool
+    from simgate.gateway.client import call_tool
 
     url = f"{args.url.rstrip('/')}/servers/{args.server}/mcp"
     try:

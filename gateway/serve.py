@@ -10,14 +10,14 @@ import sys
 import anyio
 import uvicorn
 
-from gateway.app import Gateway
-from gateway.config.models import GatewayConfig
-from gateway.downstream.headers import header_deadline_protocol
-from gateway.errors import ConfigError
-from gateway.logs import configure_logging
-from gateway.replicas.orphans import die_with_parent
-from gateway.replicas.plan import plan_from_environment
-from gateway.replicas.sockets import inherited
+from simgate.gateway.app import Gateway
+from simgate.gateway.config.models import GatewayConfig
+from simgate.gateway.downstream.headers import header_deadline_protocol
+from simgate.gateway.errors import ConfigError
+from simgate.gateway.logs import configure_logging
+from simgate.gateway.replicas.orphans import die_with_parent
+from simgate.gateway.replicas.plan import plan_from_environment
+from simgate.gateway.replicas.sockets import inherited
 
 logger = logging.getLogger("simgate.gateway")
 
@@ -67,10 +67,10 @@ class _Server(uvicorn.Server):
 
 
 def _supervise(config_path: str, workers: int, host: str, port: int, insecure: bool) -> int:
-    from gateway.replicas.supervisor import Supervisor
+    from simgate.gateway.replicas.supervisor import Supervisor
 
     def command(port: int) -> list[str]:
-        return [sys.executable, "-m", "gateway", "serve", config_path, "--host", host, "--port", str(port),
+        return [sys.executable, "-m", "simgate", "serve", config_path, "--host", host, "--port", str(port),
                 *(["--insecure"] if insecure else [])]
 
     try:

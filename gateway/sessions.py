@@ -20,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.config.execution import Mode
+from simgate.gateway.config.execution import Mode
 
 MAX_SESSIONS = 10_000
 HISTORY = 20

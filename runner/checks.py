@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from runner.trajectory import ToolEvent
+from simgate.runner.trajectory import ToolEvent
 
 # Phrases an agent uses when it reports a failure instead of an answer.
 _ERROR_TEXT = re.compile(r"\b(error|exception|traceback|failed|failure|unable to|could not|couldn't)\b", re.IGNORECASE)

@@ -9,10 +9,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.cli import Handler, guarded
-from gateway.config.execution import RUN_MODES, Mode
-from runner.errors import RunnerError
-from runner.settings import AGENT_KINDS, RunSettings
+from simgate.gateway.cli import Handler, guarded
+from simgate.gateway.config.execution import RUN_MODES, Mode
+from simgate.runner.errors import RunnerError
+from simgate.runner.settings import AGENT_KINDS, RunSettings
 
 
 def agent_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +98,7 @@ def ray_options(args: argparse.Namespace) -> Any:
     """The RayOptions of `--ray`, or None without it."""
     if args.ray is None:
         return None
-    from runner.distributed import RayOptions, require_ray
+    from simgate.runner.distributed import RayOptions, require_ray
 
     require_ray()  # a missing Ray is said at once, before any gateway or LLM is checked
     return RayOptions(address=args.ray or None, retries=args.ray_retries, task_cpus=args.ray_task_cpus)
@@ -139,9 +139,9 @@ def print_summary(summary: Any, out: Path | None) -> None:
 def _run(args: argparse.Namespace) -> int:
     import anyio
 
-    from runner.preflight import preflight
-    from runner.run import Job, execute
-    from runner.tasks import load_tasks
+    from simgate.runner.preflight import preflight
+    from simgate.runner.run import Job, execute
+    from simgate.runner.tasks import load_tasks
 
     tasks = load_tasks(Path(args.tasks))
     settings = settings_from(args, args.mode, gateway=args.gateway[0], repeat=args.repeat, replay_of=args.replay_of,
@@ -160,7 +160,7 @@ def _run(args: argparse.Namespace) -> int:
 
         result = anyio.run(main)
     else:
-        from runner.distributed import RayCluster, RayJobs, gateway_urls, job_env
+        from simgate.runner.distributed import RayCluster, RayJobs, gateway_urls, job_env
 
         gateways = gateway_urls(settings, args.gateway)
 

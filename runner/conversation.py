@@ -13,14 +13,14 @@ from __future__ import annotations
 import os
 import zlib
 
-from runner.agents.base import Agent, Draft
-from runner.errors import AgentError, LLMUnreachable
-from runner.mcp_tools import GatewaySession
-from runner.pipeline.prompts import USER_VERSION, digest, user_prompt, user_schema
-from runner.settings import RunSettings, UserSettings
-from runner.structured import Endpoint, client_for, json_completion
-from runner.tasks import Task
-from runner.trajectory import Outcome, TurnSource, UserTurn
+from simgate.runner.agents.base import Agent, Draft
+from simgate.runner.errors import AgentError, LLMUnreachable
+from simgate.runner.mcp_tools import GatewaySession
+from simgate.runner.pipeline.prompts import USER_VERSION, digest, user_prompt, user_schema
+from simgate.runner.settings import RunSettings, UserSettings
+from simgate.runner.structured import Endpoint, client_for, json_completion
+from simgate.runner.tasks import Task
+from simgate.runner.trajectory import Outcome, TurnSource, UserTurn
 
 GOAL_DONE = "the simulated user's goal is done"
 TURN_LIMIT = "turn limit reached"

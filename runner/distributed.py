@@ -23,11 +23,11 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
-from runner.errors import DependencyMissing, RunnerError
-from runner.run import Job, Unreachable, failed_trajectory, run_one
-from runner.settings import RunSettings
-from runner.structured import Endpoint, client_for, json_completion
-from runner.trajectory import Trajectory
+from simgate.runner.errors import DependencyMissing, RunnerError
+from simgate.runner.run import Job, Unreachable, failed_trajectory, run_one
+from simgate.runner.settings import RunSettings
+from simgate.runner.structured import Endpoint, client_for, json_completion
+from simgate.runner.trajectory import Trajectory
 
 
 class RayOptions(BaseModel):

@@ -15,10 +15,10 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from gateway.config.execution import Source
-from gateway.naming import SEPARATOR, server_prefix
-from runner.errors import GatewayUnreachable
-from runner.trajectory import ToolEvent
+from simgate.gateway.config.execution import Source
+from simgate.gateway.naming import SEPARATOR, server_prefix
+from simgate.runner.errors import GatewayUnreachable
+from simgate.runner.trajectory import ToolEvent
 
 PROVENANCE = "simgate/provenance"
 MODE_HEADER = "X-Simgate-Mode"

@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 import anyio
 
-from runner.errors import OutputFileError
-from runner.trajectory import Trajectory
+from simgate.runner.errors import OutputFileError
+from simgate.runner.trajectory import Trajectory
 
 DoneKey = tuple[str, str, int]  # (id, mode, repeat)
 Item = TypeVar("Item")

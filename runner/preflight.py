@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import openai
 
-from runner.agents import build_agent
-from runner.agents.base import api_key
-from runner.errors import LLMUnreachable
-from runner.mcp_tools import gateway_session
-from runner.settings import RunSettings
+from simgate.runner.agents import build_agent
+from simgate.runner.agents.base import api_key
+from simgate.runner.errors import LLMUnreachable
+from simgate.runner.mcp_tools import gateway_session
+from simgate.runner.settings import RunSettings
 
 
 async def check_gateway(settings: RunSettings) -> int:

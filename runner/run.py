@@ -17,15 +17,15 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, Field
 
-from runner.agents import Draft, build_agent
-from runner.checks import run_checks
-from runner.conversation import close_turns, converse
-from runner.errors import GatewayUnreachable, LLMUnreachable, RunnerError
-from runner.mcp_tools import gateway_session
-from runner.output import DoneKey, JsonlWriter, done_key
-from runner.settings import RunSettings
-from runner.tasks import Task
-from runner.trajectory import OUTCOMES, AgentInfo, Trajectory, utc_now
+from simgate.runner.agents import Draft, build_agent
+from simgate.runner.checks import run_checks
+from simgate.runner.conversation import close_turns, converse
+from simgate.runner.errors import GatewayUnreachable, LLMUnreachable, RunnerError
+from simgate.runner.mcp_tools import gateway_session
+from simgate.runner.output import DoneKey, JsonlWriter, done_key
+from simgate.runner.settings import RunSettings
+from simgate.runner.tasks import Task
+from simgate.runner.trajectory import OUTCOMES, AgentInfo, Trajectory, utc_now
 
 
 class Job(BaseModel):

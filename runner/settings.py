@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.config.execution import RUN_MODES, Mode, mode_names
+from simgate.gateway.config.execution import RUN_MODES, Mode, mode_names
 
 AgentKind = Literal["native", "prompted", "agents-sdk"]
 AGENT_KINDS: tuple[str, ...] = ("native", "prompted", "agents-sdk")

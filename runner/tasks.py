@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from runner.errors import TaskFileError
+from simgate.runner.errors import TaskFileError
 
 
 class Task(BaseModel):

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.config.execution import Source
+from simgate.gateway.config.execution import Source
 
 Outcome = Literal["final_answer", "max_turns", "timeout", "error"]
 OUTCOMES: tuple[str, ...] = ("final_answer", "max_turns", "timeout", "error")

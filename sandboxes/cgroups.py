@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from sandboxes.policy import Limits
-from sandboxes.workdir import directory_name
+from simgate.sandboxes.policy import Limits
+from simgate.sandboxes.workdir import directory_name
 
 logger = logging.getLogger("simgate.sandbox")
 

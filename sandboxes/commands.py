@@ -9,8 +9,8 @@ import subprocess
 import sys
 from typing import Any
 
-from sandboxes.cgroups import cgroups_writable
-from sandboxes.launch import SandboxUnavailable
+from simgate.sandboxes.cgroups import cgroups_writable
+from simgate.sandboxes.launch import SandboxUnavailable
 
 
 def register(commands: Any) -> None:
@@ -44,8 +44,8 @@ def bwrap_status() -> tuple[bool, str]:
 def docker_status(docker_host: str | None) -> tuple[bool, str]:
     """Whether the docker backend can run servers: the SDK, an engine that answers, and its images."""
     try:
-        from sandboxes.docker.engine import connected
-        from sandboxes.docker.images import missing_images
+        from simgate.sandboxes.docker.engine import connected
+        from simgate.sandboxes.docker.images import missing_images
     except ImportError as exc:
         return False, f"the docker SDK is not installed ({exc.name}); pip install docker"
     try:
@@ -74,9 +74,9 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _build_images(args: argparse.Namespace) -> int:
-    from sandboxes.docker.engine import connected
-    from sandboxes.docker.host_runtime import Runtime, detect_runtime
-    from sandboxes.docker.images import ensure_base, ensure_image
+    from simgate.sandboxes.docker.engine import connected
+    from simgate.sandboxes.docker.host_runtime import Runtime, detect_runtime
+    from simgate.sandboxes.docker.images import ensure_base, ensure_image
 
     with connected(args.docker_host) as client:  # SandboxUnavailable: one line, exit code 2
         print(f"base: {ensure_base(client)}")

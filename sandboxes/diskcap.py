@@ -22,9 +22,9 @@ from pathlib import Path
 
 import anyio
 
-from sandboxes.errors import DiskCapExceeded, SandboxUnavailable
-from sandboxes.policy import SandboxPolicy
-from sandboxes.workdir import ServerDirs
+from simgate.sandboxes.errors import DiskCapExceeded, SandboxUnavailable
+from simgate.sandboxes.policy import SandboxPolicy
+from simgate.sandboxes.workdir import ServerDirs
 
 logger = logging.getLogger("simgate.sandbox")
 

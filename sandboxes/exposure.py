@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from sandboxes.errors import SandboxUnavailable
+from simgate.sandboxes.errors import SandboxUnavailable
 
 # Project markers: a script in such a directory (or a few levels below) is part of a package, and
 # its package root is mounted; a lone script is mounted alone.

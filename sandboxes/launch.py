@@ -16,13 +16,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from sandboxes.cgroups import cgroup_prefix
-from sandboxes.egress.mount import SANDBOX_DIR as EGRESS_DIR
-from sandboxes.egress.mount import EgressMount
-from sandboxes.errors import SandboxUnavailable
-from sandboxes.exposure import Exposure, Protected, Wanted, code_root, plan_mounts
-from sandboxes.policy import DEFAULT_ENV_ALLOW, SandboxPolicy
-from sandboxes.workdir import ServerDirs
+from simgate.sandboxes.cgroups import cgroup_prefix
+from simgate.sandboxes.egress.mount import SANDBOX_DIR as EGRESS_DIR
+from simgate.sandboxes.egress.mount import EgressMount
+from simgate.sandboxes.errors import SandboxUnavailable
+from simgate.sandboxes.exposure import Exposure, Protected, Wanted, code_root, plan_mounts
+from simgate.sandboxes.policy import DEFAULT_ENV_ALLOW, SandboxPolicy
+from simgate.sandboxes.workdir import ServerDirs
 
 logger = logging.getLogger("simgate.sandbox")
 

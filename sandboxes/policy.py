@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
-from sandboxes.egress.allowlist import NetworkAllow, network_setting
+from simgate.sandboxes.egress.allowlist import NetworkAllow, network_setting
 
 # Passed on from the gateway's environment: locale, and what a server needs to reach a registry or
 # an API through this machine's proxy and certificate authorities (uvx/npx fetch packages at start).

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from simulators.base import Simulator
-from simulators.fidelity.gate import FidelityGate, simulator_identity
+from simgate.simulators.base import Simulator
+from simgate.simulators.fidelity.gate import FidelityGate, simulator_identity
 
 Backend = Literal["examples", "schema", "openai", "examples-schema"]
 
@@ -40,7 +40,7 @@ class OpenAIConfig(BaseModel):
 
     @model_validator(mode="after")
     def _known_prompt(self) -> OpenAIConfig:
-        from simulators.prompts import VERSIONS
+        from simgate.simulators.prompts import VERSIONS
 
         if self.prompt not in VERSIONS:
             raise ValueError(f"unknown prompt version {self.prompt!r} (known: {', '.join(VERSIONS)})")
@@ -75,18 +75,18 @@ class SimulatorConfig(BaseModel):
 
 def build_simulator(config: SimulatorConfig) -> Simulator:
     if config.backend == "schema":
-        from simulators.schema import SchemaSimulator
+        from simgate.simulators.schema import SchemaSimulator
 
         return SchemaSimulator()
     if config.backend == "openai":
-        from simulators.openai import OpenAISimulator
+        from simgate.simulators.openai import OpenAISimulator
 
         assert config.openai is not None
         return OpenAISimulator(config.openai)
     if config.backend == "examples-schema":
-        from simulators.examples import ExamplesSchemaSimulator
+        from simgate.simulators.examples import ExamplesSchemaSimulator
 
         return ExamplesSchemaSimulator()
-    from simulators.examples import ExamplesSimulator
+    from simgate.simulators.examples import ExamplesSimulator
 
     return ExamplesSimulator()

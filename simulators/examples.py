@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from simgate.results import schema_error
-from simulators.base import Example, SimulationError, SimulationRequest, SimulationResult
-from simulators.similarity import nearest
-from simulators.substitute import substitute
+from simgate.simulators.base import Example, SimulationError, SimulationRequest, SimulationResult
+from simgate.simulators.similarity import nearest
+from simgate.simulators.substitute import substitute
 
 
 def carried_over(request: SimulationRequest, example: Example) -> dict[str, Any]:
@@ -49,7 +49,7 @@ class ExamplesSchemaSimulator:
     backend = "examples-schema"
 
     def __init__(self) -> None:
-        from simulators.schema import SchemaSimulator
+        from simgate.simulators.schema import SchemaSimulator
 
         self._examples = ExamplesSimulator()
         self._schema = SchemaSimulator()

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from simgate.canonical import digest
 from simgate.results import bounded, schema_error, strip_meta
-from simulators.base import SimulationError, SimulationRequest, SimulationResult
-from simulators.prompts import load as load_prompt
+from simgate.simulators.base import SimulationError, SimulationRequest, SimulationResult
+from simgate.simulators.prompts import load as load_prompt
 
 if TYPE_CHECKING:
-    from simulators.config import OpenAIConfig
+    from simgate.simulators.config import OpenAIConfig
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 NO_KEY = "simgate-no-key"  # local servers want no key, but the client insists on one

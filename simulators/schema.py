@@ -24,8 +24,8 @@ from typing import Any
 from simgate.canonical import digest
 from simgate.errors import SimgateError
 from simgate.results import schema_error, strip_meta, text_of, text_result
-from simulators.base import SimulationError, SimulationRequest, SimulationResult
-from simulators.similarity import nearest
+from simgate.simulators.base import SimulationError, SimulationRequest, SimulationResult
+from simgate.simulators.similarity import nearest
 
 ATTEMPTS = 8
 EXPAND_DEPTH = 4  # below this, optional properties and array items are added; deeper, only what is required

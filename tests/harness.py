@@ -68,7 +68,7 @@ def running_gateway(config: dict[str, Any], workdir: Path, *, ready_timeout: flo
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", str(config_path), "--host", host, "--port", str(port),
+            [sys.executable, "-m", "simgate", "serve", str(config_path), "--host", host, "--port", str(port),
              *serve_args],
             cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     gateway = GatewayProcess(url=f"http://127.0.0.1:{port}", process=process, log=log, workdir=workdir)

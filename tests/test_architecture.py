@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.assembly import build_executors, build_pipeline
-from gateway.cache.store import DiskStore
-from gateway.config.execution import Mode, RecordMode, Source
-from gateway.config.models import GatewayConfig
-from gateway.pipeline.modes import ModeResolver, RouteByMode
-from gateway.pipeline.redact import RedactingSessions, RedactingShadowLog, Redactor
-from gateway.prometheus import GatewayMetrics
-from gateway.upstream.pool import UpstreamPool
+from simgate.gateway.assembly import build_executors, build_pipeline
+from simgate.gateway.cache.store import DiskStore
+from simgate.gateway.config.execution import Mode, RecordMode, Source
+from simgate.gateway.config.models import GatewayConfig
+from simgate.gateway.pipeline.modes import ModeResolver, RouteByMode
+from simgate.gateway.pipeline.redact import RedactingSessions, RedactingShadowLog, Redactor
+from simgate.gateway.prometheus import GatewayMetrics
+from simgate.gateway.upstream.pool import UpstreamPool
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("runner", "gateway", "simulators", "sandboxes")
@@ -98,11 +98,11 @@ def test_a_mode_without_an_executor_fails_at_start() -> None:
 
 def test_one_canonical_json_where_1_and_1_0_are_the_same_value() -> None:
     """The cache key, the simulators' seeds and memo, and the trajectory comparison agree on sameness."""
-    from gateway.cache.cache_keys import cache_key
-    from runner.fidelity.trajectory_metrics import tool_calls
     from simgate.canonical import canonical_json, digest
-    from simulators.base import SimulationRequest, ToolSpec
-    from simulators.schema import SchemaSimulator
+    from simgate.gateway.cache.cache_keys import cache_key
+    from simgate.runner.fidelity.trajectory_metrics import tool_calls
+    from simgate.simulators.base import SimulationRequest, ToolSpec
+    from simgate.simulators.schema import SchemaSimulator
 
     assert canonical_json({"b": [2.0, (1, 2.5)], "a": 1.0}) == '{"a":1,"b":[2,[1,2.5]]}'
     assert digest({"x": 1.0}) == digest({"x": 1}) != digest({"x": 1.5})
@@ -122,9 +122,9 @@ def test_every_configurable_server_has_a_transport() -> None:
     class in the transport table."""
     from typing import get_args
 
-    from gateway.config.models import ServerConfig
-    from gateway.upstream.transport import TRANSPORTS, Transport, transport_for
-    from sandboxes.policy import SandboxPolicy
+    from simgate.gateway.config.models import ServerConfig
+    from simgate.gateway.upstream.transport import TRANSPORTS, Transport, transport_for
+    from simgate.sandboxes.policy import SandboxPolicy
 
     chosen = {"http": type(transport_for(ServerConfig.model_validate({"url": "http://127.0.0.1:1/mcp"})))}
     for backend in get_args(SandboxPolicy.model_fields["backend"].annotation):

@@ -31,9 +31,9 @@ from harness import (
 )
 from mcp.shared.exceptions import MCPError
 
-from gateway.cache.cassette import CassetteError, export_cassette, import_cassette, read_cassette
-from gateway.cache.records import Recording
-from gateway.cache.store import DiskStore
+from simgate.gateway.cache.cassette import CassetteError, export_cassette, import_cassette, read_cassette
+from simgate.gateway.cache.records import Recording
+from simgate.gateway.cache.store import DiskStore
 
 GONE = {"command": "/bin/false"}  # an upstream that cannot start: replay must not need it
 
@@ -73,7 +73,7 @@ def _snapshot(directory: Path) -> dict[str, Any]:
 
 def _cli(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "gateway", "cache", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "simgate", "cache", *args], cwd=cwd, env=env,
                           capture_output=True, check=False, text=True, timeout=60)
 
 

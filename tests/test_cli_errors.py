@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import build_parser, main
 from simgate.errors import SimgateError
+from simgate.gateway.cli import build_parser, main
 
 
 def _closed_port() -> str:
@@ -111,18 +111,18 @@ def test_bad_input_is_one_line_and_exit_code_2(command: str, tmp_path: Path, mon
 
 def test_every_expected_error_has_the_one_base() -> None:
     """The errors a user is meant to read derive from `SimgateError`, whichever layer raises them."""
-    from gateway.auth.api_keys import KeyFileError
-    from gateway.cache.cassette import CassetteError
-    from gateway.errors import ConfigError, GatewayError, ReplayMiss
-    from gateway.fidelity.source import FidelityInputError
-    from gateway.vault.store import VaultError
-    from runner.errors import RunnerError, TaskFileError
-    from runner.export.formats import ExportError
-    from sandboxes.errors import SandboxUnavailable
-    from sandboxes.install.installer import InstallError
-    from sandboxes.install.spec import SpecError
-    from simulators.base import SimulationError
-    from simulators.schema import SchemaSynthesisError
+    from simgate.gateway.auth.api_keys import KeyFileError
+    from simgate.gateway.cache.cassette import CassetteError
+    from simgate.gateway.errors import ConfigError, GatewayError, ReplayMiss
+    from simgate.gateway.fidelity.source import FidelityInputError
+    from simgate.gateway.vault.store import VaultError
+    from simgate.runner.errors import RunnerError, TaskFileError
+    from simgate.runner.export.formats import ExportError
+    from simgate.sandboxes.errors import SandboxUnavailable
+    from simgate.sandboxes.install.installer import InstallError
+    from simgate.sandboxes.install.spec import SpecError
+    from simgate.simulators.base import SimulationError
+    from simgate.simulators.schema import SchemaSynthesisError
 
     for error in (KeyFileError, CassetteError, ConfigError, GatewayError, ReplayMiss, FidelityInputError,
                   VaultError, RunnerError, TaskFileError, ExportError, SandboxUnavailable, InstallError, SpecError,

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from harness import REPO_ROOT
 
-from gateway.config import load_config, parse_config
-from gateway.errors import ConfigError
+from simgate.gateway.config import load_config, parse_config
+from simgate.gateway.errors import ConfigError
 
 CLAUDE_DESKTOP = {
     "mcpServers": {
@@ -89,7 +89,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "simgate", *args], capture_output=True, text=True,
                           cwd=REPO_ROOT, timeout=60)
 
 
@@ -123,7 +123,7 @@ def test_a_non_loopback_bind_is_refused_without_insecure(tmp_path: Path) -> None
     from harness import free_port, wait_until
 
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", str(config), "--host", "0.0.0.0",
+    process = subprocess.Popen([sys.executable, "-m", "simgate", "serve", str(config), "--host", "0.0.0.0",
                                 "--port", str(port), "--insecure"], cwd=tmp_path, stderr=subprocess.DEVNULL,
                                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     try:
@@ -143,7 +143,7 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> Non
     """`simgate config check big.json | head -1`: exit 141 as for SIGPIPE, no traceback."""
     big = tmp_path / "big.json"
     big.write_text(json.dumps({"mcpServers": {f"server{i}": {"command": "true"} for i in range(6000)}}))
-    process = subprocess.Popen([sys.executable, "-m", "gateway", "config", "check", str(big)],
+    process = subprocess.Popen([sys.executable, "-m", "simgate", "config", "check", str(big)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)
     assert process.stdout is not None and process.stderr is not None
     first = process.stdout.readline()

@@ -193,7 +193,7 @@ def test_gateway_scores_same_as_direct(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with started(
-        [sys.executable, "-m", "gateway", "serve", str(config), "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "simgate", "serve", str(config), "--host", "127.0.0.1", "--port", str(port)],
         tmp_path,
         tmp_path / "gateway.log",
         lambda: http_ok(f"{base}/readyz"),

@@ -42,7 +42,7 @@ def test_building_the_command_line_loads_no_heavy_library() -> None:
     # Every `simgate` command builds every parser; `serve` must not carry the data pipeline's libraries
     # (pyarrow, numpy and scipy: ~100 MB of the gateway's RSS when they were imported at module level),
     # nor Ray (an optional extra, imported only by `--ray`).
-    code = ("import sys, gateway.cli; gateway.cli.build_parser(); "
+    code = ("import sys, simgate.gateway.cli; simgate.gateway.cli.build_parser(); "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyarrow', 'numpy', 'scipy', 'datasets', "
             "'datasketch', 'ray'}))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

@@ -34,7 +34,7 @@ from test_sandbox import (  # noqa: F401  (the same hostile-server tests, run he
     test_two_gigabytes_are_refused,
 )
 
-from sandboxes.docker.container import GATEWAY_LABEL, SERVER_LABEL, gateway_instance
+from simgate.sandboxes.docker.container import GATEWAY_LABEL, SERVER_LABEL, gateway_instance
 
 pytestmark = pytest.mark.anyio
 
@@ -218,17 +218,17 @@ async def test_no_container_outlives_the_gateway_and_leftovers_are_swept(
 
 def test_sandbox_check_reports_docker(docker_engine: DockerEngine) -> None:  # noqa: F811
     env = {**os.environ, "DOCKER_HOST": docker_engine.host}
-    done = subprocess.run([sys.executable, "-m", "gateway", "sandbox", "check"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "simgate", "sandbox", "check"], capture_output=True, text=True,
                           cwd=REPO_ROOT, timeout=120, env=env)
     assert "docker: works" in done.stdout, done.stdout + done.stderr
-    built = subprocess.run([sys.executable, "-m", "gateway", "sandbox", "build-images"], capture_output=True,
+    built = subprocess.run([sys.executable, "-m", "simgate", "sandbox", "build-images"], capture_output=True,
                            text=True, cwd=REPO_ROOT, timeout=600, env=env)
     assert built.returncode == 0, built.stderr
     assert [line.split(":")[0] for line in built.stdout.splitlines()] == ["base", "python", "node"], built.stdout
-    assert "images built" in subprocess.run([sys.executable, "-m", "gateway", "sandbox", "check"], capture_output=True,
+    assert "images built" in subprocess.run([sys.executable, "-m", "simgate", "sandbox", "check"], capture_output=True,
                                             text=True, cwd=REPO_ROOT, timeout=120, env=env).stdout
     unreachable = {**env, "DOCKER_HOST": f"unix://{docker_engine.root}/nothing.sock"}
-    done = subprocess.run([sys.executable, "-m", "gateway", "sandbox", "check"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "simgate", "sandbox", "check"], capture_output=True, text=True,
                           cwd=REPO_ROOT, timeout=120, env=unreachable)
     assert f"docker: no engine: the socket {docker_engine.root}/nothing.sock does not exist" in done.stdout, done.stdout
 
@@ -285,7 +285,7 @@ DEBIAN_PYTHON = "/usr/bin/python3.11"  # Debian's own interpreter: dist-packages
 def test_image_files_follow_a_distributions_python_layout() -> None:
     """Its package directories are the ones it names itself (dist-packages, some outside the standard
     library); none is made up, so listing and fingerprinting its files work."""
-    from sandboxes.docker.host_runtime import python_files
+    from simgate.sandboxes.docker.host_runtime import python_files
 
     probe = "import json, site; print(json.dumps(site.getsitepackages()))"
     named = json.loads(subprocess.run([DEBIAN_PYTHON, "-I", "-S", "-c", probe], capture_output=True, text=True,
@@ -301,7 +301,7 @@ def test_image_files_follow_a_distributions_python_layout() -> None:
 @pytest.mark.skipif(not Path(DEBIAN_PYTHON).exists(), reason=f"no distribution Python at {DEBIAN_PYTHON}")
 def test_build_images_with_a_distributions_python(docker_engine: DockerEngine) -> None:  # noqa: F811
     env = {**os.environ, "DOCKER_HOST": docker_engine.host}
-    built = subprocess.run([sys.executable, "-m", "gateway", "sandbox", "build-images", "--python", DEBIAN_PYTHON,
+    built = subprocess.run([sys.executable, "-m", "simgate", "sandbox", "build-images", "--python", DEBIAN_PYTHON,
                             "--node", ""], capture_output=True, text=True, cwd=REPO_ROOT, timeout=600, env=env,
                            check=False)
     assert built.returncode == 0, built.stdout + built.stderr

@@ -18,11 +18,11 @@ import mcp_types as types
 import pytest
 from harness import GatewayProcess, fixture_server, mcp_session, running_gateway
 
-from gateway.config import parse_config
-from gateway.errors import ConfigError
-from sandboxes.egress.allowlist import NetworkAllow
-from sandboxes.egress.proxy import serving_proxy
-from sandboxes.policy import SandboxPolicy
+from simgate.gateway.config import parse_config
+from simgate.gateway.errors import ConfigError
+from simgate.sandboxes.egress.allowlist import NetworkAllow
+from simgate.sandboxes.egress.proxy import serving_proxy
+from simgate.sandboxes.policy import SandboxPolicy
 
 
 class HostServer:

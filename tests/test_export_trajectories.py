@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from harness import REPO_ROOT
 
-from runner.export.formats import ExportError, to_sharegpt, to_toucan
+from simgate.runner.export.formats import ExportError, to_sharegpt, to_toucan
 
 TOOLS = [{"type": "function", "function": {"name": "calc__calculate", "description": "Evaluate",
                                            "parameters": {"type": "object", "properties": {"expression": {}}}}}]
@@ -123,7 +123,7 @@ def test_bad_trajectories_are_refused() -> None:
 
 
 def _export(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", "export", "trajectories", *args], cwd=tmp_path,
+    return subprocess.run([sys.executable, "-m", "simgate", "export", "trajectories", *args], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60, check=False,
                           env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
 
@@ -145,7 +145,7 @@ def test_export_command(tmp_path: Path) -> None:
 
 
 def test_a_dataset_card_counts_what_is_in_the_file_and_draws_the_scores(tmp_path: Path) -> None:
-    from runner.export.card import card_facts
+    from simgate.runner.export.card import card_facts
 
     def judged(mode: str, completeness: int, generator: str | None) -> dict[str, Any]:
         return _trajectory(mode=mode, task_extra={"subset_name": "single-server", "metadata": (
@@ -160,7 +160,7 @@ def test_a_dataset_card_counts_what_is_in_the_file_and_draws_the_scores(tmp_path
     assert facts.scores == {"completeness": {1: 0, 2: 0, 3: 0, 4: 1, 5: 2}}  # the failed judgement counts nowhere
     source = tmp_path / "run.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    result = subprocess.run([sys.executable, "-m", "gateway", "export", "trajectories", str(source), "--format",
+    result = subprocess.run([sys.executable, "-m", "simgate", "export", "trajectories", str(source), "--format",
                              "toucan", "--out", str(tmp_path / "data.parquet"), "--card"], capture_output=True,
                             text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert result.returncode == 0, result.stderr

@@ -19,11 +19,11 @@ from fidelity_support import (
 )
 from llm_server import LLMServer
 
-from gateway.cache.store import DiskStore
-from gateway.fidelity.source import load_world
-from simulators.base import Example, SimulationRequest
-from simulators.fidelity.report import CallFidelityReport
-from simulators.prompts import load as load_prompt
+from simgate.gateway.cache.store import DiskStore
+from simgate.gateway.fidelity.source import load_world
+from simgate.simulators.base import Example, SimulationRequest
+from simgate.simulators.fidelity.report import CallFidelityReport
+from simgate.simulators.prompts import load as load_prompt
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 import yaml
 from harness import REPO_ROOT
 
-from gateway.config.loader import parse_config
+from simgate.gateway.config.loader import parse_config
 
 COMPOSE = REPO_ROOT / "docker" / "compose.yaml"
 
@@ -71,7 +71,7 @@ def test_gateway_service_uses_the_simulator() -> None:
 
 def test_gateway_service_runs_replicas_on_the_redis_service() -> None:
     """The scaled gateway: `--workers` replicas behind its one port, every one on the Redis store."""
-    from gateway.replicas.supervisor import STOP_GRACE
+    from simgate.gateway.replicas.supervisor import STOP_GRACE
 
     compose = _compose()
     redis, gateway = compose["services"]["redis"], compose["services"]["gateway"]

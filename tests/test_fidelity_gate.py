@@ -14,8 +14,8 @@ import pytest
 from fidelity_support import fresh_config, real_server, record_real_servers, simgate
 from harness import mcp_session, provenance, running_gateway, wait_until
 
-from simulators.fidelity.gate import FidelityGate, ToolEvidence, decide
-from simulators.fidelity.report import CallFidelityReport
+from simgate.simulators.fidelity.gate import FidelityGate, ToolEvidence, decide
+from simgate.simulators.fidelity.report import CallFidelityReport
 
 SERVERS = ("calculator", "time")
 NEW_CALLS = [("calculator", "calculate", {"expression": "3*3+1"}),
@@ -164,7 +164,7 @@ def test_shadow_mode_builds_the_evidence_that_gates_hybrid(tmp_path: Path) -> No
 
 def test_unreadable_evidence_counts_as_none(tmp_path: Path) -> None:
     """A damaged evidence file keeps every tool from the simulator (no evidence); nothing crashes."""
-    from gateway.fidelity.evidence import EvidenceBook, ShadowEstimate, read_evidence
+    from simgate.gateway.fidelity.evidence import EvidenceBook, ShadowEstimate, read_evidence
 
     store = tmp_path / "store"
     (store / "fidelity").mkdir(parents=True)

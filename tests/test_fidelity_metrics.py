@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from simulators.fidelity import call_metrics as m
-from simulators.fidelity.scoring import aggregate, score_call
+from simgate.simulators.fidelity import call_metrics as m
+from simgate.simulators.fidelity.scoring import aggregate, score_call
 
 
 def result(structured: Any = None, *, text: str | None = None, is_error: bool = False) -> dict[str, Any]:
@@ -143,7 +143,7 @@ def test_score_and_aggregate_with_a_noise_floor() -> None:
 
 
 def test_embedding_cosine_and_its_optional_model() -> None:
-    from simulators.fidelity.embedding import cosine, load_embedder
+    from simgate.simulators.fidelity.embedding import cosine, load_embedder
 
     assert cosine([1.0, 0.0], [0.0, 1.0]) == 0.0
     assert cosine([0.6, 0.8], [0.6, 0.8]) == pytest.approx(1.0)

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from fidelity_support import assert_rendered, render_in_chromium
 
-from runner.fidelity import trajectory_metrics as tm
-from runner.fidelity.report import TrajectoryFidelityReport, write_report
+from simgate.runner.fidelity import trajectory_metrics as tm
+from simgate.runner.fidelity.report import TrajectoryFidelityReport, write_report
 
 
 def event(step: int, name: str, arguments: dict[str, Any] | None = None, *, is_error: bool = False) -> dict[str, Any]:

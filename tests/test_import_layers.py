@@ -1,9 +1,9 @@
 """The layering of DESIGN.md, checked on the source: imports point only down runner → gateway →
-simulators → sandboxes → simgate (the base layer: errors, files, canonical JSON, results, the HTML shell),
-anywhere in a module, deferred imports included; the runner takes from below only what it is allowed to
-(the gateway as a client and its shared config, the simulators' fidelity and synthesis — never a helper
-from a lower layer: helpers live in `simgate`); and no package has an import cycle among its modules'
-top-level imports."""
+simulators → sandboxes → the base layer (the modules directly in `simgate/`: errors, files, canonical JSON,
+results, the HTML shell), anywhere in a module, deferred imports included; the runner takes from below only
+what it is allowed to (the gateway as a client and its shared config, the simulators' fidelity and synthesis —
+never a helper from a lower layer: helpers live in the base layer); every import goes through the one
+`simgate` namespace; and no package has an import cycle among its modules' top-level imports."""
 
 from __future__ import annotations
 
@@ -13,25 +13,38 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ("runner", "gateway", "simulators", "sandboxes", "simgate")  # each may import only those after it
+PACKAGES = ("runner", "gateway", "simulators", "sandboxes")  # the top-level folders, linked into simgate/
+LAYERS = (*PACKAGES, "base")  # each may import only those after it
 # What the runner may import from the layers below, with why (prefixes of module names).
 RUNNER_MAY_IMPORT = {
-    "gateway.cli": "its sub-commands join the one `simgate` command",
-    "gateway.config.execution": "the modes a run asks the gateway for",
-    "gateway.cache.store": "onboarding takes its invalid probe calls back out of the store it seeded",
-    "gateway.naming": "how the gateway names a server's tools (`server__tool`), to read them back",
-    "simulators.fidelity": "call-level fidelity metrics, which trajectory fidelity and onboarding build on",
-    "simulators.schema": "onboarding's schema-derived probe arguments are the schema simulator's synthesis",
-    "sandboxes.workdir": "onboarding diffs a probed server's work directory, which the sandbox names",
-    "simgate": "the base layer, for everyone",
+    "simgate.gateway.cli": "its sub-commands join the one `simgate` command",
+    "simgate.gateway.config.execution": "the modes a run asks the gateway for",
+    "simgate.gateway.cache.store": "onboarding takes its invalid probe calls back out of the store it seeded",
+    "simgate.gateway.naming": "how the gateway names a server's tools (`server__tool`), to read them back",
+    "simgate.simulators.fidelity": "call-level fidelity metrics, which trajectory fidelity and onboarding build on",
+    "simgate.simulators.schema": "onboarding's schema-derived probe arguments are the schema simulator's synthesis",
+    "simgate.sandboxes.workdir": "onboarding diffs a probed server's work directory, which the sandbox names",
 }
 
 
+def _layer(module: str) -> str | None:
+    """The layer of a `simgate.…` module name, or None for a module outside the project."""
+    parts = module.split(".")
+    if parts[0] != "simgate":
+        return None
+    return parts[1] if len(parts) > 1 and parts[1] in PACKAGES else "base"
+
+
 def _modules() -> dict[str, Path]:
+    """Every module of the project by its import name (the packages as their folders, seen through simgate/)."""
     found = {}
-    for package in LAYERS:
+    for path in (REPO_ROOT / "simgate").glob("*.py"):
+        if path.stem == "__main__":
+            continue  # `python -m simgate`: the command line's entry, above every layer
+        found[f"simgate.{path.stem}".removesuffix(".__init__")] = path
+    for package in PACKAGES:
         for path in (REPO_ROOT / package).rglob("*.py"):
-            name = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
+            name = ".".join(("simgate", *path.relative_to(REPO_ROOT).with_suffix("").parts))
             found[name.removesuffix(".__init__")] = path
     return found
 
@@ -52,10 +65,10 @@ def _imports(path: Path, *, top_level_only: bool) -> set[str]:
 def test_imports_point_only_down_the_layers() -> None:
     wrong = []
     for name, path in _modules().items():
-        layer = LAYERS.index(name.split(".")[0])
+        layer = LAYERS.index(_layer(name) or "")
         for imported in _imports(path, top_level_only=False):
-            top = imported.split(".")[0]
-            if top in LAYERS and LAYERS.index(top) < layer:
+            target = _layer(imported)
+            if target is not None and LAYERS.index(target) < layer:
                 wrong.append(f"{name} imports {imported}")
     assert not wrong, "\n".join(sorted(wrong))
 
@@ -63,19 +76,30 @@ def test_imports_point_only_down_the_layers() -> None:
 def test_runner_imports_from_below_only_what_it_is_allowed() -> None:
     wrong = []
     for name, path in _modules().items():
-        if name.split(".")[0] != "runner":
+        if _layer(name) != "runner":
             continue
         for imported in _imports(path, top_level_only=False):
-            if imported.split(".")[0] not in LAYERS[1:]:
+            if _layer(imported) in (None, "runner", "base"):
                 continue
             if not any(imported == allowed or imported.startswith(f"{allowed}.") for allowed in RUNNER_MAY_IMPORT):
                 wrong.append(f"{name} imports {imported}")
     assert not wrong, "\n".join(sorted(wrong))
 
 
+def test_every_import_of_the_project_goes_through_the_simgate_namespace() -> None:
+    # From a source tree the folders also import by their bare names (`gateway.app`): a module loaded under
+    # both names would exist twice, with two copies of its state and classes that do not compare equal.
+    wrong = [f"{name} imports {imported}" for name, path in _modules().items()
+             for imported in _imports(path, top_level_only=False) if imported.split(".")[0] in PACKAGES]
+    for path in sorted((REPO_ROOT / "tests").glob("*.py")) + sorted((REPO_ROOT / "benchmarks").glob("*.py")):
+        wrong += [f"{path.relative_to(REPO_ROOT)} imports {imported}"
+                  for imported in _imports(path, top_level_only=False) if imported.split(".")[0] in PACKAGES]
+    assert not wrong, "\n".join(sorted(wrong))
+
+
 @pytest.mark.parametrize("package", LAYERS)
 def test_no_import_cycle_inside_a_package(package: str) -> None:
-    modules = {name: path for name, path in _modules().items() if name.split(".")[0] == package}
+    modules = {name: path for name, path in _modules().items() if _layer(name) == package}
     graph = {name: {m for m in _imports(path, top_level_only=True) if m in modules and m != name}
              for name, path in modules.items()}
     cycles: list[list[str]] = []

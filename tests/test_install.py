@@ -19,10 +19,10 @@ import mcp_types as types
 import pytest
 from harness import REPO_ROOT, GatewayProcess, mcp_session, running_gateway, wait_until
 
-from gateway.config import parse_config
-from gateway.errors import ConfigError
-from sandboxes.install import InstallManifest, PackageSpec, SpecError, install_request, parse_command
-from sandboxes.install.manifest import MANIFEST
+from simgate.gateway.config import parse_config
+from simgate.gateway.errors import ConfigError
+from simgate.sandboxes.install import InstallManifest, PackageSpec, SpecError, install_request, parse_command
+from simgate.sandboxes.install.manifest import MANIFEST
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
@@ -244,7 +244,7 @@ def test_second_start_reuses_the_install(starts: Starts, gateway: tuple[GatewayP
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", "sandbox", "install", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "simgate", "sandbox", "install", *args], capture_output=True,
                           check=False, text=True, cwd=REPO_ROOT, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
 
 
@@ -321,7 +321,7 @@ def test_serve_reports_a_failed_install(tmp_path: Path) -> None:
         time.sleep(3)
         assert status()["restarts"] == 0 and status()["state"] == "failed"
         # ... until asked: it is tried once more, and fails the same way.
-        restarted = subprocess.run([sys.executable, "-m", "gateway", "servers", "--restart", "bad", "--url",
+        restarted = subprocess.run([sys.executable, "-m", "simgate", "servers", "--restart", "bad", "--url",
                                     running.url], capture_output=True, text=True, timeout=60,
                                    env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
         assert restarted.returncode == 0 and "bad: starting again (was failed)" in restarted.stdout, restarted.stderr
@@ -366,7 +366,7 @@ def test_the_install_of_a_sandboxed_server_is_jailed_too(tmp_path: Path) -> None
     env = {**os.environ, "UV_FIND_LINKS": str(dist)}
 
     def install(name: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "gateway", "sandbox", "install", str(config), "--server", name],
+        done = subprocess.run([sys.executable, "-m", "simgate", "sandbox", "install", str(config), "--server", name],
                               capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, env=env)
         assert done.returncode == 1, done.stdout + done.stderr
         return done.stderr

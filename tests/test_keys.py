@@ -28,7 +28,7 @@ RATE_LIMITED = -32006
 
 
 def _keys(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", "keys", *args], cwd=workdir, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "simgate", "keys", *args], cwd=workdir, capture_output=True,
                           text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, check=False)
 
 
@@ -91,7 +91,7 @@ def test_a_broken_key_file_stops_the_gateway_with_a_clear_error(tmp_path: Path) 
     (tmp_path / "state" / "keys.json").write_text('{"keys": [{"id": 1}]}')
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"gateway": {"state_dir": str(tmp_path / "state")}, "mcpServers": {}}))
-    started = subprocess.run([sys.executable, "-m", "gateway", "serve", str(config), "--port", str(free_port())],
+    started = subprocess.run([sys.executable, "-m", "simgate", "serve", str(config), "--port", str(free_port())],
                              capture_output=True, text=True, timeout=60, cwd=tmp_path,
                              env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, check=False)
     assert started.returncode == 2
@@ -156,7 +156,7 @@ def test_a_non_loopback_bind_is_allowed_once_keys_exist(tmp_path: Path) -> None:
     config.write_text(json.dumps({"gateway": {"state_dir": "st"}, "mcpServers": {}}))
     _create(tmp_path, "remote", "--servers", "*")
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", str(config), "--host", "0.0.0.0",
+    process = subprocess.Popen([sys.executable, "-m", "simgate", "serve", str(config), "--host", "0.0.0.0",
                                 "--port", str(port)], cwd=tmp_path, stderr=subprocess.PIPE,
                                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     try:

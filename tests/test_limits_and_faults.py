@@ -20,15 +20,15 @@ from jsonschema import Draft202012Validator
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
-from gateway.config.limits import FaultConfig, RateLimit, UpstreamQuota
-from gateway.config.models import GatewayConfig
-from gateway.errors import RATE_LIMITED, UPSTREAM_TIMEOUT, RateLimited, UpstreamTimeout
-from gateway.pipeline.call import CallResult, Pipeline, ToolCall
-from gateway.pipeline.faults import InjectFaults, malform
-from gateway.pipeline.provenance import PROVENANCE_KEY, AttachProvenance
-from gateway.pipeline.ratelimit import RateLimits
-from gateway.prometheus import GatewayMetrics
-from gateway.sessions import Sessions
+from simgate.gateway.config.limits import FaultConfig, RateLimit, UpstreamQuota
+from simgate.gateway.config.models import GatewayConfig
+from simgate.gateway.errors import RATE_LIMITED, UPSTREAM_TIMEOUT, RateLimited, UpstreamTimeout
+from simgate.gateway.pipeline.call import CallResult, Pipeline, ToolCall
+from simgate.gateway.pipeline.faults import InjectFaults, malform
+from simgate.gateway.pipeline.provenance import PROVENANCE_KEY, AttachProvenance
+from simgate.gateway.pipeline.ratelimit import RateLimits
+from simgate.gateway.prometheus import GatewayMetrics
+from simgate.gateway.sessions import Sessions
 
 pytestmark = pytest.mark.anyio
 

@@ -27,8 +27,8 @@ from harness import (
 )
 from mcp.shared.exceptions import MCPError
 
-from gateway.cache.shadow import ShadowLog
-from gateway.cache.store import DiskStore
+from simgate.gateway.cache.shadow import ShadowLog
+from simgate.gateway.cache.store import DiskStore
 
 pytestmark = pytest.mark.anyio
 
@@ -210,7 +210,7 @@ async def test_mode_precedence_admin_api_and_cli(tmp_path: Path) -> None:
         assert await mode_of("a__echo", {"text": "1"}, {**headers, "X-Simgate-Mode": "live"}) == "live"
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "gateway", "mode", *args, "--url", gateway.url],
+            return subprocess.run([sys.executable, "-m", "simgate", "mode", *args, "--url", gateway.url],
                                   capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
 
         done = cli("set", "replay", "--server", "a")

@@ -21,19 +21,19 @@ from harness import REPO_ROOT, GatewayProcess, fixture_server, running_gateway
 from llm_server import LLMServer
 from scripted_llm import ScriptedEndpoint
 
-from runner.agents.base import Draft
-from runner.conversation import FOLLOW_UPS_DONE, GOAL_DONE, SimulatedUser, turn_seed
-from runner.errors import LLMUnreachable
-from runner.export.formats import to_openai, to_sharegpt, to_toucan
-from runner.pipeline.catalogue import Catalogue, CatalogueServer, CatalogueTool
-from runner.pipeline.extensions import multi_turn_tasks, split_tasks
-from runner.pipeline.filters import compile_filter, passes
-from runner.pipeline.judge import judge_trajectories
-from runner.pipeline.prompts import digest, user_schema
-from runner.run import run_tasks
-from runner.settings import RunSettings, UserSettings
-from runner.structured import Endpoint, EndpointPool
-from runner.tasks import Task
+from simgate.runner.agents.base import Draft
+from simgate.runner.conversation import FOLLOW_UPS_DONE, GOAL_DONE, SimulatedUser, turn_seed
+from simgate.runner.errors import LLMUnreachable
+from simgate.runner.export.formats import to_openai, to_sharegpt, to_toucan
+from simgate.runner.pipeline.catalogue import Catalogue, CatalogueServer, CatalogueTool
+from simgate.runner.pipeline.extensions import multi_turn_tasks, split_tasks
+from simgate.runner.pipeline.filters import compile_filter, passes
+from simgate.runner.pipeline.judge import judge_trajectories
+from simgate.runner.pipeline.prompts import digest, user_schema
+from simgate.runner.run import run_tasks
+from simgate.runner.settings import RunSettings, UserSettings
+from simgate.runner.structured import Endpoint, EndpointPool
+from simgate.runner.tasks import Task
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 LONG = "x" * 5000
@@ -56,7 +56,7 @@ TOOLS = [{"type": "function", "function": {"name": "routing__note", "description
 
 def simgate(*args: str, cwd: Path) -> dict[str, Any]:
     """Run a command; its last stdout line that is JSON is its summary."""
-    result = subprocess.run([sys.executable, "-m", "gateway", *args], cwd=cwd, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "simgate", *args], cwd=cwd, capture_output=True, text=True,
                             timeout=600, env=ENV)
     assert result.returncode == 0, result.stdout + result.stderr
     summaries = [line for line in result.stdout.splitlines() if line.startswith("{")]
@@ -377,8 +377,8 @@ def test_tiny_llm_as_user_and_agent_makes_a_two_turn_trajectory_exported_three_w
 
 
 def test_the_declared_run_stage_takes_a_simulated_user_and_names_a_bad_setting(tmp_path: Path) -> None:
-    from runner.errors import RunnerError
-    from runner.pipeline.declared import PipelineConfig, _stage
+    from simgate.runner.errors import RunnerError
+    from simgate.runner.pipeline.declared import PipelineConfig, _stage
 
     config = PipelineConfig(dir=tmp_path, gateway="http://127.0.0.1:1/mcp",
                             llm={"base_url": "http://127.0.0.1:1/v1", "model": "m"}, stages={"run": {}})

@@ -6,7 +6,7 @@ import random
 import re
 import string
 
-from gateway.naming import exposed_name, exposed_names, server_prefix
+from simgate.gateway.naming import exposed_name, exposed_names, server_prefix
 
 OPENAI_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

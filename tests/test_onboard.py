@@ -16,10 +16,10 @@ import yaml
 from harness import FIXTURES, REPO_ROOT, mcp_session, provenance, running_gateway
 from llm_server import LLMServer
 
-from runner.onboard.categories import CATEGORIES
-from runner.onboard.classify import changed_values, classify_tool, env_names, propose_settings
-from runner.onboard.observations import CallOutcome, ProbeCall, ToolStatus
-from runner.onboard.specs import OnboardSpecError, candidates_from
+from simgate.runner.onboard.categories import CATEGORIES
+from simgate.runner.onboard.classify import changed_values, classify_tool, env_names, propose_settings
+from simgate.runner.onboard.observations import CallOutcome, ProbeCall, ToolStatus
+from simgate.runner.onboard.specs import OnboardSpecError, candidates_from
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
@@ -37,7 +37,7 @@ FIXTURE_LABELS: dict[str, dict[str, Any]] = {
 
 def onboard(tmp_path: Path, *specs: str, jobs: int = 2) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     result = subprocess.run(
-        [sys.executable, "-m", "gateway", "onboard", *specs, "--jobs", str(jobs), "--no-progress",
+        [sys.executable, "-m", "simgate", "onboard", *specs, "--jobs", str(jobs), "--no-progress",
          "--config", "onboarded.yaml", "--out", "reports", "--call-timeout", "15"],
         cwd=tmp_path, capture_output=True, text=True, timeout=900,
         env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)})
@@ -152,7 +152,7 @@ def test_onboarding_classifies_the_fixture_as_labelled_and_the_config_serves_and
     assert config["mcpServers"]["keyed"]["disabled"] is True
     assert "ACME_API_KEY" in config["mcpServers"]["keyed"]["onboarding"]["reason"]
     # The written config serves as it is (the credential placeholder needs the secret first).
-    secret = subprocess.run([sys.executable, "-m", "gateway", "vault", "set", "acme_api_key", "--config",
+    secret = subprocess.run([sys.executable, "-m", "simgate", "vault", "set", "acme_api_key", "--config",
                              str(tmp_path / "onboarded.yaml")], input="k-123\n", capture_output=True, text=True,
                             cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)})
     assert secret.returncode == 0, secret.stderr
@@ -175,7 +175,7 @@ def test_onboarding_classifies_the_fixture_as_labelled_and_the_config_serves_and
         assert provenance(replayed)["source"] == "cache"
     # Drift: the same config re-probed, now with the secret in the vault, finds exactly that: the
     # credential-gated tool and server work now, nothing else changed; after an "upgrade", what changed.
-    check = [sys.executable, "-m", "gateway", "onboard", "--check", "onboarded.yaml", "--out", "reports",
+    check = [sys.executable, "-m", "simgate", "onboard", "--check", "onboarded.yaml", "--out", "reports",
              "--no-progress", "--fail-on-drift", "--call-timeout", "15"]
     env = {**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)}
     same = subprocess.run(check, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
@@ -240,8 +240,8 @@ def test_the_html_report_filters_rows_in_a_browser(tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the test extra) is not installed")
     if not Path("/usr/bin/chromium").exists():
         pytest.skip("Debian's chromium is not installed on this machine")
-    from runner.onboard.observations import ServerReport, ServerStatus, ToolClassification, ToolReport
-    from runner.onboard.reports import write_reports
+    from simgate.runner.onboard.observations import ServerReport, ServerStatus, ToolClassification, ToolReport
+    from simgate.runner.onboard.reports import write_reports
 
     def tool(name: str, status: ToolStatus) -> ToolReport:
         return ToolReport(name=name, classification=ToolClassification(status=status))

@@ -21,10 +21,10 @@ import pytest
 import yaml
 from harness import REPO_ROOT, mcp_session, provenance, running_gateway
 
-from gateway.naming import exposed_name
-from runner.onboard.classify import classify_tool, outcome_of, propose_settings
-from runner.onboard.observations import CallOutcome, ProbeCall
-from runner.onboard.specs import candidates_from
+from simgate.gateway.naming import exposed_name
+from simgate.runner.onboard.classify import classify_tool, outcome_of, propose_settings
+from simgate.runner.onboard.observations import CallOutcome, ProbeCall
+from simgate.runner.onboard.specs import candidates_from
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
@@ -133,7 +133,7 @@ def test_classifier_rules_found_by_the_corpus() -> None:
 def onboard_corpus(workdir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     specs = [entry["spec"] for entry in corpus()]
     result = subprocess.run(
-        [sys.executable, "-m", "gateway", "onboard", *specs, "--jobs", "2", "--no-progress",
+        [sys.executable, "-m", "simgate", "onboard", *specs, "--jobs", "2", "--no-progress",
          "--config", "onboarded.yaml", "--out", "reports", "--call-timeout", "15"],
         cwd=workdir, capture_output=True, text=True, timeout=1200,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})

@@ -20,7 +20,7 @@ import real_servers as rs
 from harness import REPO_ROOT, GatewayProcess, running_gateway
 from llm_server import LLMServer
 
-from runner.pipeline.prompts import TASK_DIMENSIONS, TRAJECTORY_DIMENSIONS
+from simgate.runner.pipeline.prompts import TASK_DIMENSIONS, TRAJECTORY_DIMENSIONS
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
@@ -40,7 +40,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
 
 def simgate(*args: str, cwd: Path, timeout: float = 600) -> dict[str, Any]:
     """Run a command; its last stdout line is its JSON summary."""
-    result = subprocess.run([sys.executable, "-m", "gateway", *args], cwd=cwd, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "simgate", *args], cwd=cwd, capture_output=True, text=True,
                             timeout=timeout, env=ENV)
     assert result.returncode == 0, result.stdout + result.stderr
     summaries = [line for line in result.stdout.splitlines() if line.startswith("{")]
@@ -59,7 +59,7 @@ def test_pipeline_end_to_end_live_and_simulated(gateway: GatewayProcess, llm_ser
              "--model", "gemma-a", "--model", "gemma-b", "--max-tokens", "160", "--temperature", "0",
              "--out", "tasks.jsonl", *llm]
     # A synth killed once its first task is written, then run again: no task twice, none lost.
-    process = subprocess.Popen([sys.executable, "-m", "gateway", *synth], cwd=tmp_path, env=ENV,
+    process = subprocess.Popen([sys.executable, "-m", "simgate", *synth], cwd=tmp_path, env=ENV,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 300
     tasks_file = tmp_path / "tasks.jsonl"
@@ -156,7 +156,7 @@ def test_pipeline_run_declared_once_resumes_and_refuses_changed_settings(gateway
                            "export": {"format": "toucan", "file": "dataset.parquet"}}}
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(pipeline))
-    first = subprocess.run([sys.executable, "-m", "gateway", "pipeline", "run", str(path)], cwd=tmp_path,
+    first = subprocess.run([sys.executable, "-m", "simgate", "pipeline", "run", str(path)], cwd=tmp_path,
                            capture_output=True, text=True, timeout=800, env=ENV)
     assert first.returncode == 0, first.stdout + first.stderr
     stages = [json.loads(line) for line in first.stdout.splitlines() if line.startswith("{")]
@@ -171,13 +171,13 @@ def test_pipeline_run_declared_once_resumes_and_refuses_changed_settings(gateway
     assert stages[-1]["rows"] == len(lines(out / "06-filter.jsonl")) == len(trajectories)
     assert "| simulated |" in (out / "README.md").read_text() or not trajectories  # the dataset card
     # A second run does nothing again (every stage finished with the same settings).
-    again = subprocess.run([sys.executable, "-m", "gateway", "pipeline", "run", str(path)], cwd=tmp_path,
+    again = subprocess.run([sys.executable, "-m", "simgate", "pipeline", "run", str(path)], cwd=tmp_path,
                            capture_output=True, text=True, timeout=120, env=ENV)
     assert again.returncode == 0 and again.stdout == first.stdout, again.stdout + again.stderr
     # Changing a finished stage's settings is refused, naming it, instead of mixing two settings.
     pipeline["stages"]["dedup"]["threshold"] = 0.5
     path.write_text(yaml.safe_dump(pipeline))
-    changed = subprocess.run([sys.executable, "-m", "gateway", "pipeline", "run", str(path)], cwd=tmp_path,
+    changed = subprocess.run([sys.executable, "-m", "simgate", "pipeline", "run", str(path)], cwd=tmp_path,
                              capture_output=True, text=True, timeout=120, env=ENV)
     assert changed.returncode == 2 and "stage dedup already ran with other settings" in changed.stderr
 

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from runner.errors import RunnerError
-from runner.pipeline.catalogue import Catalogue, CatalogueServer, CatalogueTool
-from runner.pipeline.dedup import dedup_minhash, normalized
-from runner.pipeline.filters import compile_filter, passes
-from runner.pipeline.judge import ratings
-from runner.pipeline.prompts import shorten, transcript
-from runner.pipeline.strategies import Plan, Strategy, plan_tasks
-from runner.pipeline.synth import check_generation
+from simgate.runner.errors import RunnerError
+from simgate.runner.pipeline.catalogue import Catalogue, CatalogueServer, CatalogueTool
+from simgate.runner.pipeline.dedup import dedup_minhash, normalized
+from simgate.runner.pipeline.filters import compile_filter, passes
+from simgate.runner.pipeline.judge import ratings
+from simgate.runner.pipeline.prompts import shorten, transcript
+from simgate.runner.pipeline.strategies import Plan, Strategy, plan_tasks
+from simgate.runner.pipeline.synth import check_generation
 
 
 def _server(name: str, category: str, tools: int = 3) -> CatalogueServer:
@@ -137,7 +137,7 @@ def test_the_judge_reads_tool_outputs_shortened_to_the_budget() -> None:
 
 
 def test_irrelevance_pairs_a_question_with_another_categorys_tools() -> None:
-    from runner.pipeline.extensions import irrelevance_tasks
+    from simgate.runner.pipeline.extensions import irrelevance_tasks
 
     tasks = [{"id": "t1", "question": "Will it rain in Oslo?", "servers": ["alpha"], "target_tools": ["alpha__tool_0"],
               "metadata": {"strategy": "single:random"}}]

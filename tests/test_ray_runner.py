@@ -29,9 +29,9 @@ import real_servers as rs  # noqa: E402
 from harness import REPO_ROOT, GatewayProcess, kill_once_written, pid_alive, running_gateway, wait_until  # noqa: E402
 from llm_server import LLMServer  # noqa: E402
 
-from runner.run import Job, execute, run_tasks  # noqa: E402
-from runner.settings import RunSettings  # noqa: E402
-from runner.tasks import Task  # noqa: E402
+from simgate.runner.run import Job, execute, run_tasks  # noqa: E402
+from simgate.runner.settings import RunSettings  # noqa: E402
+from simgate.runner.tasks import Task  # noqa: E402
 
 ROOT = rs.default_install_root()
 GONE = {"command": "/bin/false"}  # an upstream that cannot start: replay has no live fallback
@@ -208,7 +208,7 @@ def _judged(path: Path) -> dict[str, Any]:
 def _simgate(*args: str) -> Iterator[subprocess.Popen[bytes]]:
     """`simgate ARGS` in its own process group, killed with it if the test ends first."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "gateway", *args], env=env, stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-m", "simgate", *args], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, start_new_session=True)
     try:
         yield process
@@ -288,7 +288,7 @@ class _WorkerKiller:
 def test_a_killed_worker_is_retried_and_one_killed_every_time_is_an_error_row(
         ray_address: str, replay_gateways: list[GatewayProcess], local_replay: Path, llm_server: LLMServer,  # noqa: F811
         tmp_path: Path) -> None:
-    from runner.distributed import RayCluster, RayJobs, RayOptions
+    from simgate.runner.distributed import RayCluster, RayJobs, RayOptions
 
     out = tmp_path / "faults.jsonl"
     settings = _settings(replay_gateways[0], llm_server, "replay")
@@ -339,7 +339,7 @@ def test_a_killed_driver_resumes_without_duplicates(
 def test_ray_not_installed_is_one_clear_line(tmp_path: Path) -> None:
     tasks = _tasks_file(tmp_path / "tasks.jsonl", TASKS[:1])
     # `sys.modules["ray"] = None` makes `import ray` fail as it does where Ray is not installed.
-    code = ("import sys; sys.modules['ray'] = None; from gateway.cli import main; "
+    code = ("import sys; sys.modules['ray'] = None; from simgate.gateway.cli import main; "
             f"main(['run', '--tasks', {str(tasks)!r}, '--gateway', 'http://127.0.0.1:9/mcp', '--llm-base-url', "
             f"'http://127.0.0.1:9/v1', '--model', 'm', '--out', {str(tmp_path / 'o.jsonl')!r}, '--ray'])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
@@ -372,7 +372,7 @@ def test_pipeline_stages_on_ray_write_the_local_pipelines_files(
         path.write_text(yaml.safe_dump(pipeline))
         (tmp_path / where).mkdir()
         (tmp_path / where / "01-synth.jsonl").write_text("".join(json.dumps(t) + "\n" for t in synthesized))
-        result = subprocess.run([sys.executable, "-m", "gateway", "pipeline", "run", str(path)], cwd=tmp_path,
+        result = subprocess.run([sys.executable, "-m", "simgate", "pipeline", "run", str(path)], cwd=tmp_path,
                                 capture_output=True, text=True, timeout=600,
                                 env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
         assert result.returncode == 0, result.stdout + result.stderr
@@ -395,7 +395,7 @@ def test_pipeline_stages_on_ray_write_the_local_pipelines_files(
 
 
 def test_gateway_slots_bound_the_jobs_in_flight_and_avoid_the_gateway_that_failed() -> None:
-    from runner.distributed import GatewaySlots
+    from simgate.runner.distributed import GatewaySlots
 
     async def main() -> None:
         slots = GatewaySlots(["a", "b"], in_flight=2)

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from harness import fixture_server, running_gateway, wait_until
 
-from gateway.config import parse_config
-from gateway.errors import ConfigError
+from simgate.gateway.config import parse_config
+from simgate.gateway.errors import ConfigError
 
 BROKEN = {"command": "/bin/false"}  # exits at once: never ready
 

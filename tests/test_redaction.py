@@ -99,7 +99,7 @@ def scan_files(root: Path, secret: str = SECRET) -> dict[str, list[str]]:
 def cli(workdir: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None,
         ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "gateway", *args], check=False, cwd=workdir, input=stdin, text=True,
+    return subprocess.run([sys.executable, "-m", "simgate", *args], check=False, cwd=workdir, input=stdin, text=True,
                           capture_output=True, timeout=60, env=env)
 
 
@@ -298,8 +298,8 @@ def test_no_vault_or_no_key_stops_the_start(tmp_path: Path) -> None:
 
 
 def test_a_malformed_reference_is_a_config_error(tmp_path: Path) -> None:
-    from gateway.config.loader import parse_config
-    from gateway.errors import ConfigError
+    from simgate.gateway.config.loader import parse_config
+    from simgate.gateway.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"server 'x'.*env\.TOKEN.*not a valid vault reference"):
         parse_config(json.dumps({"mcpServers": {"x": {"command": "true", "env": {"TOKEN": "vault:bad name"}}}}))
@@ -358,7 +358,7 @@ def _listening(port: int) -> bool:
 
 
 def test_redactor_forms_keys_and_nesting() -> None:
-    from gateway.pipeline.redact import Redactor
+    from simgate.gateway.pipeline.redact import Redactor
 
     redactor = Redactor({"api": SECRET})
     for kind, form in forms(SECRET).items():
@@ -375,7 +375,7 @@ def test_redactor_forms_keys_and_nesting() -> None:
 
 
 def test_redactor_keeps_old_values_and_prefers_the_longest() -> None:
-    from gateway.pipeline.redact import Redactor
+    from simgate.gateway.pipeline.redact import Redactor
 
     redactor = Redactor({"short": "abcdefgh1"})
     redactor.update({"long": "abcdefgh1-and-more", "short": "new-value-2"})
@@ -384,7 +384,7 @@ def test_redactor_keeps_old_values_and_prefers_the_longest() -> None:
 
 
 def test_stream_redaction_across_pieces() -> None:
-    from gateway.pipeline.redact import Redactor, StreamRedactor
+    from simgate.gateway.pipeline.redact import Redactor, StreamRedactor
 
     redactor = Redactor({"api": SECRET})
     text = ("line one\n" + "x" * 50 + SECRET + "\n" + base64.b64encode(SECRET.encode()).decode() + " tail " + SECRET)
@@ -404,7 +404,7 @@ def test_stream_redaction_across_pieces() -> None:
 def test_console_output_wrapped_anywhere_and_split_items() -> None:
     """A console logger wraps inside a `%XX` escape (rich does, at its column width); a result splits a
     secret over text items, some a single character."""
-    from gateway.pipeline.redact import Redactor, StreamRedactor
+    from simgate.gateway.pipeline.redact import Redactor, StreamRedactor
 
     redactor = Redactor({"api": SECRET})
     encoded = "".join(f"%{byte:02X}" for byte in SECRET.encode())
@@ -420,8 +420,8 @@ def test_console_output_wrapped_anywhere_and_split_items() -> None:
 
 
 def test_redacted_errors_and_recordings() -> None:
-    from gateway.cache.records import RecordedError, Recording
-    from gateway.pipeline.redact import Redactor, redact_error, redact_recording
+    from simgate.gateway.cache.records import RecordedError, Recording
+    from simgate.gateway.pipeline.redact import Redactor, redact_error, redact_recording
 
     redactor = Redactor({"api": SECRET})
     error = redact_error(redactor, MCPError(-32010, f"denied {SECRET}", {"t": SECRET}))
@@ -437,8 +437,8 @@ def test_redacted_errors_and_recordings() -> None:
 def test_log_records_are_redacted() -> None:
     import logging
 
-    from gateway.logs import JsonFormatter, RedactingFilter
-    from gateway.pipeline.redact import Redactor
+    from simgate.gateway.logs import JsonFormatter, RedactingFilter
+    from simgate.gateway.pipeline.redact import Redactor
 
     log_filter = RedactingFilter(Redactor({"api": SECRET}))
     try:
@@ -452,7 +452,7 @@ def test_log_records_are_redacted() -> None:
 
 
 def test_vault_file_defaults() -> None:
-    from gateway.config.models import GatewaySettings
+    from simgate.gateway.config.models import GatewaySettings
 
     assert GatewaySettings().vault_file == ".simgate/vault.json"
     assert GatewaySettings(state_dir="/s").vault_file == "/s/vault.json"
@@ -461,9 +461,9 @@ def test_vault_file_defaults() -> None:
 
 def test_the_simulator_sees_old_recordings_redacted(tmp_path: Path) -> None:
     """Recordings made before a secret was in the vault are redacted on their way to a simulator."""
-    from gateway.cache.records import Recording
-    from gateway.cache.store import DiskStore
-    from gateway.pipeline.redact import RedactingStore, Redactor
+    from simgate.gateway.cache.records import Recording
+    from simgate.gateway.cache.store import DiskStore
+    from simgate.gateway.pipeline.redact import RedactingStore, Redactor
 
     store = DiskStore(tmp_path / "cache")
     try:
@@ -615,7 +615,7 @@ async def test_encoded_and_split_secrets_reach_no_file(tmp_path: Path) -> None:
         export = cli(tmp_path, "cache", "export", "--cache-dir", ".simgate/cache", "exported.jsonl")
         assert export.returncode == 0, export.stderr
         assert gateway.terminate() in (0, -15)
-    from gateway.cache.store import DiskStore
+    from simgate.gateway.cache.store import DiskStore
 
     store = DiskStore(tmp_path / ".simgate" / "cache")
     try:

@@ -24,8 +24,8 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from redis_server import RedisServer, private_redis
 
-from gateway.cache.records import Recording
-from gateway.cache.redis_store import RedisStore
+from simgate.gateway.cache.records import Recording
+from simgate.gateway.cache.redis_store import RedisStore
 
 pytestmark = pytest.mark.anyio
 
@@ -282,7 +282,7 @@ def _cache(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _simgate(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([sys.executable, "-m", "simgate", *args], capture_output=True, text=True, timeout=timeout,
                           cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
 
 
@@ -334,7 +334,7 @@ def test_an_unreachable_redis_stops_the_start_naming_it_without_the_password(tmp
                                                         "url": f"redis://ops:${{REDIS_PASSWORD}}@127.0.0.1:{port}/2"}},
                                   "mcpServers": {}}))
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "REDIS_PASSWORD": "hunter2-secret"}
-    result = subprocess.run([sys.executable, "-m", "gateway", "serve", str(config), "--port", str(free_port())],
+    result = subprocess.run([sys.executable, "-m", "simgate", "serve", str(config), "--port", str(free_port())],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
     output = result.stdout + result.stderr
     assert result.returncode != 0
@@ -351,7 +351,7 @@ def test_an_unreachable_redis_stops_the_start_naming_it_without_the_password(tmp
 def test_a_gateway_on_diskcache_never_loads_the_redis_client(tmp_path: Path) -> None:
     config = tmp_path / "simgate.json"
     config.write_text(json.dumps({"gateway": {"state_dir": str(tmp_path / "state")}, "mcpServers": {}}))
-    code = ("import sys\nfrom gateway.app import Gateway\nfrom gateway.config.loader import load_config\n"
+    code = ("import sys\nfrom simgate.gateway.app import Gateway\nfrom simgate.gateway.config.loader import load_config\n"
             f"Gateway(load_config({str(config)!r}))\nprint('redis' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
@@ -405,7 +405,7 @@ def _script(store: Any) -> list[Any]:
 
 
 def test_the_redis_store_answers_as_the_diskcache_store(redis_server: RedisServer, tmp_path: Path) -> None:
-    from gateway.cache.store import DiskStore
+    from simgate.gateway.cache.store import DiskStore
 
     disk, shared = DiskStore(tmp_path / "disk"), _store(redis_server, "same:")
     try:

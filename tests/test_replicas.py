@@ -28,7 +28,7 @@ from mcp import Client
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from gateway.auth.api_keys import KeyStore
+from simgate.gateway.auth.api_keys import KeyStore
 from tests.harness import REPO_ROOT, fixture_server, pid_alive, running_gateway, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -278,7 +278,7 @@ async def test_killed_replica_is_restarted_others_continue_and_sigterm_leaves_no
 def _serve(workdir: Path, config: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "simgate.json").write_text(json.dumps(config))
-    return subprocess.run([sys.executable, "-m", "gateway", "serve", "simgate.json", *args], cwd=workdir,
+    return subprocess.run([sys.executable, "-m", "simgate", "serve", "simgate.json", *args], cwd=workdir,
                           env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=60)
 
 

@@ -20,7 +20,7 @@ from harness import FIXTURES, fixture_server, free_port, mcp_session, running_ga
 from mcp.client.session import ClientRequestContext
 from mcp.shared.exceptions import MCPError
 
-from gateway.auth.api_keys import KeyStore
+from simgate.gateway.auth.api_keys import KeyStore
 
 # Subscriptions, sampling and logging are handshake-era features: exactly what is routed here.
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")]

@@ -22,10 +22,10 @@ import real_servers as rs
 from harness import REPO_ROOT, GatewayProcess, fixture_server, kill_once_written, running_gateway
 from llm_server import LLMServer
 
-from runner.export.formats import to_sharegpt, to_toucan
-from runner.run import run_tasks
-from runner.settings import RunSettings
-from runner.tasks import Task, parse_tasks
+from simgate.runner.export.formats import to_sharegpt, to_toucan
+from simgate.runner.run import run_tasks
+from simgate.runner.settings import RunSettings
+from simgate.runner.tasks import Task, parse_tasks
 
 ROOT = rs.default_install_root()
 GONE = {"command": "/bin/false"}  # an upstream that cannot start
@@ -199,7 +199,7 @@ def test_a_slow_trajectory_is_written_as_a_timeout(
 
 def test_prompted_agent_falls_back_when_the_endpoint_refuses_a_tool_schema(
         llm_server: LLMServer, tmp_path: Path) -> None:  # noqa: F811
-    from runner.agents.prompted import answer_schema, response_format
+    from simgate.runner.agents.prompted import answer_schema, response_format
 
     config = {"gateway": {"cache_dir": str(tmp_path / "cache")},
               "mcpServers": {"odd": fixture_server("runner_schema_server.py")}}
@@ -244,7 +244,7 @@ def test_agents_sdk_adapter_runs_a_task_through_the_gateway(
 
 def _simgate(*args: str, **kwargs: Any) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "gateway", *args], env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "simgate", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True, **kwargs)
 
 
@@ -300,7 +300,7 @@ def test_cli_errors_are_one_line(live_gateway: GatewayProcess, llm_server: LLMSe
 
 def test_fidelity_trajectories_runs_k_times_per_mode_and_reports(
         live_gateway: GatewayProcess, llm_server: LLMServer, tmp_path: Path) -> None:  # noqa: F811
-    from gateway.cli import build_parser
+    from simgate.gateway.cli import build_parser
 
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text(json.dumps(TASKS[0]) + "\n")

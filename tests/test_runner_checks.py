@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from runner.agents.prompted import answer_schema, parse_answer, prompted_view
-from runner.checks import (
+from simgate.runner.agents.prompted import answer_schema, parse_answer, prompted_view
+from simgate.runner.checks import (
     calls_loop,
     has_final_answer,
     has_tool_call,
@@ -21,11 +21,11 @@ from runner.checks import (
     target_tool_share,
     text_is_degenerate,
 )
-from runner.errors import AgentError, OutputFileError, TaskFileError
-from runner.output import repair_and_read
-from runner.settings import RunSettings
-from runner.tasks import load_tasks, parse_tasks
-from runner.trajectory import ToolEvent
+from simgate.runner.errors import AgentError, OutputFileError, TaskFileError
+from simgate.runner.output import repair_and_read
+from simgate.runner.settings import RunSettings
+from simgate.runner.tasks import load_tasks, parse_tasks
+from simgate.runner.trajectory import ToolEvent
 
 
 def event(name: str, arguments: dict[str, Any] | None = None, *, is_error: bool = False, step: int = 0) -> ToolEvent:
@@ -185,7 +185,7 @@ def test_settings_normalize_the_gateway_url_and_keep_session_ids_deterministic()
 
 def test_agents_sdk_items_become_chat_messages_with_runner_ids_and_matched_events() -> None:
     pytest.importorskip("agents", reason="the OpenAI Agents SDK (openai-agents) is not installed")
-    from runner.agents.agents_sdk import chat_messages
+    from simgate.runner.agents.agents_sdk import chat_messages
 
     items = [{"role": "user", "content": "Q"},
              {"type": "function_call", "call_id": "rnd-1", "name": "calc__add", "arguments": '{"a": 1}',
@@ -238,12 +238,12 @@ def test_answer_schema_hoists_each_tools_definitions_under_its_own_names() -> No
 def test_tools_are_filtered_by_server_prefix_and_results_read_as_text() -> None:
     import mcp_types as types
 
-    from runner.mcp_tools import openai_tool, result_text, tool_filter
+    from simgate.runner.mcp_tools import openai_tool, result_text, tool_filter
 
     allowed = tool_filter(["calc", "my server"])
     assert allowed("calc__add") and not allowed("calculator__add") and not allowed("other__calc__add")
     # a server whose name is not a valid prefix is matched by its exposed prefix (with a hash)
-    from gateway.naming import server_prefix
+    from simgate.gateway.naming import server_prefix
 
     assert allowed(server_prefix("my server") + "__tool") and not allowed("my server__tool")
     assert tool_filter(None)("anything__at_all")

@@ -193,7 +193,7 @@ async def test_real_servers_run_offline_in_the_sandbox(name: str, tmp_path: Path
 
 
 def test_sandbox_check_command() -> None:
-    done = subprocess.run([sys.executable, "-m", "gateway", "sandbox", "check"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "simgate", "sandbox", "check"], capture_output=True, text=True,
                           cwd=REPO_ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "bwrap: works" in done.stdout

@@ -29,10 +29,10 @@ import pytest
 from docker_engine import DockerEngine
 from harness import FIXTURES, REPO_ROOT, GatewayProcess, fixture_server, mcp_session, running_gateway, wait_until
 
-from gateway.config import load_config
-from gateway.errors import ConfigError
-from sandboxes.diskcap import loop_mount_possible
-from sandboxes.docker.container import GATEWAY_LABEL, SERVER_LABEL, gateway_instance
+from simgate.gateway.config import load_config
+from simgate.gateway.errors import ConfigError
+from simgate.sandboxes.diskcap import loop_mount_possible
+from simgate.sandboxes.docker.container import GATEWAY_LABEL, SERVER_LABEL, gateway_instance
 
 pytestmark = pytest.mark.anyio
 
@@ -58,7 +58,7 @@ class Setup:
 
 def _cli(workdir: Path, *args: str, stdin: str = "") -> str:
     env = {k: v for k, v in os.environ.items() if k != "SIMGATE_VAULT_KEY"} | {"PYTHONPATH": str(REPO_ROOT)}
-    done = subprocess.run([sys.executable, "-m", "gateway", *args], cwd=workdir, input=stdin, text=True,
+    done = subprocess.run([sys.executable, "-m", "simgate", *args], cwd=workdir, input=stdin, text=True,
                           capture_output=True, timeout=60, env=env, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
@@ -218,7 +218,7 @@ def test_the_gateway_does_not_start_with_such_a_config(tmp_path: Path) -> None:
     config = {"mcpServers": {"hostile": {**fixture_server("hostile_server.py"), "cwd": ".simgate/servers/other/work",
                                          "sandbox": {"backend": "docker"}}}}
     (tmp_path / "simgate.json").write_text(json.dumps(config))
-    done = subprocess.run([sys.executable, "-m", "gateway", "serve", "simgate.json"], cwd=tmp_path, text=True,
+    done = subprocess.run([sys.executable, "-m", "simgate", "serve", "simgate.json"], cwd=tmp_path, text=True,
                           capture_output=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith("simgate serve: simgate.json: config: server 'hostile': its cwd "

@@ -133,9 +133,9 @@ async def test_simulator_sees_only_its_own_connection_and_never_the_held_out_ans
 
 
 async def test_fidelity_calls_zero_shot_shows_no_recorded_answer_of_the_tool(tmp_path: Path) -> None:
-    from gateway.fidelity.calls import _request
-    from gateway.fidelity.source import load_world
-    from simulators.prompts.v1 import build_messages
+    from simgate.gateway.fidelity.calls import _request
+    from simgate.gateway.fidelity.source import load_world
+    from simgate.simulators.prompts.v1 import build_messages
 
     with running_gateway(_recording_gateway(tmp_path), tmp_path / "gw") as gateway:
         async with mcp_session(gateway.mcp_url("fx"), headers={"X-Simgate-Session": "rec"}) as session:
@@ -152,7 +152,7 @@ async def test_fidelity_calls_zero_shot_shows_no_recorded_answer_of_the_tool(tmp
 
 
 def test_cache_key_leaves_out_defaults_wherever_the_schema_declares_them() -> None:
-    from gateway.cache.cache_keys import cache_key
+    from simgate.gateway.cache.cache_keys import cache_key
 
     schema = {"type": "object", "$defs": {"opts": {"type": "object", "properties": {
         "depth": {"type": "integer", "default": 1}, "strict": {"type": "boolean", "default": False}}}},

@@ -32,13 +32,13 @@ from pydantic import ValidationError
 from scripted_llm import ScriptedEndpoint
 
 from simgate.results import bounded
-from simulators.base import Example, SimulationError, SimulationRequest, ToolSpec
-from simulators.config import OpenAIConfig, SimulatorConfig, build_simulator
-from simulators.examples import ExamplesSimulator
-from simulators.openai import InvalidAnswer, OpenAISimulator, parse_answer
-from simulators.prompts import load as load_prompt
-from simulators.prompts.v1 import INSTRUCTIONS, answer_schema
-from simulators.schema import SchemaSimulator, synthesize
+from simgate.simulators.base import Example, SimulationError, SimulationRequest, ToolSpec
+from simgate.simulators.config import OpenAIConfig, SimulatorConfig, build_simulator
+from simgate.simulators.examples import ExamplesSimulator
+from simgate.simulators.openai import InvalidAnswer, OpenAISimulator, parse_answer
+from simgate.simulators.prompts import load as load_prompt
+from simgate.simulators.prompts.v1 import INSTRUCTIONS, answer_schema
+from simgate.simulators.schema import SchemaSimulator, synthesize
 
 pytestmark = pytest.mark.anyio
 
@@ -556,7 +556,7 @@ async def test_examples_substitution_never_breaks_the_output_schema() -> None:
     answer = (await ExamplesSimulator().simulate(_request(tool, {"tz": "Asia/Tokyo"}, examples=[recorded]))).result
     assert answer == recorded.result
     # Short values (under 3 characters) and values inside other tokens are not taken for echoes.
-    from simulators.substitute import substitute
+    from simgate.simulators.substitute import substitute
 
     short = {"content": [{"type": "text", "text": "id 12 of 912 and 12.5"}], "isError": False}
     assert substitute(short, {"id": 12}, {"id": 13}) == short

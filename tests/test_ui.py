@@ -27,12 +27,12 @@ from mcp.shared.exceptions import MCPError
 from playwright.async_api import Page, async_playwright, expect
 from test_redaction import SECRET, leaks_in, leaky_server, plant
 
-from gateway.app import latency_percentiles
-from gateway.auth.api_keys import KeyStore
-from gateway.pipeline.call import ToolCall
-from gateway.pipeline.observe import ObserveCalls
-from gateway.prometheus import GatewayMetrics
-from gateway.ui.feed import CallEvent, CallFeed, TooManyViewers
+from simgate.gateway.app import latency_percentiles
+from simgate.gateway.auth.api_keys import KeyStore
+from simgate.gateway.pipeline.call import ToolCall
+from simgate.gateway.pipeline.observe import ObserveCalls
+from simgate.gateway.prometheus import GatewayMetrics
+from simgate.gateway.ui.feed import CallEvent, CallFeed, TooManyViewers
 
 pytestmark = pytest.mark.anyio
 
@@ -202,7 +202,7 @@ async def test_servers_view_shows_tools_and_restarts_stops_and_starts_a_server(u
 
 
 def simgate(ui: Ui, *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "gateway", *args, "--url", ui.url], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "simgate", *args, "--url", ui.url], capture_output=True, text=True,
                           timeout=60, check=False, env={**os.environ, "PYTHONPATH": str(REPO_ROOT),
                                                         "SIMGATE_API_KEY": ui.admin})
     assert done.returncode == 0, done.stderr

@@ -28,14 +28,14 @@ import pytest
 from harness import fixture_server, mcp_session, running_gateway
 from playwright.async_api import async_playwright, expect
 
-from gateway.auth.api_keys import KeyStore
-from gateway.cache.records import Recording
-from gateway.cache.store import DiskStore
-from gateway.cli import main
-from gateway.ui.conversation import conversation
-from gateway.vault.store import Vault
-from runner.fidelity.report import write_report
-from runner.trajectory import AgentInfo, ToolEvent, Trajectory, Usage
+from simgate.gateway.auth.api_keys import KeyStore
+from simgate.gateway.cache.records import Recording
+from simgate.gateway.cache.store import DiskStore
+from simgate.gateway.cli import main
+from simgate.gateway.ui.conversation import conversation
+from simgate.gateway.vault.store import Vault
+from simgate.runner.fidelity.report import write_report
+from simgate.runner.trajectory import AgentInfo, ToolEvent, Trajectory, Usage
 
 SECRET = "sk-ui-data/5b1f0c9e7d3a2b4c6e8f0a1b+Tok"
 

@@ -13,8 +13,8 @@ import mcp_types as types
 import pytest
 from mcp.shared.message import SessionMessage
 
-from gateway.upstream.stdio import PipeReader, stdio_streams
-from sandboxes.framing import OversizedMessage
+from simgate.gateway.upstream.stdio import PipeReader, stdio_streams
+from simgate.sandboxes.framing import OversizedMessage
 
 pytestmark = pytest.mark.anyio
 

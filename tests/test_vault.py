@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from harness import REPO_ROOT
 
-from gateway.vault.store import ENV_KEY, Vault, VaultError, key_id
+from simgate.gateway.vault.store import ENV_KEY, Vault, VaultError, key_id
 
 VALUE = "s3cr3t-value/with+chars= é"
 PEM = "-----BEGIN KEY-----\nAAAA\nBBBB\n-----END KEY-----"
@@ -25,7 +25,7 @@ PEM = "-----BEGIN KEY-----\nAAAA\nBBBB\n-----END KEY-----"
 def cli(workdir: Path, *args: str, stdin: str | None = "", env: dict[str, str] | None = None,
         ) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k != ENV_KEY}
-    return subprocess.run([sys.executable, "-m", "gateway", "vault", *args], check=False, cwd=workdir, input=stdin,
+    return subprocess.run([sys.executable, "-m", "simgate", "vault", *args], check=False, cwd=workdir, input=stdin,
                           text=True, capture_output=True, timeout=60,
                           env={**base, "PYTHONPATH": str(REPO_ROOT), **(env or {})})
 
@@ -80,7 +80,7 @@ def test_the_value_is_never_taken_from_argv(tmp_path: Path) -> None:
     # The `set` parser has no argument a value could go to.
     import argparse
 
-    from gateway.cli import build_parser
+    from simgate.gateway.cli import build_parser
 
     parser: argparse.ArgumentParser = build_parser()
     for name in ("vault", "set"):
@@ -99,7 +99,7 @@ def test_empty_value_and_bad_name_are_refused(tmp_path: Path) -> None:
 
 
 def test_a_terminal_gets_a_hidden_prompt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway.cli import main
+    from simgate.gateway.cli import main
 
     class Terminal:
         def isatty(self) -> bool:
@@ -308,7 +308,7 @@ def test_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def test_concurrent_sets_lose_nothing(tmp_path: Path) -> None:
     assert cli(tmp_path, "set", "first", stdin="v\n").returncode == 0
     base = {k: v for k, v in os.environ.items() if k != ENV_KEY}
-    processes = [subprocess.Popen([sys.executable, "-m", "gateway", "vault", "set", f"name{i}"], cwd=tmp_path,
+    processes = [subprocess.Popen([sys.executable, "-m", "simgate", "vault", "set", f"name{i}"], cwd=tmp_path,
                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   env={**base, "PYTHONPATH": str(REPO_ROOT)}) for i in range(8)]
     for i, process in enumerate(processes):

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gateway.config.limits import RateLimit
 from simgate.errors import SimgateError
 from simgate.files import atomic_write, exclusive_lock
+from simgate.gateway.config.limits import RateLimit
 
 PREFIX = "sgk_"
 # Where the CLI finds the client's API key: never on the command line, where `ps` would show it.

@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.auth.api_keys import API_KEY_ENV, KeyFileError, KeyStore
-from gateway.config.limits import RateLimit
+from simgate.gateway.auth.api_keys import API_KEY_ENV, KeyFileError, KeyStore
+from simgate.gateway.config.limits import RateLimit
 
 DEFAULT_KEYS = ".simgate/keys.json"
 
@@ -54,8 +54,8 @@ def _store(args: argparse.Namespace) -> tuple[KeyStore, list[str] | None]:
     """The key file, and the config's server names when a config was given (to check `--servers`)."""
     if args.config is None:
         return KeyStore(args.keys_file or DEFAULT_KEYS), None
-    from gateway.config.loader import load_config
-    from gateway.errors import ConfigError
+    from simgate.gateway.config.loader import load_config
+    from simgate.gateway.errors import ConfigError
 
     try:
         config = load_config(args.config)

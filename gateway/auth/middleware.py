@@ -16,7 +16,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.auth.api_keys import ApiKey, KeyFileError, KeyStore
+from simgate.gateway.auth.api_keys import ApiKey, KeyFileError, KeyStore
 
 logger = logging.getLogger("simgate.auth")
 

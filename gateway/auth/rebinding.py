@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.net import is_loopback
+from simgate.gateway.net import is_loopback
 
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 _READ_ONLY = frozenset({"GET", "HEAD"})

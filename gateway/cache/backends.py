@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from gateway.cache.store import CacheStore
+from simgate.gateway.cache.store import CacheStore
 
 logger = logging.getLogger("simgate.store")
 
 if TYPE_CHECKING:
-    from gateway.config.models import GatewaySettings
-    from gateway.pipeline.ratelimit import SharedCounters
-    from gateway.sessions import SharedRunState
+    from simgate.gateway.config.models import GatewaySettings
+    from simgate.gateway.pipeline.ratelimit import SharedCounters
+    from simgate.gateway.sessions import SharedRunState
 
 
 async def _nothing() -> None:
@@ -58,13 +58,13 @@ def open_backend(settings: GatewaySettings) -> Backend:
 
 
 def _disk_store(settings: GatewaySettings) -> CacheStore:
-    from gateway.cache.store import DiskStore
+    from simgate.gateway.cache.store import DiskStore
 
     return DiskStore(Path(settings.cache_path))
 
 
 def _redis_store(settings: GatewaySettings) -> CacheStore:
-    from gateway.cache.redis_store import RedisStore
+    from simgate.gateway.cache.redis_store import RedisStore
 
     assert settings.store.url is not None
     return RedisStore.connect(settings.store.url, settings.store.prefix)
@@ -77,9 +77,9 @@ def _disk(settings: GatewaySettings) -> Backend:
 def _redis(settings: GatewaySettings) -> Backend:
     import redis.asyncio as aioredis
 
-    from gateway.cache.redis_state import RedisRunState
-    from gateway.cache.redis_store import ONCE_TTL_S, RedisStore
-    from gateway.pipeline.redis_limits import RedisCounters
+    from simgate.gateway.cache.redis_state import RedisRunState
+    from simgate.gateway.cache.redis_store import ONCE_TTL_S, RedisStore
+    from simgate.gateway.pipeline.redis_limits import RedisCounters
 
     url, prefix = settings.store.url, settings.store.prefix
     assert url is not None

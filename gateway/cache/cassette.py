@@ -28,10 +28,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.cache.records import Recording
-from gateway.cache.store import CacheStore
 from simgate.errors import SimgateError
 from simgate.files import atomic_write
+from simgate.gateway.cache.records import Recording
+from simgate.gateway.cache.store import CacheStore
 
 CASSETTE_VERSION = 1
 HEADER_FIELD = "simgate_cassette"
@@ -117,8 +117,8 @@ def write_cassette(path: str | Path, recordings: Iterable[Recording],
     Recordings are written without secrets (they were recorded redacted; this redacts again, with
     `redactor` or else the secrets of the default vault when it can be opened).
     """
-    from gateway.pipeline.redact import redact_recording
-    from gateway.vault.gateway_secrets import default_redactor
+    from simgate.gateway.pipeline.redact import redact_recording
+    from simgate.gateway.vault.gateway_secrets import default_redactor
 
     path = Path(path)
     redactor = redactor if redactor is not None else default_redactor()

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.cache.errors import STORE_ERRORS, describe_store_error
-from gateway.cache.listing import ls_row, per_tool, recording_groups, show
-from gateway.cli import Handler, guarded
 from simgate.errors import UsageError
+from simgate.gateway.cache.errors import STORE_ERRORS, describe_store_error
+from simgate.gateway.cache.listing import ls_row, per_tool, recording_groups, show
+from simgate.gateway.cli import Handler, guarded
 
 DEFAULT_CACHE_DIR = ".simgate/cache"
 _PREVIEW = 60
@@ -79,10 +79,10 @@ def _guarded(handler: Handler, command: str) -> Handler:
 
 def _settings(args: argparse.Namespace) -> Any:
     """The gateway settings that name the store: the config's, or ones made of --redis-url / --cache-dir."""
-    from gateway.config.models import GatewaySettings
+    from simgate.gateway.config.models import GatewaySettings
 
     if args.config:
-        from gateway.config.loader import load_config
+        from simgate.gateway.config.loader import load_config
 
         return load_config(args.config).gateway
     if getattr(args, "redis_url", None):
@@ -101,8 +101,8 @@ def _first_message(exc: ValueError) -> str:
 
 
 def _open_store(args: argparse.Namespace, *, create: bool = False) -> Any:
-    from gateway.cache.backends import open_store
-    from gateway.cache.store import DiskStore
+    from simgate.gateway.cache.backends import open_store
+    from simgate.gateway.cache.store import DiskStore
 
     settings = _settings(args)
     if settings.store.backend != "diskcache":
@@ -225,7 +225,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from gateway.cache.cassette import collect, write_cassette
+    from simgate.gateway.cache.cassette import collect, write_cassette
 
     target = Path(args.file)
     if target.is_dir():
@@ -246,7 +246,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from gateway.cache.cassette import apply_cassette, read_cassette
+    from simgate.gateway.cache.cassette import apply_cassette, read_cassette
 
     cassette = read_cassette(args.file)  # checked whole before the store is created or opened
     store = _open_store(args, create=True)

@@ -6,7 +6,7 @@ import sqlite3
 
 from diskcache import Timeout
 
-from gateway.errors import StoreUnavailable
+from simgate.gateway.errors import StoreUnavailable
 
 STORE_ERRORS: tuple[type[BaseException], ...] = (Timeout, sqlite3.Error, OSError, StoreUnavailable)
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from gateway.cache.records import Recording
-from gateway.errors import GatewayError
+from simgate.gateway.cache.records import Recording
+from simgate.gateway.errors import GatewayError
 
 if TYPE_CHECKING:  # the CLI imports this module at start; the store (diskcache) only when a command runs
-    from gateway.cache.store import CacheStore
+    from simgate.gateway.cache.store import CacheStore
 
 
 class KeyLookupError(GatewayError):

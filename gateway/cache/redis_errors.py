@@ -9,8 +9,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from redis.exceptions import RedisError
 
-from gateway.config.store import redacted_url
-from gateway.errors import StoreUnavailable
+from simgate.gateway.config.store import redacted_url
+from simgate.gateway.errors import StoreUnavailable
 
 P = ParamSpec("P")
 T = TypeVar("T")

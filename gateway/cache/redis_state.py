@@ -18,7 +18,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from gateway.cache.redis_errors import async_unavailable
+from simgate.gateway.cache.redis_errors import async_unavailable
 
 STATE_TTL_S = 24 * 3600
 

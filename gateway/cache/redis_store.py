@@ -26,10 +26,10 @@ from typing import Any
 import redis
 from redis.exceptions import RedisError, WatchError
 
-from gateway.cache.records import Recording
-from gateway.cache.redis_errors import unavailable, unavailable_as_error, unreachable
-from gateway.config.store import redacted_url
-from gateway.errors import ConfigError
+from simgate.gateway.cache.records import Recording
+from simgate.gateway.cache.redis_errors import unavailable, unavailable_as_error, unreachable
+from simgate.gateway.config.store import redacted_url
+from simgate.gateway.errors import ConfigError
 
 # A `once` decision lives while some gateway holds it (refreshed well within this) and ends with the run.
 ONCE_TTL_S = 300

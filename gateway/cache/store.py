@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import diskcache
 
-from gateway.cache.records import Recording
+from simgate.gateway.cache.records import Recording
 
 _INDEX = "index\x00"  # prefix of the per-tool index entries, which are not recordings
 _TOOLS = "index\x00tools\x00"  # the last tools/list of each server, so replay works with the server gone

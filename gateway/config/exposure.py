@@ -15,12 +15,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.vault.store import KEY_FILE_NAME
-from sandboxes.exposure import Exposure, ExposureRefused, Protected, Wanted, check
-from sandboxes.workdir import directory_name
+from simgate.gateway.vault.store import KEY_FILE_NAME
+from simgate.sandboxes.exposure import Exposure, ExposureRefused, Protected, Wanted, check
+from simgate.sandboxes.workdir import directory_name
 
 if TYPE_CHECKING:
-    from gateway.config.models import GatewaySettings, ServerConfig
+    from simgate.gateway.config.models import GatewaySettings, ServerConfig
 
 def gateway_files(settings: GatewaySettings) -> list[Protected]:
     vault = Path(settings.vault_file)

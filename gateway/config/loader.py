@@ -11,8 +11,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from gateway.config.models import GatewayConfig
-from gateway.errors import ConfigError
+from simgate.gateway.config.models import GatewayConfig
+from simgate.gateway.errors import ConfigError
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

@@ -11,14 +11,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, PrivateAttr, model_validator
 
-from gateway.config.execution import Mode, RecordMode, Source
-from gateway.config.exposure import check_sandboxed
-from gateway.config.limits import FaultConfig, RateLimit, UpstreamQuota
-from gateway.config.store import StoreConfig
-from gateway.vault import refs as vault_refs
-from sandboxes.install import SpecError, install_request
-from sandboxes.policy import SandboxPolicy
-from simulators.config import SimulatorConfig
+from simgate.gateway.config.execution import Mode, RecordMode, Source
+from simgate.gateway.config.exposure import check_sandboxed
+from simgate.gateway.config.limits import FaultConfig, RateLimit, UpstreamQuota
+from simgate.gateway.config.store import StoreConfig
+from simgate.gateway.vault import refs as vault_refs
+from simgate.sandboxes.install import SpecError, install_request
+from simgate.sandboxes.policy import SandboxPolicy
+from simgate.simulators.config import SimulatorConfig
 
 Transport = Literal["stdio", "http"]
 # Results with images run to megabytes; one of hundreds of MB is a mistake that must not take the gateway's memory.

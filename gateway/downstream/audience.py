@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import mcp_types as types
 from mcp.server.session import ServerSession
 
-from gateway.auth.api_keys import ApiKey
-from gateway.errors import TooManySubscriptions
+from simgate.gateway.auth.api_keys import ApiKey
+from simgate.gateway.errors import TooManySubscriptions
 
 # Each subscription is a set entry per session: a bound keeps one client from growing it without end.
 MAX_SUBSCRIPTIONS = 1000

@@ -41,10 +41,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.downstream.inbound import Inbound
+from simgate.gateway.downstream.inbound import Inbound
 
 if TYPE_CHECKING:  # the server's module imports this one (through `origin`)
-    from gateway.downstream.server import ProxyServer
+    from simgate.gateway.downstream.server import ProxyServer
 
 logger = logging.getLogger("simgate.downstream")
 

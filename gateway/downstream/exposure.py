@@ -13,11 +13,11 @@ import mcp_types as types
 from mcp.shared.exceptions import MCPError
 from mcp.shared.uri_template import UriTemplate
 
-from gateway.errors import Forbidden, UnknownServer, UnknownTool
-from gateway.naming import exposed_names
-from gateway.upstream.connection import Upstream
-from gateway.upstream.origin_protocol import Origin
-from gateway.upstream.pool import UpstreamPool
+from simgate.gateway.errors import Forbidden, UnknownServer, UnknownTool
+from simgate.gateway.naming import exposed_names
+from simgate.gateway.upstream.connection import Upstream
+from simgate.gateway.upstream.origin_protocol import Origin
+from simgate.gateway.upstream.pool import UpstreamPool
 
 # What a client may use (from its API key); None: everything.
 ServerFilter = Callable[[str], bool] | None

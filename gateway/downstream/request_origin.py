@@ -11,7 +11,7 @@ from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from mcp.shared.message import ServerMessageMetadata
 from pydantic import BaseModel, ConfigDict
 
-from gateway.downstream.direct_calls import answered_directly
+from simgate.gateway.downstream.direct_calls import answered_directly
 
 
 class _Passthrough(BaseModel):

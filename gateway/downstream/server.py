@@ -13,13 +13,13 @@ from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from gateway.auth.api_keys import ApiKey
-from gateway.auth.middleware import presented_key
-from gateway.downstream.audience import Listener
-from gateway.downstream.exposure import Exposure
-from gateway.downstream.request_origin import RequestOrigin
-from gateway.errors import InvalidHoldout
-from gateway.pipeline.call import Pipeline, ToolCall
+from simgate.gateway.auth.api_keys import ApiKey
+from simgate.gateway.auth.middleware import presented_key
+from simgate.gateway.downstream.audience import Listener
+from simgate.gateway.downstream.exposure import Exposure
+from simgate.gateway.downstream.request_origin import RequestOrigin
+from simgate.gateway.errors import InvalidHoldout
+from simgate.gateway.pipeline.call import Pipeline, ToolCall
 
 logger = logging.getLogger("simgate.downstream")
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway.config.execution import Source
-from gateway.errors import SimulatorGated
-from gateway.executors.hybrid import HybridExecutor
-from gateway.executors.simulated import SimulatedExecutor
-from gateway.fidelity.evidence import EvidenceBook
-from gateway.pipeline.call import CallNext, CallResult, ToolCall
-from simulators.fidelity.gate import FidelityGate, GateDecision, decide
+from simgate.gateway.config.execution import Source
+from simgate.gateway.errors import SimulatorGated
+from simgate.gateway.executors.hybrid import HybridExecutor
+from simgate.gateway.executors.simulated import SimulatedExecutor
+from simgate.gateway.fidelity.evidence import EvidenceBook
+from simgate.gateway.pipeline.call import CallNext, CallResult, ToolCall
+from simgate.simulators.fidelity.gate import FidelityGate, GateDecision, decide
 
 
 class GatedSimulator:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from gateway.errors import (
+from simgate.gateway.errors import (
     GatewayError,
     NoSimulator,
     ReplayMiss,
@@ -16,7 +16,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.pipeline.call import CallNext, CallResult, ToolCall
+from simgate.gateway.pipeline.call import CallNext, CallResult, ToolCall
 
 _PASS_ON = (ReplayMiss, UpstreamUnavailable, UpstreamTimeout, NoSimulator, SimulationFailed)
 

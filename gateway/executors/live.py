@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from gateway.config.execution import Source
-from gateway.pipeline.call import CallResult, ToolCall
-from gateway.upstream.pool import UpstreamPool
+from simgate.gateway.config.execution import Source
+from simgate.gateway.pipeline.call import CallResult, ToolCall
+from simgate.gateway.upstream.pool import UpstreamPool
 
 
 class LiveExecutor:

@@ -18,14 +18,14 @@ from datetime import UTC, datetime
 import anyio
 from mcp.shared.exceptions import MCPError
 
-from gateway.cache.records import RecordedError, Recording
-from gateway.cache.store import CacheStore
-from gateway.config.execution import RecordMode
-from gateway.config.models import GatewayConfig
-from gateway.errors import GatewayError
-from gateway.pipeline.call import CallNext, CallResult, ToolCall
-from gateway.pipeline.redact import Redactor, redact_recording
-from gateway.upstream.pool import UpstreamPool
+from simgate.gateway.cache.records import RecordedError, Recording
+from simgate.gateway.cache.store import CacheStore
+from simgate.gateway.config.execution import RecordMode
+from simgate.gateway.config.models import GatewayConfig
+from simgate.gateway.errors import GatewayError
+from simgate.gateway.pipeline.call import CallNext, CallResult, ToolCall
+from simgate.gateway.pipeline.redact import Redactor, redact_recording
+from simgate.gateway.upstream.pool import UpstreamPool
 
 
 class RecordingLive:

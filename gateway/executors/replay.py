@@ -7,13 +7,13 @@ from typing import Any
 
 from mcp.shared.exceptions import MCPError
 
-from gateway.cache.records import Recording
-from gateway.cache.store import CacheStore, episode_for, last_of_episode
-from gateway.config.execution import Source
-from gateway.config.models import GatewayConfig
-from gateway.errors import ReplayMiss
-from gateway.pipeline.call import CallResult, ToolCall
-from simulators.similarity import nearest
+from simgate.gateway.cache.records import Recording
+from simgate.gateway.cache.store import CacheStore, episode_for, last_of_episode
+from simgate.gateway.config.execution import Source
+from simgate.gateway.config.models import GatewayConfig
+from simgate.gateway.errors import ReplayMiss
+from simgate.gateway.pipeline.call import CallResult, ToolCall
+from simgate.simulators.similarity import nearest
 
 NEAREST = 3
 

@@ -12,10 +12,10 @@ import anyio
 from anyio.abc import TaskGroup
 from mcp.shared.exceptions import MCPError
 
-from gateway.cache.shadow import ShadowLog, ShadowPair
-from gateway.executors.simulated import SimulatedExecutor
-from gateway.fidelity.evidence import ShadowEstimate
-from gateway.pipeline.call import CallNext, CallResult, ToolCall
+from simgate.gateway.cache.shadow import ShadowLog, ShadowPair
+from simgate.gateway.executors.simulated import SimulatedExecutor
+from simgate.gateway.fidelity.evidence import ShadowEstimate
+from simgate.gateway.pipeline.call import CallNext, CallResult, ToolCall
 
 logger = logging.getLogger("simgate.shadow")
 

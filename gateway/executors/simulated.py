@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import time
 
-from gateway.cache.store import CacheStore
-from gateway.config.execution import Source
-from gateway.errors import InvalidHoldout, NoSimulator, SimulationFailed
-from gateway.pipeline.call import CallResult, ToolCall
-from gateway.sessions import Sessions
-from gateway.upstream.pool import UpstreamPool
-from simulators.base import Example, SimulationError, SimulationRequest, Simulator, ToolSpec
-from simulators.similarity import nearest
+from simgate.gateway.cache.store import CacheStore
+from simgate.gateway.config.execution import Source
+from simgate.gateway.errors import InvalidHoldout, NoSimulator, SimulationFailed
+from simgate.gateway.pipeline.call import CallResult, ToolCall
+from simgate.gateway.sessions import Sessions
+from simgate.gateway.upstream.pool import UpstreamPool
+from simgate.simulators.base import Example, SimulationError, SimulationRequest, Simulator, ToolSpec
+from simgate.simulators.similarity import nearest
 
 
 class SimulatedExecutor:

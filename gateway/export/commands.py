@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gateway.cache.errors import STORE_ERRORS, describe_store_error
-from gateway.cli import command_group, guarded
+from simgate.gateway.cache.errors import STORE_ERRORS, describe_store_error
+from simgate.gateway.cli import command_group, guarded
 
 
 def register(commands: Any) -> None:
@@ -28,9 +28,9 @@ def register(commands: Any) -> None:
 
 
 def _sft(args: argparse.Namespace) -> int:
-    from gateway.export.sft import SftOptions, export_sft
-    from gateway.fidelity.source import FidelityInputError, load_world
-    from simulators.prompts import LATEST, VERSIONS
+    from simgate.gateway.export.sft import SftOptions, export_sft
+    from simgate.gateway.fidelity.source import FidelityInputError, load_world
+    from simgate.simulators.prompts import LATEST, VERSIONS
 
     if args.prompt is not None and args.prompt not in VERSIONS:
         raise FidelityInputError(f"unknown prompt version {args.prompt!r} (known: {', '.join(VERSIONS)})")
@@ -45,8 +45,8 @@ def _sft(args: argparse.Namespace) -> int:
     store = Path(args.store or ".simgate/cache")
     recordings = None
     if args.config:
-        from gateway.cache.backends import shared_store
-        from gateway.config.loader import load_config
+        from simgate.gateway.cache.backends import shared_store
+        from simgate.gateway.config.loader import load_config
 
         config = load_config(args.config)
         store = Path(config.gateway.cache_path)

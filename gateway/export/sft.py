@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.cache.records import Recording
-from gateway.fidelity.source import RecordedWorld, example_of
-from simulators.base import SimulationRequest
-from simulators.prompts import LATEST
-from simulators.prompts import load as load_prompt
+from simgate.gateway.cache.records import Recording
+from simgate.gateway.fidelity.source import RecordedWorld, example_of
+from simgate.simulators.base import SimulationRequest
+from simgate.simulators.prompts import LATEST
+from simgate.simulators.prompts import load as load_prompt
 
 
 @dataclass
@@ -77,9 +77,9 @@ def sft_lines(world: RecordedWorld, options: SftOptions, descriptions: dict[str,
 def export_sft(world: RecordedWorld, out: Path, options: SftOptions,
                descriptions: dict[str, str | None] | None = None) -> SftSummary:
     """Write the JSONL atomically (a temp file, then rename: never half a file)."""
-    from gateway.pipeline.redact import redact_recording
-    from gateway.vault.gateway_secrets import default_redactor
     from simgate.files import atomic_write
+    from simgate.gateway.pipeline.redact import redact_recording
+    from simgate.gateway.vault.gateway_secrets import default_redactor
 
     redactor = default_redactor()
     if redactor is not None:

@@ -10,14 +10,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.cache.store import CacheStore
-from gateway.config.models import GatewayConfig
-from gateway.fidelity.source import FidelityInputError, RecordedWorld, live_answer, load_world
-from simulators.base import SimulationError, SimulationRequest, Simulator
-from simulators.config import SimulatorConfig, build_simulator
-from simulators.fidelity.embedding import load_embedder
-from simulators.fidelity.report import SETTINGS, CallFidelityReport, SettingReport
-from simulators.fidelity.scoring import CallScore, aggregate, group, score_call
+from simgate.gateway.cache.store import CacheStore
+from simgate.gateway.config.models import GatewayConfig
+from simgate.gateway.fidelity.source import FidelityInputError, RecordedWorld, live_answer, load_world
+from simgate.simulators.base import SimulationError, SimulationRequest, Simulator
+from simgate.simulators.config import SimulatorConfig, build_simulator
+from simgate.simulators.fidelity.embedding import load_embedder
+from simgate.simulators.fidelity.report import SETTINGS, CallFidelityReport, SettingReport
+from simgate.simulators.fidelity.scoring import CallScore, aggregate, group, score_call
 
 
 @dataclass
@@ -73,7 +73,7 @@ async def evaluate_calls(options: CallsOptions) -> CallFidelityReport:
     if options.second_live:
         if options.config is None:
             raise FidelityInputError("--second-live needs --config FILE: the upstreams to call a second time")
-        from gateway.fidelity.second_live import second_live_answers
+        from simgate.gateway.fidelity.second_live import second_live_answers
 
         second = await second_live_answers(options.config, world.recordings)
     embed, embedding_note = load_embedder()

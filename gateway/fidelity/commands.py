@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.cache.backends import shared_store
-from gateway.cache.errors import STORE_ERRORS, describe_store_error
-from gateway.cli import command_group, guarded
+from simgate.gateway.cache.backends import shared_store
+from simgate.gateway.cache.errors import STORE_ERRORS, describe_store_error
+from simgate.gateway.cli import command_group, guarded
 
 DEFAULT_STORE = ".simgate/cache"
 
@@ -61,7 +61,7 @@ def _describe(exc: BaseException) -> str:
 
 def simulator_settings(args: argparse.Namespace, config: Any) -> Any:
     """The config's simulator with the command line's choices on top."""
-    from simulators.config import SimulatorConfig
+    from simgate.simulators.config import SimulatorConfig
 
     base = config.gateway.simulator if config is not None and config.gateway.simulator is not None else None
     data: dict[str, Any] = base.model_dump() if base is not None else {"backend": "examples"}
@@ -76,7 +76,7 @@ def simulator_settings(args: argparse.Namespace, config: Any) -> Any:
     if data["backend"] == "openai":
         data["openai"] = {**(data.get("openai") or {}), **overrides}
         if not data["openai"].get("base_url") or not data["openai"].get("model"):
-            from gateway.fidelity.source import FidelityInputError
+            from simgate.gateway.fidelity.source import FidelityInputError
 
             raise FidelityInputError("--backend openai needs --base-url URL and --model NAME "
                                      "(or a gateway.simulator.openai section in --config)")
@@ -84,12 +84,12 @@ def simulator_settings(args: argparse.Namespace, config: Any) -> Any:
 
 
 def _calls(args: argparse.Namespace) -> int:
-    from gateway.fidelity.calls import CallsOptions, evaluate_calls
-    from simulators.fidelity.report import SETTINGS, write_call_report
+    from simgate.gateway.fidelity.calls import CallsOptions, evaluate_calls
+    from simgate.simulators.fidelity.report import SETTINGS, write_call_report
 
     config = None
     if args.config:
-        from gateway.config.loader import load_config
+        from simgate.gateway.config.loader import load_config
 
         config = load_config(args.config)
     store = Path(args.store or (config.gateway.cache_path if config is not None else DEFAULT_STORE))
@@ -103,7 +103,7 @@ def _calls(args: argparse.Namespace) -> int:
         if recordings is not None:
             recordings.close()
     json_path, html_path = write_call_report(report, Path(args.out))
-    from gateway.fidelity.evidence import write_evidence
+    from simgate.gateway.fidelity.evidence import write_evidence
 
     evidence = write_evidence(store, report)  # what the fidelity gate of a gateway on this store reads
     for setting, data in report.settings.items():
@@ -116,8 +116,8 @@ def _calls(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from gateway.config.loader import load_config
-    from gateway.fidelity.status import gate_status
+    from simgate.gateway.config.loader import load_config
+    from simgate.gateway.fidelity.status import gate_status
 
     config = load_config(args.config)
     store = Path(args.store or config.gateway.cache_path)

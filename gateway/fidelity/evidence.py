@@ -13,10 +13,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from gateway.cache.shadow import ShadowPair
 from simgate.files import atomic_write, exclusive_lock
-from simulators.fidelity import call_metrics as m
-from simulators.fidelity.gate import EvidenceFile, ToolEvidence, evidence_from_report, simulator_identity
+from simgate.gateway.cache.shadow import ShadowPair
+from simgate.simulators.fidelity import call_metrics as m
+from simgate.simulators.fidelity.gate import EvidenceFile, ToolEvidence, evidence_from_report, simulator_identity
 
 logger = logging.getLogger("simgate.fidelity")
 EVIDENCE_FILE = Path("fidelity") / "evidence.json"

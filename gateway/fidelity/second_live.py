@@ -12,10 +12,10 @@ from typing import Any
 
 from mcp.shared.exceptions import MCPError
 
-from gateway.cache.records import Recording
-from gateway.config.models import GatewayConfig
-from gateway.errors import ConfigError
-from gateway.fidelity.source import FidelityInputError
+from simgate.gateway.cache.records import Recording
+from simgate.gateway.config.models import GatewayConfig
+from simgate.gateway.errors import ConfigError
+from simgate.gateway.fidelity.source import FidelityInputError
 
 logger = logging.getLogger("simgate.fidelity")
 READY_TIMEOUT_S = 60.0
@@ -25,11 +25,11 @@ async def second_live_answers(config: GatewayConfig, recordings: list[Recording]
     """{index in `recordings`: L′}; recordings of servers the config does not run get none."""
     from pathlib import Path
 
-    from gateway.errors import GatewayError
-    from gateway.pipeline.redact import Redactor
-    from gateway.upstream.pool import UpstreamPool
-    from gateway.vault.gateway_secrets import GatewaySecrets
-    from gateway.vault.store import VaultError
+    from simgate.gateway.errors import GatewayError
+    from simgate.gateway.pipeline.redact import Redactor
+    from simgate.gateway.upstream.pool import UpstreamPool
+    from simgate.gateway.vault.gateway_secrets import GatewaySecrets
+    from simgate.gateway.vault.store import VaultError
 
     redactor = Redactor()
     try:

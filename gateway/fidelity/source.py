@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.cache.records import Recording
-from gateway.cache.store import CacheStore, DiskStore
 from simgate.errors import SimgateError
-from simulators.base import Example, ToolSpec
+from simgate.gateway.cache.records import Recording
+from simgate.gateway.cache.store import CacheStore, DiskStore
+from simgate.simulators.base import Example, ToolSpec
 
 
 class FidelityInputError(SimgateError):
@@ -31,7 +31,7 @@ class RecordedWorld:
     def examples(self, recording: Recording, k: int) -> list[Example]:
         """The k recorded calls of the same tool most similar to this one, its own key held out
         (as shadow mode does: the simulator must not peek at the answer it is judged against)."""
-        from simulators.similarity import nearest
+        from simgate.simulators.similarity import nearest
 
         others = [r for r in self.by_tool.get((recording.server, recording.tool), []) if r.key != recording.key]
         chosen = nearest(recording.arguments, [r.arguments for r in others], k)
@@ -76,7 +76,7 @@ def open_store(directory: Path) -> DiskStore:
 def load_world(directory: Path, server: str | None = None, store: CacheStore | None = None) -> RecordedWorld:
     """Read every recording (of `server`, when given) and the tool lists the store kept: the diskcache store at
     `directory`, or `store` when given (a config's Redis store; the caller closes it)."""
-    from gateway.cache.cassette import collect
+    from simgate.gateway.cache.cassette import collect
 
     given = store
     store = given if given is not None else open_store(directory)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from gateway.cache.shadow import ShadowLog
-from gateway.cache.store import CacheStore
-from gateway.config.models import GatewayConfig
-from gateway.fidelity.evidence import EvidenceBook, ShadowEstimate, read_evidence
-from gateway.fidelity.source import FidelityInputError
-from simulators.fidelity.gate import GateDecision, decide
+from simgate.gateway.cache.shadow import ShadowLog
+from simgate.gateway.cache.store import CacheStore
+from simgate.gateway.config.models import GatewayConfig
+from simgate.gateway.fidelity.evidence import EvidenceBook, ShadowEstimate, read_evidence
+from simgate.gateway.fidelity.source import FidelityInputError
+from simgate.simulators.fidelity.gate import GateDecision, decide
 
 
 class ToolStatus(BaseModel):
@@ -69,7 +69,7 @@ def _known_tools(config: GatewayConfig, store: Path, book: EvidenceBook, simulat
         for name in config.servers:
             found.update((name, t.get("name", "")) for t in recordings.load_tools(name))
     elif (store / "cache.db").is_file():
-        from gateway.cache.store import DiskStore
+        from simgate.gateway.cache.store import DiskStore
 
         disk = DiskStore(store)
         try:

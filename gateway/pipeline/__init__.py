@@ -1,5 +1,5 @@
 """The call pipeline: a `ToolCall` passes through small stages that share one interface."""
 
-from gateway.pipeline.call import CallNext, Pipeline, Stage, ToolCall
+from simgate.gateway.pipeline.call import CallNext, Pipeline, Stage, ToolCall
 
 __all__ = ["CallNext", "Pipeline", "Stage", "ToolCall"]

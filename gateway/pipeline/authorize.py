@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.errors import Forbidden
-from gateway.pipeline.call import CallNext, CallResult, ToolCall
+from simgate.gateway.errors import Forbidden
+from simgate.gateway.pipeline.call import CallNext, CallResult, ToolCall
 
 
 class Authorize:

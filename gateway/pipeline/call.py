@@ -12,10 +12,10 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
-from gateway.auth.api_keys import ApiKey
-from gateway.config.execution import Mode
-from gateway.sessions import state_key
-from gateway.upstream.origin_protocol import Origin
+from simgate.gateway.auth.api_keys import ApiKey
+from simgate.gateway.config.execution import Mode
+from simgate.gateway.sessions import state_key
+from simgate.gateway.upstream.origin_protocol import Origin
 
 CallResult = dict[str, Any]
 CallNext = Callable[["ToolCall"], Awaitable[CallResult]]

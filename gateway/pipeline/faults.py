@@ -33,12 +33,12 @@ from jsonschema import validators
 from mcp.shared.exceptions import MCPError
 from referencing.exceptions import Unresolvable
 
-from gateway.config.limits import FaultConfig
-from gateway.config.models import GatewayConfig
-from gateway.errors import UpstreamTimeout
-from gateway.pipeline.call import CallNext, CallResult, ToolCall
-from gateway.pipeline.ratelimit import AnyioClock, Clock
-from gateway.prometheus import GatewayMetrics
+from simgate.gateway.config.limits import FaultConfig
+from simgate.gateway.config.models import GatewayConfig
+from simgate.gateway.errors import UpstreamTimeout
+from simgate.gateway.pipeline.call import CallNext, CallResult, ToolCall
+from simgate.gateway.pipeline.ratelimit import AnyioClock, Clock
+from simgate.gateway.prometheus import GatewayMetrics
 
 FAULT_SOURCE = "fault"  # provenance source of an answer made up by the injector (error, timeout)
 # Values of every JSON type, tried in turn until one breaks the schema (fresh each time: never shared).

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from gateway.cache.cache_keys import cache_key, tool_fingerprint
-from gateway.config.execution import Mode, RecordMode
-from gateway.config.models import GatewayConfig
-from gateway.pipeline.call import CallNext, CallResult, ToolCall
-from gateway.sessions import Sessions
+from simgate.gateway.cache.cache_keys import cache_key, tool_fingerprint
+from simgate.gateway.config.execution import Mode, RecordMode
+from simgate.gateway.config.models import GatewayConfig
+from simgate.gateway.pipeline.call import CallNext, CallResult, ToolCall
+from simgate.gateway.sessions import Sessions
 
 
 def is_cacheable(tool_definition: dict, override: bool | None) -> bool:

@@ -11,11 +11,11 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, Field
 
-from gateway.config.execution import Mode, mode_names
-from gateway.config.models import GatewayConfig
-from gateway.errors import InvalidMode
-from gateway.pipeline.call import CallNext, CallResult, ToolCall
-from gateway.sessions import Sessions
+from simgate.gateway.config.execution import Mode, mode_names
+from simgate.gateway.config.models import GatewayConfig
+from simgate.gateway.errors import InvalidMode
+from simgate.gateway.pipeline.call import CallNext, CallResult, ToolCall
+from simgate.gateway.sessions import Sessions
 
 
 class ModeSettings(BaseModel):

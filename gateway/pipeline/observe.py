@@ -9,10 +9,10 @@ from typing import Any
 
 from mcp.shared.exceptions import MCPError
 
-from gateway.pipeline.call import CallNext, CallResult, ToolCall
-from gateway.pipeline.publish import call_event
-from gateway.prometheus import GatewayMetrics
-from gateway.ui.feed import CallFeed
+from simgate.gateway.pipeline.call import CallNext, CallResult, ToolCall
+from simgate.gateway.pipeline.publish import call_event
+from simgate.gateway.prometheus import GatewayMetrics
+from simgate.gateway.ui.feed import CallFeed
 
 logger = logging.getLogger("simgate.calls")
 

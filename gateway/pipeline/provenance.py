@@ -7,8 +7,8 @@ from typing import Any
 
 from mcp.shared.exceptions import MCPError
 
-from gateway.pipeline.call import CallNext, CallResult, ToolCall
-from gateway.sessions import Sessions
+from simgate.gateway.pipeline.call import CallNext, CallResult, ToolCall
+from simgate.gateway.sessions import Sessions
 
 PROVENANCE_KEY = "simgate/provenance"
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from mcp.shared.exceptions import MCPError
 
-from gateway.pipeline.call import CallResult, ToolCall
-from gateway.pipeline.provenance import PROVENANCE_KEY
-from gateway.ui.feed import CallEvent, CallFeed
+from simgate.gateway.pipeline.call import CallResult, ToolCall
+from simgate.gateway.pipeline.provenance import PROVENANCE_KEY
+from simgate.gateway.ui.feed import CallEvent, CallFeed
 
 
 def call_event(feed: CallFeed, call: ToolCall, elapsed: float, outcome: str, result: CallResult | None,

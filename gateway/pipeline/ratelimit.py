@@ -24,12 +24,12 @@ from typing import Any, Protocol
 
 import anyio
 
-from gateway.config.execution import UPSTREAM_MODES
-from gateway.config.limits import RateLimit, UpstreamQuota
-from gateway.config.models import GatewayConfig
-from gateway.errors import RateLimited
-from gateway.pipeline.call import CallNext, CallResult, ToolCall
-from gateway.prometheus import GatewayMetrics
+from simgate.gateway.config.execution import UPSTREAM_MODES
+from simgate.gateway.config.limits import RateLimit, UpstreamQuota
+from simgate.gateway.config.models import GatewayConfig
+from simgate.gateway.errors import RateLimited
+from simgate.gateway.pipeline.call import CallNext, CallResult, ToolCall
+from simgate.gateway.prometheus import GatewayMetrics
 
 # Modes whose calls may reach the upstream server, and so count against its quota.
 _EPSILON = 1e-9

@@ -28,11 +28,11 @@ from typing import IO, Any
 
 from mcp.shared.exceptions import MCPError
 
-from gateway.cache.records import RecordedError, Recording
-from gateway.cache.shadow import ShadowLog, ShadowPair
-from gateway.pipeline.call import CallNext, CallResult, ToolCall
-from gateway.redaction.engine import Redactor, StreamRedactor, placeholder
-from gateway.sessions import Sessions
+from simgate.gateway.cache.records import RecordedError, Recording
+from simgate.gateway.cache.shadow import ShadowLog, ShadowPair
+from simgate.gateway.pipeline.call import CallNext, CallResult, ToolCall
+from simgate.gateway.redaction.engine import Redactor, StreamRedactor, placeholder
+from simgate.gateway.sessions import Sessions
 
 __all__ = ["RedactResponses", "RedactSecrets", "RedactingSessions", "RedactingShadowLog", "RedactingSnapshots",
            "RedactingStore", "Redactor", "StreamRedactor", "placeholder", "redact_error", "redact_recording",

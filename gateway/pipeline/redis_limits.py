@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from gateway.cache.redis_errors import async_unavailable
+from simgate.gateway.cache.redis_errors import async_unavailable
 
 # Returns the seconds until a token is free as a string (Lua numbers become integers on the way out);
 # "0": a token was taken.

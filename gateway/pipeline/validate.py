@@ -8,9 +8,9 @@ from typing import Any
 from jsonschema import exceptions as schema_errors
 from jsonschema import validators
 
-from gateway.config.models import GatewayConfig
-from gateway.errors import InvalidArguments
-from gateway.pipeline.call import CallNext, CallResult, ToolCall
+from simgate.gateway.config.models import GatewayConfig
+from simgate.gateway.errors import InvalidArguments
+from simgate.gateway.pipeline.call import CallNext, CallResult, ToolCall
 
 
 class ValidateArguments:

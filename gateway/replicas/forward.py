@@ -28,8 +28,8 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.pipeline.modes import ModeResolver, ModeSettings
-from gateway.replicas.plan import FORWARDED_HEADER, REPLICA_HEADER, VIA_HEADER, ReplicaPlan
+from simgate.gateway.pipeline.modes import ModeResolver, ModeSettings
+from simgate.gateway.replicas.plan import FORWARDED_HEADER, REPLICA_HEADER, VIA_HEADER, ReplicaPlan
 
 logger = logging.getLogger("simgate.replicas")
 

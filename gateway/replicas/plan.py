@@ -7,7 +7,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.errors import ConfigError
+from simgate.gateway.errors import ConfigError
 
 PLAN_ENV = "SIMGATE_REPLICA_PLAN"
 REPLICA_HEADER = "x-simgate-replica"  # on every answer: the replica that made it

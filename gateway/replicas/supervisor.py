@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 from anyio.abc import Process
 
-from gateway.replicas.orphans import become_subreaper, end_orphans
-from gateway.replicas.plan import PLAN_ENV, ReplicaPlan
-from gateway.replicas.sockets import private_listener, public_listeners
+from simgate.gateway.replicas.orphans import become_subreaper, end_orphans
+from simgate.gateway.replicas.plan import PLAN_ENV, ReplicaPlan
+from simgate.gateway.replicas.sockets import private_listener, public_listeners
 
 logger = logging.getLogger("simgate.replicas")
 

@@ -27,8 +27,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.auth.api_keys import ApiKey, KeyFileError, KeyStore
-from gateway.auth.middleware import STATE_KEY, presented_key
+from simgate.gateway.auth.api_keys import ApiKey, KeyFileError, KeyStore
+from simgate.gateway.auth.middleware import STATE_KEY, presented_key
 
 COOKIE = "simgate_ui"
 CSRF_HEADER = "x-simgate-ui"

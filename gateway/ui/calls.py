@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from gateway.ui.feed import CallEvent, CallFeed, TooManyViewers
+from simgate.gateway.ui.feed import CallEvent, CallFeed, TooManyViewers
 
 KEEPALIVE_SECONDS = 15.0
 

@@ -8,13 +8,13 @@ from typing import Any
 
 from starlette.routing import BaseRoute
 
-from gateway.cache.store import CacheStore
-from gateway.config.models import GatewayConfig
-from gateway.pipeline.redact import Redactor
-from gateway.ui.data_roots import DataRoots
-from gateway.ui.fidelity_api import FidelityApi
-from gateway.ui.recordings_api import RecordingsApi
-from gateway.ui.trajectories_api import TrajectoriesApi
+from simgate.gateway.cache.store import CacheStore
+from simgate.gateway.config.models import GatewayConfig
+from simgate.gateway.pipeline.redact import Redactor
+from simgate.gateway.ui.data_roots import DataRoots
+from simgate.gateway.ui.fidelity_api import FidelityApi
+from simgate.gateway.ui.recordings_api import RecordingsApi
+from simgate.gateway.ui.trajectories_api import TrajectoriesApi
 
 
 class DataApi:

@@ -14,9 +14,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.cache.errors import STORE_ERRORS, describe_store_error
-from gateway.cache.listing import KeyLookupError
-from gateway.errors import GatewayError
+from simgate.gateway.cache.errors import STORE_ERRORS, describe_store_error
+from simgate.gateway.cache.listing import KeyLookupError
+from simgate.gateway.errors import GatewayError
 
 logger = logging.getLogger("simgate.ui")
 

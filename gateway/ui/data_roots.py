@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config.models import GatewaySettings
-from gateway.ui.data_http import ApiError
+from simgate.gateway.config.models import GatewaySettings
+from simgate.gateway.ui.data_http import ApiError
 
 REPORTS_ROOT = 1  # STATE_DIR/reports: where runs started from the page write
 _MAX_DEPTH = 5

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from gateway.errors import GatewayError
+from simgate.gateway.errors import GatewayError
 
 #: What of a call's arguments, result or error a viewer is sent at most (characters of JSON); the rest is cut.
 MAX_PAYLOAD_CHARS = 65_536

@@ -21,12 +21,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.cache.listing import iter_groups, per_tool
-from gateway.cache.store import CacheStore
-from gateway.config.models import GatewayConfig
-from gateway.ui.data_http import ApiError, answers_errors, read_body, read_json_file
-from gateway.ui.data_roots import REPORTS_ROOT, DataRoots
-from gateway.ui.fidelity_runs import FidelityRuns, RunRequest
+from simgate.gateway.cache.listing import iter_groups, per_tool
+from simgate.gateway.cache.store import CacheStore
+from simgate.gateway.config.models import GatewayConfig
+from simgate.gateway.ui.data_http import ApiError, answers_errors, read_body, read_json_file
+from simgate.gateway.ui.data_roots import REPORTS_ROOT, DataRoots
+from simgate.gateway.ui.fidelity_runs import FidelityRuns, RunRequest
 
 MAX_REPORT_BYTES = 64 * 1024 * 1024
 _MAX_LISTED = 500

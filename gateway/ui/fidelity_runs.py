@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.config.models import GatewayConfig
-from gateway.ui.data_http import ApiError
+from simgate.gateway.config.models import GatewayConfig
+from simgate.gateway.ui.data_http import ApiError
 
 logger = logging.getLogger("simgate.ui")
 
@@ -97,8 +97,8 @@ class FidelityRuns:
 
     def settings(self, request: RunRequest) -> Any:
         """The simulator exactly as `simgate fidelity calls --backend B` would build it from this config."""
-        from gateway.fidelity.commands import simulator_settings
-        from gateway.fidelity.source import FidelityInputError
+        from simgate.gateway.fidelity.commands import simulator_settings
+        from simgate.gateway.fidelity.source import FidelityInputError
 
         args = argparse.Namespace(backend=request.backend, examples=None, base_url=None, model=None,
                                   api_key_env=None, max_tokens=None, max_string_length=None, max_array_items=None,
@@ -134,10 +134,10 @@ class FidelityRuns:
         return run.model_copy()
 
     def _work(self, run: RunState, tools: frozenset[tuple[str, str]], simulator: Any, setting: str) -> None:
-        from gateway.fidelity.calls import CallsOptions, evaluate_calls
-        from gateway.fidelity.evidence import write_evidence
-        from gateway.fidelity.source import FidelityInputError
-        from simulators.fidelity.report import SETTINGS, write_call_report
+        from simgate.gateway.fidelity.calls import CallsOptions, evaluate_calls
+        from simgate.gateway.fidelity.evidence import write_evidence
+        from simgate.gateway.fidelity.source import FidelityInputError
+        from simgate.simulators.fidelity.report import SETTINGS, write_call_report
 
         def progress(done: int, total: int) -> None:
             run.done, run.total = done, total

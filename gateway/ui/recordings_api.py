@@ -26,12 +26,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.cache.cassette import collect, write_cassette
-from gateway.cache.listing import iter_groups, ls_row, order, per_tool, show
-from gateway.cache.records import Recording
-from gateway.cache.store import CacheStore
-from gateway.pipeline.redact import Redactor
-from gateway.ui.data_http import ApiError, answers_errors, logger, query_int, read_body
+from simgate.gateway.cache.cassette import collect, write_cassette
+from simgate.gateway.cache.listing import iter_groups, ls_row, order, per_tool, show
+from simgate.gateway.cache.records import Recording
+from simgate.gateway.cache.store import CacheStore
+from simgate.gateway.pipeline.redact import Redactor
+from simgate.gateway.ui.data_http import ApiError, answers_errors, logger, query_int, read_body
 
 MAX_SELECTION = 10_000
 _MAX_QUERY = 200

@@ -16,10 +16,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.auth.middleware import presented_key
-from gateway.config.execution import Mode
-from gateway.ui.auth import STATIC, SessionCookies, UiAuth, login_page
-from gateway.ui.views import VIEWS
+from simgate.gateway.auth.middleware import presented_key
+from simgate.gateway.config.execution import Mode
+from simgate.gateway.ui.auth import STATIC, SessionCookies, UiAuth, login_page
+from simgate.gateway.ui.views import VIEWS
 
 logger = logging.getLogger("simgate.ui")
 

@@ -22,9 +22,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.ui.conversation import NotATrajectory, check, conversation, side_by_side, summary
-from gateway.ui.data_http import ApiError, answers_errors, query_int
-from gateway.ui.data_roots import DataRoots
+from simgate.gateway.ui.conversation import NotATrajectory, check, conversation, side_by_side, summary
+from simgate.gateway.ui.data_http import ApiError, answers_errors, query_int
+from simgate.gateway.ui.data_roots import DataRoots
 
 MAX_LINE_BYTES = 32 * 1024 * 1024
 MAX_LISTED = 5000

@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.routing import BaseRoute
 
-from gateway.ui import calls, data_api
+from simgate.gateway.ui import calls, data_api
 
 RoutesFactory = Callable[[Any], list[BaseRoute]]
 

@@ -21,16 +21,16 @@ from mcp.client.session import ClientRequestContext, ClientSession
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, TypeAdapter
 
-from gateway.config.models import GatewaySettings, ServerConfig
-from gateway.errors import RESULT_TOO_LARGE, ResultTooLarge, UpstreamTimeout, UpstreamUnavailable
-from gateway.upstream.correlation import Callers, unmarked, without_mark
-from gateway.upstream.errlog import rotating_errlog
-from gateway.upstream.origin_protocol import Origin
-from gateway.upstream.raw_calls import RawCalls
-from gateway.upstream.transport import open_transport
-from sandboxes.exposure import Exposure
-from sandboxes.install import InstallError
-from sandboxes.workdir import ServerDirs, prepare_server_dirs
+from simgate.gateway.config.models import GatewaySettings, ServerConfig
+from simgate.gateway.errors import RESULT_TOO_LARGE, ResultTooLarge, UpstreamTimeout, UpstreamUnavailable
+from simgate.gateway.upstream.correlation import Callers, unmarked, without_mark
+from simgate.gateway.upstream.errlog import rotating_errlog
+from simgate.gateway.upstream.origin_protocol import Origin
+from simgate.gateway.upstream.raw_calls import RawCalls
+from simgate.gateway.upstream.transport import open_transport
+from simgate.sandboxes.exposure import Exposure
+from simgate.sandboxes.install import InstallError
+from simgate.sandboxes.workdir import ServerDirs, prepare_server_dirs
 
 logger = logging.getLogger("simgate.upstream")
 
@@ -123,7 +123,7 @@ class Upstream:
     async def run(self) -> None:
         """Keep the upstream running until cancelled."""
         dirs = prepare_server_dirs(self._state_dir, self.name, self._replica)
-        from gateway.pipeline.redact import redacting_pipe  # here: the pipeline imports this package
+        from simgate.gateway.pipeline.redact import redacting_pipe  # here: the pipeline imports this package
 
         settings = self._settings
         with (rotating_errlog(dirs.run / "stderr.log", settings.stderr_log_bytes, settings.stderr_log_backups,

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.upstream.origin_protocol import Origin
+from simgate.gateway.upstream.origin_protocol import Origin
 
 # Where the upstream reader notes the caller on a message (removed before anything is passed on).
 RELATED_META_KEY = "simgate/caller"

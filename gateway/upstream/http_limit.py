@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx2
 
-from sandboxes.framing import RequestId, read_head
+from simgate.sandboxes.framing import RequestId, read_head
 
 logger = logging.getLogger("simgate.upstream")
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 import os
 
-from gateway.config.models import ServerConfig
-from sandboxes.install import ensure_installed, install_request, isolation_for, tools_dir
-from sandboxes.workdir import ServerDirs
+from simgate.gateway.config.models import ServerConfig
+from simgate.sandboxes.install import ensure_installed, install_request, isolation_for, tools_dir
+from simgate.sandboxes.workdir import ServerDirs
 
 logger = logging.getLogger("simgate.upstream")
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import anyio
 
-from gateway.cli import command_group
-from gateway.config.loader import load_config
-from sandboxes.install.cli import install_all
-from sandboxes.install.spec import InstallRequest, install_request
+from simgate.gateway.cli import command_group
+from simgate.gateway.config.loader import load_config
+from simgate.sandboxes.install.cli import install_all
+from simgate.sandboxes.install.spec import InstallRequest, install_request
 
 
 def register(commands: Any) -> None:

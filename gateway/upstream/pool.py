@@ -11,12 +11,12 @@ from typing import Any
 import anyio
 import mcp_types as types
 
-from gateway.config.exposure import exposure_for
-from gateway.config.models import GatewayConfig
-from gateway.errors import UnknownServer
-from gateway.upstream.connection import ToolSnapshots, Upstream, UpstreamState
-from sandboxes.docker.container import gateway_instance
-from sandboxes.docker.sweep import sweep
+from simgate.gateway.config.exposure import exposure_for
+from simgate.gateway.config.models import GatewayConfig
+from simgate.gateway.errors import UnknownServer
+from simgate.gateway.upstream.connection import ToolSnapshots, Upstream, UpstreamState
+from simgate.sandboxes.docker.container import gateway_instance
+from simgate.sandboxes.docker.sweep import sweep
 
 logger = logging.getLogger("simgate.upstream")
 

@@ -23,7 +23,7 @@ from mcp.client.stdio import get_default_environment
 from mcp.os.posix.utilities import terminate_posix_process_tree
 from mcp.shared.message import SessionMessage
 
-from sandboxes.framing import LineFramer
+from simgate.sandboxes.framing import LineFramer
 
 logger = logging.getLogger("simgate.upstream")
 

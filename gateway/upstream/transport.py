@@ -21,22 +21,22 @@ from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
-from gateway.config.models import DEFAULT_MAX_RESULT_BYTES, ServerConfig
-from gateway.errors import RESULT_TOO_LARGE
-from gateway.upstream.correlation import RELATED_META_KEY, Callers
-from gateway.upstream.http_limit import BoundedTransport
-from gateway.upstream.install import server_command
-from gateway.upstream.raw_calls import RawCalls
-from gateway.upstream.stdio import stdio_streams
-from sandboxes.diskcap import disk_cap
-from sandboxes.docker.container import gateway_instance
-from sandboxes.docker.stdio import docker_stdio_client
-from sandboxes.egress.lifecycle import egress_for
-from sandboxes.egress.mount import EgressMount
-from sandboxes.exposure import Exposure
-from sandboxes.framing import OversizedMessage
-from sandboxes.launch import prepare_launch
-from sandboxes.workdir import ServerDirs
+from simgate.gateway.config.models import DEFAULT_MAX_RESULT_BYTES, ServerConfig
+from simgate.gateway.errors import RESULT_TOO_LARGE
+from simgate.gateway.upstream.correlation import RELATED_META_KEY, Callers
+from simgate.gateway.upstream.http_limit import BoundedTransport
+from simgate.gateway.upstream.install import server_command
+from simgate.gateway.upstream.raw_calls import RawCalls
+from simgate.gateway.upstream.stdio import stdio_streams
+from simgate.sandboxes.diskcap import disk_cap
+from simgate.sandboxes.docker.container import gateway_instance
+from simgate.sandboxes.docker.stdio import docker_stdio_client
+from simgate.sandboxes.egress.lifecycle import egress_for
+from simgate.sandboxes.egress.mount import EgressMount
+from simgate.sandboxes.exposure import Exposure
+from simgate.sandboxes.framing import OversizedMessage
+from simgate.sandboxes.launch import prepare_launch
+from simgate.sandboxes.workdir import ServerDirs
 
 logger = logging.getLogger("simgate.upstream")
 

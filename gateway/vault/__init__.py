@@ -5,6 +5,6 @@
 `commands` is `simgate vault set|list|rm|rotate-key`.
 """
 
-from gateway.vault.store import Vault, VaultError
+from simgate.gateway.vault.store import Vault, VaultError
 
 __all__ = ["Vault", "VaultError"]

@@ -14,7 +14,7 @@ import getpass
 import sys
 from typing import Any
 
-from gateway.vault.store import DEFAULT_VAULT, ENV_KEY, Vault, VaultError, check_name
+from simgate.gateway.vault.store import DEFAULT_VAULT, ENV_KEY, Vault, VaultError, check_name
 
 _SHORT = 8
 
@@ -48,8 +48,8 @@ def register(commands: Any) -> None:
 def _vault(args: argparse.Namespace) -> Vault:
     path, key_file = args.vault, args.key_file
     if args.config and (path is None or key_file is None):
-        from gateway.config.loader import load_config
-        from gateway.errors import ConfigError
+        from simgate.gateway.config.loader import load_config
+        from simgate.gateway.errors import ConfigError
 
         try:
             settings = load_config(args.config).gateway

@@ -12,11 +12,11 @@ from typing import Any
 
 import anyio
 
-from gateway.config.models import GatewayConfig, ServerConfig
-from gateway.errors import ConfigError
-from gateway.pipeline.redact import Redactor
-from gateway.vault import refs
-from gateway.vault.store import Vault, VaultError
+from simgate.gateway.config.models import GatewayConfig, ServerConfig
+from simgate.gateway.errors import ConfigError
+from simgate.gateway.pipeline.redact import Redactor
+from simgate.gateway.vault import refs
+from simgate.gateway.vault.store import Vault, VaultError
 
 logger = logging.getLogger("simgate.vault")
 

@@ -32,9 +32,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.vault.refs import NAME
 from simgate.errors import SimgateError
 from simgate.files import atomic_write, exclusive_lock, fsync_directory
+from simgate.gateway.vault.refs import NAME
 
 ENV_KEY = "SIMGATE_VAULT_KEY"
 KEYRING_SERVICE = "simgate-vault"

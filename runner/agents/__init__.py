@@ -3,20 +3,20 @@ tool calls, and the OpenAI Agents SDK. Each fills a `Draft` as it goes, so a tim
 
 from __future__ import annotations
 
-from runner.agents.base import Agent, Draft
-from runner.settings import RunSettings
+from simgate.runner.agents.base import Agent, Draft
+from simgate.runner.settings import RunSettings
 
 
 def build_agent(settings: RunSettings) -> Agent:
     if settings.agent == "native":
-        from runner.agents.native import NativeAgent
+        from simgate.runner.agents.native import NativeAgent
 
         return NativeAgent(settings)
     if settings.agent == "agents-sdk":
-        from runner.agents.agents_sdk import AgentsSDKAgent
+        from simgate.runner.agents.agents_sdk import AgentsSDKAgent
 
         return AgentsSDKAgent(settings)
-    from runner.agents.prompted import PromptedAgent
+    from simgate.runner.agents.prompted import PromptedAgent
 
     return PromptedAgent(settings)
 

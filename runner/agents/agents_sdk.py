@@ -13,13 +13,13 @@ from typing import Any
 
 from mcp.shared.exceptions import MCPError
 
-from gateway.config.execution import Source
-from runner.agents.base import SYSTEM_PROMPT, Draft, api_key, call_id
-from runner.errors import AgentError, DependencyMissing, LLMRequestRejected, LLMUnreachable
-from runner.mcp_tools import PROVENANCE, GatewaySession, session_headers
-from runner.settings import RunSettings
-from runner.tasks import Task
-from runner.trajectory import ToolEvent
+from simgate.gateway.config.execution import Source
+from simgate.runner.agents.base import SYSTEM_PROMPT, Draft, api_key, call_id
+from simgate.runner.errors import AgentError, DependencyMissing, LLMRequestRejected, LLMUnreachable
+from simgate.runner.mcp_tools import PROVENANCE, GatewaySession, session_headers
+from simgate.runner.settings import RunSettings
+from simgate.runner.tasks import Task
+from simgate.runner.trajectory import ToolEvent
 
 
 def _sdk() -> Any:
@@ -87,8 +87,8 @@ class AgentsSDKAgent:
                                        extra_args=extra or None)
         system = SYSTEM_PROMPT  # what the model is shown, kept as the trajectory's system message
         if settings.agents_sdk_tool_calls == "prompted":
-            from runner.agents.prompted import system_prompt
-            from runner.agents.sdk_prompted import PromptedChatModel
+            from simgate.runner.agents.prompted import system_prompt
+            from simgate.runner.agents.sdk_prompted import PromptedChatModel
 
             model: Any = PromptedChatModel(client, settings)
             system = system_prompt(draft.tools)

@@ -9,11 +9,11 @@ from typing import Any, Protocol
 
 import openai
 
-from runner.errors import AgentError, LLMRequestRejected, LLMUnreachable
-from runner.mcp_tools import GatewaySession
-from runner.settings import RunSettings
-from runner.tasks import Task
-from runner.trajectory import Outcome, ToolEvent, Usage, UserTurn
+from simgate.runner.errors import AgentError, LLMRequestRejected, LLMUnreachable
+from simgate.runner.mcp_tools import GatewaySession
+from simgate.runner.settings import RunSettings
+from simgate.runner.tasks import Task
+from simgate.runner.trajectory import Outcome, ToolEvent, Usage, UserTurn
 
 SYSTEM_PROMPT = ("You are a helpful assistant with access to tools. Use the tools when they help to answer the "
                  "user's question, then give a final answer.")

@@ -5,10 +5,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from runner.agents.base import SYSTEM_PROMPT, Draft, assistant_tool_calls, call_id, complete, llm_client, run_calls
-from runner.mcp_tools import GatewaySession
-from runner.settings import RunSettings
-from runner.tasks import Task
+from simgate.runner.agents.base import (
+    SYSTEM_PROMPT,
+    Draft,
+    assistant_tool_calls,
+    call_id,
+    complete,
+    llm_client,
+    run_calls,
+)
+from simgate.runner.mcp_tools import GatewaySession
+from simgate.runner.settings import RunSettings
+from simgate.runner.tasks import Task
 
 
 def _parse_arguments(raw: str | None) -> tuple[dict[str, Any] | None, str | None]:

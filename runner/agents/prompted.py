@@ -10,12 +10,12 @@ from typing import Any
 
 import openai
 
-from runner.agents.base import Draft, assistant_tool_calls, call_id, complete, llm_client, run_calls
-from runner.errors import AgentError, LLMRequestRejected
-from runner.mcp_tools import GatewaySession
-from runner.settings import RunSettings
-from runner.tasks import Task
 from simgate.results import bounded
+from simgate.runner.agents.base import Draft, assistant_tool_calls, call_id, complete, llm_client, run_calls
+from simgate.runner.errors import AgentError, LLMRequestRejected
+from simgate.runner.mcp_tools import GatewaySession
+from simgate.runner.settings import RunSettings
+from simgate.runner.tasks import Task
 
 INSTRUCTIONS = (
     "You are a helpful assistant with access to tools. Use the tools when they help to answer the user's "

@@ -15,9 +15,9 @@ from agents.models.chatcmpl_converter import Converter
 from agents.models.interface import Model
 from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText
 
-from runner.agents.base import Draft, complete
-from runner.agents.prompted import answer_schema, parse_answer, prompted_view, response_format, system_prompt
-from runner.settings import RunSettings
+from simgate.runner.agents.base import Draft, complete
+from simgate.runner.agents.prompted import answer_schema, parse_answer, prompted_view, response_format, system_prompt
+from simgate.runner.settings import RunSettings
 
 
 class PromptedChatModel(Model):

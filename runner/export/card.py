@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from runner.pipeline.judge import TASK_FIELD, TRAJECTORY_FIELD, ratings
 from simgate.files import atomic_write
 from simgate.html import BarChart, chart_svg
+from simgate.runner.pipeline.judge import TASK_FIELD, TRAJECTORY_FIELD, ratings
 
 SCORES = tuple(range(1, 6))
 

@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gateway.cli import command_group
-from runner.export.formats import FORMATS, ExportError
 from simgate.errors import UsageError
 from simgate.files import atomic_write
+from simgate.gateway.cli import command_group
+from simgate.runner.export.formats import FORMATS, ExportError
 
 
 def register(commands: Any) -> None:
@@ -54,7 +54,7 @@ def _export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     write_rows(out, rows)
     if args.card:
-        from runner.export.card import card_facts, write_card
+        from simgate.runner.export.card import card_facts, write_card
 
         card = write_card(out.parent, card_facts(kept), out.name, args.format)
         print(f"wrote the dataset card {card}")

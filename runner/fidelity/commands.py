@@ -13,11 +13,11 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from gateway.cli import command_group
-from gateway.config.execution import RUN_MODES, SIMULATING_RUN_MODES, mode_names
-from runner.commands import agent_arguments, guarded_run, print_summary, settings_from
-from runner.errors import DependencyMissing, RunnerError
 from simgate.files import atomic_write
+from simgate.gateway.cli import command_group
+from simgate.gateway.config.execution import RUN_MODES, SIMULATING_RUN_MODES, mode_names
+from simgate.runner.commands import agent_arguments, guarded_run, print_summary, settings_from
+from simgate.runner.errors import DependencyMissing, RunnerError
 
 TRAJECTORIES = "trajectories.jsonl"
 LIVE_REPLAY = "live_replay.json"
@@ -78,7 +78,7 @@ def shown_to_simulator(mode: str, holdout: str) -> str:
 
 def merge_results(results: list[Any]) -> Any:
     """The runs of several modes as one result: trajectories in order, the summaries added up."""
-    from runner.run import RunResult, RunSummary
+    from simgate.runner.run import RunResult, RunSummary
 
     summary = RunSummary()
     for part in results:
@@ -104,7 +104,7 @@ def _seed(seed: int | None, repeat: int) -> int | None:
 def load_report_writer() -> Any:
     """`write_report(trajectories_by_mode, out_dir) -> dict`, from the fidelity report module."""
     try:
-        module = importlib.import_module("runner.fidelity.report")
+        module = importlib.import_module("simgate.runner.fidelity.report")
     except ImportError as exc:
         raise DependencyMissing(
             f"the trajectory fidelity report (runner.fidelity.report) is not available in this installation "
@@ -118,9 +118,9 @@ def load_report_writer() -> Any:
 def _trajectories(args: argparse.Namespace) -> int:
     import anyio
 
-    from runner.preflight import preflight
-    from runner.run import Job, execute
-    from runner.tasks import load_tasks
+    from simgate.runner.preflight import preflight
+    from simgate.runner.run import Job, execute
+    from simgate.runner.tasks import load_tasks
 
     modes = parse_modes(args.modes)
     if args.k < 1:
@@ -154,7 +154,7 @@ def _trajectories(args: argparse.Namespace) -> int:
         result = merge_results(results)
         replay = None
         if live_replay:
-            from runner.fidelity.live_replay import replay_against_live
+            from simgate.runner.fidelity.live_replay import replay_against_live
 
             replay = await replay_against_live(result.trajectories, settings[modes[0]].gateway,
                                                session_prefix=f"{args.session_prefix}live-replay/")
@@ -171,7 +171,7 @@ def _trajectories(args: argparse.Namespace) -> int:
     for trajectory in result.trajectories:
         by_mode[trajectory.mode].append(trajectory.model_dump(mode="json"))
     if replay is not None:
-        from runner.fidelity.live_replay import replays_by_trajectory
+        from simgate.runner.fidelity.live_replay import replays_by_trajectory
 
         report = write_report(by_mode, out_dir, replays=replays_by_trajectory(replay), shown=shown)
     else:

@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from runner.mcp_tools import gateway_session
-from runner.trajectory import Trajectory
+from simgate.runner.mcp_tools import gateway_session
+from simgate.runner.trajectory import Trajectory
 
 
 class ReplayedCall(BaseModel):

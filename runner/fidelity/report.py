@@ -10,7 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from runner.fidelity.trajectory_metrics import (
+from simgate.html import BarChart, Section, Table, render_html
+from simgate.runner.fidelity.trajectory_metrics import (
     BOOTSTRAP_SAMPLES,
     Gap,
     PairSummary,
@@ -24,7 +25,6 @@ from runner.fidelity.trajectory_metrics import (
     task_key,
     tool_calls,
 )
-from simgate.html import BarChart, Section, Table, render_html
 
 REPORT_VERSION = 1
 _PAIR_METRICS = ("f1_name", "f1_name_args", "answer_exact", "answer_f1", "success_agreement")

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from simgate.results import schema_error
-from simulators.schema import SchemaSynthesisError, synthesize
+from simgate.simulators.schema import SchemaSynthesisError, synthesize
 
 # Realistic values for properties by name, for schemas that give no example: a calculator's
 # `expression` gets an expression, not a random word. Only used where the value fits the schema.

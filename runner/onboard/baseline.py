@@ -12,14 +12,14 @@ from pathlib import Path
 
 import anyio
 
-from runner.onboard.observations import ServerReport, ToolFidelity
-from runner.structured import Endpoint
+from simgate.runner.onboard.observations import ServerReport, ToolFidelity
+from simgate.runner.structured import Endpoint
 
 MODEL_FREE_BACKENDS = ("examples-schema",)
 
 
 def _command(store: Path, server: str, backend: str, out: Path, llm: Endpoint | None) -> list[str]:
-    command = [sys.executable, "-m", "gateway", "fidelity", "calls", "--store", str(store), "--server", server,
+    command = [sys.executable, "-m", "simgate", "fidelity", "calls", "--store", str(store), "--server", server,
                "--backend", backend, "--setting", "few_shot", "--out", str(out)]
     if backend == "openai" and llm is not None:
         command += ["--base-url", llm.base_url, "--model", llm.model, "--max-tokens", str(llm.max_tokens)]

@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from runner.onboard.observations import Category
+from simgate.runner.onboard.observations import Category
 
 # TOUCAN's predefined categories, each with the words that point to it (lower case, whole words or stems).
 CATEGORIES: dict[str, tuple[str, ...]] = {

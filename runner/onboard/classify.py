@@ -11,15 +11,15 @@ import json
 import re
 from typing import Any
 
-from runner.onboard.observations import (
+from simgate.results import text_of
+from simgate.runner.onboard.observations import (
     CallOutcome,
     ProbeCall,
     ProposedSettings,
     ToolClassification,
     ToolStatus,
 )
-from simgate.results import text_of
-from simulators.fidelity.call_metrics import leaf_values
+from simgate.simulators.fidelity.call_metrics import leaf_values
 
 # Error text that means a credential is missing or refused.
 _CREDENTIAL_TEXT = re.compile(

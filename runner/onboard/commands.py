@@ -16,15 +16,15 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from runner.errors import RunnerError
-from runner.onboard.drift import ServerDrift, probe_entry_of, server_drift
-from runner.onboard.observations import ServerReport
-from runner.onboard.onboard import OnboardSettings, onboard
-from runner.onboard.probe import ProbeSettings
-from runner.onboard.reports import dumps, load_reports, summary, write_config, write_reports
-from runner.onboard.specs import Candidate, candidates_from
-from runner.structured import Endpoint
 from simgate.files import atomic_write
+from simgate.runner.errors import RunnerError
+from simgate.runner.onboard.drift import ServerDrift, probe_entry_of, server_drift
+from simgate.runner.onboard.observations import ServerReport
+from simgate.runner.onboard.onboard import OnboardSettings, onboard
+from simgate.runner.onboard.probe import ProbeSettings
+from simgate.runner.onboard.reports import dumps, load_reports, summary, write_config, write_reports
+from simgate.runner.onboard.specs import Candidate, candidates_from
+from simgate.runner.structured import Endpoint
 
 
 def register(commands: Any) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from runner.onboard.observations import ServerReport, ToolReport
+from simgate.runner.onboard.observations import ServerReport, ToolReport
 
 # Keys `simgate onboard` adds to an entry, not part of how the server is started.
 _ONBOARD_KEYS = {"onboarding", "tool_settings", "disabled", "enabled", "description"}

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from runner.onboard.arguments import ProbeArguments
-from runner.onboard.categories import CATEGORY_SCHEMA, category_prompt, parse_category
-from runner.onboard.observations import Category
-from runner.structured import Endpoint, client_for, json_completion
+from simgate.runner.onboard.arguments import ProbeArguments
+from simgate.runner.onboard.categories import CATEGORY_SCHEMA, category_prompt, parse_category
+from simgate.runner.onboard.observations import Category
+from simgate.runner.structured import Endpoint, client_for, json_completion
 
 
 class LLMHelper:

@@ -17,12 +17,12 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, Field
 
-from runner.onboard.baseline import measure_baseline
-from runner.onboard.categories import keyword_category
-from runner.onboard.classify import classify_tool, env_names, propose_settings
-from runner.onboard.llm import LLMHelper
-from runner.onboard.observations import ServerReport, ServerStatus, ToolStatus
-from runner.onboard.probe import (
+from simgate.runner.onboard.baseline import measure_baseline
+from simgate.runner.onboard.categories import keyword_category
+from simgate.runner.onboard.classify import classify_tool, env_names, propose_settings
+from simgate.runner.onboard.llm import LLMHelper
+from simgate.runner.onboard.observations import ServerReport, ServerStatus, ToolStatus
+from simgate.runner.onboard.probe import (
     ProbedGateway,
     ProbeSettings,
     StartFailure,
@@ -31,9 +31,9 @@ from runner.onboard.probe import (
     probe_tools,
     start_fix,
 )
-from runner.onboard.reports import load_reports, save_reports
-from runner.onboard.specs import Candidate
-from runner.structured import Endpoint
+from simgate.runner.onboard.reports import load_reports, save_reports
+from simgate.runner.onboard.specs import Candidate
+from simgate.runner.structured import Endpoint
 
 MAX_FIXES = 2
 

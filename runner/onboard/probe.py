@@ -31,14 +31,14 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, Field
 
-from gateway.cache.store import DiskStore
-from runner.onboard.arguments import ProbeArguments, name_hints, probe_arguments
-from runner.onboard.classify import env_names, outcome_of
-from runner.onboard.observations import CallOutcome, ProbeCall, ServerStatus, ToolReport
-from runner.onboard.specs import Candidate
-from sandboxes.workdir import directory_name
+from simgate.gateway.cache.store import DiskStore
 from simgate.results import schema_error, text_of
-from simulators.schema import SchemaSynthesisError, synthesize
+from simgate.runner.onboard.arguments import ProbeArguments, name_hints, probe_arguments
+from simgate.runner.onboard.classify import env_names, outcome_of
+from simgate.runner.onboard.observations import CallOutcome, ProbeCall, ServerStatus, ToolReport
+from simgate.runner.onboard.specs import Candidate
+from simgate.sandboxes.workdir import directory_name
+from simgate.simulators.schema import SchemaSynthesisError, synthesize
 
 TEXT_LIMIT = 2000  # characters of an answer kept in the report
 RESULT_LIMIT = 64 * 1024  # bytes of an answer kept in the report (the store keeps it whole)
@@ -119,7 +119,7 @@ class ProbedGateway:
         config_path.write_text(json.dumps(self.config))
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                [self.settings.python, "-m", "gateway", "serve", str(config_path), "--host", "127.0.0.1",
+                [self.settings.python, "-m", "simgate", "serve", str(config_path), "--host", "127.0.0.1",
                  "--port", str(self.port)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 

@@ -10,10 +10,10 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from runner.errors import RunnerError
-from runner.onboard.observations import ServerReport, ServerStatus
 from simgate.files import atomic_write
 from simgate.html import Section, Table, render_html
+from simgate.runner.errors import RunnerError
+from simgate.runner.onboard.observations import ServerReport, ServerStatus
 
 REPORT_FILE = "onboard.json"
 _REPORTS = TypeAdapter(list[ServerReport])

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from runner.errors import RunnerError
+from simgate.runner.errors import RunnerError
 
 _UNSAFE_NAME = re.compile(r"[^a-z0-9_-]+")
 

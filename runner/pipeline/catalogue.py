@@ -12,11 +12,11 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import BaseModel, Field
 
-from gateway.naming import exposed_names
-from runner.errors import GatewayUnreachable
-from runner.mcp_tools import list_all_tools
-from runner.onboard.categories import keyword_category
-from runner.onboard.reports import load_reports
+from simgate.gateway.naming import exposed_names
+from simgate.runner.errors import GatewayUnreachable
+from simgate.runner.mcp_tools import list_all_tools
+from simgate.runner.onboard.categories import keyword_category
+from simgate.runner.onboard.reports import load_reports
 
 
 class CatalogueTool(BaseModel):

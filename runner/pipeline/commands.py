@@ -14,25 +14,32 @@ from typing import Any
 
 import anyio
 
-from gateway.cli import command_group
-from runner.commands import agent_arguments, guarded_run, print_summary, ray_arguments, ray_options, settings_from
-from runner.errors import RunnerError
-from runner.export.commands import write_rows
-from runner.output import read_file
-from runner.pipeline.catalogue import fetch_catalogue
-from runner.pipeline.extensions import (
+from simgate.gateway.cli import command_group
+from simgate.runner.commands import (
+    agent_arguments,
+    guarded_run,
+    print_summary,
+    ray_arguments,
+    ray_options,
+    settings_from,
+)
+from simgate.runner.errors import RunnerError
+from simgate.runner.export.commands import write_rows
+from simgate.runner.output import read_file
+from simgate.runner.pipeline.catalogue import fetch_catalogue
+from simgate.runner.pipeline.extensions import (
     IRRELEVANCE_FILTER,
     irrelevance_tasks,
     multi_turn_tasks,
     persona_tasks,
     split_tasks,
 )
-from runner.pipeline.filters import PRESETS, compile_filter, passes
-from runner.pipeline.judge import judge_tasks, judge_trajectories
-from runner.pipeline.strategies import Strategy, plan_tasks
-from runner.pipeline.synth import synthesize
-from runner.settings import RUN_MODES, UserSettings
-from runner.structured import Completer, Endpoint, EndpointPool, json_completion
+from simgate.runner.pipeline.filters import PRESETS, compile_filter, passes
+from simgate.runner.pipeline.judge import judge_tasks, judge_trajectories
+from simgate.runner.pipeline.strategies import Strategy, plan_tasks
+from simgate.runner.pipeline.synth import synthesize
+from simgate.runner.settings import RUN_MODES, UserSettings
+from simgate.runner.structured import Completer, Endpoint, EndpointPool, json_completion
 
 
 def _models(parser: argparse.ArgumentParser, role: str) -> None:
@@ -170,7 +177,7 @@ def _cluster(args: argparse.Namespace) -> AbstractContextManager[Any]:
     options = ray_options(args)
     if options is None:
         return nullcontext(None)
-    from runner.distributed import RayCluster
+    from simgate.runner.distributed import RayCluster
 
     return RayCluster(options, env={args.api_key_env: os.environ[args.api_key_env]}
                       if getattr(args, "api_key_env", None) and args.api_key_env in os.environ else None)
@@ -179,7 +186,7 @@ def _cluster(args: argparse.Namespace) -> AbstractContextManager[Any]:
 def _completer(cluster: Any, stage: str) -> Completer:
     if cluster is None:
         return json_completion
-    from runner.distributed import RayCompletions
+    from simgate.runner.distributed import RayCompletions
 
     return RayCompletions(cluster, stage)
 
@@ -206,7 +213,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _dedup(args: argparse.Namespace) -> int:
-    from runner.pipeline.dedup import dedup_embeddings, dedup_minhash  # numpy and scipy: only when used
+    from simgate.runner.pipeline.dedup import dedup_embeddings, dedup_minhash  # numpy and scipy: only when used
 
     tasks = read_file(args.tasks, "task")
     if args.embeddings_url:
@@ -264,7 +271,7 @@ def _filter(args: argparse.Namespace) -> int:
 
 
 def _pipeline_run(args: argparse.Namespace) -> int:
-    from runner.pipeline.declared import PipelineRay, load_pipeline, run_pipeline  # only when used
+    from simgate.runner.pipeline.declared import PipelineRay, load_pipeline, run_pipeline  # only when used
 
     config = load_pipeline(args.pipeline)
     options = ray_options(args)
@@ -273,7 +280,7 @@ def _pipeline_run(args: argparse.Namespace) -> int:
     if config.ray is None:
         manifests = anyio.run(run_pipeline, config)
     else:
-        from runner.distributed import RayCluster
+        from simgate.runner.distributed import RayCluster
 
         key = (config.stages.get("run") or {}).get("api_key_env")
         with RayCluster(config.ray, env={key: os.environ[key]} if key and key in os.environ else None) as cluster:
@@ -321,9 +328,9 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _multi_turn(args: argparse.Namespace) -> int:
-    from runner.preflight import preflight
-    from runner.run import Job, execute
-    from runner.tasks import parse_tasks
+    from simgate.runner.preflight import preflight
+    from simgate.runner.run import Job, execute
+    from simgate.runner.tasks import parse_tasks
 
     source = read_file(args.tasks, "task")
     tasks = parse_tasks([json.dumps(task) for task in multi_turn_tasks(source)], str(args.tasks))

@@ -33,24 +33,24 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from runner.distributed import RayCluster, RayOptions
-from runner.errors import RunnerError
-from runner.export.card import card_facts, write_card
-from runner.export.commands import write_rows
-from runner.export.formats import FORMATS
-from runner.output import read_file
-from runner.pipeline import prompts
-from runner.pipeline.catalogue import fetch_catalogue
-from runner.pipeline.dedup import dedup_minhash
-from runner.pipeline.filters import compile_filter, passes
-from runner.pipeline.judge import judge_tasks, judge_trajectories
-from runner.pipeline.strategies import Strategy, plan_tasks
-from runner.pipeline.synth import synthesize
-from runner.run import Job, execute, run_tasks
-from runner.settings import RunSettings
-from runner.structured import Completer, Endpoint, EndpointPool, json_completion
-from runner.tasks import load_tasks
 from simgate.files import atomic_write
+from simgate.runner.distributed import RayCluster, RayOptions
+from simgate.runner.errors import RunnerError
+from simgate.runner.export.card import card_facts, write_card
+from simgate.runner.export.commands import write_rows
+from simgate.runner.export.formats import FORMATS
+from simgate.runner.output import read_file
+from simgate.runner.pipeline import prompts
+from simgate.runner.pipeline.catalogue import fetch_catalogue
+from simgate.runner.pipeline.dedup import dedup_minhash
+from simgate.runner.pipeline.filters import compile_filter, passes
+from simgate.runner.pipeline.judge import judge_tasks, judge_trajectories
+from simgate.runner.pipeline.strategies import Strategy, plan_tasks
+from simgate.runner.pipeline.synth import synthesize
+from simgate.runner.run import Job, execute, run_tasks
+from simgate.runner.settings import RunSettings
+from simgate.runner.structured import Completer, Endpoint, EndpointPool, json_completion
+from simgate.runner.tasks import load_tasks
 
 STAGES = ("synth", "dedup", "judge_tasks", "run", "judge_trajectories", "filter", "export")
 RAY_STAGES = ("synth", "judge_tasks", "run", "judge_trajectories")  # the ones whose work is LLM calls
@@ -119,7 +119,7 @@ def _pool(config: PipelineConfig, settings: dict[str, Any]) -> EndpointPool:
 def _completer(cluster: RayCluster | None, stage: str) -> Completer:
     if cluster is None:
         return json_completion
-    from runner.distributed import RayCompletions
+    from simgate.runner.distributed import RayCompletions
 
     return RayCompletions(cluster, stage)
 
@@ -128,7 +128,7 @@ async def _run_stage(tasks: Path, run_settings: RunSettings, out: Path, config: 
                      cluster: RayCluster | None) -> int:
     if cluster is None:
         return len(await run_tasks(load_tasks(tasks), run_settings, out))
-    from runner.distributed import RayJobs, gateway_urls
+    from simgate.runner.distributed import RayJobs, gateway_urls
 
     assert config.ray is not None
     runner = RayJobs(cluster, gateway_urls(run_settings, config.ray.gateways or [config.gateway]),

@@ -16,8 +16,8 @@ from datasketch import MinHash, MinHashLSH
 from openai import AsyncOpenAI, OpenAIError
 from pydantic import BaseModel, Field
 
-from runner.errors import RunnerError
-from simulators.fidelity.embedding import cosine
+from simgate.runner.errors import RunnerError
+from simgate.simulators.fidelity.embedding import cosine
 
 _NON_WORD = re.compile(r"[^\w]+")
 NUM_PERM = 128

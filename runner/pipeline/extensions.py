@@ -15,12 +15,12 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, Field
 
-from runner.output import JsonlWriter, write_each
-from runner.pipeline.catalogue import Catalogue
-from runner.pipeline.filters import PRESETS
-from runner.pipeline.prompts import SPLIT_VERSION, split_prompt, split_schema
-from runner.pipeline.synth import names_a_tool
-from runner.structured import EndpointPool, json_completion
+from simgate.runner.output import JsonlWriter, write_each
+from simgate.runner.pipeline.catalogue import Catalogue
+from simgate.runner.pipeline.filters import PRESETS
+from simgate.runner.pipeline.prompts import SPLIT_VERSION, split_prompt, split_schema
+from simgate.runner.pipeline.synth import names_a_tool
+from simgate.runner.structured import EndpointPool, json_completion
 
 PERSONA_VERSION = "persona-v1"
 MULTI_TURN_SUBSET = "multi-turn"  # TOUCAN's subset name for conversations of several user turns

@@ -12,8 +12,8 @@ from typing import Any
 
 from simpleeval import EvalWithCompoundTypes, InvalidExpression, NameNotDefined
 
-from runner.errors import RunnerError
-from runner.pipeline.judge import TASK_FIELD, TRAJECTORY_FIELD, ratings
+from simgate.runner.errors import RunnerError
+from simgate.runner.pipeline.judge import TASK_FIELD, TRAJECTORY_FIELD, ratings
 
 # The published SFT cut: clear, realistic questions, complete and concise answers, every target tool used.
 PRESETS: dict[str, str] = {

@@ -16,8 +16,8 @@ from typing import Any
 import anyio
 from pydantic import BaseModel
 
-from runner.output import JsonlWriter, done_key, read_file, write_each
-from runner.pipeline.prompts import (
+from simgate.runner.output import JsonlWriter, done_key, read_file, write_each
+from simgate.runner.pipeline.prompts import (
     JUDGE_TASK_VERSION,
     JUDGE_TRAJECTORY_VERSION,
     TASK_DIMENSIONS,
@@ -27,7 +27,7 @@ from runner.pipeline.prompts import (
     trajectory_judge_prompt,
     transcript,
 )
-from runner.structured import Completer, EndpointPool, json_completion
+from simgate.runner.structured import Completer, EndpointPool, json_completion
 
 TASK_FIELD = "question_quality_assessment"
 TRAJECTORY_FIELD = "response_quality_assessment"

@@ -14,8 +14,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from runner.errors import RunnerError
-from runner.pipeline.catalogue import Catalogue
+from simgate.runner.errors import RunnerError
+from simgate.runner.pipeline.catalogue import Catalogue
 
 
 class Strategy(StrEnum):

@@ -17,11 +17,11 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, Field
 
-from runner.output import JsonlWriter, write_each
-from runner.pipeline.catalogue import Catalogue
-from runner.pipeline.prompts import SYNTH_VERSION, synth_prompt, synth_schema
-from runner.pipeline.strategies import Plan, Strategy
-from runner.structured import Completer, EndpointPool, json_completion
+from simgate.runner.output import JsonlWriter, write_each
+from simgate.runner.pipeline.catalogue import Catalogue
+from simgate.runner.pipeline.prompts import SYNTH_VERSION, synth_prompt, synth_schema
+from simgate.runner.pipeline.strategies import Plan, Strategy
+from simgate.runner.structured import Completer, EndpointPool, json_completion
 
 
 class SynthStats(BaseModel):

@@ -19,16 +19,16 @@ import docker
 from docker.types import LogConfig, Mount, Ulimit
 from pydantic import BaseModel
 
-from sandboxes.docker.host_runtime import detect_runtime, forwarder_python
-from sandboxes.docker.images import ensure_image
-from sandboxes.egress.allowlist import NetworkAllow
-from sandboxes.egress.mount import SANDBOX_DIR as EGRESS_DIR
-from sandboxes.egress.mount import EgressMount
-from sandboxes.errors import SandboxUnavailable
-from sandboxes.exposure import Exposure, Wanted, plan_mounts
-from sandboxes.launch import default_exposure, install_root, tool_mounts
-from sandboxes.policy import SandboxPolicy
-from sandboxes.workdir import ServerDirs, directory_name
+from simgate.sandboxes.docker.host_runtime import detect_runtime, forwarder_python
+from simgate.sandboxes.docker.images import ensure_image
+from simgate.sandboxes.egress.allowlist import NetworkAllow
+from simgate.sandboxes.egress.mount import SANDBOX_DIR as EGRESS_DIR
+from simgate.sandboxes.egress.mount import EgressMount
+from simgate.sandboxes.errors import SandboxUnavailable
+from simgate.sandboxes.exposure import Exposure, Wanted, plan_mounts
+from simgate.sandboxes.launch import default_exposure, install_root, tool_mounts
+from simgate.sandboxes.policy import SandboxPolicy
+from simgate.sandboxes.workdir import ServerDirs, directory_name
 
 GATEWAY_LABEL = "simgate.gateway"
 SERVER_LABEL = "simgate.server"

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import docker
 from docker.errors import DockerException
 
-from sandboxes.launch import SandboxUnavailable
+from simgate.sandboxes.launch import SandboxUnavailable
 
 # API calls that can take long (image builds) get their own timeout; this one is for the rest.
 _API_TIMEOUT = 60

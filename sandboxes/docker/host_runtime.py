@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from sandboxes.launch import SandboxUnavailable
+from simgate.sandboxes.launch import SandboxUnavailable
 
 RuntimeKind = Literal["python", "node"]
 

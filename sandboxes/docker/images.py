@@ -27,7 +27,7 @@ from typing import IO
 import docker
 from docker.errors import APIError, BuildError, ImageNotFound
 
-from sandboxes.docker.host_runtime import (
+from simgate.sandboxes.docker.host_runtime import (
     BASE_TOOLS,
     FileSet,
     Runtime,
@@ -36,7 +36,7 @@ from sandboxes.docker.host_runtime import (
     node_files,
     python_files,
 )
-from sandboxes.launch import SandboxUnavailable
+from simgate.sandboxes.launch import SandboxUnavailable
 
 logger = logging.getLogger("simgate.sandbox")
 

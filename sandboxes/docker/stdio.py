@@ -29,14 +29,14 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from docker.errors import APIError, DockerException, NotFound
 from mcp.shared.message import SessionMessage
 
-from sandboxes.docker.container import SERVER_LABEL, ContainerSpec, prepare_container
-from sandboxes.docker.engine import connect
-from sandboxes.egress.mount import EgressMount
-from sandboxes.errors import SandboxUnavailable
-from sandboxes.exposure import Exposure
-from sandboxes.framing import LineFramer
-from sandboxes.policy import SandboxPolicy
-from sandboxes.workdir import ServerDirs
+from simgate.sandboxes.docker.container import SERVER_LABEL, ContainerSpec, prepare_container
+from simgate.sandboxes.docker.engine import connect
+from simgate.sandboxes.egress.mount import EgressMount
+from simgate.sandboxes.errors import SandboxUnavailable
+from simgate.sandboxes.exposure import Exposure
+from simgate.sandboxes.framing import LineFramer
+from simgate.sandboxes.policy import SandboxPolicy
+from simgate.sandboxes.workdir import ServerDirs
 
 logger = logging.getLogger("simgate.sandbox")
 

@@ -6,9 +6,9 @@ import logging
 
 from docker.errors import DockerException
 
-from sandboxes.docker.container import GATEWAY_LABEL
-from sandboxes.docker.engine import connected
-from sandboxes.launch import SandboxUnavailable
+from simgate.sandboxes.docker.container import GATEWAY_LABEL
+from simgate.sandboxes.docker.engine import connected
+from simgate.sandboxes.launch import SandboxUnavailable
 
 logger = logging.getLogger("simgate.sandbox")
 

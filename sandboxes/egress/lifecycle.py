@@ -6,10 +6,10 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sandboxes.egress.allowlist import NetworkAllow
-from sandboxes.egress.mount import EgressMount
-from sandboxes.egress.proxy import serving_proxy
-from sandboxes.policy import SandboxPolicy
+from simgate.sandboxes.egress.allowlist import NetworkAllow
+from simgate.sandboxes.egress.mount import EgressMount
+from simgate.sandboxes.egress.proxy import serving_proxy
+from simgate.sandboxes.policy import SandboxPolicy
 
 
 @asynccontextmanager

@@ -25,7 +25,7 @@ import anyio
 import h11
 from anyio.abc import ByteStream, SocketStream
 
-from sandboxes.egress.allowlist import NetworkAllow, normalize_host
+from simgate.sandboxes.egress.allowlist import NetworkAllow, normalize_host
 
 logger = logging.getLogger("simgate.egress")
 

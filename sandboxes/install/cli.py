@@ -8,11 +8,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from sandboxes.install.installer import InstallError, ensure_installed, tools_dir
-from sandboxes.install.isolation import isolation_for
-from sandboxes.install.spec import InstallRequest
-from sandboxes.policy import SandboxPolicy
-from sandboxes.workdir import prepare_server_dirs
+from simgate.sandboxes.install.installer import InstallError, ensure_installed, tools_dir
+from simgate.sandboxes.install.isolation import isolation_for
+from simgate.sandboxes.install.spec import InstallRequest
+from simgate.sandboxes.policy import SandboxPolicy
+from simgate.sandboxes.workdir import prepare_server_dirs
 
 
 async def install_all(state_dir: Path, requests: dict[str, InstallRequest | None],

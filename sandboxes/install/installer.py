@@ -30,11 +30,11 @@ from pathlib import Path
 import anyio
 from pydantic import BaseModel
 
-from sandboxes.install.isolation import InstallIsolation
-from sandboxes.install.manifest import InstallManifest, ResolvedPackage, read_manifest, write_manifest
-from sandboxes.install.spec import PackageSpec
-from sandboxes.policy import DEFAULT_ENV_ALLOW
 from simgate.errors import SimgateError
+from simgate.sandboxes.install.isolation import InstallIsolation
+from simgate.sandboxes.install.manifest import InstallManifest, ResolvedPackage, read_manifest, write_manifest
+from simgate.sandboxes.install.spec import PackageSpec
+from simgate.sandboxes.policy import DEFAULT_ENV_ALLOW
 
 logger = logging.getLogger("simgate.install")
 

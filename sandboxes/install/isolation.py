@@ -17,9 +17,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from sandboxes.launch import LaunchSpec, prepare_launch
-from sandboxes.policy import SandboxPolicy
-from sandboxes.workdir import ServerDirs
+from simgate.sandboxes.launch import LaunchSpec, prepare_launch
+from simgate.sandboxes.policy import SandboxPolicy
+from simgate.sandboxes.workdir import ServerDirs
 
 
 class InstallIsolation(BaseModel):

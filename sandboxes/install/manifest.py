@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sandboxes.install.spec import PackageSpec
 from simgate.files import atomic_write
+from simgate.sandboxes.install.spec import PackageSpec
 
 MANIFEST = "simgate-install.json"
 

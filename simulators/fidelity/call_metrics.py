@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from simgate.canonical import canonical_json
 from simgate.results import schema_error
-from simulators.fidelity.answers import Answer, as_answer, payload
+from simgate.simulators.fidelity.answers import Answer, as_answer, payload
 
 Outcome = Literal["success", "empty", "not_found_or_invalid", "error", "rate_limit", "simulator_failure"]
 OUTCOMES: tuple[Outcome, ...] = ("success", "empty", "not_found_or_invalid", "error", "rate_limit",

@@ -123,7 +123,7 @@ def decide(gate: FidelityGate, evidence: ToolEvidence | None) -> GateDecision:
 def evidence_from_report(report: object) -> list[tuple[str, ToolEvidence]]:
     """(setting, evidence) for every tool of a `CallFidelityReport`: outcome agreement and κ of the
     simulated answers, and value fidelity ÷ its live-vs-live value where the report has a second live call."""
-    from simulators.fidelity.report import CallFidelityReport
+    from simgate.simulators.fidelity.report import CallFidelityReport
 
     assert isinstance(report, CallFidelityReport)
     simulator = simulator_identity(report.backend, report.model)

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from simgate.html import BarChart, Section, Table, render_html
-from simulators.fidelity.scoring import METRICS, Aggregate, CallScore, MetricSet
+from simgate.simulators.fidelity.scoring import METRICS, Aggregate, CallScore, MetricSet
 
 REPORT_VERSION = 1
 SETTINGS = ("few_shot", "zero_shot")
@@ -79,7 +79,7 @@ def _kappa(metric_set: MetricSet | None) -> float | str | None:
 def _excerpt(answer: dict | None, limit: int = 80) -> str | None:
     if answer is None:
         return None
-    from simulators.fidelity.answers import as_answer
+    from simgate.simulators.fidelity.answers import as_answer
 
     text = as_answer(answer).text.replace("\n", " ")
     return text if len(text) <= limit else text[:limit] + "…"
@@ -170,7 +170,7 @@ def _with_kappa(values: list, metric_set: MetricSet) -> list:
 
 
 def _outcome_names(agg: Aggregate) -> list[str]:
-    from simulators.fidelity.call_metrics import OUTCOMES
+    from simgate.simulators.fidelity.call_metrics import OUTCOMES
 
     floor = agg.live_vs_live_confusion or {}
     seen = ({o for row in agg.confusion.values() for o in row} | set(agg.confusion)

@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from simulators.fidelity import call_metrics as m
-from simulators.fidelity.answers import as_answer
+from simgate.simulators.fidelity import call_metrics as m
+from simgate.simulators.fidelity.answers import as_answer
 
 METRICS = ("schema_validity", "outcome_agreement", "kappa", "path_jaccard", "type_agreement", "value_fidelity",
            "bleu4", "embedding_cosine")
@@ -85,7 +85,7 @@ def compare(live: Any, other: Any, output_schema: dict[str, Any] | None, *, stab
     valid, problem = m.schema_validity(other, output_schema)
     cosine = None
     if embed is not None:
-        from simulators.fidelity.embedding import cosine as cos
+        from simgate.simulators.fidelity.embedding import cosine as cos
 
         texts = [as_answer(live).text, as_answer(other).text]
         if any(t.strip() for t in texts):

@@ -13,4 +13,4 @@ LATEST = "v1"
 def load(version: str) -> ModuleType:
     if version not in VERSIONS:
         raise ValueError(f"unknown simulator prompt version {version!r} (known: {', '.join(VERSIONS)})")
-    return import_module(f"simulators.prompts.{version}")
+    return import_module(f"simgate.simulators.prompts.{version}")

@@ -21,7 +21,7 @@ import json
 from typing import Any
 
 from simgate.results import strip_meta, text_of, text_result
-from simulators.base import Example, SimulationRequest
+from simgate.simulators.base import Example, SimulationRequest
 
 VERSION = "v1"
 

@@ -1,0 +1,3 @@
+from simgate.gateway.cli import main
+
+main()
