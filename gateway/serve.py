@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import socket
 import sys
+from pathlib import Path
 
 import anyio
 import uvicorn
@@ -18,6 +19,7 @@ from simgate.gateway.logs import configure_logging
 from simgate.gateway.replicas.orphans import die_with_parent
 from simgate.gateway.replicas.plan import plan_from_environment
 from simgate.gateway.replicas.sockets import inherited
+from simgate.gateway.upstream.pool import docker_hosts, sweep_containers
 
 logger = logging.getLogger("simgate.gateway")
 
@@ -34,7 +36,7 @@ def serve(config: GatewayConfig, *, host: str | None = None, port: int | None = 
     if replica is None and workers > 1:
         if config_path is None:
             raise ConfigError("several workers need the config file they are started from")
-        return _supervise(config_path, workers, host, port, insecure)
+        return _supervise(config, config_path, workers, host, port, insecure)
     if replica is not None:
         die_with_parent(replica.parent_pid)
     try:
@@ -66,7 +68,7 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def _supervise(config_path: str, workers: int, host: str, port: int, insecure: bool) -> int:
+def _supervise(config: GatewayConfig, config_path: str, workers: int, host: str, port: int, insecure: bool) -> int:
     from simgate.gateway.replicas.supervisor import Supervisor
 
     def command(port: int) -> list[str]:
@@ -78,6 +80,9 @@ def _supervise(config_path: str, workers: int, host: str, port: int, insecure: b
     except OSError as exc:
         print(f"simgate: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    # Before any replica starts: what an earlier run left, by any number of replicas or a single process (each
+    # replica then sweeps only its own, when it is restarted).
+    anyio.run(sweep_containers, docker_hosts(config), Path(config.gateway.state_dir), None)
     logger.info("serving", extra={"url": f"http://{_url_host(host)}:{supervisor.port}/mcp", "workers": workers})
     return anyio.run(supervisor.run)
 

@@ -80,6 +80,17 @@ class EndpointPool:
         self._rng = random.Random(seed)
         self._next = 0
 
+    async def __aenter__(self) -> EndpointPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every client's connection pool (a long pipeline builds one pool per stage)."""
+        for client in self.clients:
+            await client.close()
+
     def pick(self, index: int | None = None) -> tuple[Endpoint, AsyncOpenAI]:
         """The model for use number `index` (stable for a given index, so a resumed run asks the same one)."""
         if self.weighted:

@@ -34,7 +34,7 @@ from test_sandbox import (  # noqa: F401  (the same hostile-server tests, run he
     test_two_gigabytes_are_refused,
 )
 
-from simgate.sandboxes.docker.container import GATEWAY_LABEL, SERVER_LABEL, gateway_instance
+from simgate.sandboxes.docker.container import GATEWAY_LABEL, SERVER_LABEL, STATE_LABEL, gateway_instance
 
 pytestmark = pytest.mark.anyio
 
@@ -214,6 +214,48 @@ async def test_no_container_outlives_the_gateway_and_leftovers_are_swept(
         assert [c.id for c in _containers(docker_engine, **{GATEWAY_LABEL: "another-gateway"})] == [other.id]
     finally:
         other.remove(force=True)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children first found, then theirs), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[-1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        frontier = [child for child, parent in parents.items() if parent in frontier]
+        found += frontier
+    return found
+
+
+async def test_fewer_workers_sweep_the_containers_of_replicas_gone(
+        docker_engine: DockerEngine, tmp_path: Path) -> None:  # noqa: F811
+    # Three replicas, each with its own container, all killed at once (a host crash: nobody cleans up). The
+    # gateway started again with two must not leave the third replica's container behind for ever.
+    workdir = tmp_path / "gw"
+    state = workdir / ".simgate"
+    config = {"mcpServers": {"one": {**fixture_server("hostile_server.py"), "sandbox": {
+        "backend": "docker", "docker_host": docker_engine.host}}}}
+    every = {STATE_LABEL: gateway_instance(state)}
+    with running_gateway(config, workdir, serve_args=("--workers", "3"), ready_timeout=180) as gateway:
+        assert wait_until(lambda: len(_containers(docker_engine, **every)) == 3, timeout=120)
+        for pid in [*reversed(_descendants(gateway.process.pid)), gateway.process.pid]:
+            os.kill(pid, signal.SIGKILL)
+        gateway.process.wait()
+    leftovers = _containers(docker_engine, **every)
+    assert sorted(c.labels[GATEWAY_LABEL] for c in leftovers) == sorted(gateway_instance(state, i) for i in range(3))
+    with running_gateway(config, workdir, serve_args=("--workers", "2"), ready_timeout=180) as gateway:
+        assert "removed 3 container(s) left by an earlier run" in gateway.log_text()
+        assert wait_until(lambda: len(_containers(docker_engine, **every)) == 2, timeout=120)
+        current = _containers(docker_engine, **every)
+        assert {c.id for c in current}.isdisjoint({c.id for c in leftovers})
+        assert sorted(c.labels[GATEWAY_LABEL] for c in current) == sorted(gateway_instance(state, i) for i in range(2))
+        assert gateway.terminate() in (0, -signal.SIGTERM)
+    assert _containers(docker_engine, **every) == []
 
 
 def test_sandbox_check_reports_docker(docker_engine: DockerEngine) -> None:  # noqa: F811

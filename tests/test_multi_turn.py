@@ -246,7 +246,13 @@ def test_split_turns_a_multi_tool_question_into_follow_ups(tmp_path: Path) -> No
                json.dumps({"turns": ["Ask the calculator for 2 + 3.", "Then times 5."]})]  # names a tool: dropped
     with ScriptedEndpoint(replies) as endpoint:
         pool = EndpointPool([Endpoint(base_url=endpoint.base_url, model="splitter")])
-        stats = anyio.run(lambda: split_tasks(tasks, CATALOGUE, pool, out, concurrency=1))
+
+        async def split() -> Any:
+            async with pool:
+                return await split_tasks(tasks, CATALOGUE, pool, out, concurrency=1)
+
+        stats = anyio.run(split)
+    assert all(client.is_closed() for client in pool.clients)  # its HTTP connections end with the pool
     assert stats.written == 1 and stats.dropped == {"a turn names a tool or server": 1,
                                                     "fewer than two target tools": 1}
     [made] = [json.loads(line) for line in out.read_text().splitlines()]

@@ -15,7 +15,6 @@ from simgate.gateway.config.exposure import exposure_for
 from simgate.gateway.config.models import GatewayConfig
 from simgate.gateway.errors import UnknownServer
 from simgate.gateway.upstream.connection import ToolSnapshots, Upstream, UpstreamState
-from simgate.sandboxes.docker.container import gateway_instance
 from simgate.sandboxes.docker.sweep import sweep
 
 logger = logging.getLogger("simgate.upstream")
@@ -35,8 +34,7 @@ class UpstreamPool:
         self._state_dir = state_dir
         self._replica = replica
         # Engines of docker-sandboxed servers: containers an earlier run of this gateway left there are swept.
-        self._docker_hosts = {server.sandbox.docker_host for server in config.active_servers.values()
-                              if server.sandbox is not None and server.sandbox.backend == "docker"}
+        self._docker_hosts = docker_hosts(config)
         # What each sandboxed server must never see (the gateway's files, other servers' directories).
         self.upstreams: dict[str, Upstream] = {
             name: Upstream(name, server, state_dir, on_notification=self._fan_out, snapshots=snapshots,
@@ -71,8 +69,7 @@ class UpstreamPool:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[UpstreamPool]:
         """Run every upstream for the duration of the block; on exit none is left behind."""
-        for host in self._docker_hosts:
-            await anyio.to_thread.run_sync(sweep, host, gateway_instance(self._state_dir, self._replica))
+        await sweep_containers(self._docker_hosts, self._state_dir, self._replica)
         async with anyio.create_task_group() as tg:
             for upstream in self.upstreams.values():
                 tg.start_soon(upstream.run, name=f"upstream:{upstream.name}")
@@ -86,3 +83,15 @@ class UpstreamPool:
             while not self.ready:
                 await anyio.sleep(0.05)
         return self.ready
+
+
+def docker_hosts(config: GatewayConfig) -> set[str | None]:
+    """The engines of the docker-sandboxed servers (None: the default one)."""
+    return {server.sandbox.docker_host for server in config.active_servers.values()
+            if server.sandbox is not None and server.sandbox.backend == "docker"}
+
+
+async def sweep_containers(hosts: set[str | None], state_dir: Path, replica: int | None) -> None:
+    """Remove what an earlier run of this gateway (`replica` None) or of this replica left on each engine."""
+    for host in hosts:
+        await anyio.to_thread.run_sync(sweep, host, state_dir, replica)

@@ -107,11 +107,11 @@ def load_report_writer() -> Any:
         module = importlib.import_module("simgate.runner.fidelity.report")
     except ImportError as exc:
         raise DependencyMissing(
-            f"the trajectory fidelity report (runner.fidelity.report) is not available in this installation "
+            f"the trajectory fidelity report (simgate.runner.fidelity.report) is not available in this installation "
             f"({exc}); the trajectories cannot be compared") from None
     writer = getattr(module, "write_report", None)
     if writer is None:
-        raise DependencyMissing("runner.fidelity.report has no write_report(trajectories_by_mode, out_dir)")
+        raise DependencyMissing("simgate.runner.fidelity.report has no write_report(trajectories_by_mode, out_dir)")
     return writer
 
 

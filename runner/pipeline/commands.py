@@ -202,9 +202,10 @@ def _synth(args: argparse.Namespace) -> int:
         plans = plan_tasks(catalogue, Strategy(args.strategy), args.count, seed=args.seed,
                            per_server=args.per_server, featured=_csv(args.featured),
                            usage_rank=_csv(args.usage_rank), alpha=args.alpha)
-        return await synthesize(plans, catalogue, _pool(args, args.seed), args.out, seed=args.seed,
-                                temperature=args.temperature, concurrency=args.concurrency,
-                                subset_name=args.subset_name, complete=_completer(cluster, "synth"))
+        async with _pool(args, args.seed) as pool:
+            return await synthesize(plans, catalogue, pool, args.out, seed=args.seed,
+                                    temperature=args.temperature, concurrency=args.concurrency,
+                                    subset_name=args.subset_name, complete=_completer(cluster, "synth"))
 
     with _cluster(args) as cluster:
         stats = anyio.run(run)
@@ -234,8 +235,9 @@ def _judge_tasks(args: argparse.Namespace) -> int:
         catalogue = await fetch_catalogue(args.gateway)
         tools = {tool.name: {"name": tool.name, "description": tool.description, "server": server.name}
                  for server in catalogue.servers for tool in server.tools}
-        return await judge_tasks(args.tasks, args.out, _pool(args), tools, concurrency=args.concurrency,
-                                 retry_failed=args.retry_failed, complete=_completer(cluster, "judge_tasks"))
+        async with _pool(args) as pool:
+            return await judge_tasks(args.tasks, args.out, pool, tools, concurrency=args.concurrency,
+                                     retry_failed=args.retry_failed, complete=_completer(cluster, "judge_tasks"))
 
     with _cluster(args) as cluster:
         stats = anyio.run(run)
@@ -244,11 +246,15 @@ def _judge_tasks(args: argparse.Namespace) -> int:
 
 
 def _judge_trajectories(args: argparse.Namespace) -> int:
+    async def run(cluster: Any) -> Any:
+        async with _pool(args) as pool:
+            return await judge_trajectories(args.trajectories, args.out, pool,
+                                            tool_output_budget=args.tool_output_budget,
+                                            concurrency=args.concurrency, retry_failed=args.retry_failed,
+                                            complete=_completer(cluster, "judge_trajectories"))
+
     with _cluster(args) as cluster:
-        stats = anyio.run(lambda: judge_trajectories(args.trajectories, args.out, _pool(args),
-                                                     tool_output_budget=args.tool_output_budget,
-                                                     concurrency=args.concurrency, retry_failed=args.retry_failed,
-                                                     complete=_completer(cluster, "judge_trajectories")))
+        stats = anyio.run(run, cluster)
     print(json.dumps(stats.model_dump(), sort_keys=True))
     return 0
 
@@ -307,9 +313,10 @@ def _persona(args: argparse.Namespace) -> int:
 
     async def run() -> Any:
         catalogue = await fetch_catalogue(args.gateway)
-        return await persona_tasks(tasks, catalogue, _pool(args, args.seed), args.out, count=args.count,
-                                   style=args.style, seed=args.seed, temperature=args.temperature,
-                                   concurrency=args.concurrency)
+        async with _pool(args, args.seed) as pool:
+            return await persona_tasks(tasks, catalogue, pool, args.out, count=args.count,
+                                       style=args.style, seed=args.seed, temperature=args.temperature,
+                                       concurrency=args.concurrency)
 
     print(json.dumps(anyio.run(run).model_dump(mode="json"), sort_keys=True))
     return 0
@@ -320,8 +327,9 @@ def _split(args: argparse.Namespace) -> int:
 
     async def run() -> Any:
         catalogue = await fetch_catalogue(args.gateway)
-        return await split_tasks(tasks, catalogue, _pool(args, args.seed), args.out, seed=args.seed,
-                                 temperature=args.temperature, concurrency=args.concurrency)
+        async with _pool(args, args.seed) as pool:
+            return await split_tasks(tasks, catalogue, pool, args.out, seed=args.seed,
+                                     temperature=args.temperature, concurrency=args.concurrency)
 
     print(json.dumps(anyio.run(run).model_dump(mode="json"), sort_keys=True))
     return 0

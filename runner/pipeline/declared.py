@@ -147,10 +147,11 @@ async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, so
                            seed=int(settings.get("seed", 0)), per_server=int(settings.get("per_server", 1)),
                            featured=settings.get("featured"), usage_rank=settings.get("usage_rank"),
                            alpha=float(settings.get("alpha", 1.0)))
-        stats = await synthesize(plans, catalogue, _pool(config, settings), out, seed=int(settings.get("seed", 0)),
-                                 temperature=float(settings.get("temperature", 0.7)),
-                                 concurrency=int(settings.get("concurrency", 2)),
-                                 subset_name=settings.get("subset_name"), complete=_completer(cluster, "synth"))
+        async with _pool(config, settings) as pool:
+            stats = await synthesize(plans, catalogue, pool, out, seed=int(settings.get("seed", 0)),
+                                     temperature=float(settings.get("temperature", 0.7)),
+                                     concurrency=int(settings.get("concurrency", 2)),
+                                     subset_name=settings.get("subset_name"), complete=_completer(cluster, "synth"))
         return stats.model_dump(mode="json")
     assert source is not None
     if name == "dedup":
@@ -163,9 +164,9 @@ async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, so
         catalogue = await fetch_catalogue(config.gateway)
         tools = {tool.name: {"name": tool.name, "description": tool.description, "server": server.name}
                  for server in catalogue.servers for tool in server.tools}
-        judged = await judge_tasks(source, out, _pool(config, settings), tools,
-                                   concurrency=int(settings.get("concurrency", 2)),
-                                   complete=_completer(cluster, "judge_tasks"))
+        async with _pool(config, settings) as pool:
+            judged = await judge_tasks(source, out, pool, tools, concurrency=int(settings.get("concurrency", 2)),
+                                       complete=_completer(cluster, "judge_tasks"))
         return judged.model_dump()
     if name == "run":
         known = set(RunSettings.model_fields) - {"gateway", "llm_base_url", "model", "progress"}
@@ -186,10 +187,11 @@ async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, so
         return {"trajectories": await _run_stage(source, run_settings, out, config, cluster),
                 "mode": run_settings.mode}
     if name == "judge_trajectories":
-        judged = await judge_trajectories(source, out, _pool(config, settings),
-                                         tool_output_budget=int(settings.get("tool_output_budget", 1000)),
-                                         concurrency=int(settings.get("concurrency", 2)),
-                                         complete=_completer(cluster, "judge_trajectories"))
+        async with _pool(config, settings) as pool:
+            judged = await judge_trajectories(source, out, pool,
+                                             tool_output_budget=int(settings.get("tool_output_budget", 1000)),
+                                             concurrency=int(settings.get("concurrency", 2)),
+                                             complete=_completer(cluster, "judge_trajectories"))
         return judged.model_dump()
     if name == "filter":
         expression = compile_filter(str(settings.get("where", "sft")))

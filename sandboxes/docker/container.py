@@ -30,7 +30,8 @@ from simgate.sandboxes.launch import default_exposure, install_root, tool_mounts
 from simgate.sandboxes.policy import SandboxPolicy
 from simgate.sandboxes.workdir import ServerDirs, directory_name
 
-GATEWAY_LABEL = "simgate.gateway"
+GATEWAY_LABEL = "simgate.gateway"  # one gateway process: its state dir, and its replica index if it is one
+STATE_LABEL = "simgate.state"  # every process of a gateway (all replicas): its state dir only
 SERVER_LABEL = "simgate.server"
 NOBODY = 65534
 # Caps that apply when the policy sets none: a container is never left unbounded.
@@ -216,7 +217,7 @@ def prepare_container(client: docker.DockerClient, name: str, command: str, args
         env=inner_env,
         working_dir=str(work),
         user=container_user(dirs, [*writable, *scratch]),
-        labels={GATEWAY_LABEL: instance, SERVER_LABEL: name},
+        labels={GATEWAY_LABEL: instance, STATE_LABEL: gateway_instance(dirs.state_dir), SERVER_LABEL: name},
         mounts=mounts,
         network_mode="none" if egress is not None else str(policy.network),
         memory_bytes=memory_mb * 1024 * 1024,
