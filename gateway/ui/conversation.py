@@ -61,7 +61,7 @@ def conversation(trajectory: dict[str, Any]) -> dict[str, Any]:
     calls = [{"index": k, **{name: event.get(name) for name in _EVENT_FIELDS}} for k, event in enumerate(events)]
     ids = [_call_id(event.get("call_id")) for event in events]
     counts = Counter(ids)  # not ids.count() per id: quadratic in a file's (maybe huge) list of calls
-    by_id = {cid: k for k, cid in enumerate(ids) if cid and counts[cid] == 1}
+    by_id: dict[str | None, int] = {cid: k for k, cid in enumerate(ids) if cid and counts[cid] == 1}
     turns: list[dict[str, Any]] = []
     answered = 0  # tool messages seen: without usable ids, the k-th tool message answers the k-th call
     asked = 0
