@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+
+from simgate.gateway.errors import CorruptRecording
 
 
 class RecordedError(BaseModel):
@@ -38,3 +40,21 @@ class Recording(BaseModel):
     @property
     def is_error(self) -> bool:
         return self.error is not None or bool(self.result and self.result.get("isError"))
+
+
+def stored_recordings(key: str, raw: Any) -> list[Recording]:
+    """A key's value as the store holds it (a list of JSON texts) read back; `CorruptRecording` naming the key
+    and the first problem if it is anything else."""
+    if not isinstance(raw, (list, tuple)):
+        raise corrupt(key, f"not a list of recordings but a {type(raw).__name__}")
+    try:
+        return [Recording.model_validate_json(item) for item in raw]
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise corrupt(key, f"{where + ': ' if where else ''}{error['msg']}") from None
+
+
+def corrupt(key: str, why: str) -> CorruptRecording:
+    return CorruptRecording(f"the recording store's value at key {key} is corrupt ({why}); it was left as it is "
+                            "(delete the key to record it again)", {"key": key})

@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 import diskcache
 
-from simgate.gateway.cache.records import Recording
+from simgate.gateway.cache.records import Recording, stored_recordings
+from simgate.gateway.errors import CorruptRecording
 
 _INDEX = "index\x00"  # prefix of the per-tool index entries, which are not recordings
 _TOOLS = "index\x00tools\x00"  # the last tools/list of each server, so replay works with the server gone
@@ -76,9 +77,9 @@ class DiskStore:
 
     def get(self, key: str) -> list[Recording]:
         raw = self._cache.get(key)
-        if not raw:
+        if raw is None or raw == []:
             return []
-        return [Recording.model_validate_json(item) for item in raw]
+        return stored_recordings(key, raw)
 
     def put(self, recording: Recording, *, replace: bool) -> bool:
         counts = self.put_many([recording], replace=replace)
@@ -127,7 +128,10 @@ class DiskStore:
 
     def delete(self, key: str) -> bool:
         with self._cache.transact():
-            recordings = self.get(key)
+            try:
+                recordings = self.get(key)
+            except CorruptRecording:
+                recordings = []  # deleting it is how a corrupt value is repaired; its tool index is unknown
             if recordings:
                 index_key = _index_key(recordings[0].server, recordings[0].tool)
                 keys = [k for k in self._cache.get(index_key) or [] if k != key]
