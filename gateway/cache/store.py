@@ -98,6 +98,7 @@ class DiskStore:
         for recording in recordings:
             by_key.setdefault(recording.key, []).append(recording)
         counts = {"added": 0, "replaced": 0, "kept": 0, "gaps": 0}
+        indexed: dict[str, list[str]] = {}  # tool index -> keys written: each index is read and written once
         with self._cache.transact():
             for key, group in by_key.items():
                 stored = self.get(key)
@@ -108,11 +109,14 @@ class DiskStore:
                     changed = changed or outcome in ("added", "replaced")
                 if changed:
                     self._cache.set(key, [item.model_dump_json() for item in stored])
-                    index_key = _index_key(group[0].server, group[0].tool)
-                    keys: list[str] = list(self._cache.get(index_key) or [])
-                    if key not in keys:
-                        keys.append(key)
-                        self._cache.set(index_key, keys)
+                    indexed.setdefault(_index_key(group[0].server, group[0].tool), []).append(key)
+            for index_key, written in indexed.items():
+                # Not once per key: a cassette of n keys of one tool would rewrite its index n times (quadratic).
+                keys: list[str] = list(self._cache.get(index_key) or [])
+                known = set(keys)
+                added = [key for key in written if key not in known]
+                if added:
+                    self._cache.set(index_key, keys + added)
             for server, listed in (tools or {}).items():
                 self.save_tools(server, listed)
         return counts
