@@ -553,6 +553,8 @@ def test_a_corrupt_stored_value_is_named_never_replayed_and_can_be_deleted(recor
         assert done.returncode == 2 and "is corrupt" in done.stderr and "Traceback" not in done.stderr, done
         assert truncated in done.stderr or (args[0] == "export" and not_a_list in done.stderr), done
     assert not (tmp_path / "out.jsonl").exists()
+    pruned = _cli("prune", "--cache-dir", str(target))  # passes over them (their expiry is unknown)
+    assert pruned.returncode == 0 and truncated in pruned.stderr and "Traceback" not in pruned.stderr, pruned
 
     async def replay(url: str) -> None:
         async with mcp_session(url, headers={"X-Simgate-Session": SESSION}) as session:

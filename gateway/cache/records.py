@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
 from simgate.gateway.errors import CorruptRecording
+
+logger = logging.getLogger("simgate.cache")
 
 
 class RecordedError(BaseModel):
@@ -57,4 +60,19 @@ def stored_recordings(key: str, raw: Any) -> list[Recording]:
 
 def corrupt(key: str, why: str) -> CorruptRecording:
     return CorruptRecording(f"the recording store's value at key {key} is corrupt ({why}); it was left as it is "
-                            "(delete the key to record it again)", {"key": key})
+                            "(delete it from the page's Recordings view, or with `simgate cache prune --all`)",
+                            {"key": key})
+
+
+def corrupt_pruned(store: Any, key: str, expired_only: bool, server: str | None, tool: str | None) -> bool:
+    """Whether `key` holds a corrupt value, which a prune passes over (its expiry and tool are unknown), or
+    deletes when told to delete everything (`--all` with no filter). Either way the prune goes on."""
+    try:
+        store.get(key)
+        return False
+    except CorruptRecording as exc:
+        if not expired_only and server is None and tool is None:
+            store.delete(key)
+        else:
+            logger.warning(exc.message)
+        return True

@@ -26,7 +26,7 @@ from typing import Any
 import redis
 from redis.exceptions import RedisError, ResponseError, WatchError
 
-from simgate.gateway.cache.records import Recording, corrupt, stored_recordings
+from simgate.gateway.cache.records import Recording, corrupt, corrupt_pruned, stored_recordings
 from simgate.gateway.cache.redis_errors import unavailable, unavailable_as_error, unreachable
 from simgate.gateway.config.store import redacted_url
 from simgate.gateway.errors import ConfigError, CorruptRecording
@@ -202,6 +202,8 @@ class RedisStore:
         removed = 0
         now = time.time()
         for key in list(self.keys()):
+            if corrupt_pruned(self, key, expired_only, server, tool):
+                continue
             with self._client.pipeline() as pipe:
                 while True:
                     try:

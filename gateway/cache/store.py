@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import diskcache
 
-from simgate.gateway.cache.records import Recording, stored_recordings
+from simgate.gateway.cache.records import Recording, corrupt_pruned, stored_recordings
 from simgate.gateway.errors import CorruptRecording
 
 _INDEX = "index\x00"  # prefix of the per-tool index entries, which are not recordings
@@ -159,6 +159,8 @@ class DiskStore:
         removed = 0
         now = time.time()
         for key in list(self.keys()):
+            if corrupt_pruned(self, key, expired_only, server, tool):
+                continue
             with self._cache.transact():
                 recordings = self.get(key)
                 if not recordings:
