@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 from simgate.gateway.config.models import GatewaySettings
 from simgate.gateway.ui.data_http import ApiError
@@ -100,6 +101,8 @@ class DataRoots:
                         stat = file.stat()
                     except (OSError, RuntimeError):  # RuntimeError: a loop of links
                         continue
+                    if not S_ISREG(stat.st_mode):
+                        continue  # a FIFO or a device: opening it to read its first line would wait forever
                     yield Found(index, file.relative_to(base).as_posix(), file, stat.st_size, stat.st_mtime)
                 if seen > _MAX_ENTRIES:
                     break
