@@ -108,3 +108,8 @@ class Forbidden(GatewayError):
 
 class StoreUnavailable(GatewayError):
     """The shared store (Redis) cannot be reached now; the message names it without its password."""
+
+
+class CorruptRecording(GatewayError):
+    """A value in the recording store that is not a key's list of recordings (truncated, edited, written by
+    another program): named by its key and left as it is, never replayed and never overwritten unseen."""

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import anyio
 
+from simgate import jsontext
 from simgate.runner.errors import OutputFileError
 from simgate.runner.trajectory import Trajectory
 
@@ -74,7 +75,7 @@ def read_records(path: Path, key: Callable[[dict[str, Any]], Any] = done_key,
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = jsontext.loads(line)
                 key(record)
             except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                 raise OutputFileError(

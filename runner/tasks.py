@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from simgate import jsontext
 from simgate.runner.errors import TaskFileError
 
 
@@ -57,7 +58,7 @@ def parse_tasks(lines: list[str], source: str = "<tasks>") -> list[Task]:
         if not line.strip():
             continue
         try:
-            raw = json.loads(line)
+            raw = jsontext.loads(line)
         except json.JSONDecodeError as exc:
             raise TaskFileError(f"{source}:{number}: not JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(raw, dict):

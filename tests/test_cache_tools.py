@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import diskcache
+import httpx
 import mcp_types as types
 import pytest
 from harness import (
@@ -31,7 +34,13 @@ from harness import (
 )
 from mcp.shared.exceptions import MCPError
 
-from simgate.gateway.cache.cassette import CassetteError, export_cassette, import_cassette, read_cassette
+from simgate.gateway.cache.cassette import (
+    CassetteError,
+    export_cassette,
+    import_cassette,
+    read_cassette,
+    write_cassette,
+)
 from simgate.gateway.cache.records import Recording
 from simgate.gateway.cache.store import DiskStore
 
@@ -516,3 +525,68 @@ def test_cli_prune_removes_only_expired_by_default(tmp_path: Path) -> None:
     done = _cli("prune", "--all", "--tool", "echo", "--cache-dir", str(directory))
     assert done.returncode == 0 and "removed 2 recording(s)" in done.stdout, done
     assert _snapshot(directory)["recordings"] == {}
+
+
+# ------------------------------------------------------------------------------------ a corrupt store
+
+
+def test_a_corrupt_stored_value_is_named_never_replayed_and_can_be_deleted(recorded: Recorded, tmp_path: Path) -> None:
+    """A value in the store that is not a key's recordings (a truncated item; a string, not a list): every reader
+    names its key; listings go on with the other keys; replay answers a precise error; the page deletes it."""
+    target = tmp_path / "store"
+    shutil.copytree(recorded.store, target)
+    store = DiskStore(target)
+    try:
+        keys = {r.tool + json.dumps(r.arguments): r.key for key in list(store.keys()) for r in store.get(key)}
+    finally:
+        store.close()
+    truncated, not_a_list = keys['echo{"text": "hello"}'], keys["counter{}"]
+    with diskcache.Cache(str(target)) as raw:
+        raw.set(truncated, ['{"key": "trunc'])
+        raw.set(not_a_list, "not a list")
+
+    listed = _cli("ls", "--cache-dir", str(target), "--json")
+    assert listed.returncode == 0 and len(json.loads(listed.stdout)) == 3, listed  # the 3 other keys
+    assert truncated in listed.stderr and not_a_list in listed.stderr and "Traceback" not in listed.stderr
+    for args in (["show", truncated[:12]], ["export", str(tmp_path / "out.jsonl")]):
+        done = _cli(*args, "--cache-dir", str(target))
+        assert done.returncode == 2 and "is corrupt" in done.stderr and "Traceback" not in done.stderr, done
+        assert truncated in done.stderr or (args[0] == "export" and not_a_list in done.stderr), done
+    assert not (tmp_path / "out.jsonl").exists()
+    pruned = _cli("prune", "--cache-dir", str(target))  # passes over them (their expiry is unknown)
+    assert pruned.returncode == 0 and truncated in pruned.stderr and "Traceback" not in pruned.stderr, pruned
+
+    async def replay(url: str) -> None:
+        async with mcp_session(url, headers={"X-Simgate-Session": SESSION}) as session:
+            with pytest.raises(MCPError, match=f"key {truncated} is corrupt"):
+                await session.call_tool("echo", {"text": "hello"})
+            assert (await session.call_tool("add", {"numbers": [1, 2, 3.5]})).structured_content is not None
+
+    config = {"gateway": {"mode": "replay", "cache_dir": str(target)}, "mcpServers": {"fx": GONE}}
+    with running_gateway(config, tmp_path / "replay", wait_ready=False) as gateway:
+        anyio.run(replay, gateway.mcp_url("fx"))
+        page = httpx.get(gateway.url + "/ui/api/recordings", timeout=30, trust_env=False)
+        assert page.status_code == 200 and page.json()["total"] == 3, page.text
+        deleted = httpx.post(gateway.url + "/ui/api/recordings/delete", json={"keys": [truncated, not_a_list]},
+                             headers={"X-Simgate-UI": "1"}, timeout=30, trust_env=False)
+        assert deleted.status_code == 200 and deleted.json()["deleted"] == [truncated, not_a_list], deleted.text
+        assert "Traceback" not in gateway.log_text()
+    after = _cli("ls", "--cache-dir", str(target), "--json")
+    assert after.returncode == 0 and after.stderr == "" and len(json.loads(after.stdout)) == 3, after
+
+
+def test_a_large_cassette_imports_in_linear_time(tmp_path: Path) -> None:
+    """20,000 keys of one tool: each key's write once rewrote the tool's whole index (quadratic: about a
+    minute here, 5 minutes for 50,000); the index is now written once per import."""
+    recordings = [_recording("a", key=f"{n:064x}", arguments={"n": n}) for n in range(20_000)]
+    path = tmp_path / "big.jsonl"
+    write_cassette(path, recordings, {}, {"server": None, "tool": None})
+    store = DiskStore(tmp_path / "store")
+    try:
+        started = time.monotonic()
+        report = import_cassette(store, path)
+        took = time.monotonic() - started
+        assert report.added == 20_000 and len(store.tool_keys("fx", "echo")) == 20_000
+    finally:
+        store.close()
+    assert took < 25, f"importing 20,000 keys took {took:.1f}s"

@@ -129,3 +129,52 @@ def test_every_expected_error_has_the_one_base() -> None:
                   SimulationError, SchemaSynthesisError):
         assert issubclass(error, SimgateError), error
     assert json.loads(json.dumps(str(ReplayMiss("no recording"))))  # still an MCPError with its message
+
+
+# --------------------------------------------------------------------------------------- hostile files
+# A file someone else wrote, given to the command that reads it: JSON nested deeper than Python's recursion
+# limit, an integer longer than Python converts, bytes that are not UTF-8, YAML aliases that expand to
+# millions of values or into themselves. Each is one line naming the file, exit 2, nothing written.
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000 + "\n"
+LAUGHS = "".join(f"    l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]\n" for n in range(1, 8))
+PIPELINE = "dir: {t}/out\ngateway: " + DEAD + "/mcp\nllm: {base_url: " + DEAD + "/v1, model: m}\nstages:\n"
+
+HOSTILE: dict[str, tuple[list[str], str | bytes, str]] = {
+    "cassette nested too deep": (["cache", "import", "{f}", "--cache-dir", "{t}/out"], DEEP_JSON, "nested too deeply"),
+    "trajectories with a huge integer": (["export", "trajectories", "{f}", "--out", "{t}/out"],
+                                         '{"id": "t", "repeat": ' + "9" * 5000 + "}\n", "Exceeds the limit"),
+    "trajectories not UTF-8": (["export", "trajectories", "{f}", "--out", "{t}/out"], b"\xff\xfe{}\n", "not UTF-8"),
+    "tasks nested too deep": (["run", "--tasks", "{f}", "--gateway", DEAD, "--out", "{t}/out", *LLM], DEEP_JSON,
+                              "nested too deeply"),
+    "dedup input nested too deep": (["dedup", "{f}", "--out", "{t}/out"], DEEP_JSON, "not a task line"),
+    "vault nested too deep": (["vault", "list", "--vault", "{f}"], DEEP_JSON, "nested too deeply"),
+    "pipeline nested too deep": (["pipeline", "run", "{f}"], "[" * 50_000 + "]" * 50_000, "nested too deeply"),
+    "pipeline of a billion laughs": (["pipeline", "run", "{f}"],
+                                     PIPELINE + "  synth:\n    l0: &l0 [lol]\n" + LAUGHS, "billion laughs"),
+    "pipeline with a cyclic alias": (["pipeline", "run", "{f}"], PIPELINE + "  synth: &s {again: *s}\n", "a cycle"),
+    "pipeline without synth": (["pipeline", "run", "{f}"], PIPELINE + "  dedup: {threshold: 0.7}\n", "no input"),
+    "config of a billion laughs": (["config", "check", "{f}"], "mcpServers: {}\nx:\n    l0: &l0 [lol]\n" + LAUGHS,
+                                   "billion laughs"),
+    "onboard spec nested too deep": (["onboard", "{f}", "--out", "{t}/out"], "[" * 50_000 + "]" * 50_000,
+                                     "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_hostile_file_is_one_line_and_exit_code_2(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    arguments, content, expected = HOSTILE[case]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SIMGATE_SERVERS_DIR", str(tmp_path / "servers"))
+    file = tmp_path / ("input.yaml" if arguments[0] in ("pipeline", "config", "onboard") else "input.jsonl")
+    if isinstance(content, bytes):
+        file.write_bytes(content)
+    else:
+        file.write_text(content.replace("{t}", str(tmp_path)) if content.startswith("dir:") else content)
+    with pytest.raises(SystemExit) as exited:
+        main([argument.replace("{f}", str(file)).replace("{t}", str(tmp_path)) for argument in arguments])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and expected in err, err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

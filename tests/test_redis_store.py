@@ -419,6 +419,32 @@ def test_the_redis_store_answers_as_the_diskcache_store(redis_server: RedisServe
     assert on_redis[3] == {"added": 5, "replaced": 0, "kept": 0, "gaps": 1}
 
 
+def test_a_corrupt_value_in_redis_is_named_skipped_by_listings_and_deletable(redis_server: RedisServer) -> None:
+    from simgate.gateway.cache.listing import iter_groups
+    from simgate.gateway.errors import CorruptRecording
+
+    store = _store(redis_server, "corrupt:")
+    try:
+        for key in "abc":
+            store.put(_rec(key, text=key), replace=False)
+        with redis_server.client() as client:
+            client.rpush(f"corrupt:r:{'a' * 64}", '{"key": "trunc')  # a truncated item after a good one
+            client.delete(f"corrupt:r:{'b' * 64}")
+            client.set(f"corrupt:r:{'b' * 64}", "a string, not a list")  # WRONGTYPE for LRANGE
+        for key in ("a", "b"):
+            with pytest.raises(CorruptRecording, match=f"key {key * 64} is corrupt"):
+                store.get(key * 64)
+        assert [group[0].key for group in iter_groups(store)] == ["c" * 64]  # the others are named, not fatal
+        assert store.prune() == 0 and len(list(store.keys())) == 3  # passed over, not fatal
+        assert store.delete("a" * 64)
+        assert store.prune(expired_only=False, tool="t") == 1  # c; b (its tool unknown) is left
+        assert list(store.keys()) == ["b" * 64]
+        store.prune(expired_only=False)  # --all: the corrupt value too
+        assert list(store.keys()) == []
+    finally:
+        store.close()
+
+
 async def test_fidelity_calls_and_status_read_the_recordings_from_redis(
         cluster: tuple[GatewayProcess, GatewayProcess], tmp_path: Path) -> None:
     """`simgate fidelity calls/status --config` on a Redis config read its store, not an empty cache directory

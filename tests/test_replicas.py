@@ -297,3 +297,21 @@ def test_a_taken_port_or_a_config_a_replica_refuses_stops_the_gateway_with_one_m
     assert refused.returncode == 1, refused.stderr
     assert "refers to vault secret" in refused.stderr and "refused to start (exit code 2)" in refused.stderr
     assert "starting it again" not in refused.stderr
+
+
+def test_a_client_cannot_pose_as_a_sibling_replica(tmp_path: Path) -> None:
+    """The header one replica sets on what it passes to another, forged by a client, without the parent's
+    token: ignored. Honoured, an admin change would apply on the replica it reached alone (split modes)."""
+    with running_gateway(CONFIG, tmp_path / "gw", serve_args=WORKERS) as gateway:
+        wait_replicas_ready(gateway.url)
+
+        def modes() -> list[str]:
+            return [httpx.get(f"{gateway.url}/admin/modes?replica={i}", timeout=10).json()["default"] for i in (0, 1)]
+
+        forged = {"X-Simgate-Forwarded-By": "0", "X-Simgate-Replica-Token": "0" * 43}
+        for mode in ("replay", "live", "simulated", "live"):
+            changed = httpx.put(f"{gateway.url}/admin/modes", json={"mode": mode}, headers=forged, timeout=10)
+            assert changed.status_code == 200, changed.text
+            assert modes() == [mode, mode]
+        token = httpx.get(f"{gateway.url}/_simgate/replica/modes", headers=forged, timeout=10)
+        assert token.status_code in (401, 404)  # the siblings' own path needs the parent's token

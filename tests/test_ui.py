@@ -243,6 +243,7 @@ def test_without_the_admin_key_the_page_and_its_api_refuse(ui: Ui) -> None:
         assert get(path, Authorization="Bearer sgk_nope_nope").status_code == 401, path
         assert get(path, Authorization=f"Bearer {ui.agent}").status_code == 403, path  # not an admin key
         assert get(path, Cookie="simgate_ui=forged.99999999999.00").status_code == 401, path
+        assert get(path, Cookie="simgate_ui=operator." + "9" * 5000 + ".00").status_code == 401, path  # int() limit
     assert get("/ui/api/servers", Authorization=f"Bearer {ui.admin}").status_code == 200
     assert httpx.post(ui.url + "/ui/api/servers/fx/restart", timeout=10, trust_env=False).status_code == 401
     assert httpx.put(ui.url + "/ui/api/modes", json={"mode": "replay"}, timeout=10,

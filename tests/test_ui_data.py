@@ -431,6 +431,63 @@ def test_only_files_under_the_configured_directories_open(page: Page) -> None:
     assert report.status_code == 403
 
 
+def _hostile_files(directory: Path) -> None:
+    """Files of a data directory someone else wrote: each valid JSON lines or report by its first look."""
+    good = {"id": "h", "messages": [{"role": "user", "content": "q"}], "tool_events": []}
+    lines = {"deep.jsonl": "[" * 100_000 + "]" * 100_000,  # json.loads: RecursionError
+             "bigint.jsonl": '{"id": "h", "messages": [], "repeat": ' + "9" * 5000 + "}",  # int(): ValueError
+             "repeat.jsonl": json.dumps({**good, "repeat": ["x"]}),
+             "ids.jsonl": json.dumps({**good, "tool_events": [{"call_id": [1], "name": "a"}],
+                                      "messages": [{"role": "tool", "tool_call_id": {"a": 1}}]}),
+             "nan.jsonl": '{"id": "h", "messages": [], "tool_events": [{"name": "a", "arguments": NaN}]}'}
+    directory.mkdir()
+    for name, line in lines.items():
+        (directory / name).write_text(json.dumps(good) + "\n" + line + "\n")
+    (directory / "loop.jsonl").symlink_to(directory / "loop.jsonl")
+    os.mkfifo(directory / "pipe.jsonl")  # opened to read its first line, it would block a worker thread forever
+    for name, text in {"shapes": json.dumps({"settings": [1], "calls": 1, "backend": "x"}),
+                       "modes": json.dumps({"baseline": 1, "comparisons": 1, "modes": [1]}),
+                       "deep": "[" * 100_000 + "]" * 100_000}.items():
+        (directory / name).mkdir()
+        (directory / name / "report.json").write_text(text)
+    (directory / "fifo").mkdir()
+    os.mkfifo(directory / "fifo" / "report.json")
+
+
+def test_hostile_files_in_a_data_directory_get_precise_errors_not_500(page: Page) -> None:
+    hostile = page.data / "hostile"
+    _hostile_files(hostile)
+    try:
+        for listing in ("/ui/api/trajectories/files", "/ui/api/fidelity/reports"):
+            answer = httpx.get(page.url + listing, headers=page.admin, timeout=10, trust_env=False)
+            assert answer.status_code == 200, (listing, answer.text)  # one bad file breaks (or hangs) no listing
+        root = next(r["root"] for r in page.get("/ui/api/trajectories/files").json()["roots"]
+                    if r["directory"] == str(page.data))
+        for name in ("deep", "bigint", "repeat", "ids", "nan"):
+            path = f"hostile/{name}.jsonl"
+            listed = page.get("/ui/api/trajectories/list", root=root, path=path)
+            assert listed.status_code == 200 and listed.json()["trajectories"][0]["id"] == "h", (name, listed.text)
+            for index in (0, 1):
+                one = page.get("/ui/api/trajectories/one", root=root, path=path, index=index)
+                assert one.status_code in (200, 422), (name, index, one.text)
+            compared = page.get("/ui/api/trajectories/compare", root=root, path=path, left=0, right=1)
+            assert compared.status_code in (200, 422), (name, compared.text)
+        deep = page.get("/ui/api/trajectories/list", root=root, path="hostile/deep.jsonl").json()["problems"]
+        assert "nested too deeply" in deep[0]["error"]
+        report = page.get("/ui/api/fidelity/report", root=root, path="hostile/deep/report.json")
+        assert report.status_code == 422 and "nested too deeply" in report.json()["error"]
+        for path, message in [("hostile/loop.jsonl", "a loop of symbolic links"), ("hostile/pipe.jsonl", "no file"), ("a" * 5000 + ".jsonl", "too long"),
+                              ("x.jsonl\x00", "NUL")]:
+            answer = page.get("/ui/api/trajectories/list", root=root, path=path)
+            assert answer.status_code in (400, 404) and message in answer.json()["error"], (path[:20], answer.text)
+            assert len(answer.text) < 1000  # the path named, not echoed whole
+        assert "Traceback" not in (page.work / "gateway.log").read_text()
+    finally:
+        for file in sorted(hostile.rglob("*"), key=lambda f: -len(f.parts)):
+            file.rmdir() if file.is_dir() and not file.is_symlink() else file.unlink()
+        hostile.rmdir()
+
+
 # ---------------------------------------------------------------------------------------------- auth
 
 

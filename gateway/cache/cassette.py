@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from simgate import jsontext
 from simgate.errors import SimgateError
 from simgate.files import atomic_write
 from simgate.gateway.cache.records import Recording
@@ -256,7 +257,7 @@ def _parse_line(raw: bytes, number: int, problem: Any) -> dict[str, Any] | None:
         problem(number, None, f"not UTF-8 text at byte {exc.start + 1} of the line")
         return None
     try:
-        obj = json.loads(text)
+        obj = jsontext.loads(text)
     except json.JSONDecodeError as exc:
         hint = " (truncated line?)" if exc.pos >= len(text.rstrip()) - 1 else ""
         problem(number, None, f"not valid JSON{hint}: {exc.msg} at column {exc.colno}")

@@ -6,9 +6,10 @@ import sqlite3
 
 from diskcache import Timeout
 
-from simgate.gateway.errors import StoreUnavailable
+from simgate.gateway.errors import CorruptRecording, StoreUnavailable
 
-STORE_ERRORS: tuple[type[BaseException], ...] = (Timeout, sqlite3.Error, OSError, StoreUnavailable)
+STORE_ERRORS: tuple[type[BaseException], ...] = (Timeout, sqlite3.Error, OSError, StoreUnavailable,
+                                                  CorruptRecording)
 
 
 def describe_store_error(exc: BaseException) -> str:
@@ -16,7 +17,7 @@ def describe_store_error(exc: BaseException) -> str:
         return "the store is locked by another process; try again"
     if isinstance(exc, sqlite3.Error):
         return f"the store cannot be read: {exc}"
-    if isinstance(exc, StoreUnavailable):
+    if isinstance(exc, (StoreUnavailable, CorruptRecording)):
         return exc.message
     if isinstance(exc, OSError):
         return f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")

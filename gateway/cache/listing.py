@@ -3,11 +3,14 @@ and the page (`/ui`), so both always show the same recordings."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from simgate.gateway.cache.records import Recording
-from simgate.gateway.errors import GatewayError
+from simgate.gateway.errors import CorruptRecording, GatewayError
+
+logger = logging.getLogger("simgate.cache")
 
 if TYPE_CHECKING:  # the CLI imports this module at start; the store (diskcache) only when a command runs
     from simgate.gateway.cache.store import CacheStore
@@ -20,7 +23,11 @@ class KeyLookupError(GatewayError):
 def iter_groups(store: CacheStore, server: str | None = None, tool: str | None = None) -> Iterator[list[Recording]]:
     """Each key's recordings, filtered, in the store's order (one key in memory at a time)."""
     for key in list(store.keys()):
-        group = store.get(key)
+        try:
+            group = store.get(key)
+        except CorruptRecording as exc:  # one bad value hides no other key; named, so it can be deleted
+            logger.warning(exc.message)
+            continue
         if not group:
             continue
         if (server is not None and group[0].server != server) or (tool is not None and group[0].tool != tool):

@@ -24,12 +24,12 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import redis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError, ResponseError, WatchError
 
-from simgate.gateway.cache.records import Recording
+from simgate.gateway.cache.records import Recording, corrupt, corrupt_pruned, stored_recordings
 from simgate.gateway.cache.redis_errors import unavailable, unavailable_as_error, unreachable
 from simgate.gateway.config.store import redacted_url
-from simgate.gateway.errors import ConfigError
+from simgate.gateway.errors import ConfigError, CorruptRecording
 
 # A `once` decision lives while some gateway holds it (refreshed well within this) and ends with the run.
 ONCE_TTL_S = 300
@@ -126,7 +126,13 @@ class RedisStore:
     @unavailable_as_error
     def get(self, key: str) -> list[Recording]:
         # One command: a key's sequence is read as one consistent list.
-        return [Recording.model_validate_json(item) for item in self._client.lrange(self._r(key), 0, -1)]
+        try:
+            raw = self._client.lrange(self._r(key), 0, -1)
+        except ResponseError as exc:
+            if str(exc).startswith("WRONGTYPE"):  # the key holds a string, set, ...: Redis is fine, the value is not
+                raise corrupt(key, "not a list of recordings") from None
+            raise
+        return stored_recordings(key, raw)
 
     @unavailable_as_error
     def tool_keys(self, server: str, tool: str) -> list[str]:
@@ -182,7 +188,10 @@ class RedisStore:
 
     @unavailable_as_error
     def delete(self, key: str) -> bool:
-        recordings = self.get(key)
+        try:
+            recordings = self.get(key)
+        except CorruptRecording:
+            recordings = []  # deleting it is how a corrupt value is repaired
         index = self._t(recordings[0].server, recordings[0].tool) if recordings else f"{self._prefix}t:"
         return bool(self._delete(keys=[self._r(key), self._p(key), index, self._keys], args=[key]))
 
@@ -193,6 +202,8 @@ class RedisStore:
         removed = 0
         now = time.time()
         for key in list(self.keys()):
+            if corrupt_pruned(self, key, expired_only, server, tool):
+                continue
             with self._client.pipeline() as pipe:
                 while True:
                     try:
@@ -208,7 +219,7 @@ class RedisStore:
     def _prune_key(self, pipe: Any, key: str, expired_only: bool, server: str | None, tool: str | None,
                    now: float) -> int:
         raw = pipe.lrange(self._r(key), 0, -1)
-        recordings = [Recording.model_validate_json(item) for item in raw]
+        recordings = stored_recordings(key, raw)
         first = recordings[0] if recordings else None
         if first is None or (server is not None and first.server != server) or \
                 (tool is not None and first.tool != tool):

@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 import diskcache
 
-from simgate.gateway.cache.records import Recording
+from simgate.gateway.cache.records import Recording, corrupt_pruned, stored_recordings
+from simgate.gateway.errors import CorruptRecording
 
 _INDEX = "index\x00"  # prefix of the per-tool index entries, which are not recordings
 _TOOLS = "index\x00tools\x00"  # the last tools/list of each server, so replay works with the server gone
@@ -76,9 +77,9 @@ class DiskStore:
 
     def get(self, key: str) -> list[Recording]:
         raw = self._cache.get(key)
-        if not raw:
+        if raw is None or raw == []:
             return []
-        return [Recording.model_validate_json(item) for item in raw]
+        return stored_recordings(key, raw)
 
     def put(self, recording: Recording, *, replace: bool) -> bool:
         counts = self.put_many([recording], replace=replace)
@@ -97,6 +98,7 @@ class DiskStore:
         for recording in recordings:
             by_key.setdefault(recording.key, []).append(recording)
         counts = {"added": 0, "replaced": 0, "kept": 0, "gaps": 0}
+        indexed: dict[str, list[str]] = {}  # tool index -> keys written: each index is read and written once
         with self._cache.transact():
             for key, group in by_key.items():
                 stored = self.get(key)
@@ -107,11 +109,14 @@ class DiskStore:
                     changed = changed or outcome in ("added", "replaced")
                 if changed:
                     self._cache.set(key, [item.model_dump_json() for item in stored])
-                    index_key = _index_key(group[0].server, group[0].tool)
-                    keys: list[str] = list(self._cache.get(index_key) or [])
-                    if key not in keys:
-                        keys.append(key)
-                        self._cache.set(index_key, keys)
+                    indexed.setdefault(_index_key(group[0].server, group[0].tool), []).append(key)
+            for index_key, written in indexed.items():
+                # Not once per key: a cassette of n keys of one tool would rewrite its index n times (quadratic).
+                keys: list[str] = list(self._cache.get(index_key) or [])
+                known = set(keys)
+                added = [key for key in written if key not in known]
+                if added:
+                    self._cache.set(index_key, keys + added)
             for server, listed in (tools or {}).items():
                 self.save_tools(server, listed)
         return counts
@@ -127,7 +132,10 @@ class DiskStore:
 
     def delete(self, key: str) -> bool:
         with self._cache.transact():
-            recordings = self.get(key)
+            try:
+                recordings = self.get(key)
+            except CorruptRecording:
+                recordings = []  # deleting it is how a corrupt value is repaired; its tool index is unknown
             if recordings:
                 index_key = _index_key(recordings[0].server, recordings[0].tool)
                 keys = [k for k in self._cache.get(index_key) or [] if k != key]
@@ -151,6 +159,8 @@ class DiskStore:
         removed = 0
         now = time.time()
         for key in list(self.keys()):
+            if corrupt_pruned(self, key, expired_only, server, tool):
+                continue
             with self._cache.transact():
                 recordings = self.get(key)
                 if not recordings:

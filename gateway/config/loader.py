@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from simgate import jsontext, yamltext
 from simgate.gateway.config.models import GatewayConfig
 from simgate.gateway.errors import ConfigError
 
@@ -58,11 +59,11 @@ def parse_config(text: str, *, source: str = "<config>", json_only: bool = False
 def _parse_document(text: str, source: str, json_only: bool) -> Any:
     if json_only:
         try:
-            return json.loads(text)
+            return jsontext.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     try:
-        return yaml.safe_load(text)
+        return yamltext.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

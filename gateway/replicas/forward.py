@@ -44,6 +44,7 @@ _REPLICA_NUMBER = re.compile(r"[0-9]{1,4}")
 # Not passed on by a proxy (RFC 9110 §7.6.1); the rest of a request or response is passed unchanged.
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
                          b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade"})
+_NOT_PASSED_ON = _HOP_BY_HOP | {FORWARDED_HEADER.encode(), TOKEN_HEADER.encode()}
 
 
 class _ClientGone(Exception):
@@ -138,7 +139,9 @@ class ReplicaRouting:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if FORWARDED_HEADER in headers:  # passed on by a sibling: answered here, never passed on again
+        if FORWARDED_HEADER in headers and self._from_sibling(headers):
+            # Passed on by a sibling: answered here, never passed on again. A client's own copy of the header
+            # (no token) is ignored: it would make an admin change apply on this replica alone.
             await self.app(scope, receive, send)
             return
         target = self._owner(scope, headers)
@@ -150,6 +153,16 @@ class ReplicaRouting:
             await self._everywhere(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    def _from_sibling(self, headers: Headers) -> bool:
+        return hmac.compare_digest(headers.get(TOKEN_HEADER, "").encode(), self.plan.token.encode())
+
+    def _sibling_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        """The request's headers as passed to a sibling: what says "from a sibling" is this replica's own."""
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _NOT_PASSED_ON]
+        headers.append((FORWARDED_HEADER.encode(), str(self.plan.index).encode()))
+        headers.append((TOKEN_HEADER.encode(), self.plan.token.encode()))
+        return headers
 
     def _owner(self, scope: Scope, headers: Headers) -> int | JSONResponse | None:
         """The sibling that must answer this request (None: this replica)."""
@@ -167,8 +180,7 @@ class ReplicaRouting:
 
     async def _forward(self, replica: int, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request to `replica` and its answer back, both streamed (an SSE stream included)."""
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
-        headers.append((FORWARDED_HEADER.encode(), str(self.plan.index).encode()))
+        headers = self._sibling_headers(scope)
         request = self.links.client.build_request(
             scope["method"], self.links.url(replica, scope["path"], scope["query_string"]), headers=headers,
             content=_body(receive) if scope["method"] in ("POST", "PUT", "PATCH") else None)
@@ -221,8 +233,7 @@ class ReplicaRouting:
             await send(message)
 
     async def _apply_on_siblings(self, scope: Scope, body: bytes) -> None:
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
-        headers.append((FORWARDED_HEADER.encode(), str(self.plan.index).encode()))
+        headers = self._sibling_headers(scope)
 
         async def apply(replica: int) -> None:
             try:

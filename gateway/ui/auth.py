@@ -58,7 +58,9 @@ class SessionCookies:
     def verify(self, token: str) -> ApiKey | None:
         key_id, _, rest = token.partition(".")
         expires_text, _, signature = rest.partition(".")
-        if not expires_text.isdigit() or int(expires_text) < time.time():
+        # ASCII digits, few: `isdigit` passes '²' and `int` refuses more than 4300 digits (a 500, not a refusal).
+        if not (expires_text.isascii() and expires_text.isdigit() and len(expires_text) <= 12) \
+                or int(expires_text) < time.time():
             return None
         key = self._keys.keys().get(key_id)
         if key is None or not hmac.compare_digest(signature, self._sign(key, int(expires_text))):

@@ -5,6 +5,7 @@ their tool calls first part (the same measure as the trajectory fidelity report'
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 from simgate.sequences import first_divergence, tool_calls
@@ -25,6 +26,11 @@ def _text(content: Any) -> str | None:
         parts = [part.get("text", "") if isinstance(part, dict) else str(part) for part in content]
         return "\n".join(p for p in parts if p)
     return json.dumps(content, ensure_ascii=False)
+
+
+def _call_id(value: Any) -> str | None:
+    """A call id as a lookup key: a file may hold anything there (a list, an object), which never pairs."""
+    return value if isinstance(value, str) else None
 
 
 def check(trajectory: Any) -> dict[str, Any]:
@@ -53,8 +59,9 @@ def conversation(trajectory: dict[str, Any]) -> dict[str, Any]:
     check(trajectory)
     events = trajectory.get("tool_events") or []
     calls = [{"index": k, **{name: event.get(name) for name in _EVENT_FIELDS}} for k, event in enumerate(events)]
-    ids = [event.get("call_id") for event in events]
-    by_id = {cid: k for k, cid in enumerate(ids) if cid and ids.count(cid) == 1}
+    ids = [_call_id(event.get("call_id")) for event in events]
+    counts = Counter(ids)  # not ids.count() per id: quadratic in a file's (maybe huge) list of calls
+    by_id: dict[str | None, int] = {cid: k for k, cid in enumerate(ids) if cid and counts[cid] == 1}
     turns: list[dict[str, Any]] = []
     answered = 0  # tool messages seen: without usable ids, the k-th tool message answers the k-th call
     asked = 0
@@ -67,7 +74,7 @@ def conversation(trajectory: dict[str, Any]) -> dict[str, Any]:
             for tool_call in message["tool_calls"]:
                 tool_call = tool_call if isinstance(tool_call, dict) else {}
                 function: dict[str, Any] = tool_call["function"] if isinstance(tool_call.get("function"), dict) else {}
-                k = by_id.get(tool_call.get("id"), asked if not by_id and asked < len(events) else None)
+                k = by_id.get(_call_id(tool_call.get("id")), asked if not by_id and asked < len(events) else None)
                 asked += 1
                 shown.append({"id": tool_call.get("id"), "name": function.get("name"),
                               "arguments": function.get("arguments"), "call": k})
@@ -75,7 +82,7 @@ def conversation(trajectory: dict[str, Any]) -> dict[str, Any]:
         if message.get("role") == "tool":
             cid = message.get("tool_call_id")
             turn["tool_call_id"] = cid
-            turn["call"] = by_id.get(cid, answered if not by_id and answered < len(events) else None)
+            turn["call"] = by_id.get(_call_id(cid), answered if not by_id and answered < len(events) else None)
             answered += 1
         turns.append(turn)
     return {"id": trajectory.get("id"), "mode": trajectory.get("mode"), "repeat": trajectory.get("repeat", 0),

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from simgate.gateway.cache.errors import STORE_ERRORS, describe_store_error
 from simgate.gateway.cache.listing import KeyLookupError
 from simgate.gateway.errors import GatewayError
+from simgate.jsontext import loads
 
 logger = logging.getLogger("simgate.ui")
 
@@ -84,6 +85,6 @@ def read_json_file(path: Path, limit: int) -> Any:
     if size > limit:
         raise ApiError(f"{path.name} is {size} bytes, over the {limit} the page opens", 413)
     try:
-        return json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return loads(path.read_bytes(), finite=True)
+    except json.JSONDecodeError as exc:
         raise ApiError(f"{path.name} is not valid JSON: {exc}", 422) from None

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 from simgate.gateway.config.models import GatewaySettings
 from simgate.gateway.ui.data_http import ApiError
@@ -55,19 +56,26 @@ class DataRoots:
             index = -1
         if not 0 <= index < len(self.roots):
             raise ApiError(f"root must be one of 0..{len(self.roots) - 1} (see the list of files)", 400)
-        if not path or "\x00" in path:
+        if not path:
             raise ApiError("path is required: a file's path relative to its root", 400)
+        if "\x00" in path:
+            raise ApiError("path refused: it holds a NUL character", 400)
         relative = Path(path)
+        shown = path if len(path) <= 200 else path[:200] + "..."  # a message, not an echo of any length
         if relative.is_absolute() or ".." in relative.parts:
-            raise ApiError(f"path {path!r} refused: give a path relative to the root, without '..'", 403)
-        base = self.roots[index].resolve()
-        target = (base / relative).resolve()
-        if not target.is_relative_to(base):
-            raise ApiError(f"path {path!r} refused: it leads outside the directory the page may read", 403)
-        if target.suffix != suffix:
-            raise ApiError(f"path {path!r} refused: only {suffix} files are opened here", 403)
-        if not target.is_file():
-            raise ApiError(f"no file {path!r} under {self.roots[index]}", 404)
+            raise ApiError(f"path {shown!r} refused: give a path relative to the root, without '..'", 403)
+        try:
+            base = self.roots[index].resolve()
+            target = (base / relative).resolve()
+            if not target.is_relative_to(base):
+                raise ApiError(f"path {shown!r} refused: it leads outside the directory the page may read", 403)
+            if target.suffix != suffix:
+                raise ApiError(f"path {shown!r} refused: only {suffix} files are opened here", 403)
+            if not target.is_file():
+                raise ApiError(f"no file {shown!r} under {self.roots[index]}", 404)
+        except (OSError, RuntimeError) as exc:  # a name too long; a loop of links (RuntimeError): no file to read
+            reason = exc.strerror if isinstance(exc, OSError) else "a loop of symbolic links"
+            raise ApiError(f"no file {shown!r} under {self.roots[index]}: {reason}", 404) from None
         return target
 
     def walk(self, suffix: str, name: str | None = None) -> Iterator[Found]:
@@ -91,8 +99,10 @@ class DataRoots:
                         if not file.resolve().is_relative_to(base):
                             continue  # a link leading out of the root
                         stat = file.stat()
-                    except OSError:
+                    except (OSError, RuntimeError):  # RuntimeError: a loop of links
                         continue
+                    if not S_ISREG(stat.st_mode):
+                        continue  # a FIFO or a device: opening it to read its first line would wait forever
                     yield Found(index, file.relative_to(base).as_posix(), file, stat.st_size, stat.st_mtime)
                 if seen > _MAX_ENTRIES:
                     break

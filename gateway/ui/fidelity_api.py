@@ -44,17 +44,22 @@ def report_kind(document: Any) -> str | None:
     return None
 
 
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def headline(document: dict[str, Any], kind: str) -> dict[str, Any]:
     """What a list of reports shows of one."""
+    # A report.json is a file anyone may have edited: each part is read only if it has the expected shape.
     if kind == "calls":
-        settings: dict[str, Any] = document.get("settings") or {}
-        chosen: dict[str, Any] = settings.get("few_shot") or next(iter(settings.values()), {})
-        few: dict[str, Any] = chosen.get("overall") or {}
+        settings = _object(document.get("settings"))
+        chosen = _object(settings.get("few_shot") or next(iter(settings.values()), {}))
+        few = _object(chosen.get("overall"))
         return {"created_at": document.get("created_at"), "backend": document.get("backend"),
                 "model": document.get("model"), "servers": document.get("servers") or [],
                 "calls": few.get("calls"), "settings": sorted(settings),
-                "outcome_agreement": (few.get("simulated") or {}).get("outcome_agreement")}
-    modes = document.get("modes") or {}
+                "outcome_agreement": _object(few.get("simulated")).get("outcome_agreement")}
+    modes = _object(document.get("modes"))
     return {"created_at": document.get("created_at"), "baseline": document.get("baseline"),
             "modes": {mode: {"trajectories": m.get("trajectories"), "success_rate": m.get("success_rate")}
                       for mode, m in modes.items() if isinstance(m, dict)}}

@@ -25,6 +25,7 @@ from starlette.routing import Route
 from simgate.gateway.ui.conversation import NotATrajectory, check, conversation, side_by_side, summary
 from simgate.gateway.ui.data_http import ApiError, answers_errors, query_int
 from simgate.gateway.ui.data_roots import DataRoots
+from simgate.jsontext import loads
 
 MAX_LINE_BYTES = 32 * 1024 * 1024
 MAX_LISTED = 5000
@@ -55,8 +56,8 @@ def _parse(raw: bytes | None) -> dict[str, Any]:
     if raw is None:
         raise NotATrajectory(f"the line is over {MAX_LINE_BYTES} bytes")
     try:
-        return check(json.loads(raw))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return check(loads(raw, finite=True))
+    except json.JSONDecodeError as exc:
         raise NotATrajectory(f"not valid JSON: {exc}") from None
 
 
@@ -95,7 +96,7 @@ def list_file(file: Path) -> dict[str, Any]:
             problems.append({"line": number, "index": position, "error": str(exc)})
             continue
         rows.append(summary(trajectory, position))
-        task = f"{trajectory.get('id')}#{int(trajectory.get('repeat') or 0)}"
+        task = f"{trajectory.get('id')}#{trajectory.get('repeat') or 0}"
         pairs.setdefault(task, {}).setdefault(str(trajectory.get("mode")), position)
     return {"trajectories": rows, "problems": problems[:100], "truncated": truncated,
             "tasks": [{"task": task, "modes": modes} for task, modes in pairs.items() if len(modes) > 1]}

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from simgate import jsontext
 from simgate.errors import SimgateError
 from simgate.files import atomic_write, exclusive_lock, fsync_directory
 from simgate.gateway.vault.refs import NAME
@@ -412,7 +413,7 @@ def _parse(raw: bytes, path: Path) -> _Document:
         return VaultError(f"vault {path} is corrupt: {why}")
 
     try:
-        body = json.loads(raw.decode("utf-8"))
+        body = jsontext.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise corrupt(f"not valid JSON ({exc})") from None
     if not isinstance(body, dict) or "simgate_vault" not in body:

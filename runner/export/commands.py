@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from simgate import jsontext
 from simgate.errors import UsageError
 from simgate.files import atomic_write
 from simgate.gateway.cli import command_group
@@ -31,9 +32,11 @@ def _export(args: argparse.Namespace) -> int:
     convert = FORMATS[args.format]
     source = Path(args.trajectories)
     try:
-        lines = source.read_text().splitlines()
+        lines = source.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{source} is not UTF-8 text (byte {exc.start + 1}): not a file of `simgate run`") from None
     rows: list[dict[str, Any]] = []
     kept: list[dict[str, Any]] = []
     skipped = 0
@@ -41,7 +44,7 @@ def _export(args: argparse.Namespace) -> int:
         if not line.strip():
             continue
         try:
-            trajectory = json.loads(line)
+            trajectory = jsontext.loads(line)
             if not isinstance(trajectory, dict):
                 raise ExportError("not a JSON object")
             if args.only_passed and not (trajectory.get("checks") or {}).get("passed"):

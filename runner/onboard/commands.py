@@ -16,6 +16,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from simgate import yamltext
 from simgate.files import atomic_write
 from simgate.runner.errors import RunnerError
 from simgate.runner.onboard.drift import ServerDrift, probe_entry_of, server_drift
@@ -127,7 +128,7 @@ def _check(args: argparse.Namespace) -> int:
     if not before:
         raise RunnerError(f"no earlier onboarding report in {out_dir}/ to compare with (give --out DIR)")
     try:
-        document = yaml.safe_load(Path(args.check).read_text())
+        document = yamltext.safe_load(Path(args.check).read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise RunnerError(f"{args.check}: {exc}") from None
     servers = document.get("mcpServers") if isinstance(document, dict) else None

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from simgate import jsontext, yamltext
 from simgate.runner.errors import RunnerError
 
 _UNSAFE_NAME = re.compile(r"[^a-z0-9_-]+")
@@ -105,7 +106,7 @@ def _package_of_command(words: list[str]) -> str:
 def _from_file(path: Path) -> list[Candidate]:
     try:
         text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = jsontext.loads(text) if path.suffix == ".json" else yamltext.safe_load(text)
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise OnboardSpecError(f"{path}: {exc}") from None
     if not isinstance(data, dict):

@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from simgate import yamltext
 from simgate.files import atomic_write
 from simgate.runner.distributed import RayCluster, RayOptions
 from simgate.runner.errors import RunnerError
@@ -83,7 +84,7 @@ class PipelineConfig(BaseModel):
 
 def load_pipeline(path: Path) -> PipelineConfig:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yamltext.safe_load(path.read_text())
         config = PipelineConfig.model_validate(data)
     except (OSError, yaml.YAMLError) as exc:
         raise RunnerError(f"{path}: {exc}") from None
@@ -95,6 +96,9 @@ def load_pipeline(path: Path) -> PipelineConfig:
         raise RunnerError(f"{path}: unknown stage {unknown[0]!r}; the stages are {', '.join(STAGES)}")
     if not config.stages:
         raise RunnerError(f"{path}: no stages")
+    if "synth" not in config.stages:  # every other stage reads the file of the one before it
+        first = next(name for name in STAGES if name in config.stages)
+        raise RunnerError(f"{path}: stage {first} has no input: a pipeline starts with synth")
     if not config.dir.is_absolute():
         config.dir = path.parent / config.dir
     return config
@@ -107,13 +111,27 @@ def _simgate_version() -> str:
         return "source"
 
 
+def _setting(settings: dict[str, Any], name: str, default: float, kind: type[int] | type[float]) -> Any:
+    """A stage's numeric setting; `RunnerError` naming it (not a traceback) if it is no number."""
+    value = settings.get(name, default)
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(value)
+        return kind(value)
+    except ValueError:
+        raise RunnerError(f"setting {name!r} must be {'an integer' if kind is int else 'a number'}, "
+                          f"got {str(value)[:80]!r}") from None
+
+
 def _pool(config: PipelineConfig, settings: dict[str, Any]) -> EndpointPool:
     models = settings.get("models") or [settings.get("model") or config.llm.model]
     weights = settings.get("weights")
+    max_tokens = _setting(settings, "max_tokens", config.llm.max_tokens, int)
     endpoints = [Endpoint(base_url=settings.get("base_url", config.llm.base_url), model=model,
-                          api_key=config.llm.api_key, max_tokens=int(settings.get("max_tokens", config.llm.max_tokens)),
-                          weight=float(weights[i]) if weights else 1.0) for i, model in enumerate(models)]
-    return EndpointPool(endpoints, weighted=bool(weights), seed=int(settings.get("seed", 0)))
+                          api_key=config.llm.api_key, max_tokens=max_tokens,
+                          weight=_setting({"weights": weights[i]}, "weights", 1.0, float) if weights else 1.0)
+                 for i, model in enumerate(models)]
+    return EndpointPool(endpoints, weighted=bool(weights), seed=_setting(settings, "seed", 0, int))
 
 
 def _completer(cluster: RayCluster | None, stage: str) -> Completer:
@@ -143,20 +161,22 @@ async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, so
     """Run one stage from `source` into `out` (synth, judge and run on `cluster` when given); its counts."""
     if name == "synth":
         catalogue = await fetch_catalogue(config.gateway, servers=settings.get("servers"))
-        plans = plan_tasks(catalogue, Strategy(settings.get("strategy", "single:random")), int(settings.get("count", 10)),
-                           seed=int(settings.get("seed", 0)), per_server=int(settings.get("per_server", 1)),
+        plans = plan_tasks(catalogue, Strategy(settings.get("strategy", "single:random")),
+                           _setting(settings, "count", 10, int),
+                           seed=_setting(settings, "seed", 0, int), per_server=_setting(settings, "per_server", 1, int),
                            featured=settings.get("featured"), usage_rank=settings.get("usage_rank"),
-                           alpha=float(settings.get("alpha", 1.0)))
+                           alpha=_setting(settings, "alpha", 1.0, float))
         async with _pool(config, settings) as pool:
-            stats = await synthesize(plans, catalogue, pool, out, seed=int(settings.get("seed", 0)),
-                                     temperature=float(settings.get("temperature", 0.7)),
-                                     concurrency=int(settings.get("concurrency", 2)),
+            stats = await synthesize(plans, catalogue, pool, out, seed=_setting(settings, "seed", 0, int),
+                                     temperature=_setting(settings, "temperature", 0.7, float),
+                                     concurrency=_setting(settings, "concurrency", 2, int),
                                      subset_name=settings.get("subset_name"), complete=_completer(cluster, "synth"))
         return stats.model_dump(mode="json")
-    assert source is not None
+    if source is None:  # only synth makes its own input
+        raise RunnerError(f"stage {name} has no input: a pipeline starts with synth")
     if name == "dedup":
         tasks = read_file(source, "task")
-        result = dedup_minhash(tasks, float(settings.get("threshold", 0.7)))
+        result = dedup_minhash(tasks, _setting(settings, "threshold", 0.7, float))
         write_rows(out, result.kept)
         return {"tasks": len(tasks), "kept": len(result.kept), "exact_duplicates": len(result.exact),
                 "near_duplicates": len(result.near)}
@@ -165,7 +185,7 @@ async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, so
         tools = {tool.name: {"name": tool.name, "description": tool.description, "server": server.name}
                  for server in catalogue.servers for tool in server.tools}
         async with _pool(config, settings) as pool:
-            judged = await judge_tasks(source, out, pool, tools, concurrency=int(settings.get("concurrency", 2)),
+            judged = await judge_tasks(source, out, pool, tools, concurrency=_setting(settings, "concurrency", 2, int),
                                        complete=_completer(cluster, "judge_tasks"))
         return judged.model_dump()
     if name == "run":
@@ -189,8 +209,8 @@ async def _stage(name: str, settings: dict[str, Any], config: PipelineConfig, so
     if name == "judge_trajectories":
         async with _pool(config, settings) as pool:
             judged = await judge_trajectories(source, out, pool,
-                                             tool_output_budget=int(settings.get("tool_output_budget", 1000)),
-                                             concurrency=int(settings.get("concurrency", 2)),
+                                             tool_output_budget=_setting(settings, "tool_output_budget", 1000, int),
+                                             concurrency=_setting(settings, "concurrency", 2, int),
                                              complete=_completer(cluster, "judge_trajectories"))
         return judged.model_dump()
     if name == "filter":
