@@ -195,6 +195,22 @@ def test_onboarding_classifies_the_fixture_as_labelled_and_the_config_serves_and
     assert drift["fixture"]["changed_schemas"] == ["add"] and drift["fixture"]["stopped_working"] == ["new_id"]
 
 
+def test_a_refused_command_line_is_reported_as_such_not_as_missing_credentials(tmp_path: Path) -> None:
+    """An argparse/Click usage error whose usage text names a `--token` option is the entry's args at fault:
+    crashed_on_start with the parser's error line, not needs_credentials."""
+    clients = tmp_path / "servers.json"
+    server = str(FIXTURES / "cli_args_server.py")
+    clients.write_text(json.dumps({"mcpServers": {
+        "noargs": {"command": sys.executable, "args": [server]},
+        "withargs": {"command": sys.executable, "args": [server, "--db-path", "data.db"]}}}))
+    servers = by_name(onboard(tmp_path, str(clients), jobs=1)[0])
+    refused = servers["noargs"]
+    assert refused["status"] == "crashed_on_start", refused
+    assert "command line was refused" in refused["reason"] and "required: --db-path" in refused["reason"]
+    assert not refused.get("needs_env")
+    assert servers["withargs"]["status"] == "usable", servers["withargs"]
+
+
 def test_real_servers_from_pypi_and_npm_including_one_that_needs_mcp_below_2(tmp_path: Path) -> None:
     reports, config = onboard(
         tmp_path, "pypi:mcp-server-calculator==0.2.1",

@@ -163,8 +163,13 @@ class ProbedGateway:
         text = f"{last_error}\n{stderr}"
         if "install" in last_error.lower() and ("failed" in last_error.lower() or "error" in last_error.lower()):
             return StartFailure(ServerStatus.INSTALL_FAILED, _short(last_error))
+        refused = usage_error(stderr)
+        if refused is not None and not _ASKS_FOR_CREDENTIALS.search(refused):
+            # Its own command line was refused (the rest of a usage text may still mention tokens or keys).
+            return StartFailure(ServerStatus.CRASHED_ON_START,
+                                f"its command line was refused (fix the args of its entry): {_short(refused)}")
         names = env_names([stderr, last_error])
-        if names or re.search(r"api[ _-]?key|token|credential|environment variable", stderr, re.IGNORECASE):
+        if names or _ASKS_FOR_CREDENTIALS.search(refused or stderr):
             detail = f" ({', '.join(names)})" if names else ""
             return StartFailure(ServerStatus.NEEDS_CREDENTIALS,
                                 f"exits at start asking for credentials{detail}: {_short(stderr or last_error)}")
@@ -209,6 +214,21 @@ class ProbedGateway:
                 if target and target not in hosts:
                     hosts.append(target)
         return hosts
+
+
+_ASKS_FOR_CREDENTIALS = re.compile(r"api[ _-]?key|token|credential|environment variable", re.IGNORECASE)
+# The error line of an argument parser's usage failure: Click/Typer's `Error: ...` after a `Usage:` line,
+# argparse's `PROG: error: ...`, commander's `error: ...`.
+_USAGE = re.compile(r"^\s*usage:", re.IGNORECASE | re.MULTILINE)
+_USAGE_ERROR = re.compile(r"^\s*(?:\S+: )?error: .+$", re.IGNORECASE | re.MULTILINE)
+
+
+def usage_error(stderr: str) -> str | None:
+    """The error line when `stderr` is an argument parser refusing the command line, else None."""
+    if not _USAGE.search(stderr):
+        return None
+    found = _USAGE_ERROR.search(stderr)
+    return found.group(0).strip() if found else None
 
 
 def _short(text: str, limit: int = 600) -> str:
