@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,11 @@ FIXTURE_LABELS: dict[str, dict[str, Any]] = {
 }
 
 
-def onboard(tmp_path: Path, *specs: str, jobs: int = 2) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def onboard(tmp_path: Path, *specs: str, jobs: int = 2,
+            options: tuple[str, ...] = ()) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     result = subprocess.run(
         [sys.executable, "-m", "simgate", "onboard", *specs, "--jobs", str(jobs), "--no-progress",
-         "--config", "onboarded.yaml", "--out", "reports", "--call-timeout", "15"],
+         "--config", "onboarded.yaml", "--out", "reports", "--call-timeout", "15", *options],
         cwd=tmp_path, capture_output=True, text=True, timeout=900,
         env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)})
     assert result.returncode == 0, result.stdout + result.stderr
@@ -209,6 +211,21 @@ def test_a_refused_command_line_is_reported_as_such_not_as_missing_credentials(t
     assert "command line was refused" in refused["reason"] and "required: --db-path" in refused["reason"]
     assert not refused.get("needs_env")
     assert servers["withargs"]["status"] == "usable", servers["withargs"]
+
+
+def test_a_server_that_serves_http_instead_of_stdio_is_named_so_without_waiting_out_the_startup(
+        tmp_path: Path) -> None:
+    """Its stderr says where it listens: reported as a protocol error that says so, within the grace
+    period, not 'not ready after Ns' once the whole startup timeout has passed."""
+    clients = tmp_path / "servers.json"
+    clients.write_text(json.dumps({"mcpServers": {
+        "httponly": {"command": sys.executable, "args": [str(FIXTURES / "http_only_server.py")]}}}))
+    started = time.monotonic()
+    servers = by_name(onboard(tmp_path, str(clients), jobs=1, options=("--startup-timeout", "90"))[0])
+    assert time.monotonic() - started < 75
+    report = servers["httponly"]
+    assert report["status"] == "protocol_error", report
+    assert "serves HTTP (http://127.0.0.1:" in report["reason"] and "stdio" in report["reason"]
 
 
 def test_real_servers_from_pypi_and_npm_including_one_that_needs_mcp_below_2(tmp_path: Path) -> None:
