@@ -21,6 +21,7 @@ from simgate.runner.onboard.categories import CATEGORIES
 from simgate.runner.onboard.classify import changed_values, classify_tool, env_names, propose_settings
 from simgate.runner.onboard.observations import CallOutcome, ProbeCall, ToolStatus
 from simgate.runner.onboard.specs import OnboardSpecError, candidates_from
+from simgate.sandboxes.workdir import directory_name
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
@@ -226,6 +227,21 @@ def test_a_server_that_serves_http_instead_of_stdio_is_named_so_without_waiting_
     report = servers["httponly"]
     assert report["status"] == "protocol_error", report
     assert "serves HTTP (http://127.0.0.1:" in report["reason"] and "stdio" in report["reason"]
+
+
+def test_a_start_failure_is_read_from_this_starts_stderr_not_an_earlier_runs(tmp_path: Path) -> None:
+    """The server's stderr.log outlives a run (the state dir is reused by the next one): a crash is classified
+    by what this start wrote, not by an old run's complaint about a missing key."""
+    old_log = tmp_path / ".simgate" / "servers" / directory_name("crashy") / "stderr.log"
+    old_log.parent.mkdir(parents=True)
+    old_log.write_text("Error: please set ACME_API_KEY\n")
+    clients = tmp_path / "servers.json"
+    clients.write_text(json.dumps({"mcpServers": {"crashy": {
+        "command": sys.executable, "args": ["-c", "import sys; sys.exit('boom: unsupported disk layout')"]}}}))
+    report = by_name(onboard(tmp_path, str(clients), jobs=1)[0])["crashy"]
+    assert report["status"] == "crashed_on_start", report
+    assert "boom: unsupported disk layout" in report["reason"] and "ACME_API_KEY" not in report["reason"]
+    assert not report.get("needs_env")
 
 
 def test_real_servers_from_pypi_and_npm_including_one_that_needs_mcp_below_2(tmp_path: Path) -> None:

@@ -195,12 +195,9 @@ class ProbedGateway:
         return StartFailure(ServerStatus.CRASHED_ON_START, _short(f"{last_error}; stderr: {stderr}"))
 
     def stderr_tail(self, limit: int = 4000) -> str:
-        """The end of the server's stderr, each line once (a server restarted at start says it again and again)."""
-        try:
-            data = (self.server_dir / "stderr.log").read_bytes()[-limit:]
-        except OSError:
-            return ""
-        lines = data.decode(errors="replace").strip().splitlines()
+        """The end of the server's stderr of this start, each line once (a server restarted at start says it
+        again and again); what an earlier start or run wrote to the same log is not this start's story."""
+        lines = self.stderr_since_start(limit).strip().splitlines()
         return "\n".join(dict.fromkeys(line for line in lines if line.strip()))
 
     def stderr_since_start(self, limit: int = 16000) -> str:
