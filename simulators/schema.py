@@ -6,7 +6,8 @@ arguments, so the same call always gets the same answer and different calls get 
 text block with the same JSON (as the Python and TypeScript SDKs write it).
 
 Without an `outputSchema` the answer imitates the shape of the nearest recorded answer (JSON of the
-same structure with new values, or the same text with new numbers), else it is a short generic text.
+same structure with new values, or the same text with new numbers; images, audio and resources as they
+were recorded), else it is a short generic text.
 """
 
 from __future__ import annotations
@@ -454,6 +455,9 @@ class SchemaSimulator:
             return text_result(f"{request.tool.name} completed successfully.")
         best = usable[nearest(request.arguments, [e.arguments for e in usable], 1)[0]]
         recorded = strip_meta(best.result) or {}
+        blocks = [b for b in recorded.get("content") or [] if isinstance(b, dict)]
+        if any(b.get("type") != "text" for b in blocks):
+            return _imitate_blocks(recorded, blocks, seed, hints)
         structured = recorded.get("structuredContent")
         if isinstance(structured, dict):
             try:
@@ -462,15 +466,36 @@ class SchemaSimulator:
             except SchemaSynthesisError:
                 pass
         text = text_of(recorded)
+        return text_result(_imitate_text(text, seed, hints) if text else f"{request.tool.name} completed.")
+
+
+def _imitate_text(text: str, seed: str, hints: dict[str, Any]) -> str:
+    """JSON text: the same shape with new values; other text: the same words with new numbers."""
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, (dict, list)):
         try:
-            parsed = json.loads(text)
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, (dict, list)):
-            try:
-                value = synthesize(infer_schema(parsed), seed, hints)
-                indent = 2 if "\n" in text else None
-                return text_result(json.dumps(value, indent=indent, ensure_ascii=False))
-            except SchemaSynthesisError:
-                pass
-        return text_result(_renumber(text, random.Random(seed)) if text else f"{request.tool.name} completed.")
+            value = synthesize(infer_schema(parsed), seed, hints)
+            return json.dumps(value, indent=2 if "\n" in text else None, ensure_ascii=False)
+        except SchemaSynthesisError:
+            pass
+    return _renumber(text, random.Random(seed))
+
+
+def _imitate_blocks(recorded: dict[str, Any], blocks: list[dict[str, Any]], seed: str,
+                    hints: dict[str, Any]) -> dict[str, Any]:
+    """A recorded answer with images, audio or resources keeps its blocks in order: the text blocks imitated,
+    the others as recorded (a schema cannot make a new image; a text stand-in would change the answer's kind)."""
+    content = [{"type": "text", "text": _imitate_text(str(b.get("text", "")), f"{seed}/{i}", hints)}
+               if b.get("type") == "text" else b for i, b in enumerate(blocks)]
+    result: dict[str, Any] = {"content": content}
+    structured = recorded.get("structuredContent")
+    if isinstance(structured, dict):
+        try:
+            result["structuredContent"] = synthesize(infer_schema(structured), seed, hints)
+        except SchemaSynthesisError:
+            result["structuredContent"] = structured
+    result["isError"] = False
+    return result

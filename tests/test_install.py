@@ -41,6 +41,10 @@ TIME_UVX = ["--from", "mcp-server-time==2026.10.19", "mcp-server-time", "--local
      "pypi:mcp-server-time==2026.10.19 (entry mcp-server-time)", ["--local-timezone", "UTC"]),
     ("uvx", ["--python", "3.12", "--from", "mcp-text-editor==1.2.2", "mcp-text-editor"],
      "pypi:mcp-text-editor==1.2.2 (entry mcp-text-editor) (python 3.12)", []),
+    ("uvx", ["--python", "/usr/bin/python3", "--from", "mcp-text-editor==1.2.2", "mcp-text-editor"],
+     "pypi:mcp-text-editor==1.2.2 (entry mcp-text-editor) (python /usr/bin/python3)", []),  # a local interpreter
+    ("uvx", ["-p", ">=3.12", "--from", "mcp-text-editor==1.2.2", "mcp-text-editor"],
+     "pypi:mcp-text-editor==1.2.2 (entry mcp-text-editor) (python >=3.12)", []),
     ("uv", ["tool", "run", "--with=pydantic<2.12", "mcp-units"], ("pypi:mcp-units --with 'pydantic<2.12' "
                                                                         "(entry mcp-units)"), []),
     ("npx", ["-y", "@modelcontextprotocol/server-filesystem@2026.8.31", "/data"],

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from simgate.runner.onboard.categories import CATEGORIES
 from simgate.runner.onboard.classify import changed_values, classify_tool, env_names, propose_settings
 from simgate.runner.onboard.observations import CallOutcome, ProbeCall, ToolStatus
 from simgate.runner.onboard.specs import OnboardSpecError, candidates_from
+from simgate.sandboxes.workdir import directory_name
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
@@ -35,10 +37,11 @@ FIXTURE_LABELS: dict[str, dict[str, Any]] = {
 }
 
 
-def onboard(tmp_path: Path, *specs: str, jobs: int = 2) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def onboard(tmp_path: Path, *specs: str, jobs: int = 2,
+            options: tuple[str, ...] = ()) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     result = subprocess.run(
         [sys.executable, "-m", "simgate", "onboard", *specs, "--jobs", str(jobs), "--no-progress",
-         "--config", "onboarded.yaml", "--out", "reports", "--call-timeout", "15"],
+         "--config", "onboarded.yaml", "--out", "reports", "--call-timeout", "15", *options],
         cwd=tmp_path, capture_output=True, text=True, timeout=900,
         env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)})
     assert result.returncode == 0, result.stdout + result.stderr
@@ -193,6 +196,52 @@ def test_onboarding_classifies_the_fixture_as_labelled_and_the_config_serves_and
     drift = {d["server"]: d for d in json.loads((tmp_path / "reports" / "drift.json").read_text())}
     assert drift["fixture"]["new_tools"] == ["subtract"] and drift["fixture"]["removed_tools"] == ["shout"]
     assert drift["fixture"]["changed_schemas"] == ["add"] and drift["fixture"]["stopped_working"] == ["new_id"]
+
+
+def test_a_refused_command_line_is_reported_as_such_not_as_missing_credentials(tmp_path: Path) -> None:
+    """An argparse/Click usage error whose usage text names a `--token` option is the entry's args at fault:
+    crashed_on_start with the parser's error line, not needs_credentials."""
+    clients = tmp_path / "servers.json"
+    server = str(FIXTURES / "cli_args_server.py")
+    clients.write_text(json.dumps({"mcpServers": {
+        "noargs": {"command": sys.executable, "args": [server]},
+        "withargs": {"command": sys.executable, "args": [server, "--db-path", "data.db"]}}}))
+    servers = by_name(onboard(tmp_path, str(clients), jobs=1)[0])
+    refused = servers["noargs"]
+    assert refused["status"] == "crashed_on_start", refused
+    assert "command line was refused" in refused["reason"] and "required: --db-path" in refused["reason"]
+    assert not refused.get("needs_env")
+    assert servers["withargs"]["status"] == "usable", servers["withargs"]
+
+
+def test_a_server_that_serves_http_instead_of_stdio_is_named_so_without_waiting_out_the_startup(
+        tmp_path: Path) -> None:
+    """Its stderr says where it listens: reported as a protocol error that says so, within the grace
+    period, not 'not ready after Ns' once the whole startup timeout has passed."""
+    clients = tmp_path / "servers.json"
+    clients.write_text(json.dumps({"mcpServers": {
+        "httponly": {"command": sys.executable, "args": [str(FIXTURES / "http_only_server.py")]}}}))
+    started = time.monotonic()
+    servers = by_name(onboard(tmp_path, str(clients), jobs=1, options=("--startup-timeout", "90"))[0])
+    assert time.monotonic() - started < 75
+    report = servers["httponly"]
+    assert report["status"] == "protocol_error", report
+    assert "serves HTTP (http://127.0.0.1:" in report["reason"] and "stdio" in report["reason"]
+
+
+def test_a_start_failure_is_read_from_this_starts_stderr_not_an_earlier_runs(tmp_path: Path) -> None:
+    """The server's stderr.log outlives a run (the state dir is reused by the next one): a crash is classified
+    by what this start wrote, not by an old run's complaint about a missing key."""
+    old_log = tmp_path / ".simgate" / "servers" / directory_name("crashy") / "stderr.log"
+    old_log.parent.mkdir(parents=True)
+    old_log.write_text("Error: please set ACME_API_KEY\n")
+    clients = tmp_path / "servers.json"
+    clients.write_text(json.dumps({"mcpServers": {"crashy": {
+        "command": sys.executable, "args": ["-c", "import sys; sys.exit('boom: unsupported disk layout')"]}}}))
+    report = by_name(onboard(tmp_path, str(clients), jobs=1)[0])["crashy"]
+    assert report["status"] == "crashed_on_start", report
+    assert "boom: unsupported disk layout" in report["reason"] and "ACME_API_KEY" not in report["reason"]
+    assert not report.get("needs_env")
 
 
 def test_real_servers_from_pypi_and_npm_including_one_that_needs_mcp_below_2(tmp_path: Path) -> None:

@@ -875,3 +875,22 @@ async def test_gateway_simulates_with_the_openai_backend(tmp_path: Path, llm_ser
     assert provenance["model"] == "gemma@prompt-v1"
     assert again.structured_content == first.structured_content and again.content == first.content
     assert (later.meta or {})["simgate/provenance"]["simulator"] == "openai"
+
+
+async def test_gateway_schema_backend_answers_an_image_tool_with_an_image(tmp_path: Path) -> None:
+    """A tool seen answering with an image and a resource (no outputSchema) is simulated with those blocks,
+    not with a text stand-in such as '[image image/png]'; its text blocks are still imitated."""
+    config = {"gateway": {"record": "new_episodes", "simulator": {"backend": "schema"}},
+              "mcpServers": {"fx": fixture_server("conformance_server.py")}}
+    with running_gateway(config, tmp_path / "gw") as gateway:
+        async with mcp_session(gateway.mcp_url("fx")) as session:
+            live_image = await session.call_tool("test_image_content", {})
+            live_mixed = await session.call_tool("test_multiple_content_types", {})
+        async with mcp_session(gateway.mcp_url("fx"), headers={"X-Simgate-Mode": "simulated"}) as session:
+            image = await session.call_tool("test_image_content", {})
+            mixed = await session.call_tool("test_multiple_content_types", {})
+    assert (image.meta or {})["simgate/provenance"]["source"] == "simulator"
+    assert [block.type for block in image.content] == [block.type for block in live_image.content] == ["image"]
+    assert image.content[0].mime_type == "image/png" and image.content[0].data == live_image.content[0].data
+    assert [block.type for block in mixed.content] == [block.type for block in live_mixed.content]
+    assert {"image", "resource"} <= {block.type for block in mixed.content}

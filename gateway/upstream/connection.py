@@ -27,6 +27,7 @@ from simgate.gateway.upstream.correlation import Callers, unmarked, without_mark
 from simgate.gateway.upstream.errlog import rotating_errlog
 from simgate.gateway.upstream.origin_protocol import Origin
 from simgate.gateway.upstream.raw_calls import RawCalls
+from simgate.gateway.upstream.tool_list import usable_tools
 from simgate.gateway.upstream.transport import open_transport
 from simgate.sandboxes.exposure import Exposure
 from simgate.sandboxes.install import InstallError
@@ -106,6 +107,7 @@ class Upstream:
         self.tools: list[dict[str, Any]] = snapshots.load_tools(name) if snapshots is not None else []
         self._session: ClientSession | None = None
         self._raw_calls: RawCalls | None = None  # tool calls beside the session, on the same transport
+        self._lister: RawCalls | None = None  # the tool list is always read beside the session (`_list_tools`)
         self._changed = anyio.Event()  # set (and renewed) whenever the upstream comes up or goes down
         self._retry = anyio.Event()  # set to try a failed install again
         self._callers = Callers(name)  # client requests in flight: where request-scoped messages go back
@@ -235,7 +237,8 @@ class Upstream:
                 self.initialize_result = await session.initialize()
                 self._session = session
                 self._raw_calls = read.raw_calls if self._use_raw_calls else None
-                self.tools = await self._list_tools(session)
+                self._lister = read.raw_calls
+                self.tools = await self._list_tools(read.raw_calls)
             if self._snapshots is not None:
                 self._snapshots.save_tools(self.name, self.tools)
             self.state = UpstreamState.READY
@@ -258,7 +261,7 @@ class Upstream:
             self._mark_down()
 
     def _mark_down(self) -> None:
-        self._session = self._raw_calls = None
+        self._session = self._raw_calls = self._lister = None
         self.state = UpstreamState.RESTARTING
         self._signal_change()
 
@@ -291,7 +294,9 @@ class Upstream:
                 closed.set()
                 return
 
-    async def _list_tools(self, session: ClientSession) -> list[dict[str, Any]]:
+    async def _list_tools(self, lister: RawCalls) -> list[dict[str, Any]]:
+        """Every page of the upstream's tools, read raw (beside the session, which would refuse the whole
+        list over one tool whose schema a lax server wrote loosely) and repaired tool by tool."""
         caps = self.initialize_result.capabilities if self.initialize_result else None
         if caps is not None and caps.tools is None:
             return []
@@ -299,9 +304,9 @@ class Upstream:
         cursor: str | None = None
         for _ in range(1000):  # a bound against a server that pages forever
             params = {"cursor": cursor} if cursor else None
-            page = await session.send_request(_RawRequest(method="tools/list", params=params), _RAW_RESULT,
-                                              request_read_timeout_seconds=self.config.call_timeout)
-            tools.extend(tool for tool in page.get("tools", []) if self.config.tools.permits(tool.get("name", "")))
+            page = await lister.request("tools/list", params, self.config.call_timeout)
+            tools.extend(tool for tool in usable_tools(self.name, page.get("tools"))
+                         if self.config.tools.permits(tool["name"]))
             cursor = page.get("nextCursor")
             if not cursor:
                 break
@@ -409,9 +414,9 @@ class Upstream:
         if isinstance(message, Exception):
             logger.warning("upstream %s: transport error: %s", self.name, message)
             return
-        if isinstance(message, types.ToolListChangedNotification) and self._session is not None:
+        if isinstance(message, types.ToolListChangedNotification) and self._lister is not None:
             try:
-                self.tools = await self._list_tools(self._session)
+                self.tools = await self._list_tools(self._lister)
             except MCPError as exc:
                 logger.warning("upstream %s: re-listing tools failed: %s", self.name, exc.message)
         if isinstance(message, types.LoggingMessageNotification):

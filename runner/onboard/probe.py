@@ -61,6 +61,7 @@ class ProbeSettings(BaseModel):
                          "allow_network)")
     allow_network: bool = False
     startup_timeout: float = 600.0  # the first start includes the install
+    http_grace: float = 15.0  # seconds a server that says it listens on HTTP gets to answer on stdio anyway
     call_timeout: float = 20.0
     vary_arguments: int = 3  # optional arguments varied one at a time to find ones that do not matter
     python: str = sys.executable
@@ -109,12 +110,17 @@ class ProbedGateway:
         self.log = self.workdir / "gateway.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
+        self._stderr_offset = 0  # where this start's stderr begins (a resumed run appends to the old log)
 
     @property
     def server_dir(self) -> Path:
         return (self.settings.state_dir / "servers" / directory_name(self.name)).resolve()
 
     def start(self) -> None:
+        try:
+            self._stderr_offset = (self.server_dir / "stderr.log").stat().st_size
+        except OSError:
+            self._stderr_offset = 0
         config_path = self.workdir / "simgate.json"
         config_path.write_text(json.dumps(self.config))
         with open(self.log, "wb") as log:
@@ -137,6 +143,7 @@ class ProbedGateway:
     async def wait_ready(self) -> dict[str, Any]:
         """The server's status once it is ready; raises StartFailure with the reason otherwise."""
         deadline = time.monotonic() + self.settings.startup_timeout + 30
+        heard_http = 0.0
         async with httpx.AsyncClient(timeout=5, trust_env=False) as http:
             while True:
                 assert self.process is not None
@@ -153,9 +160,19 @@ class ProbedGateway:
                         return status
                     if status.get("last_error"):
                         raise self.failure(status["last_error"])
+                listening = http_listener(self.stderr_since_start())
+                if listening is not None:
+                    # Its default transport is HTTP: no stdio handshake will come, however long we wait.
+                    heard_http = heard_http or time.monotonic()
+                    if time.monotonic() - heard_http > self.settings.http_grace:
+                        raise StartFailure(
+                            ServerStatus.PROTOCOL_ERROR,
+                            f"it serves HTTP ({listening}) instead of answering on stdio: give it its stdio "
+                            "option (often --transport stdio), or serve it by `url`")
                 if time.monotonic() > deadline:
                     raise StartFailure(ServerStatus.CRASHED_ON_START,
-                                       f"not ready after {self.settings.startup_timeout:g}s")
+                                       f"not ready after {self.settings.startup_timeout:g}s; stderr: "
+                                       f"{_short(self.stderr_since_start()[-600:]) or '(empty)'}")
                 await anyio.sleep(0.3)
 
     def failure(self, last_error: str) -> StartFailure:
@@ -163,8 +180,13 @@ class ProbedGateway:
         text = f"{last_error}\n{stderr}"
         if "install" in last_error.lower() and ("failed" in last_error.lower() or "error" in last_error.lower()):
             return StartFailure(ServerStatus.INSTALL_FAILED, _short(last_error))
+        refused = usage_error(stderr)
+        if refused is not None and not _ASKS_FOR_CREDENTIALS.search(refused):
+            # Its own command line was refused (the rest of a usage text may still mention tokens or keys).
+            return StartFailure(ServerStatus.CRASHED_ON_START,
+                                f"its command line was refused (fix the args of its entry): {_short(refused)}")
         names = env_names([stderr, last_error])
-        if names or re.search(r"api[ _-]?key|token|credential|environment variable", stderr, re.IGNORECASE):
+        if names or _ASKS_FOR_CREDENTIALS.search(refused or stderr):
             detail = f" ({', '.join(names)})" if names else ""
             return StartFailure(ServerStatus.NEEDS_CREDENTIALS,
                                 f"exits at start asking for credentials{detail}: {_short(stderr or last_error)}")
@@ -173,13 +195,20 @@ class ProbedGateway:
         return StartFailure(ServerStatus.CRASHED_ON_START, _short(f"{last_error}; stderr: {stderr}"))
 
     def stderr_tail(self, limit: int = 4000) -> str:
-        """The end of the server's stderr, each line once (a server restarted at start says it again and again)."""
+        """The end of the server's stderr of this start, each line once (a server restarted at start says it
+        again and again); what an earlier start or run wrote to the same log is not this start's story."""
+        lines = self.stderr_since_start(limit).strip().splitlines()
+        return "\n".join(dict.fromkeys(line for line in lines if line.strip()))
+
+    def stderr_since_start(self, limit: int = 16000) -> str:
+        """What the server wrote on stderr since this start (at most its last `limit` bytes)."""
         try:
-            data = (self.server_dir / "stderr.log").read_bytes()[-limit:]
+            with open(self.server_dir / "stderr.log", "rb") as log:
+                size = log.seek(0, os.SEEK_END)
+                log.seek(max(self._stderr_offset, size - limit) if size >= self._stderr_offset else 0)
+                return log.read().decode(errors="replace")
         except OSError:
             return ""
-        lines = data.decode(errors="replace").strip().splitlines()
-        return "\n".join(dict.fromkeys(line for line in lines if line.strip()))
 
     def log_tail(self, limit: int = 4000) -> str:
         try:
@@ -209,6 +238,32 @@ class ProbedGateway:
                 if target and target not in hosts:
                     hosts.append(target)
         return hosts
+
+
+_ASKS_FOR_CREDENTIALS = re.compile(r"api[ _-]?key|token|credential|environment variable", re.IGNORECASE)
+# The error line of an argument parser's usage failure: Click/Typer's `Error: ...` after a `Usage:` line,
+# argparse's `PROG: error: ...`, commander's `error: ...`.
+_USAGE = re.compile(r"^\s*usage:", re.IGNORECASE | re.MULTILINE)
+_USAGE_ERROR = re.compile(r"^\s*(?:\S+: )?error: .+$", re.IGNORECASE | re.MULTILINE)
+
+
+def usage_error(stderr: str) -> str | None:
+    """The error line when `stderr` is an argument parser refusing the command line, else None."""
+    if not _USAGE.search(stderr):
+        return None
+    found = _USAGE_ERROR.search(stderr)
+    return found.group(0).strip() if found else None
+
+
+# A server announcing an HTTP listener (uvicorn, express, FastMCP, the TypeScript SDK's examples).
+_HTTP_LISTENER = re.compile(r"\b(?:running|listening|serving|started|starting|available)\b[^\n]{0,40}?(https?://[^\s'\")]+)",
+                            re.IGNORECASE)
+
+
+def http_listener(stderr: str) -> str | None:
+    """The URL a server says it listens on, if it says so."""
+    found = _HTTP_LISTENER.search(stderr)
+    return found.group(1).rstrip(".,;") if found else None
 
 
 def _short(text: str, limit: int = 600) -> str:

@@ -24,7 +24,10 @@ Registry = Literal["pypi", "npm"]
 _NPM_NAME = re.compile(r"^(?:@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*$")
 _NPM_VERSION = re.compile(r"^[A-Za-z0-9.^~<>=*|+ -]+$")
 _ENTRY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-_PYTHON = re.compile(r"^\d+(\.\d+){0,2}$")
+# What `uvx --python` takes: a version or range (3.12, >=3.12), an implementation with one (cpython@3.12,
+# pypy3.10, python3.12), or an interpreter's absolute path (uv cannot download one offline; a local one works).
+_PYTHON = re.compile(r"^(?:(?:[<>=~!]=?)?\d+(?:\.\d+){0,2}(?:,(?:[<>=~!]=?)\d+(?:\.\d+){0,2})*"
+                     r"|(?:c?python|pypy|graalpy)[@-]?\d+(?:\.\d+){0,2}|/[^\0]+)$")
 
 # Options of uvx / npx that do not change what is installed, and so are dropped.
 _UVX_FLAGS = {"-q", "--quiet", "--isolated", "--no-cache", "-n", "--refresh", "--offline", "--no-progress"}
@@ -46,7 +49,8 @@ class PackageSpec(BaseModel):
     with_: tuple[str, ...] = Field((), alias="with", description="extra requirements installed beside it (pypi), "
                                    "e.g. constraints such as 'mcp<2'")
     entry: str | None = Field(None, description="console script (pypi) or bin name (npm); default: the package's own")
-    python: str | None = Field(None, description="Python version for the environment (pypi); default: the gateway's")
+    python: str | None = Field(None, description="Python for the environment (pypi): a version, range or "
+                              "interpreter path as `uvx --python` takes; default: the gateway's")
 
     def key(self) -> str:
         """A short hash of everything that decides what gets installed."""
@@ -172,7 +176,8 @@ def _pypi(requirement: str, extras: list[str], entry: str | None, python: str | 
         except InvalidRequirement as exc:
             raise SpecError(f"not a valid Python requirement in constraints {extra!r}: {exc}") from None
     if python is not None and not _PYTHON.match(python):
-        raise SpecError(f"python must be a version such as '3.12', got {python!r}")
+        raise SpecError(f"python must be a version such as '3.12' or '>=3.12', an implementation such as "
+                        f"'cpython@3.12', or an interpreter's absolute path, got {python!r}")
     return PackageSpec(registry="pypi", name=parsed.name, requirement=str(parsed), **{"with": tuple(extras)},
                        entry=_entry_name(entry) if entry else None, python=python)
 
