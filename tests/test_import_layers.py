@@ -21,6 +21,8 @@ RUNNER_MAY_IMPORT = {
     "simgate.gateway.config.execution": "the modes a run asks the gateway for",
     "simgate.gateway.cache.store": "onboarding takes its invalid probe calls back out of the store it seeded",
     "simgate.gateway.naming": "how the gateway names a server's tools (`server__tool`), to read them back",
+    "simgate.gateway.upstream.start_hints": "onboarding reads a server's stderr as the gateway does, to say why it "
+                                            "never answered on stdio",
     "simgate.simulators.fidelity": "call-level fidelity metrics, which trajectory fidelity and onboarding build on",
     "simgate.simulators.schema": "onboarding's schema-derived probe arguments are the schema simulator's synthesis",
     "simgate.sandboxes.workdir": "onboarding diffs a probed server's work directory, which the sandbox names",

@@ -41,3 +41,19 @@ def test_ready_when_must_name_configured_servers() -> None:
     config = {"gateway": {"ready_when": ["good", "typo"]}, "mcpServers": {"good": BROKEN}}
     with pytest.raises(ConfigError, match="gateway.ready_when names no server 'typo'"):
         parse_config(json.dumps(config), source="c.json", json_only=True)
+
+
+def test_a_server_that_serves_http_instead_of_stdio_is_named_so_when_its_startup_times_out(tmp_path: Path) -> None:
+    # Its default transport is HTTP (a FastMCP server started without its stdio option): the startup timeout's
+    # error says so from its stderr, instead of only "timed out".
+    config = {"mcpServers": {"web": {**fixture_server("http_only_server.py"), "startup_timeout": 2,
+                                     "max_restart_backoff": 30}}}
+    with running_gateway(config, tmp_path / "gw", wait_ready=False) as gateway:
+        def last_error() -> str:
+            servers = httpx.get(f"{gateway.url}/admin/servers", timeout=5).json()["servers"]
+            return next(s for s in servers if s["name"] == "web").get("last_error") or ""
+
+        assert wait_until(lambda: "startup timeout" in last_error(), timeout=30)
+        error = last_error()
+        assert "it serves HTTP (http://127.0.0.1:" in error and "--transport stdio" in error, error
+        assert _status(gateway.url)[0] == 503

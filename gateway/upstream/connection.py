@@ -27,6 +27,7 @@ from simgate.gateway.upstream.correlation import Callers, unmarked, without_mark
 from simgate.gateway.upstream.errlog import rotating_errlog
 from simgate.gateway.upstream.origin_protocol import Origin
 from simgate.gateway.upstream.raw_calls import RawCalls
+from simgate.gateway.upstream.start_hints import http_listener, log_size, serves_http_instead, written_since
 from simgate.gateway.upstream.tool_list import usable_tools
 from simgate.gateway.upstream.transport import open_transport
 from simgate.sandboxes.exposure import Exposure
@@ -187,12 +188,17 @@ class Upstream:
                 backoff = 0.5
             started = time.monotonic()
             install_failed = False
+            logged = log_size(dirs.run / "stderr.log")  # where this start's stderr begins
             try:
                 await self._serve_once(dirs, stderr)
                 self.last_error = self.last_error or "the server closed its connection"
             except Exception as exc:  # anything an upstream does must not take the gateway down
                 self.consecutive_failures += 1
                 self.last_error = _describe(exc)
+                if _timed_out(exc):
+                    listening = http_listener(written_since(dirs.run / "stderr.log", logged))
+                    if listening is not None:
+                        self.last_error = f"{self.last_error}: {serves_http_instead(listening)}"
                 install_failed = isinstance(exc, InstallError)
                 logger.warning("upstream %s failed: %s", self.name, self.last_error)
             finally:
@@ -448,6 +454,12 @@ def _strip_modern_meta(params: Mapping[str, Any] | None) -> dict[str, Any] | Non
         else:
             out.pop("_meta")
     return out
+
+
+def _timed_out(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(TimeoutError) is not None
+    return isinstance(exc, TimeoutError)
 
 
 def _describe(exc: BaseException) -> str:

@@ -32,6 +32,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, Field
 
 from simgate.gateway.cache.store import DiskStore
+from simgate.gateway.upstream.start_hints import http_listener, serves_http_instead
 from simgate.results import schema_error, text_of
 from simgate.runner.onboard.arguments import ProbeArguments, name_hints, probe_arguments
 from simgate.runner.onboard.classify import env_names, outcome_of
@@ -165,10 +166,7 @@ class ProbedGateway:
                     # Its default transport is HTTP: no stdio handshake will come, however long we wait.
                     heard_http = heard_http or time.monotonic()
                     if time.monotonic() - heard_http > self.settings.http_grace:
-                        raise StartFailure(
-                            ServerStatus.PROTOCOL_ERROR,
-                            f"it serves HTTP ({listening}) instead of answering on stdio: give it its stdio "
-                            "option (often --transport stdio), or serve it by `url`")
+                        raise StartFailure(ServerStatus.PROTOCOL_ERROR, serves_http_instead(listening))
                 if time.monotonic() > deadline:
                     raise StartFailure(ServerStatus.CRASHED_ON_START,
                                        f"not ready after {self.settings.startup_timeout:g}s; stderr: "
@@ -253,17 +251,6 @@ def usage_error(stderr: str) -> str | None:
         return None
     found = _USAGE_ERROR.search(stderr)
     return found.group(0).strip() if found else None
-
-
-# A server announcing an HTTP listener (uvicorn, express, FastMCP, the TypeScript SDK's examples).
-_HTTP_LISTENER = re.compile(r"\b(?:running|listening|serving|started|starting|available)\b[^\n]{0,40}?(https?://[^\s'\")]+)",
-                            re.IGNORECASE)
-
-
-def http_listener(stderr: str) -> str | None:
-    """The URL a server says it listens on, if it says so."""
-    found = _HTTP_LISTENER.search(stderr)
-    return found.group(1).rstrip(".,;") if found else None
 
 
 def _short(text: str, limit: int = 600) -> str:
