@@ -34,8 +34,11 @@ async def test_a_loose_tool_list_is_served_repaired_and_its_tools_answer(tmp_pat
             assert _text(await session.call_tool("loose__bare", {})) == "bare: {}"
             counted = await session.call_tool("loose__count", {"text": "one two three"})
             assert counted.structured_content == {"words": 3}
-            assert _text(await session.call_tool("loose__listing", {})) == "listing: {}"
+            listed = await session.call_tool("loose__listing", {})  # its structuredContent is an array
+            assert _text(listed) == '["a", "b"]' and listed.structured_content is None and not listed.is_error
         async with mcp_session(gateway.mcp_url(), headers={"X-Simgate-Mode": "replay"}) as session:
             replayed = await session.call_tool("loose__search_notes", {"query": "A"})
             assert _text(replayed) == 'search_notes: {"query": "A"}'
             assert provenance(replayed)["source"] == "cache"
+            relisted = await session.call_tool("loose__listing", {})
+            assert _text(relisted) == '["a", "b"]' and provenance(relisted)["source"] == "cache"

@@ -29,6 +29,7 @@ from simgate.gateway.upstream.origin_protocol import Origin
 from simgate.gateway.upstream.raw_calls import RawCalls
 from simgate.gateway.upstream.start_hints import http_listener, log_size, serves_http_instead, written_since
 from simgate.gateway.upstream.tool_list import usable_tools
+from simgate.gateway.upstream.tool_results import usable_result
 from simgate.gateway.upstream.transport import open_transport
 from simgate.sandboxes.exposure import Exposure
 from simgate.sandboxes.install import InstallError
@@ -355,13 +356,17 @@ class Upstream:
                 try:
                     if method == "tools/call" and raw_calls is not None and (origin is None
                                                                               or not origin.wants_progress()):
-                        return await raw_calls.request(method, _strip_modern_meta(params), timeout)
-                    return await session.send_request(
-                        _RawRequest(method=method, params=_strip_modern_meta(params)),
-                        _RAW_RESULT,
-                        request_read_timeout_seconds=timeout,
-                        progress_callback=origin.progress if origin is not None else None,
-                    )
+                        result = await raw_calls.request(method, _strip_modern_meta(params), timeout)
+                    else:
+                        result = await session.send_request(
+                            _RawRequest(method=method, params=_strip_modern_meta(params)),
+                            _RAW_RESULT,
+                            request_read_timeout_seconds=timeout,
+                            progress_callback=origin.progress if origin is not None else None,
+                        )
+                    if method == "tools/call":
+                        return usable_result(self.name, (params or {}).get("name"), result)
+                    return result
                 finally:
                     if method == "tools/call":  # errors and timeouts too: they are part of what callers wait
                         self.latencies.append(time.perf_counter() - started)
