@@ -18,6 +18,7 @@ SIMULATION_FAILED = -32005
 RATE_LIMITED = -32006
 FORBIDDEN = -32007
 RESULT_TOO_LARGE = -32008
+INVALID_UPSTREAM_RESULT = -32009
 
 
 class ConfigError(SimgateError):
@@ -59,6 +60,13 @@ class ResultTooLarge(GatewayError):
     """An upstream's answer was over `max_result_bytes`: dropped as it was read, never held whole."""
 
     code_value = RESULT_TOO_LARGE
+
+
+class InvalidUpstreamResult(GatewayError):
+    """An upstream answered a tool call with something that is no `CallToolResult`: named here, precisely,
+    rather than left to the SDK's generic "invalid result" when the answer is serialized."""
+
+    code_value = INVALID_UPSTREAM_RESULT
 
 
 class ReplayMiss(GatewayError):

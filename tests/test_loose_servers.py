@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from harness import fixture_server, mcp_session, provenance, running_gateway
+from mcp.shared.exceptions import MCPError
 
 pytestmark = pytest.mark.anyio
 
@@ -22,7 +23,8 @@ async def test_a_loose_tool_list_is_served_repaired_and_its_tools_answer(tmp_pat
     with running_gateway(config, tmp_path) as gateway:
         async with mcp_session(gateway.mcp_url()) as session:
             tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-            assert set(tools) == {"loose__search_notes", "loose__bare", "loose__count", "loose__listing"}
+            assert set(tools) == {"loose__search_notes", "loose__bare", "loose__count", "loose__listing",
+                                  "loose__broken"}
             assert tools["loose__search_notes"].input_schema == {
                 "$schema": "http://json-schema.org/draft-07/schema#", "type": "object"}
             assert tools["loose__bare"].input_schema == {"type": "object"}
@@ -36,6 +38,11 @@ async def test_a_loose_tool_list_is_served_repaired_and_its_tools_answer(tmp_pat
             assert counted.structured_content == {"words": 3}
             listed = await session.call_tool("loose__listing", {})  # its structuredContent is an array
             assert _text(listed) == '["a", "b"]' and listed.structured_content is None and not listed.is_error
+            with pytest.raises(MCPError) as broken:
+                await session.call_tool("loose__broken", {})
+            assert broken.value.error.code == -32009
+            assert broken.value.error.message == ("upstream server 'loose' answered tool 'broken' with an invalid "
+                                                  "result (content.0.TextContent.text: Field required)")
         async with mcp_session(gateway.mcp_url(), headers={"X-Simgate-Mode": "replay"}) as session:
             replayed = await session.call_tool("loose__search_notes", {"query": "A"})
             assert _text(replayed) == 'search_notes: {"query": "A"}'
