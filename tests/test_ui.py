@@ -263,6 +263,46 @@ def test_without_the_admin_key_the_page_and_its_api_refuse(ui: Ui) -> None:
     assert ui.admin not in ui.gateway.log_text()
 
 
+def test_logging_out_ends_the_session_so_a_copied_cookie_is_refused(ui: Ui) -> None:
+    def with_cookie(method: str, path: str, cookie: str | None, **headers: str) -> httpx.Response:
+        sent = {**headers, **({"Cookie": f"simgate_ui={cookie}"} if cookie is not None else {})}
+        return httpx.request(method, ui.url + path, headers=sent, timeout=10, trust_env=False)
+
+    with httpx.Client(base_url=ui.url, timeout=10, trust_env=False) as browser:
+        assert browser.post("/ui/login", headers={"Authorization": f"Bearer {ui.admin}"}).status_code == 200
+        copied = browser.cookies["simgate_ui"]
+        assert with_cookie("GET", "/ui/api/modes", copied).status_code == 200
+        # Logging out by cookie is a change: without `X-Simgate-UI` it is refused and ends nothing.
+        assert browser.post("/ui/logout").status_code == 403
+        assert with_cookie("GET", "/ui/api/modes", copied).status_code == 200
+        out = browser.post("/ui/logout", headers={"X-Simgate-UI": "1"})
+        assert out.status_code == 204 and "max-age=0" in out.headers["set-cookie"].lower()
+        assert "simgate_ui" not in browser.cookies
+
+    # The copy is refused as an expired cookie is: 401 from the API, the login form for the page.
+    refused = with_cookie("GET", "/ui/api/modes", copied)
+    assert refused.status_code == 401 and "log in" in refused.json()["error"]
+    page = with_cookie("GET", "/ui/", copied, Accept="text/html")
+    assert page.status_code == 401 and 'id="key"' in page.text
+    change = httpx.put(ui.url + "/ui/api/modes", json={"mode": "replay"}, timeout=10, trust_env=False,
+                       headers={"Cookie": f"simgate_ui={copied}", "X-Simgate-UI": "1"})
+    assert change.status_code == 401 and ui.admin_api("GET", "/admin/modes").json()["default"] == "live"
+
+    # Logging out with a spent, forged or no cookie: nothing to end, still 204 and the cookie cleared.
+    for cookie in (copied, "forged.99999999999.00.00", None):
+        again = with_cookie("POST", "/ui/logout", cookie, **{"X-Simgate-UI": "1"})
+        assert again.status_code == 204, (cookie, again.text)
+        assert "max-age=0" in again.headers["set-cookie"].lower()
+
+    # A fresh login makes a new session, which works.
+    with httpx.Client(base_url=ui.url, timeout=10, trust_env=False) as browser:
+        assert browser.post("/ui/login", headers={"Authorization": f"Bearer {ui.admin}"}).status_code == 200
+        fresh = browser.cookies["simgate_ui"]
+        assert fresh != copied and browser.get("/ui/api/modes").status_code == 200
+        assert with_cookie("GET", "/ui/api/modes", copied).status_code == 401
+    assert ui.admin not in ui.gateway.log_text()
+
+
 def test_a_foreign_origin_is_refused(ui: Ui) -> None:
     admin = {"Authorization": f"Bearer {ui.admin}", "X-Simgate-UI": "1"}
     for origin in ("http://evil.example", "http://127.0.0.1.evil.example:8080"):
