@@ -32,6 +32,7 @@ from simgate.gateway.auth.api_keys import KeyStore
 from simgate.gateway.pipeline.call import ToolCall
 from simgate.gateway.pipeline.observe import ObserveCalls
 from simgate.gateway.prometheus import GatewayMetrics
+from simgate.gateway.ui.auth import SessionCookies
 from simgate.gateway.ui.feed import CallEvent, CallFeed, TooManyViewers
 
 pytestmark = pytest.mark.anyio
@@ -301,6 +302,29 @@ def test_logging_out_ends_the_session_so_a_copied_cookie_is_refused(ui: Ui) -> N
         assert fresh != copied and browser.get("/ui/api/modes").status_code == 200
         assert with_cookie("GET", "/ui/api/modes", copied).status_code == 401
     assert ui.admin not in ui.gateway.log_text()
+
+
+def test_revoked_sessions_are_forgotten_as_their_cookies_expire_and_their_number_is_bounded(tmp_path: Path) -> None:
+    keys = KeyStore(tmp_path / "keys.json")
+    key, _ = keys.create("operator", servers=["*"], admin=True)
+    cookies = SessionCookies(keys, max_revoked=3)
+    spent = [cookies.issue(key) for _ in range(3)]
+    kept = cookies.issue(key)
+    assert [cookies.revoke(token) for token in spent] == [key] * 3 and cookies.revoked == 3
+    assert [cookies.verify(token) for token in spent] == [None] * 3 and cookies.verify(kept) == key
+    assert cookies.revoke(spent[0]) is None and cookies.revoke("forged.99999999999.00.00") is None
+    assert cookies.revoked == 3
+    # One more than the bound: rather than forget a logout (its cookie would work again), every session ends.
+    assert cookies.revoke(cookies.issue(key)) == key and cookies.revoked == 0
+    assert [cookies.verify(token) for token in [*spent, kept]] == [None] * 4
+    assert cookies.verify(cookies.issue(key)) == key
+
+    brief = SessionCookies(keys, seconds=1)
+    assert brief.revoke(brief.issue(key)) == key and brief.revoked == 1
+    later = brief.issue(key)
+    # Once both have expired, the first logout need not be remembered any more.
+    assert wait_until(lambda: brief.verify(later) is None, timeout=5, interval=0.1)
+    assert brief.revoke(brief.issue(key)) == key and brief.revoked == 1
 
 
 def test_a_foreign_origin_is_refused(ui: Ui) -> None:

@@ -38,8 +38,8 @@ from simgate.gateway.auth.middleware import STATE_KEY, presented_key
 COOKIE = "simgate_ui"
 CSRF_HEADER = "x-simgate-ui"
 SESSION_SECONDS = 3600
-# Logouts remembered at once (each until its cookie would have expired): about 100 bytes each, and only
-# admins can log in, so this is reached only by a runaway script; see `SessionCookies.revoke`.
+# Logouts remembered at once (each until its cookie would have expired): a few hundred bytes each (tens of
+# MB at most), and only admins can log in, so only a runaway script gets here; see `SessionCookies.revoke`.
 MAX_REVOKED = 100_000
 LOGOUT = "/logout"
 STATIC = Path(__file__).resolve().parent / "static"
