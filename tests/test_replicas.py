@@ -299,6 +299,50 @@ def test_a_taken_port_or_a_config_a_replica_refuses_stops_the_gateway_with_one_m
     assert "starting it again" not in refused.stderr
 
 
+def test_the_page_session_stays_with_its_replica_and_its_logout_holds_wherever_a_copy_lands(
+        tmp_path: Path) -> None:
+    """The page's cookie is signed by the replica it logged in at (each has its own secret), and that replica
+    alone knows of its logout: over fresh connections, which either replica may get, the cookie works, and
+    once logged out (through whichever replica) a copy of it is refused."""
+    keys = KeyStore(tmp_path / "keys.json")
+    _, admin = keys.create("operator", servers=["*"], admin=True)
+    config = {**CONFIG, "gateway": {"keys_path": str(tmp_path / "keys.json")}}
+    with running_gateway(config, tmp_path / "gw", serve_args=WORKERS) as gateway, \
+            httpx.Client(base_url=gateway.url, timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as fresh:
+
+        def with_cookie(cookie: str, method: str = "GET", path: str = "/ui/api/modes") -> httpx.Response:
+            return fresh.request(method, path, headers={"Cookie": f"simgate_ui={cookie}", "X-Simgate-UI": "1"})
+
+        def came_in(response: httpx.Response) -> int:
+            return int(response.headers.get("x-simgate-via", response.headers["x-simgate-replica"]))
+
+        wait_replicas_ready(gateway.url)
+        logged_out: list[str] = []
+        worked: list[httpx.Response] = []
+        for _ in range(30):  # until a logout came in to the replica that did not make its cookie (1 in 2 does)
+            login = fresh.post("/ui/login", headers={"Authorization": f"Bearer {admin}"})
+            assert login.status_code == 200, login.text
+            cookie, maker = login.cookies["simgate_ui"], int(login.headers["x-simgate-replica"])
+            answers = [with_cookie(cookie) for _ in range(16)]
+            assert [answer.status_code for answer in answers] == [200] * 16
+            assert {int(answer.headers["x-simgate-replica"]) for answer in answers} == {maker}
+            worked.extend(answers)
+            out = with_cookie(cookie, "POST", "/ui/logout")
+            assert out.status_code == 204 and int(out.headers["x-simgate-replica"]) == maker
+            logged_out.append(cookie)
+            if came_in(out) != maker:
+                break
+        else:
+            raise AssertionError("no logout came in to the other replica")
+        # Fresh connections came in to both replicas (all 16+ to one: 1 chance in 30000).
+        assert {came_in(answer) for answer in worked} == {0, 1}
+        refused = [with_cookie(cookie) for cookie in logged_out for _ in range(16)]
+        assert [answer.status_code for answer in refused] == [401] * len(refused)
+        assert {came_in(answer) for answer in refused} == {0, 1}
+        again = fresh.post("/ui/login", headers={"Authorization": f"Bearer {admin}"})
+        assert with_cookie(again.cookies["simgate_ui"]).status_code == 200
+
+
 def test_a_client_cannot_pose_as_a_sibling_replica(tmp_path: Path) -> None:
     """The header one replica sets on what it passes to another, forged by a client, without the parent's
     token: ignored. Honoured, an admin change would apply on the replica it reached alone (split modes)."""

@@ -32,6 +32,7 @@ from simgate.gateway.auth.api_keys import KeyStore
 from simgate.gateway.pipeline.call import ToolCall
 from simgate.gateway.pipeline.observe import ObserveCalls
 from simgate.gateway.prometheus import GatewayMetrics
+from simgate.gateway.ui.auth import SessionCookies
 from simgate.gateway.ui.feed import CallEvent, CallFeed, TooManyViewers
 
 pytestmark = pytest.mark.anyio
@@ -261,6 +262,69 @@ def test_without_the_admin_key_the_page_and_its_api_refuse(ui: Ui) -> None:
         assert browser.put("/ui/api/modes", json={"mode": "replay"}).status_code == 403  # no X-Simgate-UI
         assert browser.get("/ui/api/modes").json()["default"] == "live"
     assert ui.admin not in ui.gateway.log_text()
+
+
+def test_logging_out_ends_the_session_so_a_copied_cookie_is_refused(ui: Ui) -> None:
+    def with_cookie(method: str, path: str, cookie: str | None, **headers: str) -> httpx.Response:
+        sent = {**headers, **({"Cookie": f"simgate_ui={cookie}"} if cookie is not None else {})}
+        return httpx.request(method, ui.url + path, headers=sent, timeout=10, trust_env=False)
+
+    with httpx.Client(base_url=ui.url, timeout=10, trust_env=False) as browser:
+        assert browser.post("/ui/login", headers={"Authorization": f"Bearer {ui.admin}"}).status_code == 200
+        copied = browser.cookies["simgate_ui"]
+        assert with_cookie("GET", "/ui/api/modes", copied).status_code == 200
+        # Logging out by cookie is a change: without `X-Simgate-UI` it is refused and ends nothing.
+        assert browser.post("/ui/logout").status_code == 403
+        assert with_cookie("GET", "/ui/api/modes", copied).status_code == 200
+        out = browser.post("/ui/logout", headers={"X-Simgate-UI": "1"})
+        assert out.status_code == 204 and "max-age=0" in out.headers["set-cookie"].lower()
+        assert "simgate_ui" not in browser.cookies
+
+    # The copy is refused as an expired cookie is: 401 from the API, the login form for the page.
+    refused = with_cookie("GET", "/ui/api/modes", copied)
+    assert refused.status_code == 401 and "log in" in refused.json()["error"]
+    page = with_cookie("GET", "/ui/", copied, Accept="text/html")
+    assert page.status_code == 401 and 'id="key"' in page.text
+    change = httpx.put(ui.url + "/ui/api/modes", json={"mode": "replay"}, timeout=10, trust_env=False,
+                       headers={"Cookie": f"simgate_ui={copied}", "X-Simgate-UI": "1"})
+    assert change.status_code == 401 and ui.admin_api("GET", "/admin/modes").json()["default"] == "live"
+
+    # Logging out with a spent, forged or no cookie: nothing to end, still 204 and the cookie cleared.
+    for cookie in (copied, "forged.99999999999.00.00", None):
+        again = with_cookie("POST", "/ui/logout", cookie, **{"X-Simgate-UI": "1"})
+        assert again.status_code == 204, (cookie, again.text)
+        assert "max-age=0" in again.headers["set-cookie"].lower()
+
+    # A fresh login makes a new session, which works.
+    with httpx.Client(base_url=ui.url, timeout=10, trust_env=False) as browser:
+        assert browser.post("/ui/login", headers={"Authorization": f"Bearer {ui.admin}"}).status_code == 200
+        fresh = browser.cookies["simgate_ui"]
+        assert fresh != copied and browser.get("/ui/api/modes").status_code == 200
+        assert with_cookie("GET", "/ui/api/modes", copied).status_code == 401
+    assert ui.admin not in ui.gateway.log_text()
+
+
+def test_revoked_sessions_are_forgotten_as_their_cookies_expire_and_their_number_is_bounded(tmp_path: Path) -> None:
+    keys = KeyStore(tmp_path / "keys.json")
+    key, _ = keys.create("operator", servers=["*"], admin=True)
+    cookies = SessionCookies(keys, max_revoked=3)
+    spent = [cookies.issue(key) for _ in range(3)]
+    kept = cookies.issue(key)
+    assert [cookies.revoke(token) for token in spent] == [key] * 3 and cookies.revoked == 3
+    assert [cookies.verify(token) for token in spent] == [None] * 3 and cookies.verify(kept) == key
+    assert cookies.revoke(spent[0]) is None and cookies.revoke("forged.99999999999.00.00") is None
+    assert cookies.revoked == 3
+    # One more than the bound: rather than forget a logout (its cookie would work again), every session ends.
+    assert cookies.revoke(cookies.issue(key)) == key and cookies.revoked == 0
+    assert [cookies.verify(token) for token in [*spent, kept]] == [None] * 4
+    assert cookies.verify(cookies.issue(key)) == key
+
+    brief = SessionCookies(keys, seconds=1)
+    assert brief.revoke(brief.issue(key)) == key and brief.revoked == 1
+    later = brief.issue(key)
+    # Once both have expired, the first logout need not be remembered any more.
+    assert wait_until(lambda: brief.verify(later) is None, timeout=5, interval=0.1)
+    assert brief.revoke(brief.issue(key)) == key and brief.revoked == 1
 
 
 def test_a_foreign_origin_is_refused(ui: Ui) -> None:

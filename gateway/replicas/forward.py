@@ -9,6 +9,9 @@ owner's private port comes from the parent, never from the client, so a crafted 
 sibling replica. The parent keeps every listener (see `sockets`), so a replica's death resets only the
 connections it had accepted.
 
+A request of the page (`/ui`) with its session cookie goes to the replica that made the cookie (named in
+it the same way): only that replica's secret accepts it, and only that replica knows of its logout.
+
 Also passed on: `GET /metrics?replica=N` (and `/healthz`, `/readyz`, `/admin/servers`, `/admin/modes`),
 so each replica can be scraped and checked through the one address, and run-time changes of the admin
 API (modes, restarts), which every replica applies.
@@ -28,8 +31,10 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from simgate.gateway.auth.middleware import is_ui_path
 from simgate.gateway.pipeline.modes import ModeResolver, ModeSettings
 from simgate.gateway.replicas.plan import FORWARDED_HEADER, REPLICA_HEADER, VIA_HEADER, ReplicaPlan
+from simgate.gateway.ui.auth import cookie_session
 
 logger = logging.getLogger("simgate.replicas")
 
@@ -173,6 +178,10 @@ class ReplicaRouting:
                                               f"{self.plan.count - 1}"}, status_code=400)
             return None if int(asked) == self.plan.index else int(asked)
         session_id = headers.get(MCP_SESSION_ID)
+        if session_id is None and is_ui_path(scope["path"]) and "authorization" not in headers:
+            # The page's cookie is signed with its replica's own secret and its logout is remembered there:
+            # its session id names that replica, as an MCP session id does.
+            session_id = cookie_session(scope)
         if session_id is None:
             return None
         owner = self.plan.owner_of(session_id)

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from simgate.gateway.auth.middleware import presented_key
 from simgate.gateway.config.execution import Mode
-from simgate.gateway.ui.auth import STATIC, SessionCookies, UiAuth, login_page
+from simgate.gateway.ui.auth import LOGOUT, STATIC, SessionCookies, UiAuth, cookie_token, login_page
 from simgate.gateway.ui.views import VIEWS
 
 logger = logging.getLogger("simgate.ui")
@@ -35,7 +35,10 @@ _SECURITY_HEADERS = [
 
 
 def ui_routes(gateway: Any) -> list[BaseRoute]:
-    cookies = SessionCookies(gateway.keys)
+    # With replicas, each has its own secret: a cookie's session id names the replica where it is valid
+    # (`replicas.forward` sends its requests there), so that replica alone need know of its logout.
+    tag = gateway.links.plan.session_prefix() if gateway.links is not None else ""
+    cookies = SessionCookies(gateway.keys, tag=tag)
     api: list[BaseRoute] = [
         Route("/views", _views),
         Route("/session", _session),
@@ -54,7 +57,7 @@ def ui_routes(gateway: Any) -> list[BaseRoute]:
         Mount("/ui", routes=[
             Route("/", _index),
             Route("/login", _Login(gateway.keys, cookies).handle, methods=["GET", "POST"]),
-            Route("/logout", _logout, methods=["POST"]),
+            Route(LOGOUT, _Logout(cookies).handle, methods=["POST"]),
             Mount("/api", routes=api),
             Mount("/static", app=StaticFiles(directory=STATIC)),
         ], middleware=[Middleware(_SecurityHeaders), Middleware(UiAuth, keys=gateway.keys, cookies=cookies)]),
@@ -98,10 +101,20 @@ class _Login:
         return response
 
 
-async def _logout(request: Request) -> Response:
-    response = Response(status_code=204)
-    response.delete_cookie("simgate_ui", path="/ui")
-    return response
+class _Logout:
+    """Ends the session of the cookie sent, if it is a valid one (so a copy of it is refused from now on),
+    and clears the cookie; 204 either way. By cookie, `UiAuth` has required `X-Simgate-UI` already."""
+
+    def __init__(self, cookies: SessionCookies) -> None:
+        self._cookies = cookies
+
+    async def handle(self, request: Request) -> Response:
+        token = cookie_token(request.scope)
+        if token is not None and (key := self._cookies.revoke(token)) is not None:
+            logger.info("page logout", extra={"key": key.name})
+        response = Response(status_code=204)
+        self._cookies.clear_cookie(response)
+        return response
 
 
 class _SecurityHeaders:
