@@ -33,6 +33,7 @@ from simgate.gateway.downstream.inbound import InboundCheck, live_transports
 from simgate.gateway.downstream.server import ProxyServer
 from simgate.gateway.errors import ConfigError, GatewayError
 from simgate.gateway.logs import redact_logs
+from simgate.gateway.pipeline.mode_targets import ModeNotSet, UnknownTarget, check_shape, check_target, not_set
 from simgate.gateway.pipeline.modes import ModeResolver
 from simgate.gateway.pipeline.redact import (
     RedactingSessions,
@@ -42,12 +43,13 @@ from simgate.gateway.pipeline.redact import (
     RedactResponses,
 )
 from simgate.gateway.prometheus import GatewayMetrics
-from simgate.gateway.replicas.forward import ReplicaFront, ReplicaLinks, ReplicaRouting
+from simgate.gateway.replicas.forward import FROM_SIBLING, ReplicaFront, ReplicaLinks, ReplicaRouting
 from simgate.gateway.replicas.plan import ReplicaPlan
 from simgate.gateway.replicas.sessions import TaggedSessionManager
 from simgate.gateway.ui.data_api import DataApi
 from simgate.gateway.ui.feed import CallFeed
 from simgate.gateway.ui.routes import ui_routes
+from simgate.gateway.upstream.connection import UpstreamState
 from simgate.gateway.upstream.pool import UpstreamPool
 from simgate.gateway.vault.gateway_secrets import GatewaySecrets
 from simgate.simulators.config import build_simulator
@@ -260,28 +262,70 @@ class Gateway:
 
     async def _modes(self, request: Request) -> Response:
         """GET: the modes in force; PUT {mode, server?, tool?, session?}: set one; DELETE ?server=&tool=&session=:
-        drop a run-time setting (that level follows the config again)."""
-        if request.method in ("PUT", "DELETE"):
-            try:
-                if request.method == "PUT":
-                    body = ModeChange.model_validate_json(await request.body())
-                else:
-                    body = ModeChange.model_validate({**request.query_params, "mode": None})
-                if body.server is not None and body.server not in self.pool.upstreams:
-                    raise GatewayError(f"unknown server {body.server!r}")
-                if body.mode is None and request.method == "PUT":
-                    raise GatewayError("a mode is needed (DELETE drops a setting)")
-                if body.mode is None:
-                    self.modes.clear(server=body.server, tool=body.tool, session=body.session)
-                else:
-                    self.modes.set(body.mode, server=body.server, tool=body.tool, session=body.session)
-            except ValidationError as exc:
-                return JSONResponse({"error": f"invalid mode change: {exc.errors(include_url=False)[0]['msg']}"},
-                                    status_code=400)
-            except GatewayError as exc:
-                return JSONResponse({"error": exc.message}, status_code=400)
-            logger.info("mode changed" if body.mode else "mode setting dropped", extra=body.model_dump(exclude_none=True))
-        return JSONResponse(self.modes.show())
+        drop a run-time setting (that level follows the config again). A server or tool the gateway does not
+        know is refused (400, naming it and the nearest known names); dropping what is not set, 404."""
+        if request.method not in ("PUT", "DELETE"):
+            return JSONResponse(self.modes.show())
+        try:
+            if request.method == "PUT":
+                body = ModeChange.model_validate_json(await request.body())
+            else:
+                body = ModeChange.model_validate({**request.query_params, "mode": None})
+            if body.mode is None and request.method == "PUT":
+                raise GatewayError("a mode is needed (DELETE drops a setting)")
+            # A change a sibling replica passed on was checked by the replica the client reached, and is
+            # applied here unchecked: this replica's view of a tool list (its own copy of the server) may
+            # differ for a moment, and a refusal here would leave the change on some replicas only.
+            checked = not request.scope.get(FROM_SIBLING, False)
+            warnings = self._check_mode_change(body) if checked else []
+            if body.mode is None:
+                self.modes.clear(server=body.server, tool=body.tool, session=body.session)
+            else:
+                self.modes.set(body.mode, server=body.server, tool=body.tool, session=body.session)
+        except ValidationError as exc:
+            return JSONResponse({"error": f"invalid mode change: {exc.errors(include_url=False)[0]['msg']}"},
+                                status_code=400)
+        except ModeNotSet as exc:
+            return JSONResponse({"error": exc.message}, status_code=404)
+        except UnknownTarget as exc:
+            return JSONResponse({"error": exc.message, "unknown": exc.data["unknown"]}, status_code=400)
+        except GatewayError as exc:
+            return JSONResponse({"error": exc.message}, status_code=400)
+        logger.info("mode changed" if body.mode else "mode setting dropped",
+                    extra={**body.model_dump(exclude_none=True), **({"warnings": warnings} if warnings else {})})
+        return JSONResponse({**self.modes.show(), **({"warnings": warnings} if warnings else {})})
+
+    def _check_mode_change(self, change: ModeChange) -> list[str]:
+        """Refuse a change naming what the gateway does not know (or, to drop, what is not set); the warnings
+        of one accepted unchecked."""
+        server, tool, session = change.server, change.tool, change.session
+        check_shape(server=server, tool=tool, session=session, servers=self.pool.upstreams,
+                    tool_names=self._tool_names)
+
+        def check(tool: str | None) -> list[str]:
+            return check_target(server=server, tool=tool, servers=self.pool.upstreams,
+                                disabled=set(self.config.servers) - set(self.pool.upstreams),
+                                tool_names=self._tool_names,
+                                state_of=lambda name: self.pool.upstreams[name].state.value)
+
+        if change.mode is not None:
+            return check(tool)
+        if self.modes.is_set(server=server, tool=tool, session=session):
+            # Dropped without checking the tool against the list: a setting stored while the list was not
+            # known, or of a tool the server has stopped listing, must stay droppable.
+            return []
+        check(None)  # an unknown server is named as such (400), not as "not set"
+        raise not_set(server=server, tool=tool, session=session, configured=self.config.gateway.mode.value,
+                      set_here=self.modes.set_at_level(server=server, tool=tool, session=session))
+
+    def _tool_names(self, server: str) -> list[str] | None:
+        """The server's tools as calls are resolved against them (`exposure.tool_index`): the list it gave when
+        it came up (or since, on `list_changed`); while it is down, the last one, or the one recorded in the
+        store (what replay answers `tools/list` from). None: down, and no list recorded."""
+        upstream = self.pool.upstreams[server]
+        if upstream.state != UpstreamState.READY and not upstream.tools:
+            return None
+        return [tool.get("name", "") for tool in upstream.tools]
 
 
 class ModeChange(BaseModel):

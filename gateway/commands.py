@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 from urllib.parse import urlencode
 
@@ -173,8 +174,11 @@ def _mode_show(args: argparse.Namespace) -> int:
 
 def _mode_set(args: argparse.Namespace) -> int:
     body = {"mode": args.mode, "server": args.server, "tool": args.tool, "session": args.session}
-    print(json.dumps(_admin("PUT", args.url, {key: value for key, value in body.items() if value is not None}),
-                     indent=2))
+    answer = _admin("PUT", args.url, {key: value for key, value in body.items() if value is not None})
+    # Taken, but unchecked (the server's tool list is not known yet): said on stderr, the modes on stdout.
+    for warning in answer.pop("warnings", []):
+        print(f"simgate mode set: warning: {warning}", file=sys.stderr)
+    print(json.dumps(answer, indent=2))
     return 0
 
 

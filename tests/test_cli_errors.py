@@ -12,7 +12,9 @@ import json
 import socket
 from pathlib import Path
 
+import httpx
 import pytest
+from harness import fixture_server, running_gateway
 
 from simgate.errors import SimgateError
 from simgate.gateway.cli import build_parser, main
@@ -178,3 +180,31 @@ def test_a_hostile_file_is_one_line_and_exit_code_2(case: str, tmp_path: Path, m
     assert exited.value.code == 2 and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1 and expected in err, err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+# ------------------------------------------------------------------------------------ refused by a gateway
+# What a running gateway refuses reaches the user the same way: one line, exit 2.
+
+
+def test_a_mode_for_an_unknown_tool_is_one_line_and_exit_code_2(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    config = {"gateway": {"cache_dir": str(tmp_path / "cache"), "ready_when": ["fx"]},
+              "mcpServers": {"fx": fixture_server("misbehaving_server.py"), "down": {"command": "/bin/false"}}}
+    with running_gateway(config, tmp_path / "gw") as gateway:
+        for command, expected in ((["mode", "set", "live", "--server", "fx", "--tool", "ech"],
+                                   "simgate mode set: unknown tool 'ech' on server 'fx' (did you mean 'echo'?)"),
+                                  (["mode", "clear", "--server", "fx", "--tool", "echo"],
+                                   "simgate mode clear: no run-time mode is set for tool 'echo' of server 'fx'")):
+            with pytest.raises(SystemExit) as exited:
+                main([*command, "--url", gateway.url])
+            err = capsys.readouterr().err
+            assert exited.value.code == 2 and "Traceback" not in err, err
+            assert err.strip().splitlines() == [expected], err
+        assert httpx.get(gateway.url + "/admin/modes", timeout=10).json()["tools"] == {}
+        # A server whose tool list is not known (down, nothing recorded): taken, with a warning, exit 0.
+        with pytest.raises(SystemExit) as exited:
+            main(["mode", "set", "live", "--server", "down", "--tool", "anything", "--url", gateway.url])
+        out, err = capsys.readouterr()
+        assert exited.value.code == 0 and json.loads(out)["tools"] == {"down": {"anything": "live"}}, err
+        assert [line.split(" (")[0] for line in err.strip().splitlines()] == [
+            "simgate mode set: warning: tool 'anything' was not checked: the tool list of server 'down' is not known"]

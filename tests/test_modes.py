@@ -292,3 +292,65 @@ async def test_kill_9_while_recording_keeps_every_completed_entry(tmp_path: Path
             for text in completed[:: max(1, len(completed) // 20)]:
                 result = await session.call_tool("echo", {"text": text})
                 assert result.content[0].text == text  # type: ignore[union-attr]
+
+
+async def test_a_mode_for_a_name_the_gateway_does_not_know_is_refused_with_the_nearest_names(tmp_path: Path) -> None:
+    """`PUT /admin/modes` names a server of the config and a tool of its current list; a typo would otherwise be
+    stored and never apply. A server that is down is checked against its recorded tool list, and one whose list
+    is not known at all is accepted with a warning. `DELETE` of a setting that is not there says so (404)."""
+    cache = tmp_path / "cache"
+    recorded = DiskStore(cache)  # the tool list a cassette import (or an earlier run) leaves for a server
+    try:
+        recorded.save_tools("rec", [{"name": "read_query", "inputSchema": {"type": "object"}}])
+    finally:
+        recorded.close()
+    config = {"gateway": {"cache_dir": str(cache), "ready_when": ["fx"]},
+              "mcpServers": {"fx": fixture_server("misbehaving_server.py"), "rec": GONE, "down": GONE}}
+    with running_gateway(config, tmp_path / "gw") as gateway:
+        modes = gateway.url + "/admin/modes"
+
+        def put(change: dict[str, str]) -> httpx.Response:
+            return httpx.put(modes, json={"mode": "replay", **change}, timeout=10)
+
+        typo = put({"server": "fx", "tool": "ech"})
+        assert typo.status_code == 400, typo.text
+        assert typo.json()["error"] == "unknown tool 'ech' on server 'fx' (did you mean 'echo'?)"
+        assert typo.json()["unknown"] == [{"kind": "tool", "name": "ech", "server": "fx", "suggestions": ["echo"]}]
+        exposed = put({"server": "fx", "tool": "fx__echo"})  # the name an agent sees on /mcp
+        assert exposed.status_code == 400 and "did you mean 'echo'?" in exposed.json()["error"], exposed.text
+        server = put({"server": "fxx", "tool": "echo"})
+        assert server.status_code == 400, server.text
+        assert server.json()["unknown"] == [{"kind": "server", "name": "fxx", "server": None, "suggestions": ["fx"]}]
+        assert "unknown server 'fxx' (did you mean 'fx'?)" in server.json()["error"]
+        lone = put({"tool": "echo"})
+        assert lone.status_code == 400 and "needs its server" in lone.json()["error"] and "'fx'" in lone.json()["error"]
+        both = put({"session": "s-1", "server": "fx"})
+        assert both.status_code == 400 and "session" in both.json()["error"], both.text
+        shown = httpx.get(modes, timeout=10).json()
+        assert (shown["servers"], shown["tools"], shown["sessions"]) == ({}, {}, {})  # nothing was stored
+
+        known = put({"server": "fx", "tool": "echo"})
+        assert known.status_code == 200 and known.json()["tools"] == {"fx": {"echo": "replay"}}, known.text
+        assert "warnings" not in known.json()
+        assert put({"server": "fx"}).status_code == 200
+        # Down, with a recorded tool list: checked against it.
+        stale = put({"server": "rec", "tool": "read_querry"})
+        assert stale.status_code == 400 and "did you mean 'read_query'?" in stale.json()["error"], stale.text
+        assert put({"server": "rec", "tool": "read_query"}).status_code == 200
+        # Down, nothing recorded: taken, and said so.
+        unknown_list = put({"server": "down", "tool": "anything"})
+        assert unknown_list.status_code == 200, unknown_list.text
+        assert unknown_list.json()["tools"]["down"] == {"anything": "replay"}
+        assert ["'anything'" in w and "'down'" in w for w in unknown_list.json()["warnings"]] == [True]
+
+        missing = httpx.delete(modes, params={"server": "fx", "tool": "ech"}, timeout=10)
+        assert missing.status_code == 404, missing.text
+        assert missing.json()["error"] == "no run-time mode is set for tool 'ech' of server 'fx' (did you mean 'echo'?)"
+        assert httpx.delete(modes, params={"server": "fx", "tool": "echo"}, timeout=10).status_code == 200
+        again = httpx.delete(modes, params={"server": "fx", "tool": "echo"}, timeout=10)
+        assert again.status_code == 404 and "'echo'" in again.json()["error"], again.text
+        assert httpx.delete(modes, params={"server": "fz"}, timeout=10).status_code == 400
+        assert httpx.delete(modes, timeout=10).status_code == 404  # no run-time default: the config's applies
+        assert httpx.delete(modes, params={"server": "down", "tool": "anything"}, timeout=10).status_code == 200
+        shown = httpx.get(modes, timeout=10).json()
+        assert shown["servers"] == {"fx": "replay"} and shown["tools"] == {"rec": {"read_query": "replay"}}

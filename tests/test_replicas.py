@@ -208,6 +208,16 @@ async def test_sessions_over_fresh_connections_stay_with_their_replica(tmp_path:
             modes = httpx.get(f"{gateway.url}/admin/modes?replica={replica}", timeout=10)
             assert modes.headers["x-simgate-replica"] == str(replica)
             assert "replay" in json.dumps(modes.json()), modes.json()
+        # A change naming a tool the server does not list is refused once, by the replica that got it, and no
+        # replica stores it; clearing a setting (`simgate mode clear`) holds on every replica too.
+        typo = httpx.put(f"{gateway.url}/admin/modes", json={"mode": "live", "server": "rep", "tool": "progres"},
+                         timeout=10)
+        assert typo.status_code == 400 and typo.json()["error"] == \
+            "unknown tool 'progres' on server 'rep' (did you mean 'progress'?)", typo.text
+        assert httpx.delete(f"{gateway.url}/admin/modes", params={"server": "rep"}, timeout=10).status_code == 200
+        for replica in (0, 1):
+            modes = httpx.get(f"{gateway.url}/admin/modes?replica={replica}", timeout=10).json()
+            assert (modes["servers"], modes["tools"]) == ({}, {}), (replica, modes)
 
 
 async def test_killed_replica_is_restarted_others_continue_and_sigterm_leaves_nothing(tmp_path: Path) -> None:

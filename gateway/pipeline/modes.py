@@ -77,8 +77,9 @@ class ModeResolver:
     def clear(self, *, server: str | None = None, tool: str | None = None, session: str | None = None) -> None:
         """Drop a run-time setting: that level follows the config (or the next level) again."""
         if session is not None:
-            state = self._sessions.get(session)
-            if state is not None:
+            if session in self._sessions.modes():  # looked up without making a state for an unknown name
+                state = self._sessions.get(session)
+                assert state is not None
                 state.mode = None
         elif tool is not None:
             if server is None:
@@ -91,6 +92,24 @@ class ModeResolver:
             self.overrides.servers.pop(server, None)
         else:
             self.overrides.default = None
+
+    def set_at_level(self, *, server: str | None = None, tool: str | None = None,
+                     session: str | None = None) -> list[str]:
+        """The names with a run-time setting at the level these name: sessions, the server's tools, servers
+        (for the default: `["default"]` when one is set)."""
+        if session is not None:
+            return list(self._sessions.modes())
+        if tool is not None:
+            return list(self.overrides.tools.get(server or "", {}))
+        if server is not None:
+            return list(self.overrides.servers)
+        return ["default"] if self.overrides.default is not None else []
+
+    def is_set(self, *, server: str | None = None, tool: str | None = None, session: str | None = None) -> bool:
+        """Whether a run-time setting is there to drop at this level."""
+        name = session if session is not None else tool if tool is not None else server
+        return (name if name is not None else "default") in self.set_at_level(server=server, tool=tool,
+                                                                               session=session)
 
     def show(self) -> dict[str, object]:
         config_servers = {name: s.mode for name, s in self._config.servers.items() if s.mode}

@@ -14,7 +14,9 @@ it the same way): only that replica's secret accepts it, and only that replica k
 
 Also passed on: `GET /metrics?replica=N` (and `/healthz`, `/readyz`, `/admin/servers`, `/admin/modes`),
 so each replica can be scraped and checked through the one address, and run-time changes of the admin
-API (modes, restarts), which every replica applies.
+API (modes set and dropped, restarts), which every replica applies: the replica the client reached checks and
+applies the change first, and passes it on only once it has taken it, so a refused change is answered once
+and stored nowhere.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ MCP_SESSION_ID = "mcp-session-id"
 # the parent gave them all; without it the path does not exist.
 MODES_PATH = "/_simgate/replica/modes"
 TOKEN_HEADER = "x-simgate-replica-token"
+# Set in the ASGI scope of a request a sibling passed on (with the token): a run-time change the replica the
+# client reached has already checked and applied, which this one applies as it is.
+FROM_SIBLING = "simgate.from_sibling"
 # Per-replica views, answered by the replica named in `?replica=N`.
 _PER_REPLICA = frozenset({"/metrics", "/healthz", "/readyz", "/admin/servers", "/admin/modes"})
 _REPLICA_NUMBER = re.compile(r"[0-9]{1,4}")
@@ -147,6 +152,7 @@ class ReplicaRouting:
         if FORWARDED_HEADER in headers and self._from_sibling(headers):
             # Passed on by a sibling: answered here, never passed on again. A client's own copy of the header
             # (no token) is ignored: it would make an admin change apply on this replica alone.
+            scope[FROM_SIBLING] = True
             await self.app(scope, receive, send)
             return
         target = self._owner(scope, headers)
@@ -263,7 +269,7 @@ class ReplicaRouting:
 
 def _is_admin_change(scope: Scope) -> bool:
     path, method = scope["path"], scope["method"]
-    return (path == "/admin/modes" and method == "PUT") or (
+    return (path == "/admin/modes" and method in ("PUT", "DELETE")) or (
         path.startswith("/admin/servers/") and path.endswith("/restart") and method == "POST")
 
 
