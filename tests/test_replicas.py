@@ -369,3 +369,53 @@ def test_a_client_cannot_pose_as_a_sibling_replica(tmp_path: Path) -> None:
             assert modes() == [mode, mode]
         token = httpx.get(f"{gateway.url}/_simgate/replica/modes", headers=forged, timeout=10)
         assert token.status_code in (401, 404)  # the siblings' own path needs the parent's token
+
+
+def test_run_time_changes_from_the_page_and_the_admin_api_reach_every_replica(tmp_path: Path) -> None:
+    """A mode set from the page (its cookie checked only by the replica that made it) and a server stopped
+    or started through the admin API or the page: every replica has the change when the client hears back,
+    wherever the request came in. The siblings' own path for it is closed to clients."""
+    keys = KeyStore(tmp_path / "keys.json")
+    _, admin = keys.create("operator", servers=["*"], admin=True)
+    config = {**CONFIG, "gateway": {"keys_path": str(tmp_path / "keys.json")}}
+    bearer = {"Authorization": f"Bearer {admin}"}
+    with running_gateway(config, tmp_path / "gw", serve_args=WORKERS) as gateway, \
+            httpx.Client(base_url=gateway.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as fresh:
+        wait_replicas_ready(gateway.url)
+
+        def on_each(path: str, pick: Any) -> list[Any]:
+            return [pick(fresh.get(f"{path}?replica={i}", headers=bearer).json()) for i in (0, 1)]
+
+        def rep_modes(answer: dict[str, Any]) -> Any:
+            return answer["servers"].get("rep")
+
+        def rep_state(answer: dict[str, Any]) -> str:
+            return next(server["state"] for server in answer["servers"] if server["name"] == "rep")
+
+        login = fresh.post("/ui/login", headers=bearer)
+        page = {"Cookie": f"simgate_ui={login.cookies['simgate_ui']}", "X-Simgate-UI": "1"}
+        maker = int(login.headers["x-simgate-replica"])
+        came_in: set[int] = set()
+        for mode in ("replay", "simulated", "live") * 10:  # until changes came in to both replicas
+            changed = fresh.put("/ui/api/modes", json={"mode": mode, "server": "rep"}, headers=page)
+            assert changed.status_code == 200 and int(changed.headers["x-simgate-replica"]) == maker, changed.text
+            came_in.add(int(changed.headers.get("x-simgate-via", maker)))
+            assert on_each("/admin/modes", rep_modes) == [mode, mode]
+            if came_in == {0, 1}:
+                break
+        else:
+            raise AssertionError("no change from the page came in to the replica that did not make its cookie")
+        dropped = fresh.request("DELETE", "/ui/api/modes?server=rep", headers=page)
+        assert dropped.status_code == 200, dropped.text
+        assert on_each("/admin/modes", rep_modes) == [None, None]
+
+        assert fresh.post("/admin/servers/rep/stop", headers=bearer).status_code == 202
+        assert wait_until(lambda: on_each("/admin/servers", rep_state) == ["stopped", "stopped"], timeout=30)
+        assert fresh.post("/ui/api/servers/rep/start", headers=page).status_code == 202
+        assert wait_until(lambda: on_each("/admin/servers", rep_state) == ["ready", "ready"], timeout=60)
+
+        # A client cannot use the siblings' path: without the parent's token it does not exist.
+        for token in ({}, {"X-Simgate-Replica-Token": "0" * 43, "X-Simgate-Forwarded-By": "0"}):
+            posed = fresh.post("/_simgate/replica/apply/admin/servers/rep/stop", headers={**bearer, **token})
+            assert posed.status_code == 404, posed.text
+        assert on_each("/admin/servers", rep_state) == ["ready", "ready"]

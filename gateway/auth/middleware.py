@@ -21,6 +21,9 @@ from simgate.gateway.auth.api_keys import ApiKey, KeyFileError, KeyStore
 logger = logging.getLogger("simgate.auth")
 
 STATE_KEY = "simgate_api_key"
+# Set in the ASGI scope by `ReplicaFront` (gateway.replicas) on a run-time change that a sibling replica has
+# authenticated and applied, passed on with the parent's token, which no client has: admitted without a key.
+TRUSTED_SIBLING = "simgate.trusted_sibling"
 _OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 UI_PREFIX = "/ui"  # the page: it checks the admin key itself (header, or the cookie its login sets)
 
@@ -51,7 +54,7 @@ class RequireApiKey:
         self._locked = False  # refusing everyone for want of keys (logged once per time it happens)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in _OPEN_PATHS or scope.get(TRUSTED_SIBLING):
             await self.app(scope, receive, send)
             return
         try:

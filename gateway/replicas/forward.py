@@ -14,8 +14,9 @@ it the same way): only that replica's secret accepts it, and only that replica k
 
 Also passed on: `GET /metrics?replica=N` (and `/healthz`, `/readyz`, `/admin/servers`, `/admin/modes`),
 so each replica can be scraped and checked through the one address, and run-time changes of the admin
-API (modes set and dropped, restarts), which every replica applies: the replica the client reached checks and
-applies the change first, and passes it on only once it has taken it, so a refused change is answered once
+API or the page (modes set and dropped, servers restarted, started, stopped), which every replica applies:
+the replica the client reached (for the page, the one that made its cookie) checks and applies the change
+first, and passes it on (`APPLY_PREFIX`) only once it has taken it, so a refused change is answered once
 and stored nowhere.
 """
 
@@ -33,7 +34,7 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from simgate.gateway.auth.middleware import is_ui_path
+from simgate.gateway.auth.middleware import TRUSTED_SIBLING, is_ui_path
 from simgate.gateway.pipeline.modes import ModeResolver, ModeSettings
 from simgate.gateway.replicas.plan import FORWARDED_HEADER, REPLICA_HEADER, VIA_HEADER, ReplicaPlan
 from simgate.gateway.ui.auth import cookie_session
@@ -48,6 +49,11 @@ TOKEN_HEADER = "x-simgate-replica-token"
 # Set in the ASGI scope of a request a sibling passed on (with the token): a run-time change the replica the
 # client reached has already checked and applied, which this one applies as it is.
 FROM_SIBLING = "simgate.from_sibling"
+# Where a replica passes a run-time change on to its siblings, as the admin API's path under this prefix, with
+# the parent's token in place of the client's credential: a change made from the page carries a cookie that
+# only its own replica can check, so the siblings take the word of the replica that checked it.
+APPLY_PREFIX = "/_simgate/replica/apply"
+_SERVER_ACTION = re.compile(r"/servers/[^/]+/(restart|start|stop)")
 # Per-replica views, answered by the replica named in `?replica=N`.
 _PER_REPLICA = frozenset({"/metrics", "/healthz", "/readyz", "/admin/servers", "/admin/modes"})
 _REPLICA_NUMBER = re.compile(r"[0-9]{1,4}")
@@ -107,10 +113,17 @@ class ReplicaFront:
             await self.app(scope, receive, send)
             return
         send = self._labelled(send)
-        if scope["path"] == MODES_PATH and scope["method"] == "GET" and hmac.compare_digest(
-                Headers(scope=scope).get(TOKEN_HEADER, "").encode(), self.plan.token.encode()):
-            await JSONResponse(self.modes.overrides.model_dump())(scope, receive, send)
-            return
+        path: str = scope["path"]
+        if path == MODES_PATH or path.startswith(APPLY_PREFIX + "/"):
+            if not hmac.compare_digest(Headers(scope=scope).get(TOKEN_HEADER, "").encode(), self.plan.token.encode()):
+                await self.app(scope, receive, send)  # without the token these paths do not exist (404)
+                return
+            if path == MODES_PATH and scope["method"] == "GET":
+                await JSONResponse(self.modes.overrides.model_dump())(scope, receive, send)
+                return
+            change = path.removeprefix(APPLY_PREFIX)
+            if admin_change(change, scope["method"]) == change:
+                scope = {**scope, "path": change, "raw_path": change.encode(), TRUSTED_SIBLING: True}
         await self.app(scope, receive, send)
 
     def _labelled(self, send: Send) -> Send:
@@ -150,6 +163,11 @@ class ReplicaRouting:
             return
         headers = Headers(scope=scope)
         if FORWARDED_HEADER in headers and self._from_sibling(headers):
+            if is_ui_path(scope["path"]) and admin_change(scope["path"], scope["method"]) is not None:
+                # A change from the page, passed here because this replica made its cookie: checked and
+                # applied here, then passed on to every sibling.
+                await self._everywhere(scope, receive, send)
+                return
             # Passed on by a sibling: answered here, never passed on again. A client's own copy of the header
             # (no token) is ignored: it would make an admin change apply on this replica alone.
             scope[FROM_SIBLING] = True
@@ -160,7 +178,7 @@ class ReplicaRouting:
             await target(scope, receive, send)
         elif target is not None:
             await self._forward(target, scope, receive, send)
-        elif _is_admin_change(scope):
+        elif admin_change(scope["path"], scope["method"]) is not None:
             await self._everywhere(scope, receive, send)
         else:
             await self.app(scope, receive, send)
@@ -248,12 +266,16 @@ class ReplicaRouting:
             await send(message)
 
     async def _apply_on_siblings(self, scope: Scope, body: bytes) -> None:
-        headers = self._sibling_headers(scope)
+        """Pass the change on as the admin API's, under `APPLY_PREFIX`: the siblings apply it unchecked."""
+        path = APPLY_PREFIX + (admin_change(scope["path"], scope["method"]) or scope["path"])
+        headers = {FORWARDED_HEADER: str(self.plan.index), TOKEN_HEADER: self.plan.token}
+        if (content_type := Headers(scope=scope).get("content-type")) is not None:
+            headers["content-type"] = content_type
 
         async def apply(replica: int) -> None:
             try:
                 answer = await self.links.client.request(
-                    scope["method"], self.links.url(replica, scope["path"], scope["query_string"]),
+                    scope["method"], self.links.url(replica, path, scope["query_string"]),
                     headers=headers, content=body, timeout=30)
                 if not 200 <= answer.status_code < 300:
                     logger.warning("replica %d refused %s %s: HTTP %d", replica, scope["method"], scope["path"],
@@ -267,10 +289,17 @@ class ReplicaRouting:
                     tg.start_soon(apply, replica)
 
 
-def _is_admin_change(scope: Scope) -> bool:
-    path, method = scope["path"], scope["method"]
-    return (path == "/admin/modes" and method in ("PUT", "DELETE")) or (
-        path.startswith("/admin/servers/") and path.endswith("/restart") and method == "POST")
+def admin_change(path: str, method: str) -> str | None:
+    """The admin API's path of a run-time change that every replica applies (a mode set or dropped, a server
+    restarted, started or stopped), for that path or the page's form of it (`/ui/api/…`); None otherwise."""
+    if path.startswith("/ui/api/"):
+        path = "/admin/" + path.removeprefix("/ui/api/")
+    rest = path.removeprefix("/admin")
+    if rest == path:
+        return None
+    if (rest == "/modes" and method in ("PUT", "DELETE")) or (method == "POST" and _SERVER_ACTION.fullmatch(rest)):
+        return path
+    return None
 
 
 async def _body(receive: Receive) -> AsyncIterator[bytes]:
