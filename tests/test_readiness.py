@@ -79,6 +79,7 @@ def test_a_server_that_serves_http_instead_of_stdio_fails_its_start_after_the_gr
         assert status["state"] == "failed", status
         assert status["last_error"].startswith("it serves HTTP (http://127.0.0.1:"), status
         assert "--transport stdio" in status["last_error"] and "startup timeout" not in status["last_error"]
+        assert "Traceback" not in gateway.log_text()
 
 
 def test_http_grace_must_be_positive() -> None:
