@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ from mcp.shared.exceptions import MCPError
 
 from simgate.gateway.cache.cassette import (
     CassetteError,
+    apply_cassette,
+    check_cassette,
     export_cassette,
     import_cassette,
     read_cassette,
@@ -590,3 +593,78 @@ def test_a_large_cassette_imports_in_linear_time(tmp_path: Path) -> None:
     finally:
         store.close()
     assert took < 25, f"importing 20,000 keys took {took:.1f}s"
+
+
+def test_importing_a_large_cassette_holds_a_bounded_part_of_it_in_memory(tmp_path: Path) -> None:
+    """Import reads the file twice, checking each record, then writing in batches, instead of holding every
+    recording until the one write: its peak Python allocation stays a fraction of the file (it was ~5x)."""
+    filler = "x" * 1500
+    path = tmp_path / "big.jsonl"
+    write_cassette(path, (_recording("a", key=f"{n:064x}", arguments={"n": n},
+                                     result={"content": [{"type": "text", "text": f"{n} {filler}"}]})
+                          for n in range(6000)), {}, {"server": None, "tool": None})
+    size = path.stat().st_size
+    store = DiskStore(tmp_path / "store")
+    try:
+        tracemalloc.start()
+        try:
+            report = import_cassette(store, path)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert report.added == 6000 and len(store.tool_keys("fx", "echo")) == 6000
+    finally:
+        store.close()
+    assert peak < size / 2, f"importing a {size / 1e6:.1f} MB cassette allocated {peak / 1e6:.1f} MB at its peak"
+
+
+def _same_size_edit(path: Path) -> None:
+    """Change one recording's latency without changing the file's size or modification time."""
+    stat = path.stat()
+    data = path.read_bytes()
+    at = data.rindex(b'"latency_ms":1.5')
+    path.write_bytes(data[:at] + b'"latency_ms":2.5' + data[at + len(b'"latency_ms":1.5'):])
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.mark.parametrize("edit", ["appended", "same-size"])
+def test_a_cassette_changed_between_its_check_and_its_write_is_refused_and_nothing_is_written(
+        edit: str, populated: Path, tmp_path: Path) -> None:
+    # Keys in batches of 2, so that a change seen only at the end (same size and time: its sha256 differs) comes
+    # after several batches were written: they are taken back.
+    path = tmp_path / "world.jsonl"
+    write_cassette(path, [_recording(c) for c in "acdef9"], {}, {"server": None, "tool": None})
+    before = _snapshot(populated)
+    checked = check_cassette(path)
+    if edit == "appended":
+        with path.open("a") as file:
+            file.write("\n")
+    else:
+        _same_size_edit(path)
+    store = DiskStore(populated)
+    try:
+        with pytest.raises(CassetteError, match="changed since it was checked") as caught:
+            apply_cassette(store, checked, replace=True, batch=2)
+    finally:
+        store.close()
+    why = "its size or modification time differs" if edit == "appended" else "its content differs"
+    assert str(caught.value) == f"{path}: the cassette changed since it was checked ({why}); nothing was imported"
+    assert _snapshot(populated) == before
+
+
+def test_a_cassette_whose_sequence_lines_are_shuffled_imports_across_batches(tmp_path: Path) -> None:
+    # Hand-edited: a sequence's positions out of order, among other keys. The store places a sequence in order,
+    # so such a key is written last, whole, whatever the batches.
+    seq = [_recording("a", tool="counter", arguments={}, sequential=True, episode="e", position=n) for n in range(3)]
+    path = tmp_path / "shuffled.jsonl"
+    ordered = [_recording("e", tool="counter", arguments={"e": 1}, sequential=True, episode="e", position=n)
+               for n in range(3)]  # in order: written batch by batch
+    write_cassette(path, [seq[2], ordered[0], seq[0], ordered[1], seq[1], ordered[2]], {},
+                   {"server": None, "tool": None})
+    store = DiskStore(tmp_path / "store")
+    try:
+        report = apply_cassette(store, check_cassette(path), batch=2)
+        assert (report.recordings, report.keys, report.added) == (6, 2, 6)
+        assert [r.position for r in store.get("a" * 64)] == [0, 1, 2] == [r.position for r in store.get("e" * 64)]
+    finally:
+        store.close()

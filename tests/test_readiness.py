@@ -4,6 +4,7 @@ gateway serving 34 of 37 servers can say it is ready for what its users need."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -57,3 +58,31 @@ def test_a_server_that_serves_http_instead_of_stdio_is_named_so_when_its_startup
         error = last_error()
         assert "it serves HTTP (http://127.0.0.1:" in error and "--transport stdio" in error, error
         assert _status(gateway.url)[0] == 503
+
+
+def test_a_server_that_serves_http_instead_of_stdio_fails_its_start_after_the_grace_not_the_startup_timeout(
+        tmp_path: Path) -> None:
+    # Its stderr announces an HTTP listener: no stdio handshake will come, so the start is given up `http_grace`
+    # after that line, well before the (long) startup timeout, and the server is `failed` with the reason.
+    config = {"mcpServers": {"web": {**fixture_server("http_only_server.py"), "startup_timeout": 60,
+                                     "http_grace": 2}}}
+    with running_gateway(config, tmp_path / "gw", wait_ready=False) as gateway:
+        started = time.monotonic()
+
+        def web() -> dict:
+            servers = httpx.get(f"{gateway.url}/admin/servers", timeout=5).json()["servers"]
+            return next(s for s in servers if s["name"] == "web")
+
+        assert wait_until(lambda: "it serves HTTP" in (web().get("last_error") or ""), timeout=15), web()
+        assert time.monotonic() - started < 15
+        status = web()
+        assert status["state"] == "failed", status
+        assert status["last_error"].startswith("it serves HTTP (http://127.0.0.1:"), status
+        assert "--transport stdio" in status["last_error"] and "startup timeout" not in status["last_error"]
+        assert "Traceback" not in gateway.log_text()
+
+
+def test_http_grace_must_be_positive() -> None:
+    config = {"mcpServers": {"web": {"command": "x", "http_grace": 0}}}
+    with pytest.raises(ConfigError, match="http_grace"):
+        parse_config(json.dumps(config), source="c.json", json_only=True)

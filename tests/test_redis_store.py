@@ -24,6 +24,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from redis_server import RedisServer, private_redis
 
+from simgate.gateway.cache.cassette import CassetteError, apply_cassette, check_cassette, write_cassette
 from simgate.gateway.cache.records import Recording
 from simgate.gateway.cache.redis_store import RedisStore
 
@@ -471,3 +472,54 @@ async def test_fidelity_calls_and_status_read_the_recordings_from_redis(
                         "--out", str(tmp_path / "sft.jsonl"))
     assert exported.returncode == 0, exported.stderr
     assert len((tmp_path / "sft.jsonl").read_text().splitlines()) >= 3
+
+
+def _recorded(key: str, position: int = 0, latency: float = 1.5) -> Recording:
+    return Recording(key=key * 64, server="imp", tool="seq", tool_fingerprint="f", arguments={"n": position},
+                     result={"content": [{"type": "text", "text": f"{key}{position}"}]}, latency_ms=latency,
+                     recorded_at="2026-01-01T00:00:00.000+00:00", sequential=True, episode="e", position=position)
+
+
+def _redis_world(server: RedisServer, prefix: str) -> dict[str, Any]:
+    """Everything under `prefix`, as Redis holds it."""
+    client = _store(server, prefix)._client
+    try:
+        world: dict[str, Any] = {}
+        for name in client.scan_iter(f"{prefix}*"):
+            kind = client.type(name)
+            world[name] = {"list": lambda n: client.lrange(n, 0, -1), "hash": client.hgetall,
+                           "set": lambda n: sorted(client.smembers(n)), "string": client.get}[kind](name)
+        return world
+    finally:
+        client.close()
+
+
+def test_a_failed_import_into_redis_is_taken_back_batch_by_batch(redis_server: RedisServer, tmp_path: Path) -> None:
+    """An import too big for one script is written in batches; when it fails after some (here: the file changed
+    between the check and the write, seen at its end), the journal puts back what they replaced and drops what
+    they added: Redis holds exactly what it held before, and no journal."""
+    prefix = "rollback:"
+    store = _store(redis_server, prefix)
+    try:
+        store.put(_recorded("a", 0, latency=9.0), replace=False)  # replaced by the import, then put back
+        store.save_tools("imp", [{"name": "seq"}])
+        before = _redis_world(redis_server, prefix)
+        path = tmp_path / "world.jsonl"
+        write_cassette(path, [*(_recorded("a", n) for n in range(3)), *(_recorded(c) for c in "bcd")],
+                       {"imp": [{"name": "seq", "description": "new"}]}, {"server": None, "tool": None})
+        checked = check_cassette(path)
+        stat = path.stat()
+        data = path.read_bytes()
+        path.write_bytes(data.replace(b'"latency_ms":1.5', b'"latency_ms":2.5', 1))
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        with pytest.raises(CassetteError, match=r"changed since it was checked \(its content differs\)"):
+            apply_cassette(store, checked, replace=True, batch=2)
+        assert _redis_world(redis_server, prefix) == before
+        # The cassette as it now is imports: the same batches, each kept.
+        report = apply_cassette(store, check_cassette(path), replace=True, batch=2)
+        assert (report.added, report.replaced, report.kept) == (5, 1, 0)
+        assert [r.latency_ms for r in store.get("a" * 64)] == [2.5, 1.5, 1.5]
+        assert store.load_tools("imp") == [{"name": "seq", "description": "new"}]
+        assert not [name for name in _redis_world(redis_server, prefix) if ":import:" in name]
+    finally:
+        store.close()

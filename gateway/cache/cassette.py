@@ -9,22 +9,28 @@ The format (version 1), one JSON object per line, UTF-8:
   Unknown header fields are ignored.
 - lines 2..N+1: one `Recording` each, exactly as the store holds it.
 
-Import is all or nothing: every line is checked first (JSON, the header, the `Recording` model with
-strict types and no unknown fields, exactly one of `result`/`error`, a key's recordings agreeing on
-server, tool and fingerprint, its positions contiguous from 0, the header's count); any problem raises
-`CassetteError` naming the file, the line and the field, and the store is left as it was. Then
-every recording and tool list is written in one store transaction.
+Import is all or nothing, in two passes over the file, so that its memory stays a fraction of the file's
+size whatever that is: pass 1 checks every line (JSON, the header, the `Recording` model with strict
+types and no unknown fields, exactly one of `result`/`error`, a key's recordings agreeing on server,
+tool and fingerprint, its positions contiguous from 0, the header's count), keeping only where each
+key's positions are; any problem raises `CassetteError` naming the file, the line and the field, and
+the store is left as it was. Pass 2 reads the file again and writes it in batches, all or nothing
+(`CacheStore.put_batches`); a file that changed between the passes (size, time or sha256) is refused
+and what was written is taken back.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
-from collections.abc import Collection, Iterable
+import sys
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pydantic import ValidationError
 
@@ -39,6 +45,10 @@ HEADER_FIELD = "simgate_cassette"
 _KEY_PATTERN = re.compile(r"[0-9a-f]{64}")
 _RECORDING_FIELDS = frozenset(Recording.model_fields)
 _MAX_PROBLEMS = 100
+# An import writes per store call at most this many recordings, of at most this many bytes of cassette lines (a
+# batch's objects take a few times that): what its write pass holds at once, whatever the file's size.
+_BATCH = 500
+_BATCH_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,31 @@ def export_cassette(store: CacheStore, path: str | Path, server: str | None = No
 # ---------------------------------------------------------------------------------------------- import
 
 
+@dataclass(frozen=True)
+class FileStamp:
+    """A cassette file as the check read it: its write pass must read the same bytes."""
+
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass
+class CheckedCassette:
+    """What the check (pass 1) kept of a sound cassette: enough to write it (pass 2) and to know it is unchanged,
+    not its recordings."""
+
+    path: str
+    header: dict[str, Any]
+    tools: dict[str, list[dict[str, Any]]]
+    recordings: int
+    keys: int
+    stamp: FileStamp
+    # Keys whose recordings are not in position order in the file (only a hand-edited cassette's; an export
+    # is sorted): they are written last, together, as the store places a sequence's recordings in order.
+    disordered: frozenset[str]
+
+
 @dataclass
 class Cassette:
     path: str
@@ -152,49 +187,90 @@ class Cassette:
     tools: dict[str, list[dict[str, Any]]]
 
 
-def read_cassette(path: str | Path) -> Cassette:
-    """Parse and check a whole cassette; raise `CassetteError` listing the problems. Writes nothing."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise CassetteError(path, [Problem(None, None, f"cannot read the cassette: {exc.strerror or exc}")]) from None
+class _KeySeen:
+    """The check's memory of one key: its first recording's identity, where each place is, its problems.
+    Lean, as there is one per key: most keys have one place, kept without a dict; strings are interned."""
+
+    __slots__ = ("line", "server", "tool", "fingerprint", "first", "more", "problems", "ordered")
+
+    def __init__(self, line: int, recording: Recording) -> None:
+        self.line = line
+        self.server, self.tool = sys.intern(recording.server), sys.intern(recording.tool)
+        self.fingerprint = sys.intern(recording.tool_fingerprint)
+        self.first: tuple[str, int] | None = None  # the first place taken, on `line`
+        self.more: dict[tuple[str, int], int] | None = None  # every other place -> its line
+        self.problems: list[Problem] | None = None  # reported unless one of its lines is broken (that is the story)
+        self.ordered = True
+
+    def line_of(self, place: tuple[str, int]) -> int | None:
+        if place == self.first:
+            return self.line
+        return self.more.get(place) if self.more is not None else None
+
+    def take(self, place: tuple[str, int], line: int) -> None:
+        if self.first is None and line == self.line:
+            self.first = (sys.intern(place[0]), place[1])
+        else:
+            self.more = self.more if self.more is not None else {}
+            self.more[(sys.intern(place[0]), place[1])] = line
+
+    def places(self) -> Iterator[tuple[tuple[str, int], int]]:
+        if self.first is not None:
+            yield self.first, self.line
+        yield from (self.more or {}).items()
+
+    def problem(self, line: int, field_name: str, message: str) -> None:
+        self.problems = self.problems if self.problems is not None else []
+        if len(self.problems) < _MAX_PROBLEMS:
+            self.problems.append(Problem(line, field_name, message))
+
+
+def check_cassette(path: str | Path) -> CheckedCassette:
+    """Pass 1: read the cassette once, line by line, checking every record; raise `CassetteError` listing the
+    problems. Holds what deciding needs (per key: where each position is), never the recordings. Writes nothing."""
     problems: list[Problem] = []
 
     def problem(line: int | None, field_name: str | None, message: str) -> None:
         if len(problems) < _MAX_PROBLEMS:
             problems.append(Problem(line, field_name, message))
 
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()  # the newline that ends the last line
-    if not lines:
-        raise CassetteError(path, [Problem(1, "header", "the file is empty; a cassette starts with its header line")])
-
     header: dict[str, Any] | None = None
     tools: dict[str, list[dict[str, Any]]] = {}
-    recordings: list[tuple[int, Recording]] = []
-    record_lines = 0
+    record_lines = recordings = 0
+    keys: dict[str, _KeySeen] = {}
     broken_keys: set[str] = set()
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            if number == 1:
-                problem(1, "header", "the first line is blank; a cassette starts with its header line")
-            continue
-        obj = _parse_line(raw, number, problem)
-        if number == 1:
-            header = _check_header(obj, problem) if obj is not None else None
-            tools = (header or {}).get("tools") or {}
-            continue
-        record_lines += 1
-        if obj is None:
-            continue
-        recording = _check_recording(obj, number, problem)
-        if recording is not None:
-            recordings.append((number, recording))
-        elif isinstance(obj.get("key"), str):
-            broken_keys.add(obj["key"])  # its sequence is incomplete for a reason already reported
+    digest = hashlib.sha256()
+    number = 0
+    try:
+        with open(path, "rb") as file:
+            stat = os.fstat(file.fileno())
+            for number, raw in _numbered_lines(file, digest):
+                if not raw.strip():
+                    if number == 1:
+                        problem(1, "header", "the first line is blank; a cassette starts with its header line")
+                    continue
+                obj = _parse_line(raw, number, problem)
+                if number == 1:
+                    header = _check_header(obj, problem) if obj is not None else None
+                    tools = (header or {}).get("tools") or {}
+                    continue
+                record_lines += 1
+                if obj is None:
+                    continue
+                recording = _check_recording(obj, number, problem)
+                if recording is not None:
+                    recordings += 1
+                    _note_place(keys, recording, number)
+                elif isinstance(obj.get("key"), str):
+                    broken_keys.add(obj["key"])  # its sequence is incomplete for a reason already reported
+    except OSError as exc:
+        raise CassetteError(path, [Problem(None, None, f"cannot read the cassette: {exc.strerror or exc}")]) from None
+    if number == 0:
+        raise CassetteError(path, [Problem(1, "header", "the file is empty; a cassette starts with its header line")])
 
-    _check_sequences([(n, r) for n, r in recordings if r.key not in broken_keys], problem)
+    for key, seen in keys.items():
+        if key not in broken_keys:
+            _check_sequence(key, seen, problem)
     problems.sort(key=lambda p: p.line or 0)
     # A whole-file property, reported after the problems of single lines (often their consequence).
     if header is not None and header.get("count") != record_lines:
@@ -203,33 +279,97 @@ def read_cassette(path: str | Path) -> Cassette:
     if problems:
         raise CassetteError(path, problems)
     assert header is not None
-    return Cassette(path=str(path), header=header, recordings=[r for _, r in recordings], tools=tools)
+    return CheckedCassette(path=str(path), header=header, tools=tools, recordings=recordings, keys=len(keys),
+                           stamp=FileStamp(stat.st_size, stat.st_mtime_ns, digest.hexdigest()),
+                           disordered=frozenset(key for key, seen in keys.items() if not seen.ordered))
 
 
-def import_cassette(store: CacheStore, path: str | Path, replace: bool = False) -> ImportReport:
-    """Check the whole cassette, then write it in one transaction.
+def read_cassette(path: str | Path) -> Cassette:
+    """A whole cassette, checked, in memory, in file order (for small ones; `import_cassette` streams)."""
+    checked = check_cassette(path)
+    recordings = [r for batch in _read_again(checked, _BATCH, hold=frozenset()) for r in batch]
+    return Cassette(path=checked.path, header=checked.header, recordings=recordings, tools=checked.tools)
+
+
+def import_cassette(store: CacheStore, path: str | Path, replace: bool = False, batch: int | None = None
+                    ) -> ImportReport:
+    """Check the whole cassette (pass 1), then write it (pass 2), all or nothing.
 
     Without `replace`, what the store holds at a key and position is kept and only what it lacks is
     added; with `replace`, the cassette's recordings overwrite the store's at the same key and
     position. Tool lists are merged by tool name, the cassette's definitions winning only with `replace`.
     """
-    return apply_cassette(store, read_cassette(path), replace)
+    return apply_cassette(store, check_cassette(path), replace, batch)
 
 
-def apply_cassette(store: CacheStore, cassette: Cassette, replace: bool = False) -> ImportReport:
-    """Write a cassette `read_cassette` has checked, in one transaction (see `import_cassette`)."""
-    report = ImportReport(path=cassette.path, recordings=len(cassette.recordings),
-                          keys=len({r.key for r in cassette.recordings}))
+def apply_cassette(store: CacheStore, checked: CheckedCassette, replace: bool = False, batch: int | None = None
+                   ) -> ImportReport:
+    """Pass 2 of a cassette `check_cassette` passed: read again and written `batch` recordings at a time, all or
+    nothing (`CacheStore.put_batches`); a file that changed since the check fails it, and nothing is written."""
+    report = ImportReport(path=checked.path, recordings=checked.recordings, keys=checked.keys)
     merged_lists: dict[str, list[dict[str, Any]]] = {}
-    for server, listed in cassette.tools.items():
+    for server, listed in checked.tools.items():
         merged = _merge_tools(store.load_tools(server), listed, replace)
         if merged is not None:
             merged_lists[server] = merged
             report.tool_lists.append(server)
-    counts = store.put_many(cassette.recordings, replace=replace, tools=merged_lists)
+    counts = store.put_batches(_read_again(checked, batch or _BATCH, hold=checked.disordered),
+                               replace=replace, tools=merged_lists)
     assert counts["gaps"] == 0, "a cassette with a gap passed the checks"
     report.added, report.replaced, report.kept = counts["added"], counts["replaced"], counts["kept"]
     return report
+
+
+def _read_again(checked: CheckedCassette, batch: int, hold: frozenset[str]) -> Iterator[list[Recording]]:
+    """Pass 2: the recordings in batches, the keys of `hold` last, together. Raises `CassetteError` when the file
+    is not the one checked: at once when its size or time differs, else at the end (before the last batch)
+    when its bytes do; the store's `put_batches` then takes back what the earlier batches wrote."""
+    def changed(why: str) -> CassetteError:
+        return CassetteError(checked.path, [Problem(None, None, f"the cassette changed since it was checked "
+                                                                f"({why}); nothing was imported")])
+
+    digest = hashlib.sha256()
+    pending: list[Recording] = []
+    pending_bytes = 0
+    held: list[Recording] = []
+    try:
+        with open(checked.path, "rb") as file:
+            stat = os.fstat(file.fileno())
+            if (stat.st_size, stat.st_mtime_ns) != (checked.stamp.size, checked.stamp.mtime_ns):
+                raise changed("its size or modification time differs")
+            for number, raw in _numbered_lines(file, digest):
+                if number == 1 or not raw.strip():
+                    continue
+                recording = _read_recording(raw, number)
+                if recording is None:
+                    raise changed(f"line {number} is no longer a valid recording")
+                if recording.key in hold:
+                    held.append(recording)
+                    continue
+                pending.append(recording)
+                pending_bytes += len(raw)
+                if len(pending) >= batch or pending_bytes >= _BATCH_BYTES:
+                    yield pending
+                    pending, pending_bytes = [], 0
+    except OSError as exc:
+        raise changed(f"cannot read it again: {exc.strerror or exc}") from None
+    if digest.hexdigest() != checked.stamp.sha256:
+        raise changed("its content differs")
+    if pending or held:
+        yield pending + held
+
+
+def _numbered_lines(file: IO[bytes], digest: Any) -> Iterator[tuple[int, bytes]]:
+    """Each line (without its newline) and its number; every byte read goes into `digest`."""
+    for number, raw in enumerate(file, start=1):
+        digest.update(raw)
+        yield number, raw[:-1] if raw.endswith(b"\n") else raw
+
+
+def _read_recording(raw: bytes, number: int) -> Recording | None:
+    problems: list[str] = []
+    obj = _parse_line(raw, number, lambda *problem: problems.append(problem[2]))
+    return None if obj is None else _check_recording(obj, number, lambda *problem: problems.append(problem[2]))
 
 
 def _merge_tools(existing: list[dict[str, Any]], imported: list[dict[str, Any]],
@@ -326,35 +466,42 @@ def _check_recording(obj: dict[str, Any], number: int, problem: Any) -> Recordin
     return recording
 
 
-def _check_sequences(recordings: list[tuple[int, Recording]], problem: Any) -> None:
-    """A key's recordings agree on server/tool/fingerprint, and their positions run 0, 1, 2... without holes."""
-    by_key: dict[str, list[tuple[int, Recording]]] = {}
-    for number, recording in recordings:
-        by_key.setdefault(recording.key, []).append((number, recording))
-    for key, group in by_key.items():
-        first_line, first = group[0]
-        for number, recording in group[1:]:
-            for name in ("server", "tool", "tool_fingerprint"):
-                if getattr(recording, name) != getattr(first, name):
-                    problem(number, name, f"{getattr(recording, name)!r} differs from {getattr(first, name)!r} "
-                                          f"of the same key {key[:12]} on line {first_line}")
-        episodes: dict[str, dict[int, int]] = {}
-        for number, recording in group:
-            seen = episodes.setdefault(recording.episode, {})
-            if recording.position < 0:
-                problem(number, "position", f"must not be negative, got {recording.position}")
-            elif recording.position in seen:
-                problem(number, "position", f"key {key[:12]} has position {recording.position} twice "
-                                            f"(also on line {seen[recording.position]})")
-            else:
-                seen[recording.position] = number
-        for seen in episodes.values():
-            for expected, position in enumerate(sorted(seen)):
-                if position != expected:
-                    problem(seen[position], "position",
-                            f"key {key[:12]} has position {position} but no position {expected}: "
-                            "a sequence must run 0, 1, 2... without gaps")
-                    break
+def _note_place(keys: dict[str, _KeySeen], recording: Recording, number: int) -> None:
+    """Remember where the recording sits; a key's recordings agree on server/tool/fingerprint, and no place twice."""
+    key = recording.key
+    seen = keys.get(key)
+    if seen is None:
+        seen = keys[key] = _KeySeen(number, recording)
+    else:
+        for name, first in (("server", seen.server), ("tool", seen.tool), ("tool_fingerprint", seen.fingerprint)):
+            if getattr(recording, name) != first:
+                seen.problem(number, name, f"{getattr(recording, name)!r} differs from {first!r} of the same key "
+                                           f"{key[:12]} on line {seen.line}")
+    place = (recording.episode, recording.position)
+    if recording.position < 0:
+        seen.problem(number, "position", f"must not be negative, got {recording.position}")
+    elif (also := seen.line_of(place)) is not None:
+        seen.problem(number, "position", f"key {key[:12]} has position {recording.position} twice (also on line "
+                                         f"{also})")
+    else:
+        if recording.position and seen.line_of((recording.episode, recording.position - 1)) is None:
+            seen.ordered = False
+        seen.take(place, number)
+
+
+def _check_sequence(key: str, seen: _KeySeen, problem: Any) -> None:
+    """A key's problems, and its positions running 0, 1, 2... without holes in each episode."""
+    for found in seen.problems or []:
+        problem(found.line, found.field, found.message)
+    episodes: dict[str, dict[int, int]] = {}
+    for (episode, position), line in seen.places():
+        episodes.setdefault(episode, {})[position] = line
+    for places in episodes.values():
+        for expected, position in enumerate(sorted(places)):
+            if position != expected:
+                problem(places[position], "position", f"key {key[:12]} has position {position} but no position "
+                                                      f"{expected}: a sequence must run 0, 1, 2... without gaps")
+                break
 
 
 def _json_type(value: Any) -> str:

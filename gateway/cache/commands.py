@@ -246,12 +246,12 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from simgate.gateway.cache.cassette import apply_cassette, read_cassette
+    from simgate.gateway.cache.cassette import apply_cassette, check_cassette
 
-    cassette = read_cassette(args.file)  # checked whole before the store is created or opened
+    checked = check_cassette(args.file)  # checked whole before the store is created or opened
     store = _open_store(args, create=True)
     try:
-        report = apply_cassette(store, cassette, replace=args.replace)
+        report = apply_cassette(store, checked, replace=args.replace)
     finally:
         store.close()
     print(report.summary())

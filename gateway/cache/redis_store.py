@@ -19,7 +19,9 @@ writes off its event loop).
 from __future__ import annotations
 
 import json
+import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -28,8 +30,11 @@ from redis.exceptions import RedisError, ResponseError, WatchError
 
 from simgate.gateway.cache.records import Recording, corrupt, corrupt_pruned, stored_recordings
 from simgate.gateway.cache.redis_errors import unavailable, unavailable_as_error, unreachable
+from simgate.gateway.cache.redis_import import ImportJournal
 from simgate.gateway.config.store import redacted_url
 from simgate.gateway.errors import ConfigError, CorruptRecording
+
+logger = logging.getLogger("simgate.store")
 
 # A `once` decision lives while some gateway holds it (refreshed well within this) and ends with the run.
 ONCE_TTL_S = 300
@@ -180,6 +185,35 @@ class RedisStore:
             return counts
         for outcome in self._put(keys=keys, args=args):
             counts[outcome] += 1
+        return counts
+
+    @unavailable_as_error
+    def put_batches(self, batches: Iterable[list[Recording]], *, replace: bool,
+                    tools: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, int]:
+        """One script per batch (one for all would need the whole import in memory), each journaled first; on
+        any failure the journal takes every batch back (`redis_import`). The tool lists go last, in one MULTI."""
+        journal = ImportJournal(self._client, self._prefix, uuid.uuid4().hex, self._r, self._p, self._keys)
+        counts = {"added": 0, "replaced": 0, "kept": 0, "gaps": 0}
+        try:
+            for batch in batches:
+                journal.note(batch, replace, lambda r: self._t(r.server, r.tool),
+                             lambda r: _place_id(r.episode, r.position))
+                for outcome, n in self.put_many(batch, replace=replace).items():
+                    counts[outcome] += n
+            if tools:
+                with self._client.pipeline() as pipe:
+                    for server, listed in tools.items():
+                        pipe.set(self._tools(server), json.dumps(listed))
+                    pipe.execute()
+        except BaseException:
+            try:
+                journal.undo()
+            except RedisError as exc:  # Redis went away: what was written stays, with its journal (for a day)
+                logger.error("taking back a failed import failed (%s); its journal is %s", exc, journal.name)
+                raise
+            journal.close()
+            raise
+        journal.close()
         return counts
 
     @unavailable_as_error

@@ -41,6 +41,12 @@ class CacheStore(Protocol):
         """Store recordings (and replace the tool lists of `tools`) atomically: all or nothing."""
         ...
 
+    def put_batches(self, batches: Iterable[list[Recording]], *, replace: bool,
+                    tools: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, int]:
+        """`put_many` of batches read one at a time (an import's), then the tool lists: all or nothing. When a
+        write or the iterable fails (raises), what earlier batches wrote is taken back and the error raised."""
+        ...
+
     def delete(self, key: str) -> bool: ...
 
     def keys(self) -> Iterator[str]: ...
@@ -117,6 +123,19 @@ class DiskStore:
                 added = [key for key in written if key not in known]
                 if added:
                     self._cache.set(index_key, keys + added)
+            for server, listed in (tools or {}).items():
+                self.save_tools(server, listed)
+        return counts
+
+    def put_batches(self, batches: Iterable[list[Recording]], *, replace: bool,
+                    tools: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, int]:
+        """All batches in ONE SQLite transaction: it may grow past memory (SQLite spills it to its WAL), and
+        any exception, the iterable's too, rolls every batch back."""
+        counts = {"added": 0, "replaced": 0, "kept": 0, "gaps": 0}
+        with self._cache.transact():
+            for batch in batches:
+                for outcome, n in self.put_many(batch, replace=replace).items():
+                    counts[outcome] += n
             for server, listed in (tools or {}).items():
                 self.save_tools(server, listed)
         return counts

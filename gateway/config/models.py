@@ -87,6 +87,8 @@ class ServerConfig(BaseModel):
     disabled: bool = False
     call_timeout: PositiveFloat = Field(60.0, description="seconds a tools/call may take upstream")
     startup_timeout: PositiveFloat = Field(60.0, description="seconds to start and initialize the upstream")
+    http_grace: PositiveFloat = Field(15.0, description="seconds a stdio server whose stderr announced an HTTP "
+                                      "listener gets to answer the handshake anyway; then its start fails")
     health_interval: PositiveFloat = Field(30.0, description="seconds between liveness pings")
     ping_timeout: PositiveFloat = Field(10.0, description="seconds a liveness ping may take")
     max_restart_backoff: PositiveFloat = Field(30.0, description="cap of the restart backoff, seconds")

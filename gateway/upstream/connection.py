@@ -27,7 +27,14 @@ from simgate.gateway.upstream.correlation import Callers, unmarked, without_mark
 from simgate.gateway.upstream.errlog import rotating_errlog
 from simgate.gateway.upstream.origin_protocol import Origin
 from simgate.gateway.upstream.raw_calls import RawCalls
-from simgate.gateway.upstream.start_hints import http_listener, log_size, serves_http_instead, written_since
+from simgate.gateway.upstream.start_hints import (
+    ServesHttpInstead,
+    announced_listener,
+    http_listener,
+    log_size,
+    serves_http_instead,
+    written_since,
+)
 from simgate.gateway.upstream.tool_list import usable_tools
 from simgate.gateway.upstream.tool_results import usable_result
 from simgate.gateway.upstream.transport import open_transport
@@ -57,7 +64,9 @@ class UpstreamState(StrEnum):
     STARTING = "starting"
     READY = "ready"
     RESTARTING = "restarting"
-    FAILED = "failed"  # its install failed: not retried by itself (an install is long), only on request
+    # Its install failed: not retried by itself (an install is long), only on request. Or it serves HTTP
+    # instead of stdio: retried at the back-off (it may have been slow, not wrong), failed meanwhile.
+    FAILED = "failed"
     STOPPED = "stopped"  # stopped on request (`POST /admin/servers/NAME/stop`) or with the gateway
 
 # A failed install is tried again on request (`POST /admin/servers/NAME/restart`), or after this long.
@@ -188,19 +197,20 @@ class Upstream:
                 await self._held()
                 backoff = 0.5
             started = time.monotonic()
-            install_failed = False
+            install_failed = http_instead = False
             logged = log_size(dirs.run / "stderr.log")  # where this start's stderr begins
             try:
-                await self._serve_once(dirs, stderr)
+                await self._serve_once(dirs, stderr, logged)
                 self.last_error = self.last_error or "the server closed its connection"
             except Exception as exc:  # anything an upstream does must not take the gateway down
                 self.consecutive_failures += 1
                 self.last_error = _describe(exc)
-                if _timed_out(exc):
+                if _raised(exc, TimeoutError):
                     listening = http_listener(written_since(dirs.run / "stderr.log", logged))
                     if listening is not None:
                         self.last_error = f"{self.last_error}: {serves_http_instead(listening)}"
                 install_failed = isinstance(exc, InstallError)
+                http_instead = _raised(exc, ServesHttpInstead)
                 logger.warning("upstream %s failed: %s", self.name, self.last_error)
             finally:
                 self._mark_down()
@@ -220,11 +230,22 @@ class Upstream:
             if time.monotonic() - started > 60:
                 backoff = 0.5  # it ran well for a while: restart promptly
             logger.info("upstream %s: restarting in %.1fs (%s)", self.name, backoff, self.last_error)
-            await anyio.sleep(backoff)
+            if http_instead:
+                # It will most likely say so again: calls fail at once meanwhile (`wait_ready`), and a
+                # restart on request (`retry`) tries at once. Retried still, as it may only have been slow.
+                self.state = UpstreamState.FAILED
+                self._retry = anyio.Event()
+                self._signal_change()
+                with anyio.move_on_after(backoff):
+                    await self._retry.wait()
+                if self._hold:
+                    continue
+            else:
+                await anyio.sleep(backoff)
             backoff = min(backoff * 2, self.config.max_restart_backoff)
             self.restarts += 1
 
-    async def _serve_once(self, dirs: ServerDirs, stderr: IO[str]) -> None:
+    async def _serve_once(self, dirs: ServerDirs, stderr: IO[str], logged: int) -> None:
         self._stale = False
         async with (
             open_transport(self.name, self.config, dirs, stderr, self.egress_decisions, self._callers,
@@ -241,7 +262,7 @@ class Upstream:
         ):
             launched = anyio.current_time()  # the process is running (any install is done): its clock starts
             with anyio.fail_after(self.config.startup_timeout):
-                self.initialize_result = await session.initialize()
+                self.initialize_result = await self._initialize(session, dirs.run / "stderr.log", logged)
                 self._session = session
                 self._raw_calls = read.raw_calls if self._use_raw_calls else None
                 self._lister = read.raw_calls
@@ -266,6 +287,24 @@ class Upstream:
             self._closed = None
             # New calls wait for the restart instead of meeting this session while it is torn down.
             self._mark_down()
+
+    async def _initialize(self, session: ClientSession, log: Path, logged: int) -> types.InitializeResult:
+        """The handshake, given up `http_grace` seconds after this start's stderr (past `logged`) announced
+        an HTTP listener: its default transport is HTTP, so no answer will come on stdio."""
+        listening = ""
+
+        async def give_up_when_http(scope: anyio.CancelScope) -> None:
+            nonlocal listening
+            listening = await announced_listener(log, logged)
+            await anyio.sleep(self.config.http_grace)
+            scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(give_up_when_http, tg.cancel_scope)
+            result = await session.initialize()
+            tg.cancel_scope.cancel()  # answered: the watcher ends
+            return result
+        raise ServesHttpInstead(serves_http_instead(listening))
 
     def _mark_down(self) -> None:
         self._session = self._raw_calls = self._lister = None
@@ -461,13 +500,15 @@ def _strip_modern_meta(params: Mapping[str, Any] | None) -> dict[str, Any] | Non
     return out
 
 
-def _timed_out(exc: BaseException) -> bool:
+def _raised(exc: BaseException, kind: type[BaseException]) -> bool:
     if isinstance(exc, BaseExceptionGroup):
-        return exc.subgroup(TimeoutError) is not None
-    return isinstance(exc, TimeoutError)
+        return exc.subgroup(kind) is not None
+    return isinstance(exc, kind)
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ServesHttpInstead):
+        return str(exc)
     if isinstance(exc, TimeoutError):
         return "did not start and initialize within its startup timeout"
     if isinstance(exc, MCPError):

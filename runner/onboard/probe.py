@@ -90,6 +90,7 @@ def probe_entry(entry: dict[str, Any], settings: ProbeSettings) -> dict[str, Any
         sandbox["network"] = "host" if settings.allow_network else {"allow": []}
         probed["sandbox"] = sandbox
     probed["startup_timeout"] = settings.startup_timeout
+    probed["http_grace"] = settings.http_grace  # the gateway gives such a start up by itself, as the probe would
     probed["call_timeout"] = settings.call_timeout
     probed["health_interval"] = 3600  # a probe must not be interrupted by a liveness restart
     probed["validate_arguments"] = False  # the invalid call must reach the server: how it refuses is evidence
@@ -176,6 +177,9 @@ class ProbedGateway:
     def failure(self, last_error: str) -> StartFailure:
         stderr = self.stderr_tail()
         text = f"{last_error}\n{stderr}"
+        listening = http_listener(stderr)
+        if listening is not None and serves_http_instead(listening) in last_error:  # the gateway's verdict
+            return StartFailure(ServerStatus.PROTOCOL_ERROR, serves_http_instead(listening))
         if "install" in last_error.lower() and ("failed" in last_error.lower() or "error" in last_error.lower()):
             return StartFailure(ServerStatus.INSTALL_FAILED, _short(last_error))
         refused = usage_error(stderr)
