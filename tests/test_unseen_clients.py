@@ -1,0 +1,152 @@
+"""Clients other than the `mcp` 2.x one, against a real gateway: the `mcp` 1.x Python SDK (1.30.0, the latest
+1.x) and the TypeScript SDK's `Client` (@modelcontextprotocol/sdk 1.32.2), each offering every protocol version
+of the handshake era (2024-11-05, 2025-03-26, 2025-06-18, 2025-11-25), over streamable HTTP.
+
+Each client is a small script in tests/fixtures/ (`mcp1_client.py`, `ts_client.mjs`) run by its own runtime
+(the mcp 1.x venv, Node 22) from `.ci/install-servers`' install root; it plays a plan of steps and prints what
+it saw as JSON. Skipped, naming the install command, when they are not installed (failed in CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import real_servers as rs
+from harness import FIXTURES, GatewayProcess, fixture_server, running_gateway
+
+ROOT = rs.default_install_root()
+VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+CLIENTS = ("mcp1", "ts")
+SUM_SCHEMA = {"type": "object", "title": "Sum", "required": ["total", "terms"],
+              "properties": {"total": {"title": "Total", "type": "number"},
+                             "terms": {"title": "Terms", "type": "integer"}}}
+
+
+def _require(client: str) -> None:
+    ok = rs.mcp1_client_installed(ROOT) if client == "mcp1" else (
+        rs.node22_path(ROOT).exists() and (rs.ts_sdk_dir(ROOT) / "package.json").exists())
+    if ok:
+        return
+    message = f"the {client} client is not installed under {ROOT}: run .ci/install-servers"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def run_client(client: str, url: str, version: str, steps: list[dict[str, Any]], *,
+               headers: dict[str, str] | None = None, transport: str = "streamable-http") -> dict[str, Any]:
+    """Run one client's script on a plan; what it printed, as JSON."""
+    _require(client)
+    plan = json.dumps({"url": url, "version": version, "headers": headers or {}, "transport": transport,
+                       "steps": steps})
+    if client == "mcp1":
+        argv = [str(rs.mcp1_client_python(ROOT)), str(FIXTURES / "mcp1_client.py"), plan]
+    else:
+        argv = [str(rs.node22_path(ROOT)), str(FIXTURES / "ts_client.mjs"), str(rs.ts_sdk_dir(ROOT)), plan]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=90,
+                          env={**os.environ, **rs.OFFLINE_ENV, "PYTHONPATH": ""})
+    assert done.returncode == 0, f"{client} client failed:\n{done.stderr[-3000:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    base = tmp_path_factory.mktemp("unseen-clients")
+    config = {"gateway": {"record": "all", "cache_dir": str(base / "cache")},
+              "mcpServers": {"mis": {**fixture_server("misbehaving_server.py"), "call_timeout": 60}}}
+    with running_gateway(config, base / "gateway") as running:
+        yield running
+
+
+def _provenance(result: dict[str, Any]) -> dict[str, Any]:
+    return result["_meta"]["simgate/provenance"]
+
+
+def _text(result: dict[str, Any]) -> str:
+    return "".join(block.get("text", "") for block in result["content"])
+
+
+def _session_gone(gateway: GatewayProcess, session: str, version: str) -> bool:
+    """Whether the gateway no longer knows the session (it answers a request naming it 404)."""
+    response = httpx.post(gateway.mcp_url("mis"), json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                          headers={"accept": "application/json, text/event-stream", "mcp-session-id": session,
+                                   "mcp-protocol-version": version}, timeout=10, trust_env=False)
+    return response.status_code == 404
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_session_at_each_protocol_version(gateway: GatewayProcess, client: str, version: str) -> None:
+    marker = uuid.uuid4().hex  # this test's own recording
+    steps: list[dict[str, Any]] = [
+        {"op": "list"},
+        {"op": "call", "tool": "add", "arguments": {"numbers": [1, 2]}},
+        {"op": "call", "tool": "fail", "arguments": {"reason": "nope"}},
+        {"op": "call", "tool": "nosuch", "arguments": {}},
+        {"op": "call", "tool": "progress", "arguments": {"steps": 3}, "progress": True},
+        {"op": "call", "tool": "echo", "arguments": {"text": marker}},
+    ]
+    if client == "ts":  # the TS Client cancels on an AbortSignal; then the session goes on
+        steps += [{"op": "call", "tool": "sleep", "arguments": {"seconds": 30}, "abortAfterMs": 300},
+                  {"op": "call", "tool": "echo", "arguments": {"text": "after the cancel"}}]
+    seen = run_client(client, gateway.mcp_url("mis"), version, steps)
+    assert seen["version"] == version and seen["server"] == "misbehaving"
+    listed, added, failed, unknown, progressed, echoed, *rest = seen["steps"]
+
+    tools = {tool["name"]: tool for tool in listed["tools"]}
+    assert {"echo", "add", "fail", "progress", "sleep"} <= set(tools)
+    assert tools["add"]["outputSchema"] == SUM_SCHEMA
+    assert tools["echo"]["inputSchema"]["required"] == ["text"]
+    assert tools["echo"]["annotations"] == {"readOnlyHint": True}
+
+    assert added["result"]["structuredContent"] == {"total": 3, "terms": 2}
+    assert added["result"]["isError"] is False and "resultType" not in added["result"]
+    assert failed["result"]["isError"] is True and _text(failed["result"]) == "Error executing tool fail: nope"
+    assert unknown["error"]["code"] == -32602
+    assert unknown["error"]["message"].endswith("unknown tool 'nosuch' on server 'mis'")
+    assert progressed["progress"] == [[1, 3, "step 1"], [2, 3, "step 2"], [3, 3, "step 3"]]
+    assert _text(progressed["result"]) == "3 steps"
+    assert _provenance(echoed["result"])["source"] == "live" and _text(echoed["result"]) == marker
+
+    if client == "ts":
+        cancelled, after = rest
+        assert cancelled["error"]["code"] == -32001 and cancelled["ms"] < 5000
+        assert _text(after["result"]) == "after the cancel"
+        assert seen["terminated"] is True
+
+    # Closing the session (DELETE) ended it at the gateway.
+    assert _session_gone(gateway, seen["session"], version)
+
+    # Replay: the recorded call answers from the recording; one never recorded is a precise miss.
+    replayed = run_client(client, gateway.mcp_url("mis"), version,
+                          [{"op": "call", "tool": "echo", "arguments": {"text": marker}},
+                           {"op": "call", "tool": "echo", "arguments": {"text": marker + "-never"}}],
+                          headers={"X-Simgate-Mode": "replay"})
+    hit, miss = replayed["steps"]
+    assert _provenance(hit["result"])["source"] == "cache" and _text(hit["result"]) == marker
+    assert hit["result"]["structuredContent"] == {"result": marker}
+    assert miss["error"]["code"] == -32003 and "echo" in miss["error"]["message"]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_real_server_through_the_aggregate_endpoint(client: str, tmp_path: Path) -> None:
+    _require(client)
+    config = {"mcpServers": {"calculator": rs.gateway_server("calculator", tmp_path / "calculator", ROOT),
+                             "mis": fixture_server("misbehaving_server.py")}}
+    with running_gateway(config, tmp_path / "gateway") as gateway:
+        seen = run_client(client, gateway.mcp_url(), "2025-06-18",
+                          [{"op": "list"}, {"op": "call", "tool": "calculator__calculate",
+                                            "arguments": {"expression": "6*7"}}])
+    listed, called = seen["steps"]
+    tools = {tool["name"]: tool for tool in listed["tools"]}
+    assert {"calculator__calculate", "mis__add"} <= set(tools)
+    assert tools["calculator__calculate"]["outputSchema"]["required"] == ["result"]
+    assert called["result"]["structuredContent"] == {"result": "42"} and called["result"]["isError"] is False
