@@ -150,3 +150,35 @@ def test_a_real_server_through_the_aggregate_endpoint(client: str, tmp_path: Pat
     assert {"calculator__calculate", "mis__add"} <= set(tools)
     assert tools["calculator__calculate"]["outputSchema"]["required"] == ["result"]
     assert called["result"]["structuredContent"] == {"result": "42"} and called["result"]["isError"] is False
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_the_legacy_http_sse_transport(gateway: GatewayProcess, client: str) -> None:
+    """Clients of protocol 2024-11-05 (or set to an `sse` transport) open `GET .../sse` and POST where it says."""
+    marker = uuid.uuid4().hex
+    url = f"{gateway.url}/servers/mis/sse"
+    seen = run_client(client, url, "2024-11-05", [
+        {"op": "list"},
+        {"op": "call", "tool": "add", "arguments": {"numbers": [1, 2]}},
+        {"op": "call", "tool": "fail", "arguments": {"reason": "nope"}},
+        {"op": "call", "tool": "nosuch", "arguments": {}},
+        {"op": "call", "tool": "progress", "arguments": {"steps": 3}, "progress": True},
+        {"op": "call", "tool": "echo", "arguments": {"text": marker}},
+    ], transport="sse")
+    assert seen["version"] == "2024-11-05" and seen["server"] == "misbehaving"
+    listed, added, failed, unknown, progressed, echoed = seen["steps"]
+    assert {tool["name"]: tool for tool in listed["tools"]}["add"]["outputSchema"] == SUM_SCHEMA
+    assert added["result"]["structuredContent"] == {"total": 3, "terms": 2}
+    assert failed["result"]["isError"] is True
+    assert unknown["error"]["code"] == -32602
+    assert progressed["progress"] == [[1, 3, "step 1"], [2, 3, "step 2"], [3, 3, "step 3"]]
+    assert _provenance(echoed["result"])["source"] == "live"
+
+    replayed = run_client(client, url, "2024-11-05", [{"op": "call", "tool": "echo", "arguments": {"text": marker}}],
+                          headers={"X-Simgate-Mode": "replay"}, transport="sse")
+    assert _provenance(replayed["steps"][0]["result"])["source"] == "cache"
+
+    # The aggregate endpoint has its own: `/sse`, tools under prefixed names.
+    aggregate = run_client(client, f"{gateway.url}/sse", "2024-11-05",
+                           [{"op": "call", "tool": "mis__echo", "arguments": {"text": "via /sse"}}], transport="sse")
+    assert _text(aggregate["steps"][0]["result"]) == "via /sse"
