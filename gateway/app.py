@@ -123,7 +123,8 @@ class Gateway:
         # Clients of protocol 2024-11-05 (or set to an `sse` transport) use HTTP+SSE: `.../sse` beside `.../mcp`.
         self.legacy.update({
             endpoint: LegacySse(server, endpoint.removesuffix("mcp") + "messages/", security,
-                                config.gateway.max_body_bytes)
+                                config.gateway.max_body_bytes,
+                                replica_tag=f"r{replica.index}" if replica is not None else None)
             for endpoint, server in self.servers.items()
         })
         # Every POST body is checked once, in front of the SDK (see `inbound`).
@@ -184,8 +185,10 @@ class Gateway:
                 Route("/servers/{name}/mcp", endpoint=_McpEndpoint(self, None), methods=["GET", "POST", "DELETE"]),
                 Route("/sse", endpoint=_LegacyEndpoint(self, "/mcp"), methods=["GET"]),
                 Route("/messages/", endpoint=_LegacyEndpoint(self, "/mcp"), methods=["POST"]),
+                Route("/messages/{replica}/", endpoint=_LegacyEndpoint(self, "/mcp"), methods=["POST"]),
                 Route("/servers/{name}/sse", endpoint=_LegacyEndpoint(self, None), methods=["GET"]),
                 Route("/servers/{name}/messages/", endpoint=_LegacyEndpoint(self, None), methods=["POST"]),
+                Route("/servers/{name}/messages/{replica}/", endpoint=_LegacyEndpoint(self, None), methods=["POST"]),
                 Route("/healthz", self._healthz),
                 Route("/readyz", self._readyz),
                 Route("/metrics", self._metrics),

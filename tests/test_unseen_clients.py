@@ -14,13 +14,14 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import real_servers as rs
-from harness import FIXTURES, GatewayProcess, fixture_server, running_gateway
+from harness import FIXTURES, GatewayProcess, fixture_server, http_ok, running_gateway, wait_until
 
 ROOT = rs.default_install_root()
 VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
@@ -191,3 +192,21 @@ def test_the_legacy_http_sse_transport(gateway: GatewayProcess, client: str) -> 
                            [{"op": "call", "tool": "mis__echo", "arguments": {"text": "via /sse"}}], transport="sse")
     assert _text(aggregate["steps"][0]["result"]) == "via /sse"
 
+
+
+def test_the_legacy_transport_across_replicas(tmp_path: Path) -> None:
+    """With `serve --workers 2` the kernel spreads connections over the replicas: a session's POSTs must reach
+    the replica that holds its stream, wherever they come in."""
+    _require("ts")
+    config = {"mcpServers": {"mis": fixture_server("misbehaving_server.py")}}
+    with running_gateway(config, tmp_path / "gateway", serve_args=("--workers", "2")) as gateway:
+        assert wait_until(lambda: all(http_ok(f"{gateway.url}/readyz?replica={index}") for index in (0, 1)),
+                          timeout=60)
+        steps = [{"op": "list"}, {"op": "call", "tool": "echo", "arguments": {"text": "replicated"}}]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            runs = list(pool.map(lambda _: run_client("ts", f"{gateway.url}/servers/mis/sse", "2024-11-05", steps,
+                                                      transport="sse"), range(8)))
+    for seen in runs:
+        listed, echoed = seen["steps"]
+        assert "echo" in {tool["name"] for tool in listed["tools"]}
+        assert _text(echoed["result"]) == "replicated"

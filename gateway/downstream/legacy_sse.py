@@ -6,6 +6,10 @@ TypeScript SDK's `SSEClientTransport`), open `GET .../sse`, are told on that str
 it; the endpoint's own `ProxyServer` answers, so calls take the same pipeline, headers (`X-Simgate-Mode`, ...)
 included. A session is named `sse-<id>` to the gateway (run state, notifications), as streamable-HTTP
 sessions are by their `mcp-session-id`.
+
+A replica (`serve --workers N`) tells its clients to POST to `.../messages/r<index>/`: the stream is held by
+the replica that took the GET, and a POST that comes in to another one is passed to it by that tag (see
+`replicas.forward`), as requests of streamable-HTTP sessions are by their tagged session ids.
 """
 
 from __future__ import annotations
@@ -30,10 +34,10 @@ class LegacySse:
     """The HTTP+SSE transport of one MCP endpoint: its stream at `.../sse`, its messages at `message_path`."""
 
     def __init__(self, server: ProxyServer, message_path: str, security: TransportSecuritySettings,
-                 max_body_bytes: int) -> None:
+                 max_body_bytes: int, replica_tag: str | None = None) -> None:
         self._server = server
-        self._transport = SseServerTransport(message_path, security_settings=security,
-                                             max_request_body_size=max_body_bytes)
+        path = f"{message_path}{replica_tag}/" if replica_tag else message_path
+        self._transport = SseServerTransport(path, security_settings=security, max_request_body_size=max_body_bytes)
 
     async def stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`GET .../sse`: one session, for as long as the client keeps the stream open."""

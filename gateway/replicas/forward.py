@@ -4,10 +4,10 @@ Why this design (SO_REUSEPORT plus forwarding by session id, not a front process
 connections over the replicas' listeners (no balancer of our own, no extra hop for the many requests
 without session state, no single process that all traffic crosses), and only a request of a
 handshake-era session that landed on a replica other than its owner takes one extra loopback hop. The
-owner is read from the session id itself (`r1-…`), so there is no shared table to keep consistent; the
-owner's private port comes from the parent, never from the client, so a crafted id can reach only a
-sibling replica. The parent keeps every listener (see `sockets`), so a replica's death resets only the
-connections it had accepted.
+owner is read from the session id itself (`r1-…`; for a message of the legacy HTTP+SSE transport, from
+its path: `/messages/r1/`), so there is no shared table to keep consistent; the owner's private port
+comes from the parent, never from the client, so a crafted id can reach only a sibling replica. The parent
+keeps every listener (see `sockets`), so a replica's death resets only the connections it had accepted.
 
 Also passed on: `GET /metrics?replica=N` (and `/healthz`, `/readyz`, `/admin/servers`, `/admin/modes`),
 so each replica can be scraped and checked through the one address, and run-time changes of the admin
@@ -38,6 +38,8 @@ MCP_SESSION_ID = "mcp-session-id"
 # the parent gave them all; without it the path does not exist.
 MODES_PATH = "/_simgate/replica/modes"
 TOKEN_HEADER = "x-simgate-replica-token"
+# A message of the legacy HTTP+SSE transport names the replica that holds its stream (see `legacy_sse`).
+_LEGACY_MESSAGE = re.compile(r"(?:/servers/[^/]+)?/messages/r([0-9]{1,4})/")
 # Per-replica views, answered by the replica named in `?replica=N`.
 _PER_REPLICA = frozenset({"/metrics", "/healthz", "/readyz", "/admin/servers", "/admin/modes"})
 _REPLICA_NUMBER = re.compile(r"[0-9]{1,4}")
@@ -174,7 +176,11 @@ class ReplicaRouting:
             return None if int(asked) == self.plan.index else int(asked)
         session_id = headers.get(MCP_SESSION_ID)
         if session_id is None:
-            return None
+            legacy = _LEGACY_MESSAGE.fullmatch(scope["path"]) if scope["method"] == "POST" else None
+            if legacy is None:
+                return None
+            tagged = int(legacy.group(1))
+            return None if tagged == self.plan.index or tagged >= self.plan.count else tagged
         owner = self.plan.owner_of(session_id)
         return None if owner == self.plan.index else owner
 
