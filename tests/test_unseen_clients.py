@@ -205,7 +205,7 @@ def test_the_legacy_transport_across_replicas(tmp_path: Path) -> None:
         steps = [{"op": "list"}, {"op": "call", "tool": "echo", "arguments": {"text": "replicated"}}]
         with ThreadPoolExecutor(max_workers=4) as pool:
             runs = list(pool.map(lambda _: run_client("ts", f"{gateway.url}/servers/mis/sse", "2024-11-05", steps,
-                                                      transport="sse"), range(8)))
+                                                      transport="sse"), range(6)))
     for seen in runs:
         listed, echoed = seen["steps"]
         assert "echo" in {tool["name"] for tool in listed["tools"]}
