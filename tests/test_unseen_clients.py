@@ -210,3 +210,16 @@ def test_the_legacy_transport_across_replicas(tmp_path: Path) -> None:
         listed, echoed = seen["steps"]
         assert "echo" in {tool["name"] for tool in listed["tools"]}
         assert _text(echoed["result"]) == "replicated"
+
+
+def test_a_legacy_session_hears_what_belongs_to_no_request(tmp_path: Path) -> None:
+    """An upstream's list changes after a call has returned reach the client sessions of the endpoint, a
+    legacy HTTP+SSE one too (the gateway knows it by its `session_id`, as others by their `mcp-session-id`)."""
+    _require("ts")
+    config = {"mcpServers": {"routing": fixture_server("routing_server.py")}}
+    with running_gateway(config, tmp_path / "gateway") as gateway:
+        seen = run_client("ts", f"{gateway.url}/servers/routing/sse", "2024-11-05",
+                          [{"op": "call", "tool": "announce", "arguments": {"text": "later"}},
+                           {"op": "wait", "ms": 1500}], transport="sse")
+    assert _text(seen["steps"][0]["result"]) == "announced"
+    assert {"notifications/tools/list_changed", "notifications/resources/list_changed"} <= set(seen["notifications"])
