@@ -223,3 +223,26 @@ def test_a_legacy_session_hears_what_belongs_to_no_request(tmp_path: Path) -> No
                            {"op": "wait", "ms": 1500}], transport="sse")
     assert _text(seen["steps"][0]["result"]) == "announced"
     assert {"notifications/tools/list_changed", "notifications/resources/list_changed"} <= set(seen["notifications"])
+
+
+def test_a_batch_from_a_2025_03_26_client_is_refused_precisely(gateway: GatewayProcess) -> None:
+    """Protocol 2025-03-26 let a client send a JSON-RPC batch; the gateway takes none, and says so."""
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    with httpx.Client(timeout=10, trust_env=False) as http:
+        opened = http.post(gateway.mcp_url("mis"), headers=headers, json={
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}})
+        session = {**headers, "mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-03-26"}
+        http.post(gateway.mcp_url("mis"), headers=session, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        batch = http.post(gateway.mcp_url("mis"), headers=session, json=[
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+            {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "x"}}}])
+        assert batch.status_code == 400
+        assert batch.json()["error"] == {"code": -32602, "message": "Validation error: JSON-RPC batches are not "
+                                         "supported; send one message per POST (protocol 2025-06-18 dropped batching)"}
+        # The session goes on.
+        single = http.post(gateway.mcp_url("mis"), headers=session,
+                           json={"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+                                 "params": {"name": "echo", "arguments": {"text": "one"}}})
+        assert single.status_code == 200 and '"one"' in single.text
+        http.delete(gateway.mcp_url("mis"), headers=session)
