@@ -347,10 +347,7 @@ class _McpEndpoint:
         endpoint = self._endpoint or f"/servers/{scope['path_params']['name']}/mcp"
         manager = self._gateway.managers.get(endpoint)
         if manager is None:
-            known = sorted(name for name in self._gateway.pool.upstreams)
-            response = JSONResponse({"error": f"unknown server {scope['path_params']['name']!r}", "known": known},
-                                    status_code=404)
-            await response(scope, receive, send)
+            await _unknown_server(self._gateway, scope)(scope, receive, send)
             return
         if scope["method"] == "POST":
             inbound = await self._gateway.inbound[endpoint](scope, receive, send)
@@ -361,6 +358,11 @@ class _McpEndpoint:
             if direct is not None and await direct(scope, send, inbound):
                 return
         await manager.handle_request(scope, receive, send)
+
+
+def _unknown_server(gateway: Gateway, scope: Scope) -> Response:
+    known = sorted(name for name in gateway.pool.upstreams)
+    return JSONResponse({"error": f"unknown server {scope['path_params']['name']!r}", "known": known}, status_code=404)
 
 
 class _LegacyEndpoint:
@@ -374,10 +376,7 @@ class _LegacyEndpoint:
         endpoint = self._endpoint or f"/servers/{scope['path_params']['name']}/mcp"
         legacy = self._gateway.legacy.get(endpoint)
         if legacy is None:
-            known = sorted(name for name in self._gateway.pool.upstreams)
-            response = JSONResponse({"error": f"unknown server {scope['path_params']['name']!r}", "known": known},
-                                    status_code=404)
-            await response(scope, receive, send)
+            await _unknown_server(self._gateway, scope)(scope, receive, send)
         elif scope["method"] == "GET":
             await legacy.stream(scope, receive, send)
         else:

@@ -192,6 +192,10 @@ def test_the_legacy_http_sse_transport(gateway: GatewayProcess, client: str) -> 
                            [{"op": "call", "tool": "mis__echo", "arguments": {"text": "via /sse"}}], transport="sse")
     assert _text(aggregate["steps"][0]["result"]) == "via /sse"
 
+    unknown_server = httpx.get(f"{gateway.url}/servers/nosuch/sse", timeout=10, trust_env=False)
+    assert unknown_server.status_code == 404 and unknown_server.json() == {"error": "unknown server 'nosuch'",
+                                                                           "known": ["mis"]}
+
 
 
 def test_the_legacy_transport_across_replicas(tmp_path: Path) -> None:
