@@ -1,5 +1,6 @@
 """Installs the real third-party MCP servers of the catalogue (`tests/real_servers.py`), plus Node 22, the MCP
-conformance suite and the MCP Inspector, so the tests can run them offline afterwards.
+conformance suite, the MCP Inspector and the clients the gateway is tested with (the TypeScript SDK, `mcp` 1.x),
+so the tests can run them offline afterwards.
 
     python3 tests/install_servers.py install [ROOT] [--only NAME...] [--force] [--no-tools]
 
@@ -346,7 +347,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("root", nargs="?", type=Path, default=None)
     p.add_argument("--only", nargs="*", default=None, help="server names (default: all)")
     p.add_argument("--force", action="store_true")
-    p.add_argument("--no-tools", action="store_true", help="skip node22/conformance/inspector")
+    p.add_argument("--no-tools", action="store_true", help="skip node22/conformance/inspector/sdk and the mcp 1.x client")
     p = sub.add_parser("list", help="catalog and install state")
     p.add_argument("root", nargs="?", type=Path, default=None)
     p = sub.add_parser("command", help="print the offline launch command of NAME")
