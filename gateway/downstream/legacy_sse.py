@@ -15,6 +15,7 @@ the replica that took the GET, and a POST that comes in to another one is passed
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -41,11 +42,12 @@ class LegacySse:
 
     async def stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`GET .../sse`: one session, for as long as the client keeps the stream open."""
-        try:
-            async with self._transport.connect_sse(scope, receive, send) as (read, write):
-                await self._server.run(read, write, self._server.create_initialization_options())
-        except ValueError:
-            return  # refused by the transport's Host/Origin check, which has answered
+        async with AsyncExitStack() as stack:
+            try:
+                read, write = await stack.enter_async_context(self._transport.connect_sse(scope, receive, send))
+            except ValueError:
+                return  # refused by the transport's Host/Origin check, which has answered
+            await self._server.run(read, write, self._server.create_initialization_options())
 
     async def message(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`POST .../messages/?session_id=...`: a client message, answered (202) here and on the stream."""
