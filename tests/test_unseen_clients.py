@@ -250,3 +250,18 @@ def test_a_batch_from_a_2025_03_26_client_is_refused_precisely(gateway: GatewayP
                                  "params": {"name": "echo", "arguments": {"text": "one"}}})
         assert single.status_code == 200 and '"one"' in single.text
         http.delete(gateway.mcp_url("mis"), headers=session)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_each_legacy_connection_replays_a_recorded_sequence_from_its_start(gateway: GatewayProcess,
+                                                                           client: str) -> None:
+    """A stateful tool replays in sequence, from the first call for each client connection that names the
+    recorded session: a legacy HTTP+SSE connection is one such connection."""
+    name = f"sequence-{uuid.uuid4().hex}"
+    steps = [{"op": "call", "tool": "counter"}, {"op": "call", "tool": "counter"}]
+    recorded = run_client(client, gateway.mcp_url("mis"), "2025-06-18", steps, headers={"X-Simgate-Session": name})
+    counts = [step["result"]["structuredContent"]["result"] for step in recorded["steps"]]
+    for _ in range(2):
+        replayed = run_client(client, f"{gateway.url}/servers/mis/sse", "2024-11-05", steps, transport="sse",
+                              headers={"X-Simgate-Session": name, "X-Simgate-Mode": "replay"})
+        assert [step["result"]["structuredContent"]["result"] for step in replayed["steps"]] == counts
