@@ -1,6 +1,7 @@
 """Clients other than the `mcp` 2.x one, against a real gateway: the `mcp` 1.x Python SDK (1.30.0, the latest
 1.x) and the TypeScript SDK's `Client` (@modelcontextprotocol/sdk 1.32.2), each offering every protocol version
-of the handshake era (2024-11-05, 2025-03-26, 2025-06-18, 2025-11-25), over streamable HTTP.
+of the handshake era (2024-11-05, 2025-03-26, 2025-06-18, 2025-11-25), over streamable HTTP and over the
+HTTP+SSE transport of 2024-11-05 (`.../sse`, also across `serve --workers 2` replicas); and a 2025-03-26 batch.
 
 Each client is a small script in tests/fixtures/ (`mcp1_client.py`, `ts_client.mjs`) run by its own runtime
 (the mcp 1.x venv, Node 22) from `.ci/install-servers`' install root; it plays a plan of steps and prints what
