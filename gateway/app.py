@@ -30,6 +30,7 @@ from simgate.gateway.downstream.bodies import BoundedBodies
 from simgate.gateway.downstream.direct_calls import DirectCalls
 from simgate.gateway.downstream.exposure import exposures_for
 from simgate.gateway.downstream.inbound import InboundCheck, live_transports
+from simgate.gateway.downstream.legacy_sse import LegacySse
 from simgate.gateway.downstream.server import ProxyServer
 from simgate.gateway.errors import ConfigError, GatewayError
 from simgate.gateway.logs import redact_logs
@@ -108,16 +109,24 @@ class Gateway:
         managers = partial(TaggedSessionManager, prefix=replica.session_prefix()) if replica is not None \
             else StreamableHTTPSessionManager
         self.managers: dict[str, StreamableHTTPSessionManager] = {}
+        self.legacy: dict[str, LegacySse] = {}
         self.servers: dict[str, ProxyServer] = {
             exposure.endpoint: ProxyServer(
                 exposure, self.pipeline, on_client_gone=self.sessions.forget_connection,
                 # The manager serving this endpoint is made from the server just below; read when called.
-                open_session_ids=partial(_open_session_ids, self.managers, exposure.endpoint))
+                open_session_ids=partial(_open_session_ids, self.managers, self.legacy, exposure.endpoint))
             for exposure in (aggregate, *singles.values())
         }
         self.managers.update({
             endpoint: managers(app=server, security_settings=security,
                                max_request_body_size=config.gateway.max_body_bytes)
+            for endpoint, server in self.servers.items()
+        })
+        # Clients of protocol 2024-11-05 (or set to an `sse` transport) use HTTP+SSE: `.../sse` beside `.../mcp`.
+        self.legacy.update({
+            endpoint: LegacySse(server, endpoint.removesuffix("mcp") + "messages/", security,
+                                config.gateway.max_body_bytes,
+                                replica_tag=f"r{replica.index}" if replica is not None else None)
             for endpoint, server in self.servers.items()
         })
         # Every POST body is checked once, in front of the SDK (see `inbound`).
@@ -176,6 +185,12 @@ class Gateway:
             routes=[
                 Route("/mcp", endpoint=_McpEndpoint(self, "/mcp"), methods=["GET", "POST", "DELETE"]),
                 Route("/servers/{name}/mcp", endpoint=_McpEndpoint(self, None), methods=["GET", "POST", "DELETE"]),
+                Route("/sse", endpoint=_LegacyEndpoint(self, "/mcp"), methods=["GET"]),
+                Route("/messages/", endpoint=_LegacyEndpoint(self, "/mcp"), methods=["POST"]),
+                Route("/messages/{replica}/", endpoint=_LegacyEndpoint(self, "/mcp"), methods=["POST"]),
+                Route("/servers/{name}/sse", endpoint=_LegacyEndpoint(self, None), methods=["GET"]),
+                Route("/servers/{name}/messages/", endpoint=_LegacyEndpoint(self, None), methods=["POST"]),
+                Route("/servers/{name}/messages/{replica}/", endpoint=_LegacyEndpoint(self, None), methods=["POST"]),
                 Route("/healthz", self._healthz),
                 Route("/readyz", self._readyz),
                 Route("/metrics", self._metrics),
@@ -376,10 +391,7 @@ class _McpEndpoint:
         endpoint = self._endpoint or f"/servers/{scope['path_params']['name']}/mcp"
         manager = self._gateway.managers.get(endpoint)
         if manager is None:
-            known = sorted(name for name in self._gateway.pool.upstreams)
-            response = JSONResponse({"error": f"unknown server {scope['path_params']['name']!r}", "known": known},
-                                    status_code=404)
-            await response(scope, receive, send)
+            await _unknown_server(self._gateway, scope)(scope, receive, send)
             return
         if scope["method"] == "POST":
             inbound = await self._gateway.inbound[endpoint](scope, receive, send)
@@ -392,8 +404,33 @@ class _McpEndpoint:
         await manager.handle_request(scope, receive, send)
 
 
-def _open_session_ids(managers: dict[str, StreamableHTTPSessionManager], endpoint: str) -> Container[str]:
-    return live_transports(managers[endpoint])
+def _unknown_server(gateway: Gateway, scope: Scope) -> Response:
+    known = sorted(name for name in gateway.pool.upstreams)
+    return JSONResponse({"error": f"unknown server {scope['path_params']['name']!r}", "known": known}, status_code=404)
+
+
+class _LegacyEndpoint:
+    """ASGI endpoint handing a request of the HTTP+SSE transport to its exposure's (see `legacy_sse`)."""
+
+    def __init__(self, gateway: Gateway, endpoint: str | None) -> None:
+        self._gateway = gateway
+        self._endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self._endpoint or f"/servers/{scope['path_params']['name']}/mcp"
+        legacy = self._gateway.legacy.get(endpoint)
+        if legacy is None:
+            await _unknown_server(self._gateway, scope)(scope, receive, send)
+        elif scope["method"] == "GET":
+            await legacy.stream(scope, receive, send)
+        else:
+            await legacy.message(scope, receive, send)
+
+
+def _open_session_ids(managers: dict[str, StreamableHTTPSessionManager], legacy: dict[str, LegacySse],
+                      endpoint: str) -> Container[str]:
+    open_legacy = legacy[endpoint].open_session_ids() if endpoint in legacy else set()
+    return {*live_transports(managers[endpoint]), *open_legacy}
 
 
 class _LiveSessions(dict[str, int]):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the tests need on a bare machine, then run them: bubblewrap, the package and
 # test dependencies in .venv, and the real third-party MCP servers, Node 22, the MCP conformance
-# suite and the MCP Inspector under $SIMGATE_SERVERS_DIR.
+# suite, the MCP Inspector and the clients the gateway is tested with (TypeScript SDK, mcp 1.x)
+# under $SIMGATE_SERVERS_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # bubblewrap runs untrusted servers in the sandbox tests (Debian's package; this machine kind is root).

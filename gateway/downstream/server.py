@@ -17,6 +17,7 @@ from simgate.gateway.auth.api_keys import ApiKey
 from simgate.gateway.auth.middleware import presented_key
 from simgate.gateway.downstream.audience import Listener
 from simgate.gateway.downstream.exposure import Exposure
+from simgate.gateway.downstream.legacy_sse import legacy_session
 from simgate.gateway.downstream.request_origin import RequestOrigin
 from simgate.gateway.errors import InvalidHoldout
 from simgate.gateway.pipeline.call import Pipeline, ToolCall
@@ -109,7 +110,7 @@ class ProxyServer(Server[Any]):
     # ---------------------------------------------------------------- handlers
 
     def _remember(self, ctx: Ctx) -> Listener | None:
-        session_id = _header(ctx, "mcp-session-id")
+        session_id = _client_session(ctx)
         if not session_id:
             return None
         client = self.clients.get(session_id)
@@ -150,8 +151,8 @@ class ProxyServer(Server[Any]):
             meta=meta,
             tool_definition=entry.definition,
             session_id=(meta or {}).get(SESSION_META_KEY) or _header(ctx, SESSION_HEADER)
-            or _header(ctx, "mcp-session-id"),
-            client_session=_header(ctx, "mcp-session-id"),
+            or _client_session(ctx),
+            client_session=_client_session(ctx),
             task=_text((meta or {}).get(TASK_META_KEY)) or _header(ctx, TASK_HEADER),
             holdout=None if holdout == "none" else holdout,
             mode=(meta or {}).get(MODE_META_KEY) or _header(ctx, MODE_HEADER),
@@ -231,6 +232,11 @@ def _header(ctx: Ctx, name: str) -> str | None:
     request = ctx.request
     headers: Mapping[str, str] | None = getattr(request, "headers", None)
     return headers.get(name) if headers is not None else None
+
+
+def _client_session(ctx: Ctx) -> str | None:
+    """The client session of a request: its `mcp-session-id`, or its session of the legacy HTTP+SSE transport."""
+    return _header(ctx, "mcp-session-id") or legacy_session(getattr(ctx.request, "scope", None))
 
 
 def _api_key(ctx: Ctx) -> ApiKey | None:

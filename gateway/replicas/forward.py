@@ -4,10 +4,10 @@ Why this design (SO_REUSEPORT plus forwarding by session id, not a front process
 connections over the replicas' listeners (no balancer of our own, no extra hop for the many requests
 without session state, no single process that all traffic crosses), and only a request of a
 handshake-era session that landed on a replica other than its owner takes one extra loopback hop. The
-owner is read from the session id itself (`r1-…`), so there is no shared table to keep consistent; the
-owner's private port comes from the parent, never from the client, so a crafted id can reach only a
-sibling replica. The parent keeps every listener (see `sockets`), so a replica's death resets only the
-connections it had accepted.
+owner is read from the session id itself (`r1-…`; for a message of the legacy HTTP+SSE transport, from
+its path: `/messages/r1/`), so there is no shared table to keep consistent; the owner's private port
+comes from the parent, never from the client, so a crafted id can reach only a sibling replica. The parent
+keeps every listener (see `sockets`), so a replica's death resets only the connections it had accepted.
 
 A request of the page (`/ui`) with its session cookie goes to the replica that made the cookie (named in
 it the same way): only that replica's secret accepts it, and only that replica knows of its logout.
@@ -54,6 +54,8 @@ FROM_SIBLING = "simgate.from_sibling"
 # only its own replica can check, so the siblings take the word of the replica that checked it.
 APPLY_PREFIX = "/_simgate/replica/apply"
 _SERVER_ACTION = re.compile(r"/servers/[^/]+/(restart|start|stop)")
+# A message of the legacy HTTP+SSE transport names the replica that holds its stream (see `legacy_sse`).
+_LEGACY_MESSAGE = re.compile(r"(?:/servers/[^/]+)?/messages/r([0-9]{1,4})/")
 # Per-replica views, answered by the replica named in `?replica=N`.
 _PER_REPLICA = frozenset({"/metrics", "/healthz", "/readyz", "/admin/servers", "/admin/modes"})
 _REPLICA_NUMBER = re.compile(r"[0-9]{1,4}")
@@ -207,7 +209,11 @@ class ReplicaRouting:
             # its session id names that replica, as an MCP session id does.
             session_id = cookie_session(scope)
         if session_id is None:
-            return None
+            legacy = _LEGACY_MESSAGE.fullmatch(scope["path"]) if scope["method"] == "POST" else None
+            if legacy is None:
+                return None
+            tagged = int(legacy.group(1))
+            return None if tagged == self.plan.index or tagged >= self.plan.count else tagged
         owner = self.plan.owner_of(session_id)
         return None if owner == self.plan.index else owner
 
