@@ -20,6 +20,7 @@ from simgate.gateway.replicas.orphans import die_with_parent
 from simgate.gateway.replicas.plan import plan_from_environment
 from simgate.gateway.replicas.sockets import inherited
 from simgate.gateway.upstream.pool import docker_hosts, sweep_containers
+from simgate.private_apis import check as check_private_apis
 
 logger = logging.getLogger("simgate.gateway")
 
@@ -30,6 +31,9 @@ def serve(config: GatewayConfig, *, host: str | None = None, port: int | None = 
     `gateway.replicas`); each is this same command, started again from `config_path`, with its plan."""
     replica = plan_from_environment()
     configure_logging(config.gateway.log_level, replica=replica.index if replica is not None else None)
+    # A library release without a private detail the gateway relies on stops it here, by name, not a call later.
+    for warning in check_private_apis():
+        logger.warning(warning)
     host = host or config.gateway.host
     port = config.gateway.port if port is None else port
     workers = workers or config.gateway.workers

@@ -24,6 +24,7 @@ from typing import Any
 
 from simgate.canonical import digest
 from simgate.errors import SimgateError
+from simgate.private_apis import regex_parser
 from simgate.results import schema_error, strip_meta, text_of, text_result
 from simgate.simulators.base import SimulationError, SimulationRequest, SimulationResult
 from simgate.simulators.similarity import nearest
@@ -306,10 +307,7 @@ def _fits(schema: dict[str, Any], kind: str, value: Any) -> bool:
 
 def _from_pattern(pattern: str, rng: random.Random) -> str | None:
     """A string matching a regular expression, for the common subset (classes, repeats, groups, alternatives)."""
-    try:
-        from re import _parser as sre_parse  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - Python < 3.11
-        import sre_parse  # type: ignore[no-redef]
+    sre_parse = regex_parser()
     try:
         parsed = sre_parse.parse(pattern)
     except re.error:

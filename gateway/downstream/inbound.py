@@ -36,6 +36,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from simgate.private_apis import session_transports
+
 # A float literal beyond a double's range has a 3-digit exponent or 309+ digits; nothing else can
 # parse to infinity, so most bodies are never walked.
 _MAYBE_HUGE = re.compile(rb"[0-9][eE][+-]?[0-9]{3}|[0-9]{309}")
@@ -175,8 +177,8 @@ def _rejection(rejection: Rejected, transport: StreamableHTTPServerTransport | N
 
 
 def live_transports(manager: StreamableHTTPSessionManager) -> dict[str, StreamableHTTPServerTransport]:
-    """The manager's sessions (it keeps them privately)."""
-    return getattr(manager, "_server_instances", {})
+    """The manager's sessions (it keeps them privately: see `simgate.private_apis`)."""
+    return session_transports(manager)
 
 
 async def peek_body(receive: Receive, limit: int) -> tuple[bytes | None, Receive]:

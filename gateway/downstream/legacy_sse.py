@@ -24,6 +24,8 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.datastructures import QueryParams
 from starlette.types import Receive, Scope, Send
 
+from simgate.private_apis import sse_sessions
+
 if TYPE_CHECKING:  # the server's module imports this one
     from simgate.gateway.downstream.server import ProxyServer
 
@@ -58,8 +60,7 @@ class LegacySse:
 
     def open_session_ids(self) -> set[str]:
         """The sessions whose stream is open (the transport keeps them privately)."""
-        writers: Mapping[UUID, Any] = getattr(self._transport, "_read_stream_writers", {})
-        return {SESSION_PREFIX + uid.hex for uid in writers}
+        return {SESSION_PREFIX + uid.hex for uid in sse_sessions(self._transport)}
 
 
 def _query_session(scope: Scope) -> str | None:

@@ -7,6 +7,8 @@ from typing import Any
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
+from simgate.private_apis import session_owners, session_transports
+
 
 class TaggedSessionManager(StreamableHTTPSessionManager):
     """The SDK's manager, but a new session's id starts with `prefix` (`r1-…`), so that any replica that
@@ -23,7 +25,8 @@ class TaggedSessionManager(StreamableHTTPSessionManager):
             return transport
         old = transport.mcp_session_id
         new = transport.mcp_session_id = f"{self._prefix}{old}"
-        self._server_instances[new] = self._server_instances.pop(old)
-        if old in self._session_owners:
-            self._session_owners[new] = self._session_owners.pop(old)
+        sessions, owners = session_transports(self), session_owners(self)
+        sessions[new] = sessions.pop(old)
+        if old in owners:
+            owners[new] = owners.pop(old)
         return transport

@@ -14,13 +14,15 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import mcp_types as types
-from mcp.shared._stream_protocols import WriteStream
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
+
+if TYPE_CHECKING:  # the SDK's stream protocols live in a private module: typing only (see simgate.private_apis)
+    from mcp.shared._stream_protocols import WriteStream
 
 logger = logging.getLogger("simgate.upstream")
 

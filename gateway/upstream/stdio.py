@@ -15,7 +15,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import IO, Any
+from typing import IO
 
 import anyio
 from anyio.abc import AsyncResource, ByteReceiveStream, ByteSendStream, Process
@@ -23,6 +23,7 @@ from mcp.client.stdio import get_default_environment
 from mcp.os.posix.utilities import terminate_posix_process_tree
 from mcp.shared.message import SessionMessage
 
+from simgate.private_apis import subprocess_transport
 from simgate.sandboxes.framing import LineFramer
 
 logger = logging.getLogger("simgate.upstream")
@@ -115,10 +116,8 @@ async def _stop(process: Process) -> None:
     with suppress(*_PIPE_ERRORS):
         await process.stdout.aclose()
     # A survivor holding a pipe end would keep the subprocess transport open (and warn at GC).
-    transport: Any = getattr(getattr(process, "_process", None), "_transport", None)
-    if transport is not None:
-        with suppress(PermissionError):
-            transport.close()
+    with suppress(PermissionError):
+        subprocess_transport(process).close()
 
 
 async def _drain(stdout: ByteReceiveStream) -> None:

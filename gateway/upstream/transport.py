@@ -10,14 +10,13 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING, TypeAlias
 
 import anyio
 import httpx2
 import mcp_types as types
 from anyio.abc import AsyncResource
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
@@ -38,10 +37,13 @@ from simgate.sandboxes.framing import OversizedMessage
 from simgate.sandboxes.launch import prepare_launch
 from simgate.sandboxes.workdir import ServerDirs
 
+if TYPE_CHECKING:  # the SDK's stream protocols live in a private module: typing only (see simgate.private_apis)
+    from mcp.shared._stream_protocols import ReadStream, WriteStream
+
 logger = logging.getLogger("simgate.upstream")
 
 _SSE_SLACK = 64 * 1024  # an event's `event:`/`id:` lines around its data
-Streams = tuple[ReadStream[SessionMessage | Exception], WriteStream[SessionMessage]]
+Streams: TypeAlias = "tuple[ReadStream[SessionMessage | Exception], WriteStream[SessionMessage]]"
 
 
 class UpstreamReader(AsyncResource):

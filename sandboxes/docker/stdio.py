@@ -29,6 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from docker.errors import APIError, DockerException, NotFound
 from mcp.shared.message import SessionMessage
 
+from simgate.private_apis import socket_under
 from simgate.sandboxes.docker.container import SERVER_LABEL, ContainerSpec, prepare_container
 from simgate.sandboxes.docker.engine import connect
 from simgate.sandboxes.egress.mount import EgressMount
@@ -103,7 +104,7 @@ async def _running(client: docker.DockerClient, spec: ContainerSpec, policy: San
 def _attach(api: docker.APIClient, container: str) -> socket.socket:
     """The attach connection as a socket of our own (a duplicate), so the SDK's wrappers can go."""
     wrapper: Any = api.attach_socket(container, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
-    raw = getattr(wrapper, "_sock", wrapper)
+    raw = socket_under(wrapper)
     if isinstance(raw, ssl.SSLSocket) or not isinstance(raw, socket.socket):
         wrapper.close()
         raise SandboxUnavailable("docker: only unix:// and plain tcp:// engines are supported (no TLS or ssh)")
