@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Container
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -140,7 +140,7 @@ class Gateway:
         } if config.gateway.fast_paths else {}
         for server in self.servers.values():
             self.pool.add_listener(server.broadcast)
-        self.metrics.watch_pool(self.pool, _LiveSessions(self.managers))
+        self.metrics.watch_pool(self.pool, _LiveSessions(self.managers, self.legacy))
         self.ui_data = DataApi(config, self.store, self.redactor)
         if replica is not None:
             self.metrics.label_replica(replica.index, replica.count)
@@ -428,17 +428,19 @@ class _LegacyEndpoint:
 
 
 def _open_session_ids(managers: dict[str, StreamableHTTPSessionManager], legacy: dict[str, LegacySse],
-                      endpoint: str) -> Container[str]:
+                      endpoint: str) -> set[str]:
     open_legacy = legacy[endpoint].open_session_ids() if endpoint in legacy else set()
     return {*live_transports(managers[endpoint]), *open_legacy}
 
 
 class _LiveSessions(dict[str, int]):
-    """Live client sessions per endpoint, read from the session managers at scrape time."""
+    """Live client sessions per endpoint (streamable HTTP and legacy HTTP+SSE), read at scrape time."""
 
-    def __init__(self, managers: dict[str, StreamableHTTPSessionManager]) -> None:
+    def __init__(self, managers: dict[str, StreamableHTTPSessionManager], legacy: dict[str, LegacySse]) -> None:
         super().__init__()
         self._managers = managers
+        self._legacy = legacy
 
     def items(self) -> Any:
-        return [(endpoint, len(live_transports(manager))) for endpoint, manager in self._managers.items()]
+        return [(endpoint, len(_open_session_ids(self._managers, self._legacy, endpoint)))
+                for endpoint in self._managers]

@@ -296,3 +296,24 @@ def test_a_legacy_session_is_held_to_its_api_key(tmp_path: Path) -> None:
     assert _text(mine["result"]) == "mine"
     assert theirs["error"]["code"] in (-32602, -32007), theirs
     assert other.status_code == 403
+
+
+def _sessions_gauge(gateway: GatewayProcess, endpoint: str) -> float:
+    metrics = httpx.get(f"{gateway.url}/metrics", timeout=10, trust_env=False).text
+    line = next(line for line in metrics.splitlines()
+                if line.startswith(f'simgate_downstream_sessions{{endpoint="{endpoint}"}}'))
+    return float(line.rsplit(" ", 1)[1])
+
+
+@pytest.mark.anyio
+async def test_a_legacy_session_counts_among_the_live_sessions_while_its_stream_is_open(
+        gateway: GatewayProcess) -> None:
+    from mcp.client.session import ClientSession
+    from mcp.client.sse import sse_client
+
+    before = _sessions_gauge(gateway, "/servers/mis/mcp")
+    async with sse_client(f"{gateway.url}/servers/mis/sse") as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        assert _text((await session.call_tool("echo", {"text": "counted"})).model_dump()) == "counted"
+        assert _sessions_gauge(gateway, "/servers/mis/mcp") == before + 1
+    assert wait_until(lambda: _sessions_gauge(gateway, "/servers/mis/mcp") == before, timeout=10)
