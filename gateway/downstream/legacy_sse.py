@@ -19,11 +19,14 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from mcp.server.sse import SseServerTransport
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.datastructures import QueryParams
 from starlette.types import Receive, Scope, Send
 
+from simgate.gateway.auth.middleware import presented_key
 from simgate.private_apis import sse_sessions
 
 if TYPE_CHECKING:  # the server's module imports this one
@@ -44,6 +47,7 @@ class LegacySse:
 
     async def stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`GET .../sse`: one session, for as long as the client keeps the stream open."""
+        _as_key_owner(scope)
         async with AsyncExitStack() as stack:
             try:
                 read, write = await stack.enter_async_context(self._transport.connect_sse(scope, receive, send))
@@ -56,11 +60,22 @@ class LegacySse:
         session = _query_session(scope)
         if session is not None:
             scope.setdefault("state", {})[STATE_KEY] = SESSION_PREFIX + session
+        _as_key_owner(scope)
         await self._transport.handle_post_message(scope, receive, send)
 
     def open_session_ids(self) -> set[str]:
         """The sessions whose stream is open (the transport keeps them privately)."""
         return {SESSION_PREFIX + uid.hex for uid in sse_sessions(self._transport)}
+
+
+def _as_key_owner(scope: Scope) -> None:
+    """Name the request's API key as its principal, where the SDK's transport looks for one: a session is then
+    held to the key that opened it, and a message with another key (or none) is answered 404, as an unknown
+    session is. The session id travels in a URL, which proxies log; it must not be all a client needs.
+    The principal is the key's id, never its secret."""
+    key = presented_key(scope)
+    if key is not None:
+        scope["user"] = AuthenticatedUser(AccessToken(token="", client_id=f"simgate-key:{key.id}", scopes=[]))
 
 
 def _query_session(scope: Scope) -> str | None:

@@ -1,0 +1,81 @@
+"""A hostile client against the gateway's newest surfaces (legacy HTTP+SSE, the replicas' private paths, the
+page's cookies, the admin modes API): raw HTTP, a real gateway; each refusal precise, nothing leaked."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from harness import GatewayProcess, fixture_server, running_gateway
+
+from simgate.gateway.auth.api_keys import KeyStore
+
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, dict[str, str]]]:
+    base = tmp_path_factory.mktemp("hostile")
+    store = KeyStore(base / "keys.json")
+    keys = {name: store.create(name, servers=["*"])[1] for name in ("alice", "mallory")}
+    keys["admin"] = store.create("admin", servers=["*"], admin=True)[1]
+    config = {"gateway": {"keys_path": str(base / "keys.json")},
+              "mcpServers": {"mis": fixture_server("misbehaving_server.py")}}
+    with running_gateway(config, base / "gateway") as gateway:
+        yield gateway, keys
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _endpoint_of(lines: Iterator[str]) -> str:
+    """The message URL a legacy stream announces first (`event: endpoint`). `lines`: the stream's, kept by the
+    caller (a line iterator let go closes the response, which ends the session)."""
+    for line in lines:
+        if line.startswith("data: "):
+            return line.removeprefix("data: ")
+    raise AssertionError("the stream ended before naming its message endpoint")
+
+
+def test_a_legacy_session_takes_messages_only_with_the_key_that_opened_it(
+        keyed: tuple[GatewayProcess, dict[str, str]]) -> None:
+    """The session id travels in a URL (proxies log URLs): another client that learns it, with a key of its
+    own, must not post into the session (its answers would reach the session's owner, under its name)."""
+    gateway, keys = keyed
+    with httpx.Client(timeout=10, trust_env=False) as http, \
+            http.stream("GET", f"{gateway.url}/servers/mis/sse", headers=_bearer(keys["alice"])) as stream:
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        messages = gateway.url + _endpoint_of(lines)
+        intruded = http.post(messages, json=INIT, headers=_bearer(keys["mallory"]))
+        assert intruded.status_code == 404, intruded.text
+        assert http.post(messages, json=INIT).status_code == 401  # no key at all
+        assert http.post(messages, json=INIT, headers=_bearer(keys["alice"])).status_code == 202
+
+
+def test_legacy_messages_that_name_no_live_session_are_refused(keyed: tuple[GatewayProcess, dict[str, str]]) -> None:
+    gateway, keys = keyed
+    with httpx.Client(timeout=10, trust_env=False, headers=_bearer(keys["alice"])) as http:
+        base = f"{gateway.url}/servers/mis/messages/"
+        assert http.post(base, json=INIT).status_code == 400  # no session_id
+        assert http.post(f"{base}?session_id=not-a-uuid", json=INIT).status_code == 400
+        assert http.post(f"{base}?session_id={uuid.uuid4().hex}", json=INIT).status_code == 404
+        assert http.post(f"{gateway.url}/servers/nope/messages/?session_id={uuid.uuid4().hex}",
+                         json=INIT).status_code in (403, 404)
+
+
+def test_a_huge_legacy_message_is_refused_unread(tmp_path: Path) -> None:
+    config = {"gateway": {"max_body_bytes": 1024}, "mcpServers": {"mis": fixture_server("misbehaving_server.py")}}
+    with running_gateway(config, tmp_path / "gateway") as gateway, httpx.Client(timeout=10, trust_env=False) as http, \
+            http.stream("GET", f"{gateway.url}/sse") as stream:
+        lines = stream.iter_lines()
+        messages = gateway.url + _endpoint_of(lines)
+        big = http.post(messages, content=b'{"jsonrpc": "2.0", "method": "x", "params": {"p": "' + b"a" * 4096 + b'"}}',
+                        headers={"content-type": "application/json"})
+        assert big.status_code == 413
+        assert http.post(messages, json=INIT).status_code == 202  # the session goes on
