@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -47,6 +47,7 @@ from simgate.gateway.prometheus import GatewayMetrics
 from simgate.gateway.replicas.forward import FROM_SIBLING, ReplicaFront, ReplicaLinks, ReplicaRouting
 from simgate.gateway.replicas.plan import ReplicaPlan
 from simgate.gateway.replicas.sessions import TaggedSessionManager
+from simgate.gateway.sessions import MAX_NAME_CHARS
 from simgate.gateway.ui.data_api import DataApi
 from simgate.gateway.ui.feed import CallFeed
 from simgate.gateway.ui.routes import ui_routes
@@ -298,7 +299,9 @@ class Gateway:
             else:
                 self.modes.set(body.mode, server=body.server, tool=body.tool, session=body.session)
         except ValidationError as exc:
-            return JSONResponse({"error": f"invalid mode change: {exc.errors(include_url=False)[0]['msg']}"},
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in first["loc"])
+            return JSONResponse({"error": f"invalid mode change: {where + ': ' if where else ''}{first['msg']}"},
                                 status_code=400)
         except ModeNotSet as exc:
             return JSONResponse({"error": exc.message}, status_code=404)
@@ -347,9 +350,10 @@ class ModeChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: str | None  # None: drop the setting (DELETE)
-    server: str | None = None
-    tool: str | None = None
-    session: str | None = None
+    # Bounded: a name the gateway cannot check (a session's, a tool of a server whose list is not known) is kept.
+    server: str | None = Field(None, max_length=MAX_NAME_CHARS)
+    tool: str | None = Field(None, max_length=MAX_NAME_CHARS)
+    session: str | None = Field(None, max_length=MAX_NAME_CHARS)
 
 
 def server_status(name: str, upstream: Any) -> dict[str, Any]:

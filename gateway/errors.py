@@ -107,6 +107,12 @@ class InvalidHoldout(GatewayError):
     code_value = types.INVALID_PARAMS
 
 
+class InvalidSessionName(GatewayError):
+    """A session name that is no string, or longer than the gateway keeps (`sessions.MAX_NAME_CHARS`)."""
+
+    code_value = types.INVALID_PARAMS
+
+
 
 class Forbidden(GatewayError):
     """The client's API key does not allow this server, tool, prompt or resource."""

@@ -21,8 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from simgate.gateway.config.execution import Mode
+from simgate.gateway.errors import InvalidSessionName
 
 MAX_SESSIONS = 10_000
+# Characters of a session name: every name a client gives is kept (up to MAX_SESSIONS of them), so its size
+# is what bounds their memory; a name is an id (a trajectory's, a test's), never a payload.
+MAX_NAME_CHARS = 512
 HISTORY = 20
 # A call kept in a session's history is shown to the simulator as context; past this size only the
 # start of its answer is kept (memory stays bounded however large the answers are).
@@ -51,6 +55,21 @@ def state_key(name: str | None, client_session: str | None) -> str | None:
     if client_session is None:
         return name
     return f"{client_session}\x00{name or ''}"
+
+
+def checked_name(value: object, where: str) -> str | None:
+    """A session name as a client gave it (`where`: in which field), refused precisely when it is no string or
+    over MAX_NAME_CHARS; the name itself is never repeated back (it may be megabytes)."""
+    if value is None or isinstance(value, str) and len(value) <= MAX_NAME_CHARS:
+        return value
+    what = f"{len(value)} characters; at most {MAX_NAME_CHARS} are taken" if isinstance(value, str) \
+        else f"a JSON {_json_kind(value)}; it must be a string"
+    raise InvalidSessionName(f"the session name in {where} is {what}", data={"field": where})
+
+
+def _json_kind(value: object) -> str:
+    kinds = {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 class Sessions:

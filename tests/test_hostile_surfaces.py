@@ -3,6 +3,7 @@ page's cookies, the admin modes API): raw HTTP, a real gateway; each refusal pre
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,3 +80,51 @@ def test_a_huge_legacy_message_is_refused_unread(tmp_path: Path) -> None:
                         headers={"content-type": "application/json"})
         assert big.status_code == 413
         assert http.post(messages, json=INIT).status_code == 202  # the session goes on
+
+
+def _mcp_session(http: httpx.Client, url: str) -> dict[str, str]:
+    """The headers of a fresh handshake-era session at `url` (raw JSON-RPC over streamable HTTP)."""
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    opened = http.post(url, headers=headers, json={**INIT, "params": {**INIT["params"], "protocolVersion": "2025-06-18"}})
+    session = {**headers, "mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-06-18"}
+    http.post(url, headers=session, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    return session
+
+
+def _call_error(http: httpx.Client, url: str, headers: dict[str, str], meta: dict[str, object]) -> dict[str, object]:
+    answer = http.post(url, headers=headers, json={"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "echo", "arguments": {"text": "hi"}, "_meta": {"simgate/mode": "replay", **meta}}})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert "error" in body, f"accepted: {answer.text[:300]}"
+    error: dict[str, object] = body["error"]
+    return error
+
+
+def test_a_session_name_is_bounded_and_a_string(keyed: tuple[GatewayProcess, dict[str, str]]) -> None:
+    """Every name a call gives its session is kept (run state, up to 10,000 of them): one of megabytes per call
+    would hold gigabytes. A name over the bound, or one that is no string, is refused naming the field, without
+    echoing the name."""
+    gateway, keys = keyed
+    url = gateway.mcp_url("mis")
+    with httpx.Client(timeout=30, trust_env=False, headers=_bearer(keys["alice"])) as http:
+        session = _mcp_session(http, url)
+        huge = "s" * 100_000
+        error = _call_error(http, url, session, {"simgate/session": huge})
+        assert error["code"] == -32602 and "simgate/session" in str(error["message"])
+        assert "sss" not in json.dumps(error), error
+        error = _call_error(http, url, {**session, "x-simgate-session": "h" * 5000}, {})
+        assert error["code"] == -32602 and "X-Simgate-Session" in str(error["message"]) and "hhh" not in json.dumps(error)
+        for wrong in ({"a": 1}, 5, ["s"]):
+            error = _call_error(http, url, session, {"simgate/session": wrong})
+            assert error["code"] == -32602 and "simgate/session" in str(error["message"]), error
+        error = _call_error(http, url, session, {"simgate/mode": {"x": 1}})
+        assert error["code"] == -32602 and "simgate/mode" in str(error["message"]), error
+        # A name within the bound is a name as before.
+        fine = http.post(url, headers=session, json={"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+            "name": "echo", "arguments": {"text": "hi"}, "_meta": {"simgate/session": "n" * 256}}})
+        assert '"hi"' in fine.text
+        # The admin API holds the same bound for a session's mode.
+        put = http.put(f"{gateway.url}/admin/modes", json={"mode": "replay", "session": huge},
+                       headers=_bearer(keys["admin"]))
+        assert put.status_code == 400 and "session" in put.json()["error"] and "sss" not in put.text, put.text[:300]

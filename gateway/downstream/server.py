@@ -19,8 +19,9 @@ from simgate.gateway.downstream.audience import Listener
 from simgate.gateway.downstream.exposure import Exposure
 from simgate.gateway.downstream.legacy_sse import legacy_session
 from simgate.gateway.downstream.request_origin import RequestOrigin
-from simgate.gateway.errors import InvalidHoldout
+from simgate.gateway.errors import InvalidHoldout, InvalidMode
 from simgate.gateway.pipeline.call import Pipeline, ToolCall
+from simgate.gateway.sessions import checked_name
 
 logger = logging.getLogger("simgate.downstream")
 
@@ -150,12 +151,12 @@ class ProxyServer(Server[Any]):
             arguments=dict(raw.get("arguments") or {}),
             meta=meta,
             tool_definition=entry.definition,
-            session_id=(meta or {}).get(SESSION_META_KEY) or _header(ctx, SESSION_HEADER)
-            or _client_session(ctx),
+            session_id=checked_name((meta or {}).get(SESSION_META_KEY), f"_meta[{SESSION_META_KEY!r}]")
+            or checked_name(_header(ctx, SESSION_HEADER), "X-Simgate-Session") or _client_session(ctx),
             client_session=_client_session(ctx),
             task=_text((meta or {}).get(TASK_META_KEY)) or _header(ctx, TASK_HEADER),
             holdout=None if holdout == "none" else holdout,
-            mode=(meta or {}).get(MODE_META_KEY) or _header(ctx, MODE_HEADER),
+            mode=_mode_asked(meta) or _header(ctx, MODE_HEADER),
             origin=RequestOrigin(ctx),
             api_key=_api_key(ctx),
         )
@@ -222,6 +223,13 @@ def _for_both_eras(handler: Handler) -> Handler:
         return result
 
     return run
+
+
+def _mode_asked(meta: Mapping[str, Any] | None) -> str | None:
+    mode = (meta or {}).get(MODE_META_KEY)
+    if mode is None or isinstance(mode, str):
+        return mode
+    raise InvalidMode(f"_meta[{MODE_META_KEY!r}] must be a mode's name (a string)", data={"field": MODE_META_KEY})
 
 
 def _text(value: Any) -> str | None:
