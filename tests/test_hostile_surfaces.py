@@ -59,15 +59,49 @@ def test_a_legacy_session_takes_messages_only_with_the_key_that_opened_it(
         assert http.post(messages, json=INIT, headers=_bearer(keys["alice"])).status_code == 202
 
 
-def test_legacy_messages_that_name_no_live_session_are_refused(keyed: tuple[GatewayProcess, dict[str, str]]) -> None:
+def test_legacy_messages_that_name_no_live_session_are_refused_in_json(
+        keyed: tuple[GatewayProcess, dict[str, str]]) -> None:
     gateway, keys = keyed
     with httpx.Client(timeout=10, trust_env=False, headers=_bearer(keys["alice"])) as http:
         base = f"{gateway.url}/servers/mis/messages/"
-        assert http.post(base, json=INIT).status_code == 400  # no session_id
-        assert http.post(f"{base}?session_id=not-a-uuid", json=INIT).status_code == 400
-        assert http.post(f"{base}?session_id={uuid.uuid4().hex}", json=INIT).status_code == 404
+        for url, status, says in ((base, 400, "session_id is required"),
+                                  (f"{base}?session_id=not-a-uuid", 400, "Invalid session ID"),
+                                  (f"{base}?session_id={uuid.uuid4().hex}", 404, "Could not find session")):
+            answer = http.post(url, json=INIT)
+            assert (answer.status_code, answer.headers["content-type"]) == (status, "application/json"), answer.text
+            assert answer.json() == {"error": says}
         assert http.post(f"{gateway.url}/servers/nope/messages/?session_id={uuid.uuid4().hex}",
-                         json=INIT).status_code in (403, 404)
+                         json=INIT).status_code == 404
+        assert http.get(f"{base}?session_id={uuid.uuid4().hex}").status_code == 405
+
+
+def test_a_malformed_legacy_message_is_answered_precisely_and_the_session_goes_on(
+        keyed: tuple[GatewayProcess, dict[str, str]]) -> None:
+    """As over streamable HTTP (see `downstream.inbound`): not JSON, NaN or a number out of range: -32700; a
+    request id that is no id (the SDK took it for a notification: 202, and no answer ever), a batch: -32602;
+    each answered on the POST, in JSON, with no traceback in the log."""
+    gateway, keys = keyed
+    with httpx.Client(timeout=10, trust_env=False, headers=_bearer(keys["alice"])) as http, \
+            http.stream("GET", f"{gateway.url}/servers/mis/sse") as stream:
+        lines = stream.iter_lines()
+        messages = gateway.url + _endpoint_of(lines)
+        assert http.post(messages, json=INIT).status_code == 202
+        for body, code in ((b"not json", -32700), (b"[" * 5000 + b"]" * 5000, -32700),
+                           (b'{"jsonrpc": "2.0", "id": 2, "method": "ping", "params": {"x": NaN}}', -32700),
+                           (b'{"jsonrpc": "2.0", "id": 2, "method": "ping", "params": {"x": 1e999}}', -32700),
+                           (b'{"jsonrpc": "2.0", "id": 1.5, "method": "ping"}', -32602),
+                           (b'[{"jsonrpc": "2.0", "id": 2, "method": "ping"}]', -32602)):
+            answer = http.post(messages, content=body, headers={"content-type": "application/json"})
+            assert answer.status_code == 400, (body[:40], answer.text)
+            assert answer.json()["error"]["code"] == code, (body[:40], answer.text)
+        wrong_type = http.post(messages, content=b'{"jsonrpc": "2.0", "id": 3, "method": "ping"}',
+                               headers={"content-type": "text/plain"})
+        assert wrong_type.status_code == 400 and wrong_type.json() == {"error": "Invalid Content-Type header"}
+        assert http.post(messages, json={"jsonrpc": "2.0", "id": 4, "method": "ping"}).status_code == 202
+        answers = (line for line in lines if line.startswith("data: "))
+        assert json.loads(next(answers).removeprefix("data: "))["id"] == 1  # the handshake's
+        assert json.loads(next(answers).removeprefix("data: ")) == {"jsonrpc": "2.0", "id": 4, "result": {}}
+    assert "Traceback" not in gateway.log_text()
 
 
 def test_a_huge_legacy_message_is_refused_unread(tmp_path: Path) -> None:

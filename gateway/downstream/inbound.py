@@ -82,7 +82,7 @@ class InboundCheck:
         try:
             message = parse(body, modern)
         except Rejected as rejection:
-            await _rejection(rejection, transport)(scope, receive, send)
+            await rejection_answer(rejection, transport)(scope, receive, send)
             return None
         return Inbound(receive, message if isinstance(message, dict) else None, transport)
 
@@ -166,7 +166,7 @@ def _sdk_content_type(request: Request) -> bool:
     return any(part.strip() == "application/json" for part in content_type.split(";")[0].split(","))
 
 
-def _rejection(rejection: Rejected, transport: StreamableHTTPServerTransport | None) -> Response:
+def rejection_answer(rejection: Rejected, transport: StreamableHTTPServerTransport | None) -> Response:
     """The error as the SDK's transports write theirs (400 for both codes, in both eras)."""
     error = JSONRPCError(jsonrpc="2.0", id=None, error=ErrorData(code=rejection.code, message=rejection.message))
     headers = {}

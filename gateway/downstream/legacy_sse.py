@@ -14,6 +14,7 @@ the replica that took the GET, and a POST that comes in to another one is passed
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
@@ -23,10 +24,11 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.sse import SseServerTransport
 from mcp.server.transport_security import TransportSecuritySettings
-from starlette.datastructures import QueryParams
-from starlette.types import Receive, Scope, Send
+from starlette.datastructures import Headers, QueryParams
+from starlette.types import Message, Receive, Scope, Send
 
 from simgate.gateway.auth.middleware import presented_key
+from simgate.gateway.downstream.inbound import Rejected, parse, peek_body, rejection_answer
 from simgate.private_apis import sse_sessions
 
 if TYPE_CHECKING:  # the server's module imports this one
@@ -42,6 +44,7 @@ class LegacySse:
     def __init__(self, server: ProxyServer, message_path: str, security: TransportSecuritySettings,
                  max_body_bytes: int, replica_tag: str | None = None) -> None:
         self._server = server
+        self._limit = max_body_bytes
         path = f"{message_path}{replica_tag}/" if replica_tag else message_path
         self._transport = SseServerTransport(path, security_settings=security, max_request_body_size=max_body_bytes)
 
@@ -61,11 +64,49 @@ class LegacySse:
         if session is not None:
             scope.setdefault("state", {})[STATE_KEY] = SESSION_PREFIX + session
         _as_key_owner(scope)
-        await self._transport.handle_post_message(scope, receive, send)
+        if scope["method"] == "POST":
+            # Checked by the rules of `inbound`, as a streamable-HTTP POST is: the SDK's transport takes NaN and
+            # numbers out of range, takes a request with a malformed id for a notification (202, and no answer
+            # ever), and logs a traceback (at error level) for every body it cannot parse.
+            body, receive = await peek_body(receive, self._limit)
+            if body is not None:  # else too large: the transport's limit answers (413)
+                try:
+                    parse(body, modern=False)
+                except Rejected as rejection:
+                    await rejection_answer(rejection, None)(scope, receive, send)
+                    return
+        await self._transport.handle_post_message(scope, receive, _json_errors(send))
 
     def open_session_ids(self) -> set[str]:
         """The sessions whose stream is open (the transport keeps them privately)."""
         return {SESSION_PREFIX + uid.hex for uid in sse_sessions(self._transport)}
+
+
+def _json_errors(send: Send) -> Send:
+    """The transport refuses in plain text ("Could not find session"); the client is told in JSON, as by every
+    other route of the gateway (`{"error": ...}`, same status and headers)."""
+    start: Message | None = None
+    chunks: list[bytes] = []
+
+    async def relay(message: Message) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            content_type = Headers(raw=message.get("headers", [])).get("content-type", "")
+            if message["status"] >= 400 and not content_type.startswith("application/json"):
+                start = message
+                return
+        elif message["type"] == "http.response.body" and start is not None:
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = json.dumps({"error": b"".join(chunks).decode(errors="replace")}).encode()
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-type", b"content-length")]
+            await send({**start, "headers": [*headers, (b"content-type", b"application/json"),
+                                             (b"content-length", str(len(body)).encode())]})
+            message = {"type": "http.response.body", "body": body, "more_body": False}
+        await send(message)
+
+    return relay
 
 
 def _as_key_owner(scope: Scope) -> None:
