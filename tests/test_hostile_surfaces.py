@@ -3,14 +3,17 @@ page's cookies, the admin modes API): raw HTTP, a real gateway; each refusal pre
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from harness import GatewayProcess, fixture_server, running_gateway
+from harness import GatewayProcess, fixture_server, running_gateway, wait_until
 
 from simgate.gateway.auth.api_keys import KeyStore
 
@@ -125,11 +128,21 @@ def _mcp_session(http: httpx.Client, url: str) -> dict[str, str]:
     return session
 
 
+def _answer_of(answer: httpx.Response) -> dict[str, object]:
+    """A JSON-RPC answer, sent as one JSON body or on an SSE stream (the gateway answers either way)."""
+    if answer.headers.get("content-type", "").startswith("text/event-stream"):
+        data = [line.removeprefix("data: ") for line in answer.text.splitlines() if line.startswith("data: ")]
+        answers = [json.loads(item) for item in data if item.strip()]
+        return next(item for item in answers if "id" in item)
+    body: dict[str, object] = answer.json()
+    return body
+
+
 def _call_error(http: httpx.Client, url: str, headers: dict[str, str], meta: dict[str, object]) -> dict[str, object]:
     answer = http.post(url, headers=headers, json={"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
         "name": "echo", "arguments": {"text": "hi"}, "_meta": {"simgate/mode": "replay", **meta}}})
     assert answer.status_code == 200, answer.text
-    body = answer.json()
+    body = _answer_of(answer)
     assert "error" in body, f"accepted: {answer.text[:300]}"
     error: dict[str, object] = body["error"]
     return error
@@ -162,3 +175,45 @@ def test_a_session_name_is_bounded_and_a_string(keyed: tuple[GatewayProcess, dic
         put = http.put(f"{gateway.url}/admin/modes", json={"mode": "replay", "session": huge},
                        headers=_bearer(keys["admin"]))
         assert put.status_code == 400 and "session" in put.json()["error"] and "sss" not in put.text, put.text[:300]
+
+
+def test_a_legacy_client_that_never_reads_its_stream_holds_up_no_other_client(tmp_path: Path) -> None:
+    """An upstream notification of no request goes to every client session of the endpoint. A legacy client
+    that opens its stream and never reads it fills its socket's buffers; sending to it then waits for ever,
+    and every other client stopped hearing notifications (each new one left a task waiting behind it)."""
+    config = {"mcpServers": {"routing": fixture_server("routing_server.py")}}
+    with running_gateway(config, tmp_path / "gateway") as gateway, \
+            httpx.Client(timeout=20, trust_env=False) as http, socket.socket() as stuck:
+        port = int(gateway.url.rsplit(":", 1)[1])
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", port))
+        stuck.sendall(f"GET /servers/routing/sse HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        seen = b""
+        while b"session_id=" not in seen or b"\r\n" not in seen.partition(b"session_id=")[2]:
+            seen += stuck.recv(4096)
+        stuck_messages = gateway.url + seen.partition(b"data: ")[2].partition(b"\r\n")[0].decode()
+        assert http.post(stuck_messages, json=INIT).status_code == 202
+        assert http.post(stuck_messages, json={"jsonrpc": "2.0", "method": "notifications/initialized"}).status_code == 202
+        url = gateway.mcp_url("routing")
+        caller = _mcp_session(http, url)
+        for index in range(10):  # 10 MB of log lines of no request: more than the stuck socket's buffers hold
+            http.post(url, headers=caller, json={"jsonrpc": "2.0", "id": 10 + index, "method": "tools/call", "params": {
+                "name": "announce", "arguments": {"text": "x" * 1_000_000}}})
+        with http.stream("GET", f"{gateway.url}/servers/routing/sse") as stream:
+            lines = stream.iter_lines()
+            messages = gateway.url + _endpoint_of(lines)
+            assert http.post(messages, json=INIT).status_code == 202
+            assert http.post(messages, json={"jsonrpc": "2.0", "method": "notifications/initialized"}).status_code == 202
+            http.post(url, headers=caller, json={"jsonrpc": "2.0", "id": 99, "method": "tools/call", "params": {
+                "name": "announce", "arguments": {"text": "heard"}}})
+            heard: list[str] = []
+
+            def listen() -> None:
+                with contextlib.suppress(httpx.HTTPError):  # the stream closes as the test ends
+                    for line in lines:
+                        if line.startswith("data: ") and "notifications/message" in line and "heard" in line:
+                            heard.append(line)
+                            return
+
+            threading.Thread(target=listen, daemon=True).start()
+            assert wait_until(lambda: bool(heard), timeout=15), "a client stuck on its stream held up the others"

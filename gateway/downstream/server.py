@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable, Container, Mapping
 from typing import Any
 
+import anyio
 import mcp_types as types
 from mcp.server.caching import CacheHint
 from mcp.server.context import ServerRequestContext
@@ -39,6 +40,10 @@ TASK_META_KEY = "simgate/task"
 HOLDOUT_HEADER = "x-simgate-holdout"
 HOLDOUT_META_KEY = "simgate/holdout"
 HOLDOUTS = ("none", "call", "task")
+# Seconds a client session may take to accept a notification of no request (it is handed to its stream at once
+# unless the client has stopped reading it: then its socket's buffers are full). Past that it hears no more of
+# them until its next request: a client that never reads must not hold up the others, nor pile up tasks.
+SLOW_CLIENT_SECONDS = 2.0
 
 
 class ProxyServer(Server[Any]):
@@ -202,15 +207,26 @@ class ProxyServer(Server[Any]):
             notification = types.LoggingMessageNotification(params=params)
         elif isinstance(notification, types.ProgressNotification | types.ElicitCompleteNotification):
             return  # request-scoped; progress travels with its request
-        for session_id, client in list(self.clients.items()):
-            if not client.hears(server, notification):
-                continue
+        async with anyio.create_task_group() as tg:  # each at once: one slow client delays no other
+            for session_id, client in list(self.clients.items()):
+                if client.hears(server, notification):
+                    tg.start_soon(self._tell, session_id, client, notification)
+
+    async def _tell(self, session_id: str, client: Listener, notification: types.ServerNotification) -> None:
+        with anyio.move_on_after(SLOW_CLIENT_SECONDS) as waited:
             try:
                 await client.session.send_notification(notification)
             except Exception:
                 self.clients.pop(session_id, None)  # the client session is gone
                 if self.on_client_gone is not None:
                     self.on_client_gone(session_id)
+                return
+        if waited.cancelled_caught and self.clients.get(session_id) is client:
+            # Not gone (its run state stays): it is listed again by its next request.
+            del self.clients[session_id]
+            # Not named: a session id lets whoever reads the log post into the session.
+            logger.warning("a client session of %s took no notification for %ss: it hears none until its next "
+                           "request", self.exposure.endpoint, SLOW_CLIENT_SECONDS)
 
 
 def _for_both_eras(handler: Handler) -> Handler:
