@@ -217,3 +217,69 @@ def test_a_legacy_client_that_never_reads_its_stream_holds_up_no_other_client(tm
 
             threading.Thread(target=listen, daemon=True).start()
             assert wait_until(lambda: bool(heard), timeout=15), "a client stuck on its stream held up the others"
+
+
+def test_the_legacy_routes_hold_the_dns_rebinding_rules(keyed: tuple[GatewayProcess, dict[str, str]]) -> None:
+    gateway, keys = keyed
+    with httpx.Client(timeout=10, trust_env=False, headers=_bearer(keys["alice"])) as http:
+        for path in ("/sse", "/servers/mis/sse"):
+            assert http.get(gateway.url + path, headers={"Host": "evil.example"}).status_code == 421
+            assert http.get(gateway.url + path, headers={"Origin": "http://evil.example"}).status_code == 403
+        for path in ("/messages/", "/servers/mis/messages/", "/messages/r1/"):
+            answer = http.post(f"{gateway.url}{path}?session_id={uuid.uuid4().hex}", json=INIT,
+                               headers={"Origin": "http://evil.example"})
+            assert answer.status_code == 403 and "refused" in answer.json()["error"]
+
+
+def _raw(port: int, request: bytes) -> tuple[int, bytes]:
+    """Status and body of one request sent as written (no client normalises its target)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(request)
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+def _replica_token(parent: int) -> str:
+    """The siblings' token, from a replica's environment (where the parent put it)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if stat.read_text().rpartition(")")[2].split()[1] == str(parent):
+                for entry in (stat.parent / "environ").read_bytes().split(b"\0"):
+                    if entry.startswith(b"SIMGATE_REPLICA_PLAN="):
+                        token: str = json.loads(entry.partition(b"=")[2])["token"]
+                        return token
+    raise AssertionError("no replica found")
+
+
+def test_the_replicas_private_paths_exist_for_no_client(tmp_path: Path) -> None:
+    """However the target is spelled, a request without the parent's token never reaches the siblings' paths,
+    and the token (logged at debug level too) appears nowhere in the log."""
+    config = {"gateway": {"log_level": "debug"}, "mcpServers": {"mis": fixture_server("misbehaving_server.py")}}
+    with running_gateway(config, tmp_path / "gateway", serve_args=("--workers", "2")) as gateway:
+        assert wait_until(lambda: all(httpx.get(f"{gateway.url}/readyz?replica={index}", trust_env=False).status_code
+                                      == 200 for index in (0, 1)), timeout=60)
+        port = int(gateway.url.rsplit(":", 1)[1])
+        token = _replica_token(gateway.process.pid)
+        body = b'{"mode": "replay"}'
+        for target in ("/_simgate/replica/modes", "//_simgate/replica/modes", "/_simgate%2Freplica%2Fmodes",
+                       "/./_simgate/replica/modes", "/_simgate/replica/modes/", "/x/../_simgate/replica/modes",
+                       f"http://127.0.0.1:{port}/_simgate/replica/modes", "/_simgate/replica/apply/admin/modes",
+                       "/_simgate/replica/apply//admin/modes", "/_simgate/replica/apply/%61dmin/modes"):
+            for method in ("GET", "PUT"):
+                status, _ = _raw(port, f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                                       f"X-Simgate-Replica-Token: {'0' * len(token)}\r\nContent-Length: {len(body)}\r\n"
+                                       "Connection: close\r\n\r\n".encode() + body)
+                assert status in (404, 405), (method, target, status)
+        assert httpx.get(f"{gateway.url}/admin/modes", trust_env=False).json()["default"] == "live"
+        # The probe is not vacuous: with the token, the path is there.
+        assert httpx.get(f"{gateway.url}/_simgate/replica/modes", headers={"X-Simgate-Replica-Token": token},
+                         trust_env=False).status_code == 200
+        for tag in ("r99", "r-1", "r00001", "r1"):
+            answer = httpx.post(f"{gateway.url}/messages/{tag}/?session_id={uuid.uuid4().hex}", json=INIT,
+                                trust_env=False)
+            assert (answer.status_code, answer.json()) == (404, {"error": "Could not find session"}), (tag, answer.text)
+        log = gateway.log_text()
+    assert token not in log
