@@ -283,3 +283,21 @@ def test_the_replicas_private_paths_exist_for_no_client(tmp_path: Path) -> None:
             assert (answer.status_code, answer.json()) == (404, {"error": "Could not find session"}), (tag, answer.text)
         log = gateway.log_text()
     assert token not in log
+
+
+def test_a_streamable_http_session_takes_requests_only_with_the_key_that_opened_it(
+        keyed: tuple[GatewayProcess, dict[str, str]]) -> None:
+    """As a legacy session is held to its key: another key naming the session's id is answered 404 (the SDK's
+    answer to a session it does not know), on the SDK's path and the gateway's direct path for calls alike."""
+    gateway, keys = keyed
+    url = gateway.mcp_url("mis")
+    with httpx.Client(timeout=10, trust_env=False, headers=_bearer(keys["alice"])) as alice, \
+            httpx.Client(timeout=10, trust_env=False) as http:
+        opened = _mcp_session(alice, url)
+        for message in ({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "echo",
+                                                                                        "arguments": {"text": "in"}}},
+                        {"jsonrpc": "2.0", "id": 6, "method": "tools/list"}):
+            intruded = http.post(url, json=message, headers={**opened, **_bearer(keys["mallory"])})
+            assert intruded.status_code == 404, intruded.text[:300]
+            owned = http.post(url, json=message, headers={**opened, **_bearer(keys["alice"])})
+            assert owned.status_code == 200 and "error" not in _answer_of(owned), owned.text[:300]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -36,6 +38,15 @@ def presented_key(scope: Scope) -> ApiKey | None:
     """The client's key for this request (None when the gateway has no keys)."""
     state = scope.get("state")
     return state.get(STATE_KEY) if isinstance(state, dict) else None
+
+
+def key_principal(key: ApiKey) -> AuthenticatedUser:
+    """The key as the principal of its requests, where the SDK's transports look for one (`scope["user"]`): a
+    session (streamable HTTP or HTTP+SSE) is then held to the key that opened it, and a request of the session
+    with another key is answered 404, as one naming an unknown session. A session id alone (it travels in
+    headers and, over HTTP+SSE, in URLs that proxies log) must not be all a client needs. The key's id, never
+    its secret."""
+    return AuthenticatedUser(AccessToken(token="", client_id=f"simgate-key:{key.id}", scopes=[]))
 
 
 NO_KEYS_LEFT = ("no API keys are configured: this gateway has required keys, so it refuses every client until "
@@ -80,6 +91,8 @@ class RequireApiKey:
             await refusal(scope, receive, send)
             return
         scope.setdefault("state", {})[STATE_KEY] = key
+        if key is not None:  # always, past `_refusal`
+            scope["user"] = key_principal(key)
         await self.app(scope, receive, send)
 
     def _lock(self) -> None:

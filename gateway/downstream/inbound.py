@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydantic_core
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport, check_accept_headers
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
@@ -36,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from simgate.private_apis import session_transports
+from simgate.private_apis import session_owners, session_transports
 
 # A float literal beyond a double's range has a 3-digit exponent or 309+ digits; nothing else can
 # parse to infinity, so most bodies are never walked.
@@ -88,8 +89,16 @@ class InboundCheck:
 
     def _transport(self, request: Request) -> StreamableHTTPServerTransport | None:
         session_id = request.headers.get(MCP_SESSION_ID_HEADER)
-        transport = live_transports(self._manager).get(session_id) if session_id is not None else None
+        if session_id is None:
+            return None
+        transport = live_transports(self._manager).get(session_id)
         if transport is None or transport.is_terminated:
+            return None
+        # Another principal (API key) than the session's: the SDK refuses it (404), so neither is it read here
+        # nor answered on the direct path.
+        user = request.scope.get("user")
+        requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+        if requestor != session_owners(self._manager).get(session_id):
             return None
         idle = transport.idle_scope
         return None if idle is not None and idle.cancel_called else transport

@@ -20,14 +20,11 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from mcp.server.auth.provider import AccessToken
 from mcp.server.sse import SseServerTransport
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import Message, Receive, Scope, Send
 
-from simgate.gateway.auth.middleware import presented_key
 from simgate.gateway.downstream.inbound import Rejected, parse, peek_body, rejection_answer
 from simgate.private_apis import sse_sessions
 
@@ -49,8 +46,8 @@ class LegacySse:
         self._transport = SseServerTransport(path, security_settings=security, max_request_body_size=max_body_bytes)
 
     async def stream(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """`GET .../sse`: one session, for as long as the client keeps the stream open."""
-        _as_key_owner(scope)
+        """`GET .../sse`: one session, for as long as the client keeps the stream open (and held to the API key
+        that opened it: see `auth.middleware.key_principal`)."""
         async with AsyncExitStack() as stack:
             try:
                 read, write = await stack.enter_async_context(self._transport.connect_sse(scope, receive, send))
@@ -63,7 +60,6 @@ class LegacySse:
         session = _query_session(scope)
         if session is not None:
             scope.setdefault("state", {})[STATE_KEY] = SESSION_PREFIX + session
-        _as_key_owner(scope)
         if scope["method"] == "POST":
             # Checked by the rules of `inbound`, as a streamable-HTTP POST is: the SDK's transport takes NaN and
             # numbers out of range, takes a request with a malformed id for a notification (202, and no answer
@@ -107,16 +103,6 @@ def _json_errors(send: Send) -> Send:
         await send(message)
 
     return relay
-
-
-def _as_key_owner(scope: Scope) -> None:
-    """Name the request's API key as its principal, where the SDK's transport looks for one: a session is then
-    held to the key that opened it, and a message with another key (or none) is answered 404, as an unknown
-    session is. The session id travels in a URL, which proxies log; it must not be all a client needs.
-    The principal is the key's id, never its secret."""
-    key = presented_key(scope)
-    if key is not None:
-        scope["user"] = AuthenticatedUser(AccessToken(token="", client_id=f"simgate-key:{key.id}", scopes=[]))
 
 
 def _query_session(scope: Scope) -> str | None:
