@@ -389,9 +389,10 @@ class Upstream:
         timeout = timeout or self.config.call_timeout
         session = await self.wait_ready(min(timeout, self.config.startup_timeout))
         raw_calls = self._raw_calls
+        closed = self._closed  # this session's end: set when its connection is really gone
+        started = time.perf_counter()
         try:
             with self._callers.sending(origin):
-                started = time.perf_counter()
                 try:
                     if method == "tools/call" and raw_calls is not None and (origin is None
                                                                               or not origin.wants_progress()):
@@ -410,13 +411,15 @@ class Upstream:
                     if method == "tools/call":  # errors and timeouts too: they are part of what callers wait
                         self.latencies.append(time.perf_counter() - started)
         except MCPError as exc:
-            if exc.code == types.REQUEST_TIMEOUT:
+            # -32001 and -32000 are also the server's own errors (the implementation-defined range): a timeout
+            # only once the time ran out, a closed connection only once it closed.
+            if exc.code == types.REQUEST_TIMEOUT and time.perf_counter() - started >= timeout:
                 self._restart_now.set()  # check liveness now rather than at the next interval
                 raise UpstreamTimeout(f"upstream server {self.name!r} did not answer {method} within {timeout:g}s",
                                       data={"server": self.name, "timeout": timeout}) from None
             if exc.code == RESULT_TOO_LARGE:
                 raise ResultTooLarge(exc.error.message, data=exc.error.data) from None
-            if exc.code == types.CONNECTION_CLOSED:
+            if exc.code == types.CONNECTION_CLOSED and (closed is None or closed.is_set()):
                 reason = self.last_error or "it closed its connection"
                 raise UpstreamUnavailable(
                     f"upstream server {self.name!r} failed during {method} ({reason}); it is being restarted",

@@ -1,0 +1,102 @@
+"""Shapes of third-party servers found by trying published ones through the gateway, each reproduced by a
+small fixture: lists paged by cursor (tools, resources, templates, prompts) from a 2024-11-05-only server
+that logs while it works."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from harness import fixture_server, mcp_session, provenance, running_gateway, wait_until
+from mcp import MCPError, types
+from mcp.client.session import ClientSession
+
+pytestmark = pytest.mark.anyio
+
+
+async def _every_page(session: ClientSession, lister: str, key: str) -> list[str]:
+    names: list[str] = []
+    cursor: str | None = None
+    for _ in range(20):
+        params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
+        page = await getattr(session, lister)(params=params)
+        names += [item.name for item in getattr(page, key)]
+        cursor = page.next_cursor
+        if not cursor:
+            return names
+    raise AssertionError(f"{lister} never ended")
+
+
+@pytest.fixture
+def paged_gateway(tmp_path: Path) -> Any:
+    config = {"gateway": {"record": "new_episodes", "simulator": {"backend": "schema"}},
+              "mcpServers": {"paged": fixture_server("paged_server.py")}}
+    with running_gateway(config, tmp_path) as gateway:
+        yield gateway
+
+
+@pytest.mark.parametrize("endpoint", ["aggregate", "server"])
+async def test_every_page_of_every_list_is_served_and_later_pages_answer(paged_gateway: Any, endpoint: str) -> None:
+    url = paged_gateway.mcp_url(None if endpoint == "aggregate" else "paged")
+    prefix = "paged__" if endpoint == "aggregate" else ""
+    async with mcp_session(url) as session:
+        tools = await _every_page(session, "list_tools", "tools")
+        assert sorted(tools) == sorted(f"{prefix}tool_{index}" for index in range(7))
+        assert len(await _every_page(session, "list_resources", "resources")) == 5
+        assert len(await _every_page(session, "list_resource_templates", "resource_templates")) == 3
+        assert len(await _every_page(session, "list_prompts", "prompts")) == 5
+        read = await session.read_resource("paged://item/4")
+        assert read.contents[0].text == "body of paged://item/4"
+        prompt = await session.get_prompt(f"{prefix}prompt_4")
+        assert prompt.messages[0].content.text == "text of prompt_4"
+        with anyio.fail_after(20):
+            result = await session.call_tool(f"{prefix}tool_6", {"n": 21})
+        assert result.content[0].text == "tool_6: 42" and provenance(result)["source"] == "live"
+    for mode, source in (("replay", "cache"), ("simulated", "simulator")):
+        async with mcp_session(url, headers={"X-Simgate-Mode": mode}) as session:
+            result = await session.call_tool(f"{prefix}tool_6", {"n": 21})
+            assert not result.is_error and provenance(result)["source"] == source, result
+            if mode == "replay":
+                assert result.content[0].text == "tool_6: 42"
+
+
+@pytest.mark.parametrize(("tool", "expected"), [
+    ("result_and_error", "not valid JSON-RPC"),
+    ("string_result", "not valid JSON-RPC"),
+])
+async def test_an_answer_that_is_not_json_rpc_fails_its_call_at_once(tmp_path: Path, tool: str, expected: str) -> None:
+    """A server's answer with the call's id that is not valid JSON-RPC fails that call precisely, at once,
+    instead of leaving it to wait out its call timeout."""
+    config = {"mcpServers": {"bad": {**fixture_server("malformed_answer_server.py"), "call_timeout": 60}}}
+    with running_gateway(config, tmp_path) as gateway:
+        async with mcp_session(gateway.mcp_url("bad")) as session:
+            with anyio.fail_after(15):
+                with pytest.raises(MCPError) as error:
+                    await session.call_tool(tool, {})
+            assert expected in error.value.message and "bad" in error.value.message
+            assert (await session.call_tool("fine", {})).content[0].text == "fine"  # the session lives on
+
+
+@pytest.mark.parametrize("code", [-32000, -32001])
+async def test_a_server_error_in_the_implementation_defined_range_is_passed_on_as_it_is(tmp_path: Path,
+                                                                                      code: int) -> None:
+    """-32000 and -32001 are codes the SDK also uses for a closed connection and a timeout; a server's own
+    error with them is its answer (the connection is up, no time ran out), passed on with its message."""
+    config = {"mcpServers": {"bad": fixture_server("malformed_answer_server.py")}}
+    with running_gateway(config, tmp_path) as gateway:
+        async with mcp_session(gateway.mcp_url("bad")) as session:
+            with anyio.fail_after(15):
+                with pytest.raises(MCPError) as error:
+                    await session.call_tool(f"error_{-code}", {})
+            assert (error.value.code, error.value.message) == (code, f"the server's own error {code}")
+            assert (await session.call_tool("fine", {})).content[0].text == "fine"
+
+
+def test_a_server_that_answers_initialize_with_no_json_rpc_fails_its_start_precisely(tmp_path: Path) -> None:
+    config = {"mcpServers": {"bad": {**fixture_server("malformed_answer_server.py", "--at-initialize"),
+                                     "startup_timeout": 60}}}
+    with running_gateway(config, tmp_path, wait_ready=False) as gateway:
+        assert wait_until(lambda: "not valid JSON-RPC" in gateway.log_text(), timeout=15), gateway.log_text()[-2000:]
+        assert "Unknown method: 'initialize'" in gateway.log_text()
