@@ -100,3 +100,36 @@ def test_a_server_that_answers_initialize_with_no_json_rpc_fails_its_start_preci
     with running_gateway(config, tmp_path, wait_ready=False) as gateway:
         assert wait_until(lambda: "not valid JSON-RPC" in gateway.log_text(), timeout=15), gateway.log_text()[-2000:]
         assert "Unknown method: 'initialize'" in gateway.log_text()
+
+
+# The input schemas of casual-mcp-server-time 1.0.0 and mcp-server-commands 0.5.0, as they list them: their
+# tools answered every probe with an error before (a random word is no date, no command), so onboarding
+# disabled a working server.
+TIME_SINCE = {"properties": {"past_date": {"description": "A past datetime in ISO 8601 format, e.g. "
+                                                          "'2024-01-01T00:00:00Z'", "type": "string"}},
+              "required": ["past_date"], "type": "object", "additionalProperties": False}
+DATE_DIFF = {"properties": {"start": {"description": "Start date in ISO format, e.g., '2024-01-01'", "type": "string"},
+                            "end": {"description": "End date in ISO format, e.g., '2025-01-01'", "type": "string"}},
+             "required": ["start", "end"], "type": "object", "additionalProperties": False}
+HUMAN_DATE = {"properties": {"description": {"description": "A natural language description of a date, "
+                                                            "e.g. 'next Friday'", "type": "string"}},
+              "required": ["description"], "type": "object"}
+RUN_COMMAND = {"properties": {"command": {"type": "string", "description": "Command with args"},
+                              "workdir": {"type": "string", "description": "Optional, current working directory"}},
+               "required": ["command"], "type": "object"}
+
+
+@pytest.mark.parametrize(("schema", "expected"), [
+    (TIME_SINCE, {"past_date": "2024-01-01T00:00:00Z"}),
+    (DATE_DIFF, {"start": "2024-01-01", "end": "2025-01-01"}),
+    (HUMAN_DATE, {"description": "next Friday"}),
+    (RUN_COMMAND, {"command": "echo hello"}),
+])
+def test_probe_arguments_take_the_examples_a_description_quotes(schema: dict[str, Any],
+                                                                expected: dict[str, Any]) -> None:
+    from simgate.runner.onboard.arguments import probe_arguments
+
+    sets = probe_arguments(schema, "seed")
+    assert sets[0].kind == "minimal" and sets[0].arguments == expected
+    for full in (item for item in sets if item.kind == "full"):  # absent when it would repeat `minimal`
+        assert {name: full.arguments[name] for name in expected} == expected
