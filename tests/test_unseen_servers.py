@@ -4,12 +4,20 @@ that logs while it works."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from harness import fixture_server, mcp_session, provenance, running_gateway, wait_until
+from harness import REPO_ROOT, fixture_server, mcp_session, pid_alive, provenance, running_gateway, wait_until
 from mcp import MCPError, types
 from mcp.client.session import ClientSession
 
@@ -133,3 +141,47 @@ def test_probe_arguments_take_the_examples_a_description_quotes(schema: dict[str
     assert sets[0].kind == "minimal" and sets[0].arguments == expected
     for full in (item for item in sets if item.kind == "full"):  # absent when it would repeat `minimal`
         assert {name: full.arguments[name] for name in expected} == expected
+
+
+def _pids_with(marker: str) -> list[int]:
+    """Processes whose command line holds `marker` (this test's own, unique)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes() and pid_alive(int(entry.name)):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+def test_onboarding_stopped_by_sigterm_stops_its_private_gateway_and_the_server(tmp_path: Path) -> None:
+    """`timeout`, a CI job's end or `kill` send SIGTERM to `simgate onboard` alone; its private gateways run in
+    sessions of their own, so they (and the servers they sandbox) outlived it before."""
+    name = f"leak{uuid.uuid4().hex[:12]}"
+    gateway_mark = f"simgate-onboard-{name}-"  # in the private gateway's config path
+    clients = tmp_path / "servers.json"
+    clients.write_text(json.dumps({"mcpServers": {name: {  # starts, never answers initialize
+        "command": sys.executable, "args": ["-c", "import time; time.sleep(600)", name]}}}))
+    onboard = subprocess.Popen(
+        [sys.executable, "-m", "simgate", "onboard", str(clients), "--no-progress", "--config", "onboarded.yaml",
+         "--out", "reports", "--startup-timeout", "600"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    try:
+        assert wait_until(lambda: bool(_pids_with(f"time.sleep(600)\0{name}")), timeout=60)
+        assert _pids_with(gateway_mark)
+        onboard.send_signal(signal.SIGTERM)
+        _, stderr = onboard.communicate(timeout=40)
+        assert wait_until(lambda: not _pids_with(gateway_mark), timeout=15), "the private gateway outlived onboarding"
+        assert wait_until(lambda: not _pids_with(name), timeout=15), "the server outlived onboarding"
+        assert onboard.returncode == 2 and b"stopped by signal SIGTERM" in stderr, stderr
+    finally:
+        for sig, pids in ((signal.SIGTERM, _pids_with(gateway_mark)), (signal.SIGKILL, [onboard.pid])):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+        onboard.wait(timeout=10)
+        wait_until(lambda: not _pids_with(name), timeout=15)
