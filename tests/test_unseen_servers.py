@@ -54,7 +54,7 @@ async def test_every_page_of_every_list_is_served_and_later_pages_answer(paged_g
         assert sorted(tools) == sorted(f"{prefix}tool_{index}" for index in range(7))
         assert len(await _every_page(session, "list_resources", "resources")) == 5
         assert len(await _every_page(session, "list_resource_templates", "resource_templates")) == 3
-        assert len(await _every_page(session, "list_prompts", "prompts")) == 5
+        assert len(await _every_page(session, "list_prompts", "prompts")) == 6
         read = await session.read_resource("paged://item/4")
         assert read.contents[0].text == "body of paged://item/4"
         prompt = await session.get_prompt(f"{prefix}prompt_4")
@@ -68,6 +68,20 @@ async def test_every_page_of_every_list_is_served_and_later_pages_answer(paged_g
             assert not result.is_error and provenance(result)["source"] == source, result
             if mode == "replay":
                 assert result.content[0].text == "tool_6: 42"
+
+
+@pytest.mark.parametrize("endpoint", ["aggregate", "server"])
+async def test_a_resource_or_prompt_over_the_clients_sse_event_limit_is_read_whole(paged_gateway: Any,
+                                                                                  endpoint: str) -> None:
+    """The SDK's client refuses one SSE event over 1 MiB; an MCP App's page is often bigger. A read and a
+    prompt are answered as one JSON body (as calls are), so the client reads them as it would from stdio."""
+    url = paged_gateway.mcp_url(None if endpoint == "aggregate" else "paged")
+    prefix = "paged__" if endpoint == "aggregate" else ""
+    async with mcp_session(url) as session:
+        read = await session.read_resource("paged://big")
+        assert len(read.contents[0].text) == 1_500_007
+        prompt = await session.get_prompt(f"{prefix}big")
+        assert len(prompt.messages[0].content.text) == 1_500_007
 
 
 @pytest.mark.parametrize(("tool", "expected"), [
