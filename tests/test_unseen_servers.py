@@ -49,7 +49,12 @@ def paged_gateway(tmp_path: Path) -> Any:
 async def test_every_page_of_every_list_is_served_and_later_pages_answer(paged_gateway: Any, endpoint: str) -> None:
     url = paged_gateway.mcp_url(None if endpoint == "aggregate" else "paged")
     prefix = "paged__" if endpoint == "aggregate" else ""
-    async with mcp_session(url) as session:
+    logs: list[Any] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        logs.append(params.data)
+
+    async with mcp_session(url, logging_callback=on_log) as session:
         tools = await _every_page(session, "list_tools", "tools")
         assert sorted(tools) == sorted(f"{prefix}tool_{index}" for index in range(7))
         assert len(await _every_page(session, "list_resources", "resources")) == 5
@@ -62,6 +67,9 @@ async def test_every_page_of_every_list_is_served_and_later_pages_answer(paged_g
         with anyio.fail_after(20):
             result = await session.call_tool(f"{prefix}tool_6", {"n": 21})
         assert result.content[0].text == "tool_6: 42" and provenance(result)["source"] == "live"
+        with anyio.fail_after(5):
+            while "working on tool_6" not in logs:  # its log line, sent while it worked, reaches the caller
+                await anyio.sleep(0.05)
     for mode, source in (("replay", "cache"), ("simulated", "simulator")):
         async with mcp_session(url, headers={"X-Simgate-Mode": mode}) as session:
             result = await session.call_tool(f"{prefix}tool_6", {"n": 21})
@@ -122,6 +130,14 @@ def test_a_server_that_answers_initialize_with_no_json_rpc_fails_its_start_preci
     with running_gateway(config, tmp_path, wait_ready=False) as gateway:
         assert wait_until(lambda: "not valid JSON-RPC" in gateway.log_text(), timeout=15), gateway.log_text()[-2000:]
         assert "Unknown method: 'initialize'" in gateway.log_text()
+
+
+def test_a_server_that_refuses_initialize_with_minus_32000_is_named_by_its_message(tmp_path: Path) -> None:
+    config = {"mcpServers": {"bad": fixture_server("malformed_answer_server.py", "--refuse-initialize")}}
+    with running_gateway(config, tmp_path, wait_ready=False) as gateway:
+        assert wait_until(lambda: "configuration incomplete: set ACME_HOME" in gateway.log_text(), timeout=15), \
+            gateway.log_text()[-2000:]
+        assert "closed its connection" not in gateway.log_text()
 
 
 # The input schemas of casual-mcp-server-time 1.0.0 and mcp-server-commands 0.5.0, as they list them: their

@@ -515,7 +515,8 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "did not start and initialize within its startup timeout"
     if isinstance(exc, MCPError):
-        if exc.code == types.CONNECTION_CLOSED:
+        # -32000 with the SDK's own words is the pipe closing; with others, the server refusing in its own words
+        if exc.code == types.CONNECTION_CLOSED and exc.message == "Connection closed":
             return "the server exited or closed its connection before it was initialized (see its stderr.log)"
         return f"error {exc.code}: {exc.message}"
     if isinstance(exc, FileNotFoundError):
