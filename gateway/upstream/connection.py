@@ -390,6 +390,7 @@ class Upstream:
         session = await self.wait_ready(min(timeout, self.config.startup_timeout))
         raw_calls = self._raw_calls
         closed = self._closed  # this session's end: set when its connection is really gone
+        sent = anyio.current_time()  # the clock the timeouts below run on
         started = time.perf_counter()
         try:
             with self._callers.sending(origin):
@@ -413,7 +414,7 @@ class Upstream:
         except MCPError as exc:
             # -32001 and -32000 are also the server's own errors (the implementation-defined range): a timeout
             # only once the time ran out, a closed connection only once it closed.
-            if exc.code == types.REQUEST_TIMEOUT and time.perf_counter() - started >= timeout:
+            if exc.code == types.REQUEST_TIMEOUT and anyio.current_time() - sent >= timeout:
                 self._restart_now.set()  # check liveness now rather than at the next interval
                 raise UpstreamTimeout(f"upstream server {self.name!r} did not answer {method} within {timeout:g}s",
                                       data={"server": self.name, "timeout": timeout}) from None
