@@ -38,6 +38,17 @@ class OversizedMessage(ValueError):
         super().__init__(f"a message {length}, over the limit of {limit} bytes, was dropped")
 
 
+class MalformedAnswer(ValueError):
+    """A line that is JSON with a request's id and a `result` or `error`, yet no valid JSON-RPC answer (no
+    `jsonrpc`, both members, a `result` that is no object): kept with its id, so that the request it answers
+    can fail now rather than wait out its timeout."""
+
+    def __init__(self, request_id: RequestId, line: str) -> None:
+        self.request_id = request_id
+        self.line = line
+        super().__init__(f"an answer to request {request_id!r} that is not valid JSON-RPC: {line}")
+
+
 class LineFramer:
     """Bytes in, messages out: a parsed `SessionMessage`, or the exception for a line that is not one."""
 
@@ -109,7 +120,22 @@ def _parse(line: bytes) -> SessionMessage | Exception:
         text = line.decode("utf-8", errors="replace")  # as text, so a skipped line is logged readably
         return SessionMessage(types.jsonrpc_message_adapter.validate_json(text, by_name=False))
     except ValueError as exc:  # pydantic's ValidationError included
-        return exc
+        return _malformed_answer(text) or exc
+
+
+def _malformed_answer(text: str) -> MalformedAnswer | None:
+    """The line as a `MalformedAnswer` when it is shaped like an answer to a request (parsed again only on
+    this path: a line that is no message)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or "method" in value or not ("result" in value or "error" in value):
+        return None
+    request_id = value.get("id")
+    if isinstance(request_id, bool) or not isinstance(request_id, int | str):
+        return None
+    return MalformedAnswer(request_id, text.strip()[:200])
 
 
 def read_head(head: bytes) -> tuple[Kind, RequestId | None]:

@@ -45,6 +45,11 @@ TIME_UVX = ["--from", "mcp-server-time==2026.10.19", "mcp-server-time", "--local
      "pypi:mcp-text-editor==1.2.2 (entry mcp-text-editor) (python /usr/bin/python3)", []),  # a local interpreter
     ("uvx", ["-p", ">=3.12", "--from", "mcp-text-editor==1.2.2", "mcp-text-editor"],
      "pypi:mcp-text-editor==1.2.2 (entry mcp-text-editor) (python >=3.12)", []),
+    # uvx takes a requirement as its command too (the entry point is the distribution's name), and @latest
+    ("uvx", ["mcp-uuid-server==0.1.6"], "pypi:mcp-uuid-server==0.1.6 (entry mcp-uuid-server)", []),
+    ("uvx", ["mcp-uuid-server>=0.1,<1", "--x"], "pypi:mcp-uuid-server<1,>=0.1 (entry mcp-uuid-server)", ["--x"]),
+    ("uvx", ["mcp-uuid-server[cli]@0.1.6"], "pypi:mcp-uuid-server[cli]==0.1.6 (entry mcp-uuid-server)", []),
+    ("uvx", ["mcp-uuid-server@latest"], "pypi:mcp-uuid-server (entry mcp-uuid-server)", []),
     ("uv", ["tool", "run", "--with=pydantic<2.12", "mcp-units"], ("pypi:mcp-units --with 'pydantic<2.12' "
                                                                         "(entry mcp-units)"), []),
     ("npx", ["-y", "@modelcontextprotocol/server-filesystem@2026.8.31", "/data"],
@@ -104,6 +109,8 @@ def test_bad_package_specs_are_named(package: str, constraints: list[str], messa
      ("server 'a': uvx option '--index' is not supported by simgate's installer; use 'package: pypi:NAME==VERSION' "
       "with 'constraints' instead (or set install: never to run the command as it is)")),
     ({"command": "npx", "args": ["-y"]}, "server 'a': npx: no package to run"),
+    ({"command": "uvx", "args": ["x@"]}, "server 'a': uvx: no version after '@' in 'x@'"),
+    ({"command": "uvx", "args": ["x==1@2"]}, "server 'a': not a valid Python requirement 'x==1@2'"),
     ({"package": "pypi:x==1", "install": "never"}, "server 'a': 'package' needs install: auto"),
     ({"package": "pypi:x==1", "install": "sometimes"}, "field 'install'"),
 ])

@@ -1,4 +1,4 @@
-"""Answer a `tools/call` POST in the request's own task, with one JSON body.
+"""Answer a `tools/call`, `resources/read` or `prompts/get` POST in the request's own task, with one JSON body.
 
 The SDK's streamable-HTTP transport passes every request through memory streams to a session task,
 which spawns a handler task, whose answer travels back to the request the same way; with SSE framing
@@ -8,9 +8,12 @@ same handler the SDK would run, when the SDK would answer it with exactly one JS
 
 - the check in front (`inbound`) read it: its headers are what the SDK's transport takes, its body is
   within the endpoint's limit and parsed, and it names a live handshake-era session;
-- it is one JSON-RPC `tools/call` request without a progress token;
+- it is one JSON-RPC `tools/call`, `resources/read` or `prompts/get` request without a progress token;
 - its session's client declared neither sampling, elicitation nor roots, so no server-to-client
   request and (see `RequestOrigin.notify`) no request-scoped notification can belong to it.
+
+One JSON body also has no size limit in the SDK's client, which refuses an SSE event over 1 MiB: a
+resource or prompt that big (an MCP App's single-file page) is read whole, as it would be over stdio.
 
 Everything else goes to the SDK unchanged (a malformed body is refused in front of both, by
 `inbound`), so its answers and errors stay the SDK's; `gateway.fast_paths: false` sends everything
@@ -50,6 +53,7 @@ logger = logging.getLogger("simgate.downstream")
 
 STATE_KEY = "simgate_json_response"
 _CAPABILITIES_WITH_REQUESTS = ("sampling", "elicitation", "roots")
+_DIRECT_METHODS = ("tools/call", "resources/read", "prompts/get")  # requests answered by one result
 
 InFlight = dict[tuple[str, int | str], anyio.CancelScope]
 
@@ -94,7 +98,7 @@ class DirectCalls:
             except Exception as exc:
                 error = handler_exception_to_error_data(exc)
                 if error is None:  # as the SDK's dispatcher answers an unexpected handler exception
-                    logger.exception("handler for 'tools/call' raised")
+                    logger.exception("handler for %r raised", message["method"])
                     error = types.ErrorData(code=0, message=str(exc))
                 reply = {"error": error.model_dump(by_alias=True, mode="json", exclude_none=True)}
             finally:
@@ -106,23 +110,23 @@ class DirectCalls:
         await response(scope, receive, send)
 
     async def _run_handler(self, message: dict[str, Any], session: ServerSession, request: Request) -> dict[str, Any]:
-        """What the SDK's `ServerRunner` does for a `tools/call` of a handshake-era session."""
+        """What the SDK's `ServerRunner` does for such a request of a handshake-era session."""
         version = session.protocol_version
-        params = message.get("params")
-        validate_client_request("tools/call", version, params)
-        entry = self._server.get_request_handler("tools/call")
+        method, params = message["method"], message.get("params")
+        validate_client_request(method, version, params)
+        entry = self._server.get_request_handler(method)
         if entry is None:
-            raise MCPError(code=types.METHOD_NOT_FOUND, message="Method not found", data="tools/call")
+            raise MCPError(code=types.METHOD_NOT_FOUND, message="Method not found", data=method)
         ctx: ServerRequestContext[Any, Any] = ServerRequestContext(
-            session=session, lifespan_context=None, protocol_version=version, method="tools/call", params=params,
+            session=session, lifespan_context=None, protocol_version=version, method=method, params=params,
             request_id=message["id"], request=request)
         result = await entry.handler(ctx, entry.params_type.model_validate(params or {}, by_name=False))
         if isinstance(result, types.ErrorData):
             raise MCPError.from_error_data(result)
         try:
-            return serialize_server_result("tools/call", version, result)
+            return serialize_server_result(method, version, result)
         except ValidationError:
-            logger.exception("handler for 'tools/call' returned an invalid result")
+            logger.exception("handler for %r returned an invalid result", method)
             raise MCPError(code=types.INTERNAL_ERROR, message="Handler returned an invalid result") from None
 
     def _cancel(self, session_id: str, message: dict[str, Any]) -> None:
@@ -133,9 +137,9 @@ class DirectCalls:
 
 
 def _direct_call(message: dict[str, Any], session: ServerSession) -> bool:
-    """Whether the message is a `tools/call` request without a progress token from a client that takes
-    no server-to-client requests."""
-    if not (message.get("jsonrpc") == "2.0" and message.get("method") == "tools/call"
+    """Whether the message is a `tools/call`, `resources/read` or `prompts/get` request without a progress
+    token from a client that takes no server-to-client requests."""
+    if not (message.get("jsonrpc") == "2.0" and message.get("method") in _DIRECT_METHODS
             and isinstance(message.get("id"), int | str) and not isinstance(message.get("id"), bool)):
         return False
     params = message.get("params")

@@ -389,9 +389,11 @@ class Upstream:
         timeout = timeout or self.config.call_timeout
         session = await self.wait_ready(min(timeout, self.config.startup_timeout))
         raw_calls = self._raw_calls
+        closed = self._closed  # this session's end: set when its connection is really gone
+        sent = anyio.current_time()  # the clock the timeouts below run on
+        started = time.perf_counter()
         try:
             with self._callers.sending(origin):
-                started = time.perf_counter()
                 try:
                     if method == "tools/call" and raw_calls is not None and (origin is None
                                                                               or not origin.wants_progress()):
@@ -410,13 +412,15 @@ class Upstream:
                     if method == "tools/call":  # errors and timeouts too: they are part of what callers wait
                         self.latencies.append(time.perf_counter() - started)
         except MCPError as exc:
-            if exc.code == types.REQUEST_TIMEOUT:
+            # -32001 and -32000 are also the server's own errors (the implementation-defined range): a timeout
+            # only once the time ran out, a closed connection only once it closed.
+            if exc.code == types.REQUEST_TIMEOUT and anyio.current_time() - sent >= timeout:
                 self._restart_now.set()  # check liveness now rather than at the next interval
                 raise UpstreamTimeout(f"upstream server {self.name!r} did not answer {method} within {timeout:g}s",
                                       data={"server": self.name, "timeout": timeout}) from None
             if exc.code == RESULT_TOO_LARGE:
                 raise ResultTooLarge(exc.error.message, data=exc.error.data) from None
-            if exc.code == types.CONNECTION_CLOSED:
+            if exc.code == types.CONNECTION_CLOSED and (closed is None or closed.is_set()):
                 reason = self.last_error or "it closed its connection"
                 raise UpstreamUnavailable(
                     f"upstream server {self.name!r} failed during {method} ({reason}); it is being restarted",
@@ -512,7 +516,8 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "did not start and initialize within its startup timeout"
     if isinstance(exc, MCPError):
-        if exc.code == types.CONNECTION_CLOSED:
+        # -32000 with the SDK's own words is the pipe closing; with others, the server refusing in its own words
+        if exc.code == types.CONNECTION_CLOSED and exc.message == "Connection closed":
             return "the server exited or closed its connection before it was initialized (see its stderr.log)"
         return f"error {exc.code}: {exc.message}"
     if isinstance(exc, FileNotFoundError):

@@ -21,7 +21,7 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from simgate.gateway.config.models import DEFAULT_MAX_RESULT_BYTES, ServerConfig
-from simgate.gateway.errors import RESULT_TOO_LARGE
+from simgate.gateway.errors import INVALID_UPSTREAM_RESULT, RESULT_TOO_LARGE
 from simgate.gateway.upstream.correlation import RELATED_META_KEY, Callers
 from simgate.gateway.upstream.http_limit import BoundedTransport
 from simgate.gateway.upstream.install import server_command
@@ -33,7 +33,7 @@ from simgate.sandboxes.docker.stdio import docker_stdio_client
 from simgate.sandboxes.egress.lifecycle import egress_for
 from simgate.sandboxes.egress.mount import EgressMount
 from simgate.sandboxes.exposure import Exposure
-from simgate.sandboxes.framing import OversizedMessage
+from simgate.sandboxes.framing import MalformedAnswer, OversizedMessage
 from simgate.sandboxes.launch import prepare_launch
 from simgate.sandboxes.workdir import ServerDirs
 
@@ -76,6 +76,8 @@ class UpstreamReader(AsyncResource):
                 if answer is None:
                     continue
                 item = answer
+            if isinstance(item, MalformedAnswer):
+                item = self._malformed(item)
             if self.raw_calls.take(item):
                 continue
             if not isinstance(item, Exception):
@@ -85,6 +87,14 @@ class UpstreamReader(AsyncResource):
             if self.skipped <= 5 or self.skipped % 1000 == 0:
                 logger.warning("upstream %s: skipped a line that is not JSON-RPC (%d so far): %s",
                                self._name, self.skipped, _offending_line(item))
+
+    def _malformed(self, answer: MalformedAnswer) -> SessionMessage:
+        """The error that fails the request a malformed answer answered (a late or unknown id is dropped)."""
+        logger.warning("upstream %s: %s", self._name, answer)
+        message = (f"upstream server {self._name!r} answered with a message that is not valid JSON-RPC: "
+                   f"{answer.line}")
+        error = types.ErrorData(code=INVALID_UPSTREAM_RESULT, message=message, data={"server": self._name})
+        return SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=answer.request_id, error=error))
 
     def _refusal(self, oversized: OversizedMessage) -> SessionMessage | None:
         """The error that answers the request an oversized message answered, in its place."""

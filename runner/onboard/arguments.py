@@ -1,7 +1,8 @@
 """Probe arguments for a tool, from its input schema (and, when an LLM is configured, from the LLM).
 
 Each set is named so the report can say which kind of call showed what: `minimal` (required
-properties only, from `default`/`examples`/`enum`/`const` where the schema has them), `full` (a
+properties only, from `default`/`examples`/`enum`/`const` where the schema has them, else an example the
+property's description quotes, else a value fitting its name), `full` (a
 valid value for every property, from the schema synthesizer) and `invalid` (a required property
 missing, or a property of the wrong type: the tool must refuse it, and how it refuses is observed).
 """
@@ -21,6 +22,7 @@ from simgate.simulators.schema import SchemaSynthesisError, synthesize
 # `expression` gets an expression, not a random word. Only used where the value fits the schema.
 NAME_HINTS: tuple[tuple[re.Pattern[str], Any], ...] = tuple((re.compile(pattern, re.IGNORECASE), value) for pattern, value in (
     (r"^(expr|expression|formula|equation|calculation)$", "2*21"),
+    (r"^(command|cmd|command_?line|shell_?command)$", "echo hello"),
     (r"sql|^query_?string$", "SELECT 1"),
     (r"^(url|uri|link|href|endpoint)$", "https://example.com/"),
     (r"^(path|file|filename|file_?path|filepath)$", "notes.txt"),
@@ -39,10 +41,32 @@ NAME_HINTS: tuple[tuple[re.Pattern[str], Any], ...] = tuple((re.compile(pattern,
 ))
 
 
+# An example a property's description quotes ("e.g. '2024-01-01'", "for example: \"next Friday\""): what
+# the author would pass, better than a guess from the name.
+_QUOTED_EXAMPLE = re.compile(r"\b(?:e\.g\.|eg\.|for example|for instance|such as|example)[,:]?\s*"
+                             r"(?:'([^'\n]{1,200})'|\"([^\"\n]{1,200})\"|`([^`\n]{1,200})`)", re.IGNORECASE)
+
+
+def described_example(property_schema: Any) -> str | None:
+    """The first example the property's description quotes, when the schema accepts it."""
+    description = property_schema.get("description") if isinstance(property_schema, dict) else None
+    if not isinstance(description, str):
+        return None
+    for match in _QUOTED_EXAMPLE.finditer(description):
+        value = next(group for group in match.groups() if group is not None)
+        if _accepts(property_schema, value):
+            return value
+    return None
+
+
 def name_hints(schema: dict[str, Any], description: str | None = None) -> dict[str, Any]:
     hints: dict[str, Any] = {}
     sql = bool(description and re.search(r"\bsql|\bselect\b|\bquery\b.*\bdatabase", description, re.IGNORECASE))
     for name, property_schema in _properties(schema).items():
+        example = described_example(property_schema)
+        if example is not None:
+            hints[name] = example
+            continue
         if sql and name.lower() in ("query", "sql", "statement") and _accepts(property_schema, "SELECT 1"):
             hints[name] = "SELECT 1"
             continue

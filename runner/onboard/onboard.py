@@ -9,6 +9,7 @@ re-run skips servers already onboarded from the same spec (unless `force`).
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, Field
 
+from simgate.runner.errors import RunnerError
 from simgate.runner.onboard.baseline import measure_baseline
 from simgate.runner.onboard.categories import keyword_category
 from simgate.runner.onboard.classify import classify_tool, env_names, propose_settings
@@ -128,9 +130,10 @@ async def onboard_one(candidate: Candidate, settings: OnboardSettings, llm: LLMH
         except Exception as exc:  # the server came up but the probe could not talk to it
             report.status, report.reason = ServerStatus.PROTOCOL_ERROR, f"{type(exc).__name__}: {exc}"[:600]
             break
-        finally:
-            await anyio.to_thread.run_sync(gateway.stop)
-            await anyio.to_thread.run_sync(forget_invalid_probes, settings.probe.store_dir, candidate.name)
+        finally:  # shielded: a cancelled run (a signal) must still stop the private gateway it started
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(gateway.stop)
+                await anyio.to_thread.run_sync(forget_invalid_probes, settings.probe.store_dir, candidate.name)
         report.tools, report.prompts, report.resources, report.server_info = tools, prompts, resources, info
         for tool in report.tools:
             tool.classification = classify_tool(tool.calls, tool.annotations, tool.description)
@@ -179,7 +182,31 @@ async def onboard(candidates: list[Candidate], settings: OnboardSettings,
         if progress is not None:
             progress(report)
 
-    async with anyio.create_task_group() as group:
-        for candidate in todo:
-            group.start_soon(one, candidate)
+    terminated: list[int] = []
+    async with anyio.create_task_group() as outer:
+        outer.start_soon(_cancel_on_termination, outer.cancel_scope, terminated)
+        async with anyio.create_task_group() as group:
+            for candidate in todo:
+                group.start_soon(one, candidate)
+        outer.cancel_scope.cancel()
+    if terminated:
+        raise OnboardingStopped(f"onboarding stopped by signal {signal.Signals(terminated[0]).name}; the reports "
+                                f"finished so far are in {settings.out_dir}", terminated[0])
     return list(results.values())
+
+
+class OnboardingStopped(RunnerError):
+    """SIGTERM or SIGHUP ended the run: every private gateway was stopped first (they run in sessions of their
+    own, so no signal reaches them but this process's)."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+async def _cancel_on_termination(scope: anyio.CancelScope, terminated: list[int]) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+        async for signum in signals:
+            terminated.append(signum)
+            scope.cancel()
+            return

@@ -1,6 +1,7 @@
 """What to install for a server: a package spec, parsed from `package:` or from a `uvx`/`npx` command.
 
 `pypi:NAME==VER` (any PEP 508 requirement) and `npm:NAME@VER`; `uvx [--from X] [--with Y] NAME[@VER] args…`
+(or `uvx NAME==VER`, any requirement, as uv takes it)
 and `npx [-y] [-p PKG] PKG[@VER] args…` as found in `mcpServers` client configs. The spec is what the
 install is keyed on: the same spec reuses the install, a changed one reinstalls.
 """
@@ -125,14 +126,32 @@ def _parse_uvx(args: list[str]) -> InstallRequest:
         raise SpecError("uvx: no command to run")
     target = args.pop(0)
     if source is None:
-        # `uvx NAME@VER` runs NAME from NAME==VER; `uvx NAME` the newest NAME.
-        command, at, version = target.partition("@")
-        requirement = f"{command}=={version}" if at else command
-        entry = _entry_name(command)
+        requirement, entry = _uvx_target(target)
     else:
         requirement = source
         entry = _entry_name(target)
     return InstallRequest(spec=_pypi(requirement, extras, entry, python), args=args)
+
+
+def _uvx_target(target: str) -> tuple[str, str]:
+    """The requirement and entry point of `uvx TARGET`: as uv reads it, `NAME[EXTRAS]@VER` (`@latest`: the newest)
+    or any PEP 508 requirement (`NAME==VER`, `NAME>=1,<2`, `NAME[EXTRAS]`); the entry point is NAME."""
+    head, at, version = target.partition("@")
+    if at:
+        try:
+            named = Requirement(head)
+        except InvalidRequirement:
+            named = None
+        if named is not None and not named.specifier and named.marker is None and named.url is None:
+            if not version.strip():
+                raise SpecError(f"uvx: no version after '@' in {target!r}")
+            requirement = head if version == "latest" else f"{head}=={version}"
+            return requirement, _entry_name(named.name)
+    try:
+        parsed = Requirement(target)
+    except InvalidRequirement as exc:
+        raise SpecError(f"not a valid Python requirement {target!r}: {exc}") from None
+    return target, _entry_name(parsed.name)
 
 
 def _parse_npx(args: list[str]) -> InstallRequest:
