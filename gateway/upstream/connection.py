@@ -389,6 +389,14 @@ class Upstream:
         timeout = timeout or self.config.call_timeout
         session = await self.wait_ready(min(timeout, self.config.startup_timeout))
         raw_calls = self._raw_calls
+        if raw_calls is not None and raw_calls.closed:
+            # Its transport has just ended and the supervisor has yet to mark it down: this request was never
+            # sent, so it waits for the restart instead of failing as if the server had dropped it.
+            with anyio.move_on_after(min(timeout, self.config.startup_timeout)):
+                while self._raw_calls is raw_calls:
+                    await self._changed.wait()
+            session = await self.wait_ready(min(timeout, self.config.startup_timeout))
+            raw_calls = self._raw_calls
         closed = self._closed  # this session's end: set when its connection is really gone
         sent = anyio.current_time()  # the clock the timeouts below run on
         started = time.perf_counter()

@@ -100,6 +100,11 @@ class RawCalls:
         """The id of the one request in flight, if exactly one is."""
         return next(iter(self._waiting)) if len(self._waiting) == 1 else None
 
+    @property
+    def closed(self) -> bool:
+        """The transport has ended: a request now would fail unsent."""
+        return self._closed is not None
+
     def close(self, reason: str) -> None:
         """The transport ended: every request in flight fails now, and later ones at once."""
         self._closed = reason
