@@ -384,15 +384,22 @@ def latency_percentiles(samples: Any) -> dict[str, Any]:
     return {"count": len(ordered), "p50": rank(0.50), "p95": rank(0.95), "p99": rank(0.99)}
 
 
-class _McpEndpoint:
-    """ASGI endpoint handing a request to the session manager of its exposure."""
+class _ExposureEndpoint:
+    """An ASGI endpoint of one exposure: the aggregate's (`endpoint` given) or the server's named in the path."""
 
     def __init__(self, gateway: Gateway, endpoint: str | None) -> None:
         self._gateway = gateway
         self._endpoint = endpoint
 
+    def endpoint(self, scope: Scope) -> str:
+        return self._endpoint or f"/servers/{scope['path_params']['name']}/mcp"
+
+
+class _McpEndpoint(_ExposureEndpoint):
+    """ASGI endpoint handing a request to the session manager of its exposure."""
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = self._endpoint or f"/servers/{scope['path_params']['name']}/mcp"
+        endpoint = self.endpoint(scope)
         manager = self._gateway.managers.get(endpoint)
         if manager is None:
             await _unknown_server(self._gateway, scope)(scope, receive, send)
@@ -413,16 +420,11 @@ def _unknown_server(gateway: Gateway, scope: Scope) -> Response:
     return JSONResponse({"error": f"unknown server {scope['path_params']['name']!r}", "known": known}, status_code=404)
 
 
-class _LegacyEndpoint:
+class _LegacyEndpoint(_ExposureEndpoint):
     """ASGI endpoint handing a request of the HTTP+SSE transport to its exposure's (see `legacy_sse`)."""
 
-    def __init__(self, gateway: Gateway, endpoint: str | None) -> None:
-        self._gateway = gateway
-        self._endpoint = endpoint
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = self._endpoint or f"/servers/{scope['path_params']['name']}/mcp"
-        legacy = self._gateway.legacy.get(endpoint)
+        legacy = self._gateway.legacy.get(self.endpoint(scope))
         if legacy is None:
             await _unknown_server(self._gateway, scope)(scope, receive, send)
         elif scope["method"] == "GET":

@@ -86,11 +86,9 @@ def _session_gone(gateway: GatewayProcess, session: str, version: str) -> bool:
     return response.status_code == 404
 
 
-@pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("client", CLIENTS)
-def test_a_session_at_each_protocol_version(gateway: GatewayProcess, client: str, version: str) -> None:
-    marker = uuid.uuid4().hex  # this test's own recording
-    steps: list[dict[str, Any]] = [
+def _plan(marker: str) -> list[dict[str, Any]]:
+    """Steps every client plays: list, a structured call, a tool error, an unknown tool, progress, a marked echo."""
+    return [
         {"op": "list"},
         {"op": "call", "tool": "add", "arguments": {"numbers": [1, 2]}},
         {"op": "call", "tool": "fail", "arguments": {"reason": "nope"}},
@@ -98,6 +96,13 @@ def test_a_session_at_each_protocol_version(gateway: GatewayProcess, client: str
         {"op": "call", "tool": "progress", "arguments": {"steps": 3}, "progress": True},
         {"op": "call", "tool": "echo", "arguments": {"text": marker}},
     ]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_session_at_each_protocol_version(gateway: GatewayProcess, client: str, version: str) -> None:
+    marker = uuid.uuid4().hex  # this test's own recording
+    steps = _plan(marker)
     if client == "ts":  # the TS Client cancels on an AbortSignal; then the session goes on
         steps += [{"op": "call", "tool": "sleep", "arguments": {"seconds": 30}, "abortAfterMs": 300},
                   {"op": "call", "tool": "echo", "arguments": {"text": "after the cancel"}}]
@@ -161,14 +166,7 @@ def test_the_legacy_http_sse_transport(gateway: GatewayProcess, client: str) -> 
     """Clients of protocol 2024-11-05 (or set to an `sse` transport) open `GET .../sse` and POST where it says."""
     marker = uuid.uuid4().hex
     url = f"{gateway.url}/servers/mis/sse"
-    seen = run_client(client, url, "2024-11-05", [
-        {"op": "list"},
-        {"op": "call", "tool": "add", "arguments": {"numbers": [1, 2]}},
-        {"op": "call", "tool": "fail", "arguments": {"reason": "nope"}},
-        {"op": "call", "tool": "nosuch", "arguments": {}},
-        {"op": "call", "tool": "progress", "arguments": {"steps": 3}, "progress": True},
-        {"op": "call", "tool": "echo", "arguments": {"text": marker}},
-    ], transport="sse")
+    seen = run_client(client, url, "2024-11-05", _plan(marker), transport="sse")
     assert seen["version"] == "2024-11-05" and seen["server"] == "misbehaving"
     listed, added, failed, unknown, progressed, echoed = seen["steps"]
     assert {tool["name"]: tool for tool in listed["tools"]}["add"]["outputSchema"] == SUM_SCHEMA
